@@ -1,0 +1,56 @@
+// Who is asking: the facts about one calling process that scopes depend on.
+// Plain data: the FUSE layer fills it from the request and /proc, tests build
+// it by hand. Nothing here reads /proc.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace vsymfs {
+
+struct Caller {
+  pid_t pid = 0;  // 0: not visible in our pid namespace, or no caller
+  uid_t uid = 0;  // effective (fsuid) ids as the kernel reports them
+  gid_t gid = 0;
+  uid_t ruid = 0;  // real ids (from /proc/<pid>/status when known, else = uid)
+  gid_t rgid = 0;
+  std::vector<gid_t> groups;  // supplementary groups
+
+  // From NSS, for the effective uid/gid (empty when unknown).
+  std::string user_name;
+  std::string group_name;               // primary group name
+  std::vector<std::string> group_names; // names of gid and every supplementary group
+  std::string home;
+
+  // Secure-execution mode (AT_SECURE, or real and effective ids differ): the
+  // process scope is ignored entirely.
+  bool secure = false;
+  // The environment could be read (false for pid 0, unreadable, timed out).
+  bool environ_known = false;
+  // "NAME=value" strings as in /proc/<pid>/environ, in order; the first
+  // definition of a name wins (as getenv does).
+  std::vector<std::string> environ;
+
+  // A 32-bit process (PER_LINUX32 personality or a 32-bit ELF executable).
+  bool compat32 = false;
+};
+
+// Facts about the host, read once (uname, hostname, domain name).
+struct HostInfo {
+  std::string hostname;      // nodename
+  std::string domainname;    // NIS domain name (uname's domainname), "(none)" kept as is
+  std::string machine;       // uname -m, e.g. x86_64
+  std::string machine32;     // what a 32-bit process sees, e.g. i686
+  std::string osrelease;     // uname -r
+  std::string ostype;        // uname -s, "Linux"
+  std::string kernel_ident;  // uname -v
+};
+
+// Reads uname(2) and friends. Pure enough: no /proc, no FUSE.
+HostInfo read_host_info();
+
+}  // namespace vsymfs

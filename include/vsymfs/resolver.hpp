@@ -1,0 +1,49 @@
+// The scopes (SPEC §2): where a variable's value comes from for one caller.
+// A ScopedResolver is built per expansion on the stack; it borrows everything
+// and allocates nothing.
+#pragma once
+
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "vsymfs/caller.hpp"
+#include "vsymfs/rules.hpp"
+#include "vsymfs/runtime_vars.hpp"
+#include "vsymfs/value_source.hpp"
+
+namespace vsymfs {
+
+// The identity builtins: never taken from a process environment.
+bool is_identity_builtin(std::string_view name) noexcept;  // USER UID GID GROUP HOME
+
+class ScopedResolver final : public ValueSource {
+ public:
+  // `runtime` may be null (no run-time values). All references must outlive
+  // the resolver.
+  ScopedResolver(const Rules& rules, const HostInfo& host, const Caller& caller,
+                 const RuntimeVars* runtime) noexcept;
+
+  std::optional<Value> variable(std::string_view name) const override;
+  std::optional<Value> magic(std::string_view name) const override;
+  std::span<const std::string> sysnames() const override;
+  Scope sysnames_scope() const override;
+  Value universe() const override;
+  Value member() const override;
+
+  // Whether the process scope is in use for this caller (not secure, pid != 0,
+  // environment known, rules per_caller).
+  bool process_scope_active() const noexcept;
+
+ private:
+  // implementation-defined members (numbers formatted into small inline buffers)
+  const Rules& rules_;
+  const HostInfo& host_;
+  const Caller& caller_;
+  const RuntimeVars* runtime_;
+  char uid_buf_[12]{}, gid_buf_[12]{}, ruid_buf_[12]{}, rgid_buf_[12]{}, member_buf_[20]{};
+  std::string_view uid_s_, gid_s_, ruid_s_, rgid_s_, member_s_;
+};
+
+}  // namespace vsymfs

@@ -1,0 +1,89 @@
+// The rules file (SPEC §3): what a mount's administrator decides. Parsed with
+// toml++ into this plain struct; the rest of vsymfs only ever sees the struct.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "vsymfs/result.hpp"
+#include "vsymfs/value_source.hpp"
+#include "vsymfs/var_map.hpp"
+
+namespace vsymfs {
+
+// Whether the kernel may cache symlink bodies (FUSE_CAP_CACHE_SYMLINKS).
+enum class SymlinkCache : std::uint8_t {
+  Auto,   // on exactly when every expansion is the same for all callers
+  Never,  // always ask the daemon
+};
+
+struct UniverseRules {
+  std::vector<std::string> names;    // declared universes; empty = conditional links off
+  std::string default_universe;      // must be one of names (when names is non-empty)
+  std::string env_var = "UNIVERSE";  // the process variable that picks one
+  VarMap by_user;                    // user name -> universe
+  VarMap by_group;                   // group name -> universe
+};
+
+struct HostRules {
+  std::string pattern;  // fnmatch(3) pattern against the hostname
+  VarMap vars;
+};
+
+struct Rules {
+  std::string origin;  // the file path, or "<built-in>"
+
+  Families families;
+  UndefinedPolicy undefined = UndefinedPolicy::Literal;
+
+  // Scopes a mount uses. With only locked/host/system (per_caller == false)
+  // every expansion is the same for every caller: caller builtins and process,
+  // user and group scopes are off, per-process @ names get the host's native
+  // values, and the kernel may cache symlink bodies.
+  bool per_caller = true;
+  SymlinkCache symlink_cache = SymlinkCache::Auto;
+
+  // Process scope: fnmatch patterns; a name is taken when it matches an allow
+  // pattern and no deny pattern. Identity builtins are never taken.
+  std::vector<std::string> env_allow{"*"};
+  std::vector<std::string> env_deny;
+
+  VarMap locked;                                 // [locked]
+  VarMap system;                                 // [vars]
+  StringMap<VarMap> users;                       // [user.NAME]
+  StringMap<VarMap> groups;                      // [group.NAME]
+  std::vector<HostRules> hosts;                  // [host."pattern"], file order
+
+  std::vector<std::string> sysnames;             // @sys for native callers, best first
+  std::vector<std::string> sysnames32;           // @sys for 32-bit callers
+  UniverseRules universes;
+  int member = 0;                                // {memb} -> "member<N>"
+
+  // True when the kernel may cache symlink bodies for this mount.
+  bool kernel_may_cache_symlinks() const noexcept {
+    return symlink_cache == SymlinkCache::Auto && !per_caller;
+  }
+};
+
+// The built-in default rules text (embedded from src/core/default_rules.toml).
+extern const std::string_view kDefaultRulesText;
+
+// Parse rules text. `origin` names the file in error messages, which read
+// "FILE:LINE:COLUMN: what was expected" (unknown keys suggest the nearest
+// valid key). Error code EINVAL.
+Result<Rules> parse_rules(std::string_view text, std::string_view origin);
+
+// Read and parse a file (ENOENT/EACCES/... when it cannot be read).
+Result<Rules> load_rules_file(const std::filesystem::path& path);
+
+// The built-in default rules (parsing them cannot fail; tested).
+const Rules& default_rules();
+
+}  // namespace vsymfs

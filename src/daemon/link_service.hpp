@@ -1,0 +1,57 @@
+// Expansion of variant links for the process that asks: the one place where
+// the FUSE layer meets the link language, the scopes and the caller context.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "vsymfs/link_template.hpp"
+#include "vsymfs/result.hpp"
+#include "caller_contexts.hpp"
+#include "mount_state.hpp"
+
+namespace vsymfs::daemon {
+
+// The ids the kernel gave us for a request (fuse_req_ctx).
+struct RequestIds {
+  pid_t pid;
+  uid_t uid;
+  gid_t gid;
+};
+
+class LinkService {
+ public:
+  LinkService(MountState& state, CallerContexts& contexts);
+  ~LinkService();
+
+  // The expansion of `raw` (the underlying link's text) for this caller.
+  // `link_dir_fd` is an fd (O_PATH is fine) of the link's directory inside
+  // SOURCE: @sys candidates with relative targets are probed there; absolute
+  // targets under the mountpoint are translated to SOURCE, so a worker never
+  // calls into its own mount.
+  Result<void> expand(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out);
+
+  // The same with provenance for `vsymctl explain`.
+  Result<void> explain(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out,
+                       std::vector<Substitution>& trace);
+
+  // Whether symlink expansions may differ between callers under the rules in
+  // force now (then symlink attributes get attr_timeout 0).
+  bool per_caller() const noexcept;
+
+  // For a path component that is exactly "@sys" or ends in "@sys" and does
+  // not exist literally: the names to try in order, for this caller.
+  void sys_component_candidates(std::string_view name, const RequestIds& ids, std::vector<std::string>& out);
+
+  // Drop parsed templates (rules changed).
+  void clear_cache();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vsymfs::daemon

@@ -1,0 +1,188 @@
+#include "mount_fixture.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace fs = std::filesystem;
+
+namespace vsymfs::testing {
+
+std::string vsymfs_bin() {
+  const char* p = std::getenv("VSYMFS_BIN");
+  return p ? p : "vsymfs";
+}
+std::string vsymctl_bin() {
+  const char* p = std::getenv("VSYMCTL_BIN");
+  return p ? p : "vsymctl";
+}
+
+namespace {
+
+bool is_mounted(const std::string& mnt, dev_t parent_dev) {
+  struct stat st {};
+  if (::stat(mnt.c_str(), &st) != 0) return false;
+  return st.st_dev != parent_dev;
+}
+
+}  // namespace
+
+Mount::Mount(const MountOptions& opts) {
+  char tmpl[] = "/tmp/vsymfs-it-XXXXXX";
+  if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+  root_ = tmpl;
+  ::chmod(root_.c_str(), 0755);  // other uids must be able to reach the mount
+  src_ = root_ + "/src";
+  mnt_ = root_ + "/mnt";
+  log_ = root_ + "/daemon.log";
+  fs::create_directory(src_);
+  fs::create_directory(mnt_);
+  ::chmod(src_.c_str(), 0755);
+
+  std::vector<std::string> args{vsymfs_bin(), "-f"};
+  std::string o = "allow_other";
+  if (!opts.rules_text.empty()) {
+    rules_ = root_ + "/rules.toml";
+    std::ofstream(rules_) << opts.rules_text;
+    o += ",rules=" + rules_;
+  } else {
+    o += ",builtin_rules";
+  }
+  for (const auto& e : opts.extra_opts) o += "," + e;
+  args.push_back("-o");
+  args.push_back(o);
+  for (const auto& a : opts.extra_args) args.push_back(a);
+  args.push_back(src_);
+  args.push_back(mnt_);
+
+  struct stat parent {};
+  ::stat(root_.c_str(), &parent);
+
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, 2);
+      ::dup2(fd, 1);
+    }
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    std::fprintf(stderr, "exec %s: %s\n", argv[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (!is_mounted(mnt_, parent.st_dev)) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      throw std::runtime_error("vsymfs exited before mounting: " + daemon_log());
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      stop();
+      throw std::runtime_error("vsymfs did not mount within 15 s: " + daemon_log());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+std::string Mount::daemon_log() const {
+  std::ifstream in(log_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void Mount::stop() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGTERM);  // SIGTERM must unmount cleanly
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    int status = 0;
+    while (::waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    pid_ = -1;
+  }
+  // Whatever the daemon did, leave nothing mounted.
+  ::umount2(mnt_.c_str(), MNT_DETACH);
+}
+
+Mount::~Mount() {
+  stop();
+  std::error_code ec;
+  fs::remove_all(root_, ec);
+}
+
+int run_as(const As& who, const std::function<int()>& fn) {
+  pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    if (::setgroups(who.groups.size(), who.groups.data()) != 0) ::_exit(120);
+    if (::setresgid(who.gid, who.gid, who.gid) != 0) ::_exit(121);
+    if (::setresuid(who.uid, who.uid, who.uid) != 0) ::_exit(122);
+    if (!who.env.empty() || !who.keep_env) {
+      if (!who.keep_env) ::clearenv();
+      for (const auto& kv : who.env) ::putenv(const_cast<char*>(kv.c_str()));
+    }
+    ::_exit(fn());
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string capture_as(const As& who, const std::vector<std::string>& argv, int* status_out) {
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) return {};
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(pipefd[1], 1);
+    if (::setgroups(who.groups.size(), who.groups.data()) != 0) ::_exit(120);
+    if (::setresgid(who.gid, who.gid, who.gid) != 0) ::_exit(121);
+    if (::setresuid(who.uid, who.uid, who.uid) != 0) ::_exit(122);
+    std::vector<std::string> env = who.env;
+    std::vector<char*> envp;
+    if (who.keep_env)
+      for (char** e = environ; *e; ++e) envp.push_back(*e);
+    for (auto& kv : env) envp.push_back(kv.data());
+    envp.push_back(nullptr);
+    std::vector<std::string> args = argv;
+    std::vector<char*> cargv;
+    for (auto& a : args) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    ::execvpe(cargv[0], cargv.data(), envp.data());
+    ::_exit(127);
+  }
+  ::close(pipefd[1]);
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(pipefd[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (status_out) *status_out = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return out;
+}
+
+}  // namespace vsymfs::testing
