@@ -1,0 +1,2 @@
+// vsymctl's side of the control socket (H5 fills this in).
+#pragma once
