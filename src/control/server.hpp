@@ -10,21 +10,20 @@
 #include "caller_contexts.hpp"
 #include "link_service.hpp"
 #include "mount_state.hpp"
+#include "paths.hpp"
 
 namespace vsymfs::control {
 
-// Virtual xattrs the FUSE layer answers (documented in vsymfs(8)):
-inline constexpr std::string_view kXattrRaw = "security.vsymfs.raw";          // a symlink's raw text
-inline constexpr std::string_view kXattrControl = "security.vsymfs.control";  // this mount's socket path
+// The virtual xattrs kXattrRaw and kXattrControl are in paths.hpp (vsymctl
+// needs them without the daemon's headers).
 
 struct ServerOptions {
   std::string socket_path;  // "" = default_socket_path(mountpoint)
   std::string state_path;   // "" = default_state_path(mountpoint)
 };
 
-// Defaults derived from the mountpoint, so a restarted daemon finds its state.
-std::string default_socket_path(std::string_view mountpoint);
-std::string default_state_path(std::string_view mountpoint);
+// default_socket_path(mountpoint) and default_state_path(mountpoint) are in
+// paths.hpp.
 
 class Server {
  public:

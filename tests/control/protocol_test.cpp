@@ -1,0 +1,223 @@
+#include "protocol.hpp"
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+namespace vsymfs::control {
+namespace {
+
+std::string field(std::string_view key, std::string_view value) {
+  return std::string(key) + " " + std::to_string(value.size()) + "\n" + std::string(value) + "\n";
+}
+
+TEST(Protocol, EveryRequestRoundTrips) {
+  const std::vector<Request> requests = {
+      {Op::Set, ScopeArg::User, "ARCH", "x86_64", "", ""},
+      {Op::Set, ScopeArg::System, "EMPTY", "", "", ""},
+      {Op::Set, ScopeArg::User, "U", "caf\xc3\xa9 with\ttab", "", ""},
+      {Op::Unset, ScopeArg::System, "ARCH", "", "", ""},
+      {Op::List, ScopeArg::All, "", "", "", ""},
+      {Op::List, ScopeArg::User, "", "", "", ""},
+      {Op::Explain, ScopeArg::All, "", "", "@sys/bin\nwith newline \xff", "/mnt/tree/dir"},
+      {Op::Reload, ScopeArg::All, "", "", "", ""},
+      {Op::Universe, ScopeArg::All, "", "", "", ""},
+      {Op::Status, ScopeArg::All, "", "", "", ""},
+  };
+  for (const Request& r : requests) {
+    SCOPED_TRACE(std::string(to_string(r.op)));
+    auto payload = encode_request(r);
+    ASSERT_TRUE(payload.ok()) << payload.error().message;
+    auto back = decode_request(*payload);
+    ASSERT_TRUE(back.ok()) << back.error().message;
+    EXPECT_EQ(back->op, r.op);
+    EXPECT_EQ(back->scope, r.scope);
+    EXPECT_EQ(back->name, r.name);
+    EXPECT_EQ(back->value, r.value);
+    EXPECT_EQ(back->raw, r.raw);
+    EXPECT_EQ(back->dir, r.dir);
+  }
+}
+
+TEST(Protocol, WireFormatIsTheDocumentedOne) {
+  auto payload = encode_request({Op::Set, ScopeArg::User, "N", "v1", "", ""});
+  ASSERT_TRUE(payload.ok());
+  EXPECT_EQ(*payload, "VSYMFS1 set\nscope 4\nuser\nname 1\nN\nvalue 2\nv1\n");
+}
+
+TEST(Protocol, ListScopeDefaultsToAll) {
+  auto r = decode_request("VSYMFS1 list\n");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->scope, ScopeArg::All);
+}
+
+struct Malformed {
+  const char* what;
+  std::string payload;
+  int code;
+};
+
+TEST(Protocol, MalformedRequestsAreRefusedWithAReason) {
+  const std::string big(kMaxRequestSize, 'x');
+  const std::vector<Malformed> cases = {
+      {"empty", "", EINVAL},
+      {"no newline", "VSYMFS1 status", EINVAL},
+      {"wrong magic", "VSYMFS2 status\n", EINVAL},
+      {"no verb", "VSYMFS1 \n", EINVAL},
+      {"magic only", "VSYMFS1\n", EINVAL},
+      {"unknown op", "VSYMFS1 format_disk\n", EINVAL},
+      {"upper-case op", "VSYMFS1 STATUS\n", EINVAL},
+      {"field on status", "VSYMFS1 status\n" + field("name", "X"), EINVAL},
+      {"set without value", "VSYMFS1 set\n" + field("scope", "user") + field("name", "X"), EINVAL},
+      {"set without scope", "VSYMFS1 set\n" + field("name", "X") + field("value", "v"), EINVAL},
+      {"set scope all", "VSYMFS1 set\n" + field("scope", "all") + field("name", "X") + field("value", "v"), EINVAL},
+      {"unknown scope", "VSYMFS1 list\n" + field("scope", "group"), EINVAL},
+      {"duplicate field",
+       "VSYMFS1 set\n" + field("scope", "user") + field("name", "X") + field("name", "Y") + field("value", "v"),
+       EINVAL},
+      {"unknown field", "VSYMFS1 unset\n" + field("scope", "user") + field("name", "X") + field("extra", ""),
+       EINVAL},
+      {"bad name", "VSYMFS1 unset\n" + field("scope", "user") + field("name", "1X"), EINVAL},
+      {"name with slash", "VSYMFS1 unset\n" + field("scope", "user") + field("name", "A/B"), EINVAL},
+      {"name too long", "VSYMFS1 unset\n" + field("scope", "user") + field("name", std::string(65, 'A')), EINVAL},
+      {"non-UTF-8 value", "VSYMFS1 set\n" + field("scope", "user") + field("name", "X") + field("value", "\xc3("),
+       EINVAL},
+      {"overlong UTF-8", "VSYMFS1 set\n" + field("scope", "user") + field("name", "X") + field("value", "\xc0\xaf"),
+       EINVAL},
+      {"surrogate", "VSYMFS1 set\n" + field("scope", "user") + field("name", "X") + field("value", "\xed\xa0\x80"),
+       EINVAL},
+      {"explain relative dir", "VSYMFS1 explain\n" + field("raw", "a") + field("dir", "rel"), EINVAL},
+      {"explain empty raw", "VSYMFS1 explain\n" + field("raw", "") + field("dir", "/"), EINVAL},
+      {"explain NUL", "VSYMFS1 explain\n" + field("raw", std::string("a\0b", 3)) + field("dir", "/"), EINVAL},
+      {"length too big", "VSYMFS1 list\nscope 99\nall\n", EINVAL},
+      {"length too small", "VSYMFS1 list\nscope 2\nall\n", EINVAL},
+      {"leading zero", "VSYMFS1 list\nscope 03\nall\n", EINVAL},
+      {"negative length", "VSYMFS1 list\nscope -3\nall\n", EINVAL},
+      {"huge length", "VSYMFS1 list\nscope 99999999999\nall\n", EINVAL},
+      {"length not a number", "VSYMFS1 list\nscope x\nall\n", EINVAL},
+      {"no length", "VSYMFS1 list\nscope\nall\n", EINVAL},
+      {"missing final newline", "VSYMFS1 list\nscope 3\nall", EINVAL},
+      {"trailing garbage", "VSYMFS1 list\n" + field("scope", "all") + "x", EINVAL},
+      {"key with digits", "VSYMFS1 list\nsc0pe 3\nall\n", EINVAL},
+      {"oversized", "VSYMFS1 status\n" + big, EMSGSIZE},
+  };
+  for (const Malformed& c : cases) {
+    auto r = decode_request(c.payload);
+    ASSERT_FALSE(r.ok()) << c.what;
+    EXPECT_EQ(r.error().code, c.code) << c.what;
+    EXPECT_FALSE(r.error().message.empty()) << c.what;
+  }
+}
+
+TEST(Protocol, EncoderRefusesWhatTheDecoderWould) {
+  EXPECT_FALSE(encode_request({Op::Set, ScopeArg::User, "bad-name", "v", "", ""}).ok());
+  EXPECT_FALSE(encode_request({Op::Set, ScopeArg::All, "N", "v", "", ""}).ok());
+  EXPECT_FALSE(encode_request({Op::Explain, ScopeArg::All, "", "", "x", "relative"}).ok());
+  auto big = encode_request({Op::Explain, ScopeArg::All, "", "", std::string(kMaxRequestSize, 'a'), "/"});
+  ASSERT_FALSE(big.ok());
+  EXPECT_EQ(big.error().code, EMSGSIZE);
+}
+
+TEST(Protocol, RepliesRoundTrip) {
+  Reply ok;
+  ok.add("user", "A=1");
+  ok.add("user", "B=two\nlines");
+  ok.add("system", "");
+  auto back = decode_reply(encode_reply(ok));
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_TRUE(back->ok());
+  EXPECT_EQ(back->fields, ok.fields);
+  ASSERT_NE(back->find("user"), nullptr);
+  EXPECT_EQ(*back->find("user"), "A=1");
+  EXPECT_EQ(back->find("absent"), nullptr);
+
+  const Reply err = Reply::failure(make_error(EPERM, "only root may change the system scope"));
+  auto err_back = decode_reply(encode_reply(err));
+  ASSERT_TRUE(err_back.ok());
+  EXPECT_EQ(err_back->error, EPERM);
+  EXPECT_EQ(err_back->message, "only root may change the system scope");
+}
+
+TEST(Protocol, MalformedRepliesAreProtocolErrors) {
+  for (const std::string& p : {std::string("garbage"), std::string("VSYMFS1 maybe\n"),
+                               std::string("VSYMFS1 error\n") + field("message", "no errno"),
+                               std::string("VSYMFS1 error\n") + field("errno", "-1"),
+                               std::string("VSYMFS1 ok\nkey 5\nab\n")}) {
+    auto r = decode_reply(p);
+    ASSERT_FALSE(r.ok()) << p;
+    EXPECT_EQ(r.error().code, EPROTO) << p;
+  }
+}
+
+TEST(Protocol, FrameLengthIsBigEndian) {
+  const std::string f = frame(std::string(0x010203, 'z'));
+  ASSERT_EQ(f.size(), kFrameHeader + 0x010203);
+  unsigned char header[kFrameHeader];
+  for (std::size_t i = 0; i < kFrameHeader; ++i) header[i] = static_cast<unsigned char>(f[i]);
+  EXPECT_EQ(frame_length(header), 0x010203u);
+}
+
+TEST(Protocol, Utf8Validation) {
+  EXPECT_TRUE(valid_utf8(""));
+  EXPECT_TRUE(valid_utf8("plain"));
+  EXPECT_TRUE(valid_utf8("\xe2\x82\xac"));          // U+20AC
+  EXPECT_TRUE(valid_utf8("\xf0\x9f\x98\x80"));      // U+1F600
+  EXPECT_FALSE(valid_utf8("\xe2\x82"));             // truncated
+  EXPECT_FALSE(valid_utf8("\xf4\x90\x80\x80"));     // above U+10FFFF
+  EXPECT_FALSE(valid_utf8("\xe0\x80\x80"));         // overlong
+  EXPECT_FALSE(valid_utf8("\x80"));                 // lone continuation
+  EXPECT_FALSE(valid_utf8("\xff"));
+}
+
+// Random bytes and random mutations of valid requests: decoding must never
+// crash, and whatever it accepts must re-encode to the same request.
+TEST(Protocol, FuzzDecodeNeverCrashesAndAcceptsOnlyValidRequests) {
+  std::mt19937 rng(20261122);
+  std::vector<std::string> seeds;
+  for (const Request& r : {Request{Op::Set, ScopeArg::User, "N", "v", "", ""},
+                           Request{Op::Explain, ScopeArg::All, "", "", "${X}/@sys", "/m"},
+                           Request{Op::List, ScopeArg::System, "", "", "", ""}}) {
+    seeds.push_back(*encode_request(r));
+  }
+  std::uniform_int_distribution<int> byte(0, 255);
+  int accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string p;
+    if (i % 2 == 0) {
+      p.resize(static_cast<std::size_t>(rng() % 64));
+      for (char& c : p) c = static_cast<char>(byte(rng));
+    } else {
+      p = seeds[rng() % seeds.size()];
+      const int edits = 1 + static_cast<int>(rng() % 4);
+      for (int e = 0; e < edits && !p.empty(); ++e) {
+        const std::size_t at = rng() % p.size();
+        switch (rng() % 3) {
+          case 0: p[at] = static_cast<char>(byte(rng)); break;
+          case 1: p.erase(at, 1); break;
+          default: p.insert(at, 1, static_cast<char>(byte(rng))); break;
+        }
+      }
+    }
+    auto r = decode_request(p);
+    if (!r.ok()) {
+      EXPECT_FALSE(r.error().message.empty());
+      continue;
+    }
+    ++accepted;
+    auto again = encode_request(*r);
+    ASSERT_TRUE(again.ok()) << again.error().message;
+    auto twice = decode_request(*again);
+    ASSERT_TRUE(twice.ok());
+    EXPECT_EQ(twice->name, r->name);
+    EXPECT_EQ(twice->value, r->value);
+    EXPECT_EQ(twice->raw, r->raw);
+  }
+  // Mutations that only touch a value stay valid: the loop must have
+  // exercised the accepting path too, or it proves little.
+  EXPECT_GT(accepted, 0);
+}
+
+}  // namespace
+}  // namespace vsymfs::control

@@ -1,0 +1,98 @@
+// The control protocol between vsymctl and the daemon: pure encode/decode,
+// no sockets. Everything a peer sends is untrusted; decoding is strict and
+// every violation is an Error (EINVAL / EMSGSIZE / EPROTO), never a crash.
+//
+// Transport: a unix SOCK_STREAM socket; one request and one reply per
+// connection. Each message is a frame: a 4-byte big-endian payload length,
+// then the payload. Requests are at most kMaxRequestSize bytes, replies at
+// most kMaxReplySize.
+//
+// Payload (binary-safe, readable when it is text):
+//
+//     VSYMFS1 <verb>\n
+//     <key> <length>\n<length bytes>\n        (zero or more fields)
+//
+// <verb> and <key> are [a-z_.] words (at most 32 bytes); <length> is decimal
+// with no sign and no leading zero. Nothing may follow the last field.
+//
+// Request verbs and their fields (each at most once, no others allowed):
+//     set       scope (user|system), name, value
+//     unset     scope (user|system), name
+//     list      scope (user|system|all)                    optional, default all
+//     explain   raw (a link's text), dir (absolute path of the link's
+//               directory as the client sees it)
+//     reload, universe, status                              no fields
+// Names are variable names ([A-Za-z_][A-Za-z0-9_]*); a value must be valid
+// UTF-8 (it is persisted as TOML); raw and dir may be any bytes but NUL.
+//
+// Reply verbs: `ok` (fields depend on the request, in a meaningful order,
+// keys may repeat) or `error` with the fields `errno` (decimal) and
+// `message`.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "vsymfs/result.hpp"
+
+namespace vsymfs::control {
+
+inline constexpr std::string_view kMagic = "VSYMFS1";
+inline constexpr std::size_t kFrameHeader = 4;
+inline constexpr std::size_t kMaxRequestSize = 8 * 1024;
+inline constexpr std::size_t kMaxReplySize = 1024 * 1024;
+inline constexpr std::size_t kMaxWord = 32;
+
+enum class Op : std::uint8_t { Set, Unset, List, Explain, Reload, Universe, Status };
+enum class ScopeArg : std::uint8_t { User, System, All };
+
+std::string_view to_string(Op op) noexcept;
+std::string_view to_string(ScopeArg s) noexcept;
+
+struct Request {
+  Op op = Op::Status;
+  ScopeArg scope = ScopeArg::All;  // set/unset: User or System; list: any
+  std::string name;                // set, unset
+  std::string value;               // set
+  std::string raw;                 // explain
+  std::string dir;                 // explain
+};
+
+struct Field {
+  std::string key;
+  std::string value;
+  bool operator==(const Field&) const = default;
+};
+
+struct Reply {
+  int error = 0;  // 0: ok; else an errno value
+  std::string message;
+  std::vector<Field> fields;  // ok replies only
+
+  bool ok() const noexcept { return error == 0; }
+  void add(std::string key, std::string value) { fields.push_back({std::move(key), std::move(value)}); }
+  // The first field named `key`, or nullptr.
+  const std::string* find(std::string_view key) const noexcept;
+
+  static Reply failure(const Error& e) { return Reply{e.code == 0 ? EIO : e.code, e.message, {}}; }
+};
+
+// Payloads (no frame header). Encoding a request checks it the way the
+// decoder will, so a client cannot send what the server must refuse.
+Result<std::string> encode_request(const Request& req);
+Result<Request> decode_request(std::string_view payload);
+std::string encode_reply(const Reply& reply);
+Result<Reply> decode_reply(std::string_view payload);
+
+// Frame header helpers.
+std::string frame(std::string_view payload);
+std::uint32_t frame_length(const unsigned char header[kFrameHeader]) noexcept;
+
+// Whether `s` is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
+bool valid_utf8(std::string_view s) noexcept;
+
+}  // namespace vsymfs::control
