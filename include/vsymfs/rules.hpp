@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -63,6 +64,9 @@ struct Rules {
 
   std::vector<std::string> sysnames;             // @sys for native callers, best first
   std::vector<std::string> sysnames32;           // @sys for 32-bit callers
+  // [sysname] set the lists (provenance: system scope) rather than the
+  // derivation from the host's machine (builtin scope).
+  bool sysnames_configured = false;
   UniverseRules universes;
   int member = 0;                                // {memb} -> "member<N>"
 
@@ -71,6 +75,15 @@ struct Rules {
     return symlink_cache == SymlinkCache::Auto && !per_caller;
   }
 };
+
+// Rules files larger than this are rejected (EFBIG): a rules file is a few
+// kilobytes, and the daemon re-reads it on every change.
+inline constexpr std::size_t kMaxRulesFileSize = std::size_t{1} << 20;
+
+// The AFS-style sysname list derived from a machine name (uname -m) when the
+// rules have no [sysname]: e.g. x86_64 -> amd64_linux26, i386_linux26 for
+// native callers and i386_linux26 for 32-bit ones.
+std::vector<std::string> default_sysnames(std::string_view machine, bool compat32);
 
 // The built-in default rules text (embedded from src/core/default_rules.toml).
 extern const std::string_view kDefaultRulesText;
