@@ -1,0 +1,435 @@
+// Caching policy (why each piece is safe to reuse):
+//  - identity (groups, real ids) is keyed by (pid, uid, gid) and trusted for
+//    identity_ttl_ms: groups change only through setgroups, which needs
+//    privilege, and a uid/gid change changes the key.
+//  - the full context (environment, AT_SECURE, ELF class, personality) is
+//    keyed by pid and validated on every call against /proc/<pid>/stat's
+//    starttime (changes on pid reuse) and arg_start/env_start/env_end (change
+//    on every execve: a new stack, placed by ASLR). Residual risk: with
+//    address randomisation disabled (setarch -R, randomize_va_space=0) a
+//    process that re-executes into an environment of exactly the same size
+//    and layout keeps its old cached environment. The environment is read
+//    as of execve, as the kernel shows it; later setenv() calls are invisible
+//    to us in any case.
+//  - NSS answers are cached per uid/gid for nss_ttl_ms.
+#include "caller_contexts.hpp"
+
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "proc_reader.hpp"
+
+namespace vsymfs::daemon {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kShards = 16;
+constexpr std::size_t kMaxNssEntries = 1024;
+
+struct IdKey {
+  pid_t pid;
+  uid_t uid;
+  gid_t gid;
+  bool operator==(const IdKey&) const = default;
+};
+struct IdKeyHash {
+  std::size_t operator()(const IdKey& k) const noexcept {
+    std::uint64_t h = static_cast<std::uint32_t>(k.pid);
+    h = h * 0x9E3779B97F4A7C15ull ^ k.uid;
+    h = h * 0x9E3779B97F4A7C15ull ^ k.gid;
+    return static_cast<std::size_t>(h ^ (h >> 29));
+  }
+};
+
+struct IdEntry {
+  Clock::time_point read_at;
+  std::shared_ptr<const Caller> identity;
+  std::shared_ptr<const Caller> named;  // built on first demand
+};
+
+struct FullEntry {
+  uid_t uid;
+  gid_t gid;
+  proc::ExecIdentity exec;
+  std::shared_ptr<const Caller> identity_basis;  // the identity this context was built on
+  std::shared_ptr<const Caller> caller;
+  bool auxv_secure;  // AT_SECURE of this image, fixed at execve
+};
+
+struct Shard {
+  std::mutex mu;
+  std::unordered_map<IdKey, IdEntry, IdKeyHash> ids;
+  std::unordered_map<pid_t, FullEntry> full;
+};
+
+// What the helper threads read from /proc for one process image.
+struct ProcJob {
+  pid_t pid = 0;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  bool abandoned = false;  // the requester stopped waiting: skip if not started
+  bool environ_ok = false;
+  std::vector<std::string> environ;
+  bool auxv_secure = true;  // unknown auxv counts as secure: the process scope stays off
+  bool compat32 = false;
+};
+
+// A few threads that do the /proc reads which may block (a process inside
+// execve of a file on our own mount). A stuck read holds one helper, never
+// a FUSE worker; at most `threads` can be stuck and at most `max_queued`
+// requests wait, so nothing grows without bound.
+class ProcPool {
+ public:
+  ProcPool(unsigned threads, std::size_t max_queued) : state_(std::make_shared<State>()) {
+    state_->max_queued = max_queued;
+    for (unsigned i = 0; i < std::max(1u, threads); ++i) std::thread([s = state_] { run(*s); }).detach();
+  }
+  ~ProcPool() {
+    {
+      std::lock_guard lock(state_->mu);
+      state_->stop = true;
+    }
+    state_->cv.notify_all();
+    // The helpers are detached, not joined: one may be stuck in the kernel.
+    // Each holds the shared state, so none touches freed memory.
+  }
+  ProcPool(const ProcPool&) = delete;
+  ProcPool& operator=(const ProcPool&) = delete;
+
+  bool submit(std::shared_ptr<ProcJob> job) {
+    {
+      std::lock_guard lock(state_->mu);
+      if (state_->stop || state_->queue.size() >= state_->max_queued) return false;
+      state_->queue.push_back(std::move(job));
+    }
+    state_->cv.notify_one();
+    return true;
+  }
+
+ private:
+  struct State {
+    std::size_t max_queued = 0;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::shared_ptr<ProcJob>> queue;
+    bool stop = false;
+  };
+
+  static void run(State& st) {
+    for (;;) {
+      std::shared_ptr<ProcJob> job;
+      {
+        std::unique_lock lock(st.mu);
+        st.cv.wait(lock, [&] { return st.stop || !st.queue.empty(); });
+        if (st.stop) return;
+        job = std::move(st.queue.front());
+        st.queue.pop_front();
+      }
+      {
+        std::lock_guard jl(job->mu);
+        if (job->abandoned) continue;
+      }
+      read_process(*job);
+      {
+        std::lock_guard jl(job->mu);
+        job->done = true;
+      }
+      job->cv.notify_one();
+    }
+  }
+
+  static void read_process(ProcJob& job) {
+    // The ELF class decides the auxv word size, so it comes first.
+    unsigned elf_class = 64;
+    if (auto c = proc::read_exe_elf_class(job.pid); c) elf_class = *c;
+    bool persona32 = false;
+    if (auto p = proc::read_personality(job.pid); p) persona32 = proc::is_linux32_personality(*p);
+    job.compat32 = elf_class == 32 || persona32;
+    if (auto s = proc::read_auxv_secure(job.pid, elf_class == 32 ? 4 : 8); s) job.auxv_secure = *s;
+    std::vector<std::string> env;
+    if (auto e = proc::read_environ(job.pid, env); e) {
+      job.environ = std::move(env);
+      job.environ_ok = true;
+    }
+  }
+
+  std::shared_ptr<State> state_;
+};
+
+struct UserInfo {
+  Clock::time_point read_at;
+  bool found = false;
+  std::string name, home;
+};
+struct GroupInfo {
+  Clock::time_point read_at;
+  bool found = false;
+  std::string name;
+};
+
+UserInfo lookup_user(uid_t uid) {
+  UserInfo info;
+  std::vector<char> buf(4096);
+  passwd pw{};
+  passwd* res = nullptr;
+  int rc;
+  while ((rc = ::getpwuid_r(uid, &pw, buf.data(), buf.size(), &res)) == ERANGE && buf.size() < (1u << 20))
+    buf.resize(buf.size() * 2);
+  if (rc == 0 && res) {
+    info.found = true;
+    info.name = pw.pw_name;
+    info.home = pw.pw_dir ? pw.pw_dir : "";
+  }
+  return info;
+}
+
+GroupInfo lookup_group(gid_t gid) {
+  GroupInfo info;
+  std::vector<char> buf(4096);
+  group gr{};
+  group* res = nullptr;
+  int rc;
+  while ((rc = ::getgrgid_r(gid, &gr, buf.data(), buf.size(), &res)) == ERANGE && buf.size() < (1u << 22))
+    buf.resize(buf.size() * 2);
+  if (rc == 0 && res) {
+    info.found = true;
+    info.name = gr.gr_name;
+  }
+  return info;
+}
+
+}  // namespace
+
+struct CallerContexts::Impl {
+  explicit Impl(Options o)
+      : opts(o), per_shard(std::max<std::size_t>(1, o.max_entries / kShards)), pool(o.helper_threads, o.max_queued) {}
+
+  Options opts;
+  std::size_t per_shard;
+  Shard shards[kShards];
+
+  std::mutex nss_mu;
+  std::unordered_map<uid_t, UserInfo> users;
+  std::unordered_map<gid_t, GroupInfo> groups;
+
+  std::atomic<std::uint64_t> hits{0}, misses{0}, timeouts{0};
+  std::atomic<std::atomic<std::uint64_t>*> external_timeouts{nullptr};
+  ProcPool pool;
+
+  Shard& shard_for(pid_t pid) { return shards[static_cast<std::uint32_t>(pid) % kShards]; }
+
+  std::shared_ptr<const Caller> read_identity(pid_t pid, uid_t uid, gid_t gid) const {
+    auto c = std::make_shared<Caller>();
+    c->pid = pid;
+    c->uid = c->ruid = uid;
+    c->gid = c->rgid = gid;
+    c->groups = {gid};
+    if (pid == 0) return c;
+    auto st = proc::read_status(pid);
+    // The request's ids are the fs ids; if the thread's ids have changed
+    // since (or it is gone), trust nothing from status but the request.
+    if (st && st->fsuid == uid && st->fsgid == gid) {
+      c->ruid = st->ruid;
+      c->rgid = st->rgid;
+      c->groups = std::move(st->groups);
+      c->secure = st->ruid != st->euid || st->rgid != st->egid;
+    }
+    return c;
+  }
+
+  void fill_names(Caller& c) {
+    const auto now = Clock::now();
+    const auto ttl = std::chrono::milliseconds(opts.nss_ttl_ms);
+    auto user = [&](uid_t uid) -> const UserInfo& {
+      auto it = users.find(uid);
+      if (it == users.end() || now - it->second.read_at > ttl) {
+        if (users.size() >= kMaxNssEntries) users.clear();
+        UserInfo info = lookup_user(uid);
+        info.read_at = now;
+        it = users.insert_or_assign(uid, std::move(info)).first;
+      }
+      return it->second;
+    };
+    auto group = [&](gid_t gid) -> const GroupInfo& {
+      auto it = groups.find(gid);
+      if (it == groups.end() || now - it->second.read_at > ttl) {
+        if (groups.size() >= kMaxNssEntries) groups.clear();
+        GroupInfo info = lookup_group(gid);
+        info.read_at = now;
+        it = groups.insert_or_assign(gid, std::move(info)).first;
+      }
+      return it->second;
+    };
+    // NSS may be slow (LDAP); it runs under this lock only on a cache miss.
+    std::lock_guard lock(nss_mu);
+    const UserInfo& u = user(c.uid);
+    c.user_name = u.name;
+    c.home = u.home;
+    const GroupInfo& g = group(c.gid);
+    c.group_name = g.name;
+    c.group_names.clear();
+    if (g.found) c.group_names.push_back(g.name);
+    for (gid_t sup : c.groups) {
+      if (sup == c.gid) continue;
+      const GroupInfo& s = group(sup);
+      if (s.found) c.group_names.push_back(s.name);
+    }
+  }
+
+  // Returns the cached identity entry's pointers, refreshed when stale.
+  // `want_named` also fills the NSS names on first demand.
+  std::shared_ptr<const Caller> lookup_identity(pid_t pid, uid_t uid, gid_t gid, bool want_named) {
+    Shard& sh = shard_for(pid);
+    const IdKey key{pid, uid, gid};
+    const auto now = Clock::now();
+    const auto ttl = std::chrono::milliseconds(opts.identity_ttl_ms);
+    std::shared_ptr<const Caller> ident;
+    {
+      std::lock_guard lock(sh.mu);
+      auto it = sh.ids.find(key);
+      if (it != sh.ids.end() && now - it->second.read_at <= ttl) {
+        if (!want_named) return it->second.identity;
+        if (it->second.named) return it->second.named;
+        ident = it->second.identity;
+      }
+    }
+    const bool fresh = !ident;
+    if (fresh) ident = read_identity(pid, uid, gid);
+    std::shared_ptr<const Caller> named;
+    if (want_named) {
+      auto n = std::make_shared<Caller>(*ident);
+      fill_names(*n);
+      named = std::move(n);
+    }
+    std::lock_guard lock(sh.mu);
+    if (sh.ids.size() >= per_shard) sh.ids.clear();
+    IdEntry& e = sh.ids[key];
+    if (fresh) {
+      e.read_at = now;
+      e.identity = ident;
+      e.named = named;
+    } else if (e.identity == ident) {
+      e.named = named;
+    }
+    return want_named ? named : ident;
+  }
+
+  std::shared_ptr<const Caller> lookup_full(pid_t pid, uid_t uid, gid_t gid) {
+    if (pid == 0) return lookup_identity(pid, uid, gid, true);
+    auto exec = proc::read_exec_identity(pid);
+    if (!exec) return lookup_identity(pid, uid, gid, true);  // gone: no process scope
+
+    auto named = lookup_identity(pid, uid, gid, true);
+    Shard& sh = shard_for(pid);
+    std::shared_ptr<const Caller> cached;
+    bool cached_auxv_secure = true;
+    {
+      std::lock_guard lock(sh.mu);
+      auto it = sh.full.find(pid);
+      if (it != sh.full.end() && it->second.exec == *exec && it->second.uid == uid && it->second.gid == gid) {
+        if (it->second.identity_basis == named) {
+          hits.fetch_add(1, std::memory_order_relaxed);
+          return it->second.caller;
+        }
+        cached = it->second.caller;
+        cached_auxv_secure = it->second.auxv_secure;
+      }
+    }
+    if (cached) {
+      // Same program image; only the identity was re-read (TTL): keep what
+      // was read from the image, take the new identity.
+      hits.fetch_add(1, std::memory_order_relaxed);
+      auto c = std::make_shared<Caller>(*named);
+      c->environ = cached->environ;
+      c->environ_known = cached->environ_known;
+      c->compat32 = cached->compat32;
+      c->secure = named->secure || cached_auxv_secure;
+      return store_full(pid, uid, gid, *exec, named, cached_auxv_secure, std::move(c));
+    }
+
+    misses.fetch_add(1, std::memory_order_relaxed);
+    auto job = std::make_shared<ProcJob>();
+    job->pid = pid;
+    auto c = std::make_shared<Caller>(*named);
+    bool completed = false;
+    if (pool.submit(job)) {
+      std::unique_lock lock(job->mu);
+      completed = job->cv.wait_for(lock, std::chrono::milliseconds(opts.environ_timeout_ms), [&] { return job->done; });
+      if (!completed) job->abandoned = true;
+    }
+    if (!completed) {
+      timeouts.fetch_add(1, std::memory_order_relaxed);
+      if (auto* ext = external_timeouts.load(std::memory_order_relaxed)) ext->fetch_add(1, std::memory_order_relaxed);
+      // Not cached: the next request tries again.
+      return c;
+    }
+    c->environ = std::move(job->environ);
+    c->environ_known = job->environ_ok;
+    c->compat32 = job->compat32;
+    c->secure = named->secure || job->auxv_secure;
+    return store_full(pid, uid, gid, *exec, named, job->auxv_secure, std::move(c));
+  }
+
+  std::shared_ptr<const Caller> store_full(pid_t pid, uid_t uid, gid_t gid, const proc::ExecIdentity& exec,
+                                           std::shared_ptr<const Caller> basis, bool auxv_secure,
+                                           std::shared_ptr<Caller> c) {
+    std::shared_ptr<const Caller> result = std::move(c);
+    Shard& sh = shard_for(pid);
+    std::lock_guard lock(sh.mu);
+    if (sh.full.size() >= per_shard) sh.full.clear();
+    sh.full.insert_or_assign(pid, FullEntry{uid, gid, exec, std::move(basis), result, auxv_secure});
+    return result;
+  }
+};
+
+CallerContexts::CallerContexts() : CallerContexts(Options{}) {}
+CallerContexts::CallerContexts(Options opts) : impl_(std::make_unique<Impl>(opts)) {}
+CallerContexts::~CallerContexts() = default;
+
+std::shared_ptr<const Caller> CallerContexts::identity(pid_t pid, uid_t uid, gid_t gid) {
+  return impl_->lookup_identity(pid, uid, gid, false);
+}
+
+std::shared_ptr<const Caller> CallerContexts::named(pid_t pid, uid_t uid, gid_t gid) {
+  return impl_->lookup_identity(pid, uid, gid, true);
+}
+
+std::shared_ptr<const Caller> CallerContexts::full(pid_t pid, uid_t uid, gid_t gid) {
+  return impl_->lookup_full(pid, uid, gid);
+}
+
+void CallerContexts::set_timeout_counter(std::atomic<std::uint64_t>* counter) noexcept {
+  impl_->external_timeouts.store(counter, std::memory_order_relaxed);
+}
+
+CallerContexts::Stats CallerContexts::stats() const {
+  Stats s{};
+  for (auto& sh : impl_->shards) {
+    std::lock_guard lock(sh.mu);
+    s.entries += sh.ids.size() + sh.full.size();
+  }
+  {
+    std::lock_guard lock(impl_->nss_mu);
+    s.nss_entries = impl_->users.size() + impl_->groups.size();
+  }
+  s.hits = impl_->hits.load(std::memory_order_relaxed);
+  s.misses = impl_->misses.load(std::memory_order_relaxed);
+  s.timeouts = impl_->timeouts.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace vsymfs::daemon

@@ -8,6 +8,9 @@
 
 #include <sys/types.h>
 
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "vsymfs/caller.hpp"
@@ -19,6 +22,10 @@ class CallerContexts {
   struct Options {
     unsigned environ_timeout_ms = 50;   // give up on /proc/<pid>/environ after this
     std::size_t max_entries = 4096;     // cache bound
+    unsigned helper_threads = 2;        // threads that read environ/auxv/exe (and may get stuck)
+    std::size_t max_queued = 64;        // reads waiting for a helper; beyond: environ unknown at once
+    unsigned identity_ttl_ms = 1000;    // how long groups read from status are trusted
+    unsigned nss_ttl_ms = 60'000;       // how long user/group names are trusted
   };
   CallerContexts();
   explicit CallerContexts(Options opts);
@@ -30,11 +37,22 @@ class CallerContexts {
   // as the caller). Cheap when cached.
   std::shared_ptr<const Caller> identity(pid_t pid, uid_t uid, gid_t gid);
 
+  // Identity plus NSS names and home, without reading the environment,
+  // auxv or exe (environ_known = false): enough for templates that use only
+  // identity builtins (${USER}, ${HOME}, @uid, ...).
+  std::shared_ptr<const Caller> named(pid_t pid, uid_t uid, gid_t gid);
+
   // Everything (names, environment, secure, compat32), for expansions.
   std::shared_ptr<const Caller> full(pid_t pid, uid_t uid, gid_t gid);
 
+  // hits/misses count full() lookups; timeouts count environment reads
+  // abandoned after environ_timeout_ms (or refused because every helper was busy).
   struct Stats { std::size_t entries; std::size_t nss_entries; std::uint64_t hits, misses, timeouts; };
   Stats stats() const;
+
+  // Also count timeouts into this counter (MountState's environ_timeouts);
+  // LinkService wires it. The counter must outlive this object.
+  void set_timeout_counter(std::atomic<std::uint64_t>* counter) noexcept;
 
  private:
   struct Impl;

@@ -1,0 +1,291 @@
+#include "link_service.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <array>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
+#include "vsymfs/resolver.hpp"
+#include "vsymfs/var_map.hpp"
+
+namespace vsymfs::daemon {
+
+namespace {
+
+constexpr std::size_t kShards = 16;
+constexpr std::size_t kMaxTemplatesPerShard = 512;
+
+// How much of the caller a template can depend on, cheapest first. Decided
+// once at parse time so the readlink path reads /proc only when it must.
+enum class Needs : std::uint8_t {
+  Nothing,   // literal text: the raw text for everyone
+  Host,      // host facts only ({memb}, @hostname, ...): no /proc at all
+  Identity,  // ids, groups, NSS names (identity builtins, @uid): status only
+  Process,   // environment, secure mode, 32-bit personality: the full context
+};
+
+bool magic_is_host_constant(std::string_view name) {
+  return name == "hostname" || name == "domainname" || name == "osrelease" || name == "ostype" ||
+         name == "kernel_ident";
+}
+bool magic_is_identity(std::string_view name) {
+  return name == "uid" || name == "gid" || name == "ruid" || name == "rgid";
+}
+bool magic_is_known(std::string_view name) {
+  return magic_is_host_constant(name) || magic_is_identity(name) || name == "machine" ||
+         name == "machine_arch" || name == "emul" || name == "sys";
+}
+
+Needs classify(const Template& t) {
+  if (t.is_literal()) return Needs::Nothing;
+  // Conditional branches are not exposed; the universe may come from the
+  // environment anyway.
+  if (t.is_conditional() || t.uses_sys()) return Needs::Process;
+  Needs needs = Needs::Host;
+  const std::string_view raw = t.raw();
+  for (const auto& seg : t.segments()) {
+    const std::string_view name = raw.substr(seg.offset, seg.length);
+    switch (seg.kind) {
+      case Template::Segment::Kind::Text:
+      case Template::Segment::Kind::Escape:
+      case Template::Segment::Kind::Memb:
+        break;
+      case Template::Segment::Kind::Sys:
+        return Needs::Process;
+      case Template::Segment::Kind::Variable:
+        // Any scope may define any name, but only identity builtins are
+        // never taken from the environment.
+        if (!is_identity_builtin(name)) return Needs::Process;
+        needs = Needs::Identity;
+        break;
+      case Template::Segment::Kind::Magic:
+        if (magic_is_identity(name)) {
+          needs = Needs::Identity;
+        } else if (!magic_is_host_constant(name) && magic_is_known(name)) {
+          return Needs::Process;  // @machine, @emul: 32-bit callers differ
+        }
+        break;
+    }
+  }
+  return needs;
+}
+
+struct Parsed {
+  Template tmpl;
+  Needs needs;
+};
+
+struct TemplateShard {
+  std::mutex mu;
+  std::uint64_t generation = 0;
+  StringMap<std::shared_ptr<const Parsed>> map;
+};
+
+// Counts where substituted values came from without building a trace: a
+// few increments on the stack, folded into the shared counters once.
+class CountingSource final : public ValueSource {
+ public:
+  explicit CountingSource(const ValueSource& inner) noexcept : inner_(inner) {}
+
+  std::optional<Value> variable(std::string_view name) const override { return count(inner_.variable(name)); }
+  std::optional<Value> magic(std::string_view name) const override { return count(inner_.magic(name)); }
+  std::span<const std::string> sysnames() const override {
+    ++counts_[static_cast<std::size_t>(inner_.sysnames_scope())];
+    return inner_.sysnames();
+  }
+  Scope sysnames_scope() const override { return inner_.sysnames_scope(); }
+  Value universe() const override { return *count(inner_.universe()); }
+  Value member() const override { return *count(inner_.member()); }
+
+  void add_to(Counters& c) const noexcept {
+    for (std::size_t i = 0; i < counts_.size(); ++i)
+      if (counts_[i]) c.by_scope[i].fetch_add(counts_[i], std::memory_order_relaxed);
+  }
+
+ private:
+  std::optional<Value> count(std::optional<Value> v) const noexcept {
+    if (v) ++counts_[static_cast<std::size_t>(v->scope) % counts_.size()];
+    return v;
+  }
+  const ValueSource& inner_;
+  mutable std::array<std::uint32_t, 8> counts_{};
+};
+
+// Checks @sys candidates inside SOURCE. A probe must never walk into our own
+// mountpoint: the request would come back to this daemon, and a link whose
+// candidates lead through itself would tie up every worker.
+class SourceProbe final : public Probe {
+ public:
+  SourceProbe(int link_dir_fd, const std::string& source, const std::string& mountpoint) noexcept
+      : dir_fd_(link_dir_fd), source_(source), mountpoint_(mountpoint) {}
+
+  bool exists(std::string_view target) const override {
+    if (target.empty() || target.size() >= PATH_MAX) return false;
+    struct stat st {};
+    if (target.front() != '/') {
+      char path[PATH_MAX];
+      target.copy(path, target.size());
+      path[target.size()] = '\0';
+      return ::fstatat(dir_fd_, path, &st, AT_SYMLINK_NOFOLLOW) == 0;
+    }
+    std::string path;
+    if (under(target, mountpoint_)) {
+      path.reserve(source_.size() + target.size());
+      path.append(source_).append(target.substr(mountpoint_.size()));
+    } else {
+      path.assign(target);  // another filesystem: ask it directly
+    }
+    return ::lstat(path.c_str(), &st) == 0;
+  }
+
+ private:
+  static bool under(std::string_view path, std::string_view dir) {
+    return path.starts_with(dir) && (path.size() == dir.size() || path[dir.size()] == '/');
+  }
+  int dir_fd_;
+  const std::string& source_;
+  const std::string& mountpoint_;
+};
+
+// The request comes from one of our own threads: a probe walked into the
+// mount after all (through a symlink or `..`). Probing again could recurse
+// without end, so such an expansion takes the first @sys candidate.
+bool request_from_self(pid_t tid) noexcept {
+  return tid > 0 && ::syscall(SYS_tgkill, ::getpid(), tid, 0) == 0;
+}
+
+const Caller& anonymous_caller() {
+  static const Caller c{};
+  return c;
+}
+
+}  // namespace
+
+struct LinkService::Impl {
+  Impl(MountState& s, CallerContexts& c) : state(s), contexts(c) {}
+
+  MountState& state;
+  CallerContexts& contexts;
+  std::array<TemplateShard, kShards> shards;
+
+  std::shared_ptr<const Parsed> parsed(std::string_view raw, std::uint64_t generation, const Rules& rules) {
+    const std::size_t h = StringHash{}(raw);
+    TemplateShard& sh = shards[h % kShards];
+    {
+      std::lock_guard lock(sh.mu);
+      if (sh.generation == generation) {
+        if (auto it = sh.map.find(raw); it != sh.map.end()) return it->second;
+      }
+    }
+    // Parse outside the lock; two threads may both parse the same text once.
+    auto p = std::make_shared<Parsed>();
+    p->tmpl = Template::parse(raw, ParseOptions{rules.families, rules.universes.names});
+    p->needs = classify(p->tmpl);
+    std::lock_guard lock(sh.mu);
+    if (sh.generation != generation) {
+      // Generations only grow; a stale parser must not wipe newer entries.
+      if (sh.generation > generation) return p;
+      sh.map.clear();
+      sh.generation = generation;
+    }
+    if (sh.map.size() >= kMaxTemplatesPerShard) sh.map.clear();
+    sh.map.emplace(std::string(raw), p);
+    return p;
+  }
+
+  std::shared_ptr<const Caller> caller_for(Needs needs, const Rules& rules, const RequestIds& ids) {
+    if (!rules.per_caller || needs <= Needs::Host) return nullptr;
+    if (needs == Needs::Identity) return contexts.named(ids.pid, ids.uid, ids.gid);
+    return contexts.full(ids.pid, ids.uid, ids.gid);
+  }
+
+  Result<void> run(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out,
+                   std::vector<Substitution>* trace) {
+    // Generation first, then rules: see MountState::reload.
+    const std::uint64_t generation = state.rules_generation();
+    const std::shared_ptr<const Rules> rules = state.rules();
+    const std::shared_ptr<const Parsed> p = parsed(raw, generation, *rules);
+    if (p->needs == Needs::Nothing) {
+      out.assign(raw);
+      return {};
+    }
+
+    const std::shared_ptr<const Caller> caller_ptr = caller_for(p->needs, *rules, ids);
+    const Caller& caller = caller_ptr ? *caller_ptr : anonymous_caller();
+    const std::shared_ptr<const RuntimeVars> runtime = state.runtime();
+    ScopedResolver resolver(*rules, state.host(), caller, runtime.get());
+    CountingSource counting(resolver);
+
+    const MountState::Config& cfg = state.config();
+    SourceProbe probe(link_dir_fd, cfg.source, cfg.mountpoint);
+    ExpandOptions opts;
+    opts.undefined = rules->undefined;
+    opts.probe = (p->tmpl.uses_sys() && link_dir_fd >= 0 && !request_from_self(ids.pid)) ? &probe : nullptr;
+    opts.trace = trace;
+
+    Counters& counters = state.counters();
+    counters.expansions.fetch_add(1, std::memory_order_relaxed);
+    Result<void> r = p->tmpl.expand(counting, opts, out);
+    counting.add_to(counters);
+    if (!r) {
+      counters.errors.fetch_add(1, std::memory_order_relaxed);
+      out.clear();
+    }
+    return r;
+  }
+};
+
+LinkService::LinkService(MountState& state, CallerContexts& contexts) : impl_(std::make_unique<Impl>(state, contexts)) {
+  contexts.set_timeout_counter(&state.counters().environ_timeouts);
+}
+
+LinkService::~LinkService() = default;
+
+Result<void> LinkService::expand(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out) {
+  return impl_->run(raw, link_dir_fd, ids, out, nullptr);
+}
+
+Result<void> LinkService::explain(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out,
+                                  std::vector<Substitution>& trace) {
+  trace.clear();
+  return impl_->run(raw, link_dir_fd, ids, out, &trace);
+}
+
+bool LinkService::per_caller() const noexcept { return impl_->state.rules()->per_caller; }
+
+void LinkService::sys_component_candidates(std::string_view name, const RequestIds& ids, std::vector<std::string>& out) {
+  out.clear();
+  constexpr std::string_view kSys = "@sys";
+  if (!name.ends_with(kSys)) return;
+  const std::shared_ptr<const Rules> rules = impl_->state.rules();
+  if (!rules->families.magic) return;  // @ names are switched off for this mount
+  const std::string_view prefix = name.substr(0, name.size() - kSys.size());
+
+  std::shared_ptr<const Caller> caller_ptr =
+      rules->per_caller ? impl_->contexts.full(ids.pid, ids.uid, ids.gid) : nullptr;
+  const Caller& caller = caller_ptr ? *caller_ptr : anonymous_caller();
+  const std::shared_ptr<const RuntimeVars> runtime = impl_->state.runtime();
+  ScopedResolver resolver(*rules, impl_->state.host(), caller, runtime.get());
+  for (const std::string& sysname : resolver.sysnames()) {
+    std::string candidate;
+    candidate.reserve(prefix.size() + sysname.size());
+    candidate.append(prefix).append(sysname);
+    out.push_back(std::move(candidate));
+  }
+  impl_->state.counters().expansions.fetch_add(1, std::memory_order_relaxed);
+}
+
+void LinkService::clear_cache() {
+  for (auto& sh : impl_->shards) {
+    std::lock_guard lock(sh.mu);
+    sh.map.clear();
+  }
+}
+
+}  // namespace vsymfs::daemon

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "vsymfs/caller.hpp"
 #include "vsymfs/result.hpp"
@@ -34,12 +35,22 @@ class MountState {
   struct Config {
     std::string source;       // absolute, as given
     std::string mountpoint;   // absolute
-    std::string rules_path;   // "" = built-in default rules only
+    // The rules file. "" = the default path (VSYMFS_DEFAULT_RULES_PATH),
+    // used when it exists, else the built-in rules. A non-empty path must
+    // load, unless it is the default path and rules_path_explicit is false.
+    std::string rules_path;
     bool rules_path_explicit = false;  // given with -o rules=; missing file is then an error
+    bool builtin_rules = false;        // -o builtin_rules: no file at all, not even the default
   };
 
   // Loads the rules (file, or built-in default when the default path is absent).
   static Result<std::unique_ptr<MountState>> create(Config cfg);
+  ~MountState();
+  MountState(const MountState&) = delete;
+  MountState& operator=(const MountState&) = delete;
+
+  // The rules file in force ("" with built-in rules only).
+  const std::string& rules_file() const noexcept { return rules_file_; }
 
   const Config& config() const noexcept { return cfg_; }
   const HostInfo& host() const noexcept { return host_; }
@@ -62,21 +73,36 @@ class MountState {
   // invalidates kernel-cached symlinks / attributes there).
   void set_on_change(std::function<void()> hook);
 
+  // Reload when the rules file changes (inotify on its directory, so an
+  // editor's write-and-rename is seen; debounced ~100 ms). The FUSE layer
+  // calls this after mounting. No-op with built-in rules only. Idempotent.
+  Result<void> start_watching();
+  void stop_watching() noexcept;
+
   Counters& counters() noexcept { return counters_; }
 
  private:
   explicit MountState(Config cfg);
   void notify_change();
+  Result<std::shared_ptr<const Rules>> load_rules() const;
+  void watch_loop(int inotify_fd, int stop_fd);
 
   Config cfg_;
   HostInfo host_;
   std::atomic<std::shared_ptr<const Rules>> rules_;
   std::atomic<std::shared_ptr<const RuntimeVars>> runtime_;
   std::atomic<std::uint64_t> generation_{0};
-  mutable std::mutex mu_;  // serialises reload() and guards loaded_at_, on_change_
+  mutable std::mutex mu_;  // guards loaded_at_, on_change_
   std::chrono::system_clock::time_point loaded_at_{};
   std::function<void()> on_change_;
   Counters counters_;
+
+  std::string rules_file_;       // what reload() reads; "" = built-in only
+  bool rules_file_required_ = false;  // missing file is an error (else: built-in rules)
+  std::mutex reload_mu_;         // serialises reload(); never held while on_change_ runs
+  std::mutex watch_mu_;          // guards the watcher thread's lifetime
+  std::thread watcher_;
+  int watch_stop_fd_ = -1;       // eventfd that wakes the watcher to exit
 };
 
 }  // namespace vsymfs::daemon

@@ -1,0 +1,92 @@
+// Reading another process's facts from /proc/<pid>: pure parsers that take
+// the files' text (unit-tested without /proc) and bounded readers that never
+// read more than a fixed size. Nothing here caches or knows about FUSE.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "vsymfs/result.hpp"
+
+namespace vsymfs::daemon::proc {
+
+// /proc/<pid>/environ is the whole initial environment; a hostile process can
+// make it huge, so we stop here (the variables past the cap are ignored).
+inline constexpr std::size_t kMaxEnvironBytes = 256 * 1024;
+inline constexpr std::size_t kMaxStatusBytes = 16 * 1024;
+inline constexpr std::size_t kMaxStatBytes = 4096;
+inline constexpr std::size_t kMaxAuxvBytes = 4096;
+
+// The credential lines of /proc/<pid>/status.
+struct StatusIds {
+  uid_t ruid = 0, euid = 0, suid = 0, fsuid = 0;
+  gid_t rgid = 0, egid = 0, sgid = 0, fsgid = 0;
+  std::vector<gid_t> groups;  // the Groups: line, as the kernel lists it
+};
+// EINVAL when the Uid:, Gid: or Groups: line is missing or malformed.
+Result<StatusIds> parse_status(std::string_view text);
+
+// The fields of /proc/<pid>/stat that identify one program image of one
+// process: starttime changes on pid reuse; the argument and environment
+// addresses change on every execve (a new stack, randomised by ASLR).
+struct ExecIdentity {
+  std::uint64_t starttime = 0;  // field 22, clock ticks since boot
+  std::uint64_t arg_start = 0;  // field 48
+  std::uint64_t env_start = 0;  // field 50
+  std::uint64_t env_end = 0;    // field 51
+  bool operator==(const ExecIdentity&) const = default;
+};
+// Parses from after the last ')' so a command name with spaces or parentheses
+// cannot shift the fields. EINVAL when fields are missing.
+Result<ExecIdentity> parse_stat(std::string_view text);
+
+// NUL-separated "NAME=value" strings. Empty strings are skipped; a last
+// string without its NUL (a truncated read) is dropped, since its value may
+// be cut short.
+void parse_environ(std::string_view bytes, std::vector<std::string>& out);
+
+// AT_SECURE from /proc/<pid>/auxv. The kernel stores the vector in the
+// target's own word size (a 32-bit process's entries are 4-byte pairs), so
+// the caller says which: word_bytes is 4 or 8. EINVAL when malformed or no
+// AT_NULL terminator is found.
+Result<bool> parse_auxv_secure(std::span<const std::byte> bytes, unsigned word_bytes);
+
+// ELF class from the first bytes of an executable: 32 or 64. EINVAL when it
+// is not an ELF file (a script is never what /proc/<pid>/exe points to).
+Result<unsigned> parse_elf_class(std::span<const std::byte> head);
+
+// /proc/<pid>/personality is hex text ("00000008\n").
+Result<unsigned long> parse_personality(std::string_view text);
+// PER_LINUX32 is 0x0008 in the low byte (the personality type); the upper
+// bits are flags such as ADDR_NO_RANDOMIZE.
+bool is_linux32_personality(unsigned long persona) noexcept;
+
+// Reads a file up to `max_bytes` into `out` (cleared first). Returns whether
+// the file was longer than the cap. Errors carry the errno of open/read
+// (ENOENT/ESRCH for a dead process, EACCES without ptrace access).
+Result<bool> read_bounded(const char* path, std::size_t max_bytes, std::string& out);
+
+// "/proc/<pid>/<leaf>" into a caller-provided buffer (no allocation).
+struct ProcPath {
+  char buf[64];
+  ProcPath(pid_t pid, const char* leaf) noexcept;
+  const char* c_str() const noexcept { return buf; }
+};
+
+// Convenience readers for one process. They allocate; the caller decides
+// how often to call them.
+Result<StatusIds> read_status(pid_t pid);
+Result<ExecIdentity> read_exec_identity(pid_t pid);
+// Returns whether the environment was truncated at kMaxEnvironBytes.
+Result<bool> read_environ(pid_t pid, std::vector<std::string>& out);
+Result<unsigned> read_exe_elf_class(pid_t pid);
+Result<bool> read_auxv_secure(pid_t pid, unsigned word_bytes);
+Result<unsigned long> read_personality(pid_t pid);
+
+}  // namespace vsymfs::daemon::proc
