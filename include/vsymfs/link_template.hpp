@@ -56,10 +56,22 @@ class Template {
 
   std::string_view raw() const noexcept { return raw_; }
   // No reference at all: every caller gets raw() (fast path, cacheable).
-  bool is_literal() const noexcept { return segments_.empty() || literal_; }
+  bool is_literal() const noexcept { return literal_; }
   // Contains @sys (expansion may probe the filesystem).
   bool uses_sys() const noexcept { return uses_sys_; }
   bool is_conditional() const noexcept { return conditional_; }
+  // The expansion may depend on the caller's environment: some variable
+  // reference (any scope may be the process scope) or a conditional link (the
+  // universe may come from the environment). False: the daemon need not read
+  // /proc/<pid>/environ for this link.
+  bool needs_process_scope() const noexcept { return needs_process_scope_; }
+  // The expansion may differ between callers. False when only host-constant
+  // forms are used (@hostname @domainname @osrelease @ostype @kernel_ident,
+  // {memb}) or the template is literal.
+  bool needs_caller() const noexcept { return needs_caller_; }
+  // Uses a per-process 32-bit value (@machine @machine_arch @emul @sys): the
+  // caller's compat32 flag must be known, which identity alone does not give.
+  bool needs_personality() const noexcept { return needs_personality_; }
 
   // Expand for one caller into `out` (cleared first). Errors:
   //   ENAMETOOLONG  the result would exceed kMaxExpansion bytes
@@ -83,14 +95,25 @@ class Template {
     std::vector<Segment> segments;
   };
   std::span<const Segment> segments() const noexcept { return segments_; }
+  // Conditional links only (segments() is then empty); offsets are into raw().
+  std::span<const Branch> branches() const noexcept { return branches_; }
 
  private:
+  Result<void> expand_segments(std::span<const Segment> segments, const ValueSource& values,
+                               const ExpandOptions& opts, std::size_t sys_index,
+                               std::string& out) const;
+  const std::vector<Segment>* select_branch(const ValueSource& values, const ExpandOptions& opts,
+                                            Error& error) const;
+
   std::string raw_;
   std::vector<Segment> segments_;
   std::vector<Branch> branches_;
   bool literal_ = true;
   bool uses_sys_ = false;
   bool conditional_ = false;
+  bool needs_process_scope_ = false;
+  bool needs_caller_ = false;
+  bool needs_personality_ = false;
 };
 
 }  // namespace vsymfs
