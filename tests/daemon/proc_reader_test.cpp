@@ -1,0 +1,370 @@
+#include "proc_reader.hpp"
+
+#include <elf.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace vsymfs::daemon::proc {
+namespace {
+
+using namespace std::string_view_literals;
+
+// --- status ---------------------------------------------------------------
+
+constexpr std::string_view kStatus =
+    "Name:\tbash\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t42\nPid:\t42\n"
+    "Uid:\t1000\t1001\t1002\t1003\nGid:\t100\t101\t102\t103\nFDSize:\t256\n"
+    "Groups:\t4 24 27 100 \nNStgid:\t42\n";
+
+TEST(ParseStatus, ReadsAllFourIdsAndGroups) {
+  auto s = parse_status(kStatus);
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(s->ruid, 1000u);
+  EXPECT_EQ(s->euid, 1001u);
+  EXPECT_EQ(s->suid, 1002u);
+  EXPECT_EQ(s->fsuid, 1003u);
+  EXPECT_EQ(s->rgid, 100u);
+  EXPECT_EQ(s->egid, 101u);
+  EXPECT_EQ(s->sgid, 102u);
+  EXPECT_EQ(s->fsgid, 103u);
+  EXPECT_EQ(s->groups, (std::vector<gid_t>{4, 24, 27, 100}));
+}
+
+TEST(ParseStatus, EmptyGroupsLineIsNoGroups) {
+  auto s = parse_status("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n");
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_TRUE(s->groups.empty());
+}
+
+TEST(ParseStatus, RejectsMalformedInput) {
+  struct Case {
+    const char* what;
+    std::string_view text;
+    std::string_view message_part;
+  } cases[] = {
+      {"no Uid line", "Gid:\t0\t0\t0\t0\nGroups:\n", "Uid:"},
+      {"short Uid line", "Uid:\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\n", "Uid:"},
+      {"no Gid line", "Uid:\t0\t0\t0\t0\nGroups:\n", "Gid:"},
+      {"no Groups line", "Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n", "Groups:"},
+      {"garbage in Groups", "Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t4 x\n", "Groups:"},
+      {"empty", "", "Uid:"},
+  };
+  for (const auto& c : cases) {
+    auto s = parse_status(c.text);
+    ASSERT_FALSE(s) << c.what;
+    EXPECT_EQ(s.error().code, EINVAL) << c.what;
+    EXPECT_NE(s.error().message.find(c.message_part), std::string::npos) << c.what << ": " << s.error().message;
+  }
+}
+
+// --- stat -----------------------------------------------------------------
+
+// A /proc/<pid>/stat line with the given command name; fields are numbered
+// as in proc(5) and field N holds N*10 (so a shift by one is visible).
+std::string stat_line(std::string_view comm) {
+  std::string s = "1234 (" + std::string(comm) + ") S";
+  for (int field = 4; field <= 52; ++field) s += " " + std::to_string(field * 10);
+  return s + "\n";
+}
+
+TEST(ParseStat, ReadsStarttimeAndImageAddresses) {
+  for (std::string_view comm : {"bash"sv, "a b c"sv, "evil) 1 2 3 (x"sv, ")"sv, ""sv}) {
+    auto id = parse_stat(stat_line(comm));
+    ASSERT_TRUE(id) << comm << ": " << id.error().message;
+    EXPECT_EQ(id->starttime, 220u) << comm;
+    EXPECT_EQ(id->arg_start, 480u) << comm;
+    EXPECT_EQ(id->env_start, 500u) << comm;
+    EXPECT_EQ(id->env_end, 510u) << comm;
+  }
+}
+
+TEST(ParseStat, RejectsTruncatedOrGarbage) {
+  std::string full = stat_line("x");
+  std::string truncated = full.substr(0, full.find(" 490"));  // up to field 48
+  for (std::string_view text : {std::string_view(truncated), "no parenthesis here"sv, ""sv, "1 (x) S 2 3"sv}) {
+    auto id = parse_stat(text);
+    ASSERT_FALSE(id) << text;
+    EXPECT_EQ(id.error().code, EINVAL);
+  }
+  std::string bad = full;
+  bad.replace(bad.find(" 220 "), 5, " abc ");
+  auto id = parse_stat(bad);
+  ASSERT_FALSE(id);
+  EXPECT_NE(id.error().message.find("22"), std::string::npos) << id.error().message;
+}
+
+// --- environ --------------------------------------------------------------
+
+TEST(ParseEnviron, SplitsOnNulSkipsEmptyAndDropsCutOffTail) {
+  struct Case {
+    std::string_view bytes;
+    std::vector<std::string> want;
+  } cases[] = {
+      {""sv, {}},
+      {"A=1\0"sv, {"A=1"}},
+      {"A=1\0B=two words\0"sv, {"A=1", "B=two words"}},
+      {"A=1\0\0B=2\0"sv, {"A=1", "B=2"}},
+      {"A=1\0B=trunc"sv, {"A=1"}},  // the cap cut B's value short: not used
+      {"A=x=y\0"sv, {"A=x=y"}},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> out{"stale"};
+    parse_environ(c.bytes, out);
+    EXPECT_EQ(out, c.want);
+  }
+}
+
+// --- auxv -----------------------------------------------------------------
+
+template <class Word>
+std::vector<std::byte> auxv(std::initializer_list<std::pair<Word, Word>> pairs) {
+  std::vector<std::byte> out;
+  for (auto [t, v] : pairs) {
+    for (Word w : {t, v}) {
+      std::byte b[sizeof(Word)];
+      std::memcpy(b, &w, sizeof w);
+      out.insert(out.end(), b, b + sizeof w);
+    }
+  }
+  return out;
+}
+
+TEST(ParseAuxv, FindsAtSecureIn64BitLayout) {
+  using W = std::uint64_t;
+  auto secure = auxv<W>({{AT_PAGESZ, 4096}, {AT_SECURE, 1}, {AT_NULL, 0}});
+  auto plain = auxv<W>({{AT_PAGESZ, 4096}, {AT_SECURE, 0}, {AT_NULL, 0}});
+  auto absent = auxv<W>({{AT_PAGESZ, 4096}, {AT_NULL, 0}});
+  EXPECT_TRUE(*parse_auxv_secure(secure, 8));
+  EXPECT_FALSE(*parse_auxv_secure(plain, 8));
+  EXPECT_FALSE(*parse_auxv_secure(absent, 8));
+}
+
+TEST(ParseAuxv, FindsAtSecureIn32BitLayout) {
+  using W = std::uint32_t;
+  // What the kernel shows for a 32-bit process: 4-byte pairs, then zeros up
+  // to its own word size.
+  auto secure = auxv<W>({{AT_PAGESZ, 4096}, {AT_SECURE, 1}, {AT_NULL, 0}, {0, 0}});
+  auto plain = auxv<W>({{AT_PAGESZ, 4096}, {AT_SECURE, 0}, {AT_NULL, 0}});
+  EXPECT_TRUE(*parse_auxv_secure(secure, 4));
+  EXPECT_FALSE(*parse_auxv_secure(plain, 4));
+  // Read with the wrong word size, the pairs merge and AT_SECURE is not
+  // found: that is why the caller must pass the target's word size.
+  EXPECT_FALSE(parse_auxv_secure(secure, 8).ok() && *parse_auxv_secure(secure, 8));
+}
+
+TEST(ParseAuxv, RejectsMissingTerminatorAndBadWordSize) {
+  auto unterminated = auxv<std::uint64_t>({{AT_PAGESZ, 4096}});
+  EXPECT_EQ(parse_auxv_secure(unterminated, 8).error().code, EINVAL);
+  EXPECT_EQ(parse_auxv_secure({}, 8).error().code, EINVAL);
+  auto ok = auxv<std::uint64_t>({{AT_NULL, 0}});
+  EXPECT_EQ(parse_auxv_secure(ok, 2).error().code, EINVAL);
+}
+
+// --- ELF class, personality ----------------------------------------------
+
+std::vector<std::byte> elf_head(unsigned char cls) {
+  std::vector<std::byte> h(EI_NIDENT, std::byte{0});
+  std::memcpy(h.data(), ELFMAG, SELFMAG);
+  h[EI_CLASS] = std::byte{cls};
+  return h;
+}
+
+TEST(ParseElfClass, TellsThirtyTwoFromSixtyFour) {
+  EXPECT_EQ(*parse_elf_class(elf_head(ELFCLASS32)), 32u);
+  EXPECT_EQ(*parse_elf_class(elf_head(ELFCLASS64)), 64u);
+  EXPECT_EQ(parse_elf_class(elf_head(7)).error().code, EINVAL);
+  auto script = std::as_bytes(std::span("#!/bin/sh\necho hi\n"));
+  EXPECT_EQ(parse_elf_class(script).error().code, EINVAL);
+  auto short_head = elf_head(ELFCLASS64);
+  short_head.resize(5);
+  EXPECT_EQ(parse_elf_class(short_head).error().code, EINVAL);
+}
+
+TEST(ParsePersonality, ReadsHexAndRecognisesLinux32) {
+  struct Case {
+    std::string_view text;
+    unsigned long value;
+    bool linux32;
+  } cases[] = {
+      {"00000000\n", 0x0, false},
+      {"00000008\n", 0x8, true},
+      {"00040008\n", 0x40008, true},   // ADDR_NO_RANDOMIZE | PER_LINUX32
+      {"00400000\n", 0x400000, false}, // READ_IMPLIES_EXEC only
+      {"00000018\n", 0x18, false},     // another personality type entirely
+  };
+  for (const auto& c : cases) {
+    auto p = parse_personality(c.text);
+    ASSERT_TRUE(p) << c.text;
+    EXPECT_EQ(*p, c.value) << c.text;
+    EXPECT_EQ(is_linux32_personality(*p), c.linux32) << c.text;
+  }
+  EXPECT_FALSE(parse_personality("zz\n"));
+  EXPECT_FALSE(parse_personality(""));
+  EXPECT_FALSE(parse_personality("8 9"));
+}
+
+// --- readers against the real /proc --------------------------------------
+
+TEST(ReadBounded, CapsTheReadAndSaysSo) {
+  char path[] = "/tmp/vsymfs-proc-reader-XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  std::string content(10000, 'x');
+  ASSERT_EQ(::write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+  ::close(fd);
+
+  std::string out;
+  auto whole = read_bounded(path, 20000, out);
+  ASSERT_TRUE(whole);
+  EXPECT_FALSE(*whole);
+  EXPECT_EQ(out, content);
+
+  auto capped = read_bounded(path, 100, out);
+  ASSERT_TRUE(capped);
+  EXPECT_TRUE(*capped);
+  EXPECT_EQ(out.size(), 100u);
+
+  auto exact = read_bounded(path, 10000, out);
+  ASSERT_TRUE(exact);
+  EXPECT_FALSE(*exact);
+  EXPECT_EQ(out.size(), 10000u);
+  ::unlink(path);
+
+  auto missing = read_bounded(path, 100, out);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, ENOENT);
+  EXPECT_NE(missing.error().message.find(path), std::string::npos);
+}
+
+TEST(ProcReaders, ReadOurOwnProcess) {
+  auto st = read_status(::getpid());
+  ASSERT_TRUE(st) << st.error().message;
+  EXPECT_EQ(st->ruid, ::getuid());
+  EXPECT_EQ(st->euid, ::geteuid());
+  EXPECT_EQ(st->rgid, ::getgid());
+
+  auto id = read_exec_identity(::getpid());
+  ASSERT_TRUE(id) << id.error().message;
+  EXPECT_GT(id->starttime, 0u);
+  EXPECT_NE(id->env_start, 0u);  // root, or our own process: the addresses are shown
+  EXPECT_GT(id->env_end, id->env_start);
+
+  EXPECT_EQ(*read_exe_elf_class(::getpid()), sizeof(void*) * 8);
+  auto secure = read_auxv_secure(::getpid(), sizeof(void*));
+  ASSERT_TRUE(secure) << secure.error().message;
+  EXPECT_FALSE(*secure);
+  auto pers = read_personality(::getpid());
+  ASSERT_TRUE(pers) << pers.error().message;
+}
+
+TEST(ProcReaders, ReadAChildsEnvironment) {
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(ready[0]);
+    // exec so /proc shows this environment, not the test's
+    ::dup2(ready[1], 3);
+    const char* argv[] = {"/bin/sh", "-c", "echo >&3; sleep 5; :", nullptr};
+    const char* envp[] = {"VSYMFS_A=1", "VSYMFS_B=two words", nullptr};
+    ::execve(argv[0], const_cast<char* const*>(argv), const_cast<char* const*>(envp));
+    ::_exit(127);
+  }
+  ::close(ready[1]);
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+  // The shell stays (the trailing ':' keeps it from exec'ing sleep); it may
+  // add PWD and more to what it was given, never remove.
+  std::vector<std::string> env;
+  auto r = read_environ(pid, env);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_FALSE(*r);
+  EXPECT_NE(std::find(env.begin(), env.end(), "VSYMFS_A=1"), env.end());
+  EXPECT_NE(std::find(env.begin(), env.end(), "VSYMFS_B=two words"), env.end());
+}
+
+TEST(ProcReaders, AGoneProcessIsAnErrorNotACrash) {
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) ::_exit(0);
+  ::waitpid(pid, nullptr, 0);
+  std::vector<std::string> env;
+  EXPECT_FALSE(read_environ(pid, env));
+  EXPECT_FALSE(read_status(pid));
+  EXPECT_FALSE(read_exec_identity(pid));
+  EXPECT_FALSE(read_exe_elf_class(pid));
+}
+
+// The 32-bit helper from meson (VSYMFS_HELPER32), else beside this binary.
+std::string helper32() {
+  if (const char* p = std::getenv("VSYMFS_HELPER32"); p && *p) return p;
+  char self[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return {};
+  std::string dir(self, static_cast<std::size_t>(n));
+  return dir.substr(0, dir.rfind('/')) + "/caller_probe32";
+}
+
+// A real 32-bit process: its auxv uses 4-byte words. The helper is built
+// only where the compiler can target 32-bit (gcc-multilib).
+TEST(ProcReaders, ThirtyTwoBitProcessHasFourByteAuxv) {
+  const std::string helper_path = helper32();
+  const char* helper = helper_path.c_str();
+  if (helper_path.empty() || ::access(helper, X_OK) != 0) GTEST_SKIP() << "no 32-bit helper built (gcc-multilib missing)";
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(ready[0]);
+    ::dup2(ready[1], 1);
+    const char* argv[] = {helper, "wait", nullptr};
+    ::execv(helper, const_cast<char* const*>(argv));
+    ::_exit(127);
+  }
+  ::close(ready[1]);
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);  // the helper says it is running
+
+  auto cls = read_exe_elf_class(pid);
+  auto secure32 = read_auxv_secure(pid, 4);
+  std::string raw;
+  auto raw_ok = read_bounded(ProcPath(pid, "auxv").c_str(), kMaxAuxvBytes, raw);
+  ::close(ready[0]);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+
+  ASSERT_TRUE(cls) << cls.error().message;
+  EXPECT_EQ(*cls, 32u);
+  ASSERT_TRUE(secure32) << secure32.error().message;
+  EXPECT_FALSE(*secure32);
+  ASSERT_TRUE(raw_ok);
+  // The first 32-bit pair's type is a small AT_* number; read as a 64-bit
+  // word it would carry the value in its upper half.
+  ASSERT_GE(raw.size(), 8u);
+  std::uint32_t first_type;
+  std::memcpy(&first_type, raw.data(), 4);
+  EXPECT_LT(first_type, 64u);
+  std::uint32_t first_value_half;
+  std::memcpy(&first_value_half, raw.data() + 4, 4);
+  EXPECT_NE(first_value_half, 0u);
+}
+
+}  // namespace
+}  // namespace vsymfs::daemon::proc
