@@ -1,0 +1,508 @@
+// The daemon's control server: one thread, a poll loop over non-blocking
+// connections, one request per connection. Every connection has a deadline,
+// so a client that connects and stalls costs a slot for a few seconds and
+// never blocks anyone else. Requests are decoded strictly (protocol.hpp) and
+// authorised by SO_PEERCRED, never by anything the client says.
+#include "server.hpp"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <exception>
+#include <thread>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "protocol.hpp"
+#include "store.hpp"
+#include "vsymfs/resolver.hpp"
+
+namespace vsymfs::control {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A client gets this long to send its request and read the reply.
+constexpr auto kConnectionDeadline = std::chrono::seconds(5);
+// Beyond this many open connections new ones wait in the listen backlog.
+constexpr std::size_t kMaxConnections = 64;
+
+Error sys_error(int code, const std::string& what) { return make_error(code, what + ": " + std::strerror(code)); }
+
+std::string errno_text(const Error& e) {
+  const char* name = ::strerrorname_np(e.code);
+  return std::string(name != nullptr ? name : "E" + std::to_string(e.code)) + ": " + e.message;
+}
+
+std::string iso_time(std::chrono::system_clock::time_point tp) {
+  const std::time_t t = std::chrono::system_clock::to_time_t(tp);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string parent_dir(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+Result<void> make_dirs(const std::string& dir) {
+  if (dir.empty() || dir == "/" || dir == ".") return {};
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) return S_ISDIR(st.st_mode) ? Result<void>{} : make_error(ENOTDIR, dir);
+  if (auto ok = make_dirs(parent_dir(dir)); !ok) return ok;
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return sys_error(errno, "cannot create " + dir);
+  return {};
+}
+
+struct Connection {
+  int fd = -1;
+  ucred peer{};
+  Clock::time_point deadline;
+  std::string in;          // frame header + payload received so far
+  std::string out;         // the framed reply, once there is one
+  std::size_t sent = 0;
+};
+
+}  // namespace
+
+struct Server::Impl {
+  daemon::MountState& state;
+  daemon::LinkService& links;
+  daemon::CallerContexts& contexts;
+  std::string socket_path;
+  StateFile store;
+  int listen_fd = -1;
+  int wake_fd = -1;
+  int source_fd = -1;
+  dev_t socket_dev = 0;
+  ino_t socket_ino = 0;
+  std::vector<Connection> conns;
+  std::thread thread;
+
+  Impl(daemon::MountState& s, daemon::LinkService& l, daemon::CallerContexts& c, std::string sock,
+       std::string state_path)
+      : state(s), links(l), contexts(c), socket_path(std::move(sock)), store(std::move(state_path)) {}
+
+  ~Impl() {
+    for (Connection& c : conns) ::close(c.fd);
+    if (listen_fd >= 0) {
+      ::close(listen_fd);
+      // Remove the socket only if it is still ours (a second daemon may have
+      // replaced a path we thought stale).
+      struct stat st {};
+      if (::lstat(socket_path.c_str(), &st) == 0 && st.st_dev == socket_dev && st.st_ino == socket_ino)
+        ::unlink(socket_path.c_str());
+    }
+    if (wake_fd >= 0) ::close(wake_fd);
+    if (source_fd >= 0) ::close(source_fd);
+  }
+
+  Result<void> bind_socket();
+  void loop();
+  void accept_new();
+  // Returns false when the connection is finished (closed by the caller).
+  bool on_readable(Connection& c);
+  bool on_writable(Connection& c);
+  void respond(Connection& c, const Reply& reply);
+  Reply handle(const Request& req, const ucred& peer);
+
+  Reply do_set(const Request& req, const ucred& peer);
+  Reply do_unset(const Request& req, const ucred& peer);
+  Reply do_list(const Request& req, const ucred& peer);
+  Reply do_explain(const Request& req, const ucred& peer);
+  Reply do_reload(const ucred& peer);
+  Reply do_universe(const ucred& peer);
+  Reply do_status();
+
+  std::shared_ptr<const RuntimeVars> runtime() const {
+    auto rt = state.runtime();
+    return rt ? rt : std::make_shared<const RuntimeVars>();
+  }
+  Reply publish(Result<std::shared_ptr<const RuntimeVars>> next, const char* what, const Request& req,
+                const ucred& peer);
+};
+
+Result<void> Server::Impl::bind_socket() {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_path.empty() || socket_path.size() >= sizeof addr.sun_path)
+    return make_error(ENAMETOOLONG, "control socket path '" + socket_path + "' does not fit in a socket address");
+  std::memcpy(addr.sun_path, socket_path.data(), socket_path.size());
+  if (auto ok = make_dirs(parent_dir(socket_path)); !ok) return ok;
+
+  listen_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (listen_fd < 0) return sys_error(errno, "socket");
+  // A socket file left by a daemon that died is replaced; one that answers
+  // belongs to a live daemon, and stealing it would orphan that mount.
+  struct stat st {};
+  if (::lstat(socket_path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return make_error(EEXIST, socket_path + " exists and is not a socket");
+    const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const bool live = probe >= 0 && ::connect(probe, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+    if (probe >= 0) ::close(probe);
+    if (live) return make_error(EADDRINUSE, socket_path + " is in use by another daemon");
+    ::unlink(socket_path.c_str());
+  }
+  if (::bind(listen_fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
+    return sys_error(errno, "cannot bind " + socket_path);
+  // Anyone may connect; what they may do is decided per request by their
+  // kernel-reported credentials.
+  if (::chmod(socket_path.c_str(), 0666) != 0) return sys_error(errno, "cannot chmod " + socket_path);
+  if (::lstat(socket_path.c_str(), &st) == 0) {
+    socket_dev = st.st_dev;
+    socket_ino = st.st_ino;
+  }
+  if (::listen(listen_fd, 64) != 0) return sys_error(errno, "cannot listen on " + socket_path);
+  return {};
+}
+
+void Server::Impl::loop() {
+  std::vector<pollfd> fds;
+  for (;;) {
+    fds.clear();
+    fds.push_back({wake_fd, POLLIN, 0});
+    fds.push_back({listen_fd, static_cast<short>(conns.size() < kMaxConnections ? POLLIN : 0), 0});
+    auto next_deadline = Clock::time_point::max();
+    for (const Connection& c : conns) {
+      fds.push_back({c.fd, static_cast<short>(c.out.empty() ? POLLIN : POLLOUT), 0});
+      next_deadline = std::min(next_deadline, c.deadline);
+    }
+    int timeout = -1;
+    if (next_deadline != Clock::time_point::max()) {
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next_deadline - Clock::now()).count();
+      timeout = static_cast<int>(std::clamp<long long>(ms + 1, 0, 60000));
+    }
+    const int n = ::poll(fds.data(), fds.size(), timeout);
+    if (n < 0 && errno != EINTR) {
+      spdlog::error("control server: poll failed: {}", std::strerror(errno));
+      return;
+    }
+    if (fds[0].revents != 0) return;  // shutdown
+
+    // Connections first (fds[2..] match conns as they were before accepting).
+    const auto now = Clock::now();
+    std::vector<Connection> keep;
+    keep.reserve(conns.size());
+    for (std::size_t i = 0; i < conns.size(); ++i) {
+      Connection& c = conns[i];
+      const short rev = n > 0 ? fds[i + 2].revents : 0;
+      bool alive = true;
+      if (now >= c.deadline || (rev & (POLLERR | POLLNVAL))) {
+        alive = false;  // a stalled or dribbling client loses its slot
+      } else if (rev & (POLLIN | POLLHUP) && c.out.empty()) {
+        alive = on_readable(c);
+      } else if (rev & POLLOUT) {
+        alive = on_writable(c);
+      }
+      if (alive) {
+        keep.push_back(std::move(c));
+      } else {
+        ::close(c.fd);
+      }
+    }
+    conns = std::move(keep);
+    if (n > 0 && (fds[1].revents & POLLIN)) accept_new();
+  }
+}
+
+void Server::Impl::accept_new() {
+  while (conns.size() < kMaxConnections) {
+    const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+        spdlog::warn("control server: accept failed: {}", std::strerror(errno));
+      return;
+    }
+    Connection c;
+    c.fd = fd;
+    socklen_t len = sizeof c.peer;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c.peer, &len) != 0) {
+      ::close(fd);
+      continue;
+    }
+    c.deadline = Clock::now() + kConnectionDeadline;
+    conns.push_back(std::move(c));
+  }
+}
+
+bool Server::Impl::on_readable(Connection& c) {
+  char buf[4096];
+  for (;;) {
+    // Never read past the end of this one request.
+    std::size_t want = kFrameHeader;
+    if (c.in.size() >= kFrameHeader) {
+      unsigned char header[kFrameHeader];
+      std::memcpy(header, c.in.data(), kFrameHeader);
+      const std::uint32_t len = frame_length(header);
+      if (len > kMaxRequestSize) {
+        respond(c, Reply::failure(make_error(EMSGSIZE, "request of " + std::to_string(len) +
+                                                           " bytes exceeds the limit of " +
+                                                           std::to_string(kMaxRequestSize))));
+        return on_writable(c);
+      }
+      want = kFrameHeader + len;
+    }
+    if (c.in.size() >= kFrameHeader && c.in.size() == want) {
+      auto req = decode_request(std::string_view(c.in).substr(kFrameHeader));
+      Reply reply;
+      if (!req) {
+        reply = Reply::failure(req.error());
+      } else {
+        try {
+          reply = handle(*req, c.peer);
+        } catch (const std::exception& e) {
+          // Nothing may escape the server thread; the state is unchanged
+          // because every change is built aside and published last.
+          reply = Reply::failure(make_error(EIO, std::string("internal error: ") + e.what()));
+        }
+      }
+      respond(c, reply);
+      return on_writable(c);
+    }
+    const ssize_t n = ::recv(c.fd, buf, std::min(sizeof buf, want - c.in.size()), 0);
+    if (n > 0) {
+      c.in.append(buf, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n == 0) return false;  // closed before a whole request arrived: nothing to answer
+    return errno == EAGAIN || errno == EINTR;
+  }
+}
+
+bool Server::Impl::on_writable(Connection& c) {
+  while (c.sent < c.out.size()) {
+    const ssize_t n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+    if (n < 0) return errno == EAGAIN || errno == EINTR;
+    c.sent += static_cast<std::size_t>(n);
+  }
+  return false;  // reply sent in full: one request per connection
+}
+
+void Server::Impl::respond(Connection& c, const Reply& reply) {
+  std::string payload = encode_reply(reply);
+  if (payload.size() > kMaxReplySize)
+    payload = encode_reply(Reply::failure(make_error(EMSGSIZE, "reply too large")));
+  c.out = frame(payload);
+  c.sent = 0;
+}
+
+Reply Server::Impl::handle(const Request& req, const ucred& peer) {
+  switch (req.op) {
+    case Op::Set: return do_set(req, peer);
+    case Op::Unset: return do_unset(req, peer);
+    case Op::List: return do_list(req, peer);
+    case Op::Explain: return do_explain(req, peer);
+    case Op::Reload: return do_reload(peer);
+    case Op::Universe: return do_universe(peer);
+    case Op::Status: return do_status();
+  }
+  return Reply::failure(make_error(EINVAL, "unknown operation"));
+}
+
+Reply Server::Impl::publish(Result<std::shared_ptr<const RuntimeVars>> next, const char* what, const Request& req,
+                            const ucred& peer) {
+  if (!next) return Reply::failure(next.error());
+  // Durable first, visible second: an acknowledged change survives a crash.
+  if (auto saved = store.save(**next); !saved) {
+    spdlog::error("control: cannot persist run-time values: {}", saved.error().message);
+    return Reply::failure(saved.error());
+  }
+  state.publish_runtime(std::move(next.value()));
+  spdlog::info("control: uid {} {} {} ({} scope)", peer.uid, what, req.name, to_string(req.scope));
+  return Reply{};
+}
+
+Reply Server::Impl::do_set(const Request& req, const ucred& peer) {
+  const bool system = req.scope == ScopeArg::System;
+  if (system && peer.uid != 0) return Reply::failure(make_error(EPERM, "only root may change the system scope"));
+  return publish(with_set(*runtime(), system, peer.uid, req.name, req.value), "set", req, peer);
+}
+
+Reply Server::Impl::do_unset(const Request& req, const ucred& peer) {
+  const bool system = req.scope == ScopeArg::System;
+  if (system && peer.uid != 0) return Reply::failure(make_error(EPERM, "only root may change the system scope"));
+  return publish(with_unset(*runtime(), system, peer.uid, req.name), "unset", req, peer);
+}
+
+Reply Server::Impl::do_list(const Request& req, const ucred& peer) {
+  const auto rt = runtime();
+  Reply reply;
+  auto add_sorted = [&](const char* scope, const VarMap& table) {
+    std::vector<const std::pair<const std::string, std::string>*> entries;
+    for (const auto& kv : table) entries.push_back(&kv);
+    std::sort(entries.begin(), entries.end(), [](auto* a, auto* b) { return a->first < b->first; });
+    for (const auto* kv : entries) reply.add(scope, kv->first + "=" + kv->second);
+  };
+  // A user sees only their own user scope: other users' values are theirs.
+  if (req.scope != ScopeArg::System)
+    if (auto it = rt->users.find(peer.uid); it != rt->users.end()) add_sorted("user", it->second);
+  if (req.scope != ScopeArg::User) add_sorted("system", rt->system);
+  return reply;
+}
+
+Reply Server::Impl::do_explain(const Request& req, const ucred& peer) {
+  const std::string& mp = state.config().mountpoint;
+  std::string rel;
+  if (req.dir == mp) {
+    rel = ".";
+  } else if (req.dir.size() > mp.size() && req.dir.compare(0, mp.size(), mp) == 0 &&
+             (mp == "/" || req.dir[mp.size()] == '/')) {
+    rel = req.dir.substr(mp == "/" ? 1 : mp.size() + 1);
+  } else {
+    return Reply::failure(make_error(EXDEV, req.dir + " is not inside this mount (" + mp + ")"));
+  }
+  // The client's path is untrusted: it must stay inside SOURCE.
+  open_how how{};
+  how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  const int dir_fd = static_cast<int>(::syscall(SYS_openat2, source_fd, rel.c_str(), &how, sizeof how));
+  if (dir_fd < 0) return Reply::failure(sys_error(errno, "cannot open " + req.dir));
+
+  std::string out;
+  std::vector<Substitution> trace;
+  const daemon::RequestIds ids{peer.pid, peer.uid, peer.gid};
+  const Result<void> expanded = links.explain(req.raw, dir_fd, ids, out, trace);
+  ::close(dir_fd);
+  Reply reply;
+  if (expanded) {
+    reply.add("expansion", out);
+  } else {
+    reply.add("error", errno_text(expanded.error()));
+  }
+  for (const Substitution& s : trace) {
+    reply.add("ref", s.reference);
+    reply.add("value", s.value);
+    reply.add("scope", std::string(to_string(s.scope)));
+  }
+  return reply;
+}
+
+Reply Server::Impl::do_reload(const ucred& peer) {
+  if (peer.uid != 0) return Reply::failure(make_error(EPERM, "only root may reload the rules"));
+  if (auto ok = state.reload(); !ok) {
+    spdlog::error("control: reload requested by uid {} failed: {}", peer.uid, ok.error().message);
+    return Reply::failure(ok.error());
+  }
+  links.clear_cache();
+  spdlog::info("control: rules reloaded by uid {}", peer.uid);
+  Reply reply;
+  reply.add("rules_origin", state.rules()->origin);
+  reply.add("generation", std::to_string(state.rules_generation()));
+  return reply;
+}
+
+Reply Server::Impl::do_universe(const ucred& peer) {
+  const auto rules = state.rules();
+  const auto rt = runtime();
+  const auto caller = contexts.full(peer.pid, peer.uid, peer.gid);
+  if (!rules || !caller) return Reply::failure(make_error(EIO, "no rules or caller context"));
+  const ScopedResolver resolver(*rules, state.host(), *caller, rt.get());
+  const Value u = resolver.universe();
+  Reply reply;
+  reply.add("universe", std::string(u.text));
+  reply.add("scope", std::string(to_string(u.scope)));
+  reply.add("env_var", rules->universes.env_var);
+  std::string names;
+  for (const std::string& n : rules->universes.names) names += (names.empty() ? "" : " ") + n;
+  reply.add("universes", names);
+  return reply;
+}
+
+Reply Server::Impl::do_status() {
+  const auto& cfg = state.config();
+  const auto rules = state.rules();
+  const auto rt = runtime();
+  auto& k = state.counters();
+  auto num = [](std::uint64_t v) { return std::to_string(v); };
+  Reply r;
+  r.add("mountpoint", cfg.mountpoint);
+  r.add("source", cfg.source);
+  r.add("rules", rules ? rules->origin : "");
+  r.add("rules_loaded_at", iso_time(state.rules_loaded_at()));
+  r.add("rules_generation", num(state.rules_generation()));
+  r.add("per_caller", rules && rules->per_caller ? "yes" : "no");
+  r.add("kernel_symlink_cache", rules && rules->kernel_may_cache_symlinks() ? "on" : "off");
+  r.add("socket", socket_path);
+  r.add("state_file", store.path());
+  std::size_t user_vars = 0;
+  for (const auto& [uid, table] : rt->users) user_vars += table.size();
+  r.add("runtime_users", num(rt->users.size()));
+  r.add("runtime_user_vars", num(user_vars));
+  r.add("runtime_system_vars", num(rt->system.size()));
+  r.add("readlinks", num(k.readlinks.load()));
+  r.add("expansions", num(k.expansions.load()));
+  r.add("expansion_errors", num(k.errors.load()));
+  for (int s = 0; s <= static_cast<int>(Scope::Default); ++s)
+    r.add("values_from_" + std::string(to_string(static_cast<Scope>(s))), num(k.by_scope[s].load()));
+  r.add("environ_timeouts", num(k.environ_timeouts.load()));
+  r.add("reloads", num(k.reloads.load()));
+  r.add("reload_failures", num(k.reload_failures.load()));
+  const auto cs = contexts.stats();
+  r.add("caller_cache_entries", num(cs.entries));
+  r.add("caller_cache_nss_entries", num(cs.nss_entries));
+  r.add("caller_cache_hits", num(cs.hits));
+  r.add("caller_cache_misses", num(cs.misses));
+  r.add("caller_cache_timeouts", num(cs.timeouts));
+  return r;
+}
+
+Server::Server() = default;
+
+Server::~Server() {
+  if (impl_ && impl_->thread.joinable()) {
+    const std::uint64_t one = 1;
+    if (::write(impl_->wake_fd, &one, sizeof one) < 0) {
+      // eventfd writes fail only on overflow; the thread is then awake anyway.
+    }
+    impl_->thread.join();
+  }
+}
+
+const std::string& Server::socket_path() const noexcept { return impl_->socket_path; }
+
+Result<std::unique_ptr<Server>> Server::start(daemon::MountState& state, daemon::LinkService& links,
+                                              daemon::CallerContexts& contexts, ServerOptions opts) {
+  const std::string& mp = state.config().mountpoint;
+  auto impl = std::make_unique<Impl>(state, links, contexts,
+                                     opts.socket_path.empty() ? default_socket_path(mp) : opts.socket_path,
+                                     opts.state_path.empty() ? default_state_path(mp) : opts.state_path);
+
+  // Run-time values first: a daemon that cannot read its state must not
+  // start empty and then overwrite the file on the first change.
+  auto loaded = impl->store.load();
+  if (!loaded) return loaded.error();
+  if (!loaded->warning.empty()) spdlog::error("control: {}", loaded->warning);
+  state.publish_runtime(std::make_shared<const RuntimeVars>(std::move(loaded->vars)));
+
+  impl->source_fd = ::open(state.config().source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (impl->source_fd < 0) return sys_error(errno, "cannot open source " + state.config().source);
+  impl->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (impl->wake_fd < 0) return sys_error(errno, "eventfd");
+  if (auto ok = impl->bind_socket(); !ok) return ok.error();
+
+  std::unique_ptr<Server> server(new Server());
+  server->impl_ = std::move(impl);
+  Impl* raw = server->impl_.get();
+  server->impl_->thread = std::thread([raw] { raw->loop(); });
+  spdlog::info("control socket {} (state file {})", raw->socket_path, raw->store.path());
+  return server;
+}
+
+}  // namespace vsymfs::control
