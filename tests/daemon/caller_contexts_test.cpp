@@ -1,0 +1,290 @@
+#include "caller_contexts.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/personality.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace vsymfs::daemon {
+namespace {
+
+bool has(const std::vector<std::string>& env, const std::string& entry) {
+  return std::find(env.begin(), env.end(), entry) != env.end();
+}
+
+// A child process running a shell script with a chosen environment. The
+// script writes a line to fd 3 whenever it is ready to be inspected, and
+// reads a line from fd 4 when it wants the test to say "go on".
+class Child {
+ public:
+  Child(const std::string& script, std::vector<std::string> env, const std::function<void()>& before_exec = {},
+        std::vector<std::string> argv = {}) {
+    int ready[2], go[2];
+    if (::pipe2(ready, O_CLOEXEC) != 0 || ::pipe2(go, O_CLOEXEC) != 0) return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(ready[1], 3);
+      ::dup2(go[0], 4);
+      if (before_exec) before_exec();
+      if (argv.empty()) argv = {"/bin/sh", "-c", script};
+      std::vector<char*> a, e;
+      for (auto& s : argv) a.push_back(s.data());
+      a.push_back(nullptr);
+      for (auto& s : env) e.push_back(s.data());
+      e.push_back(nullptr);
+      ::execve(a[0], a.data(), e.data());
+      ::_exit(127);
+    }
+    ::close(ready[1]);
+    ::close(go[0]);
+    ready_ = ready[0];
+    go_ = go[1];
+  }
+  ~Child() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (ready_ >= 0) ::close(ready_);
+    if (go_ >= 0) ::close(go_);
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // Waits for the child's next "ready" byte; false if it died first.
+  bool wait_ready() {
+    char c;
+    return ::read(ready_, &c, 1) == 1;
+  }
+  void go_on() { [[maybe_unused]] ssize_t n = ::write(go_, "\n", 1); }
+
+ private:
+  pid_t pid_ = -1;
+  int ready_ = -1, go_ = -1;
+};
+
+constexpr const char* kWaitScript = "echo >&3; sleep 30; :";
+
+bool is_root() { return ::geteuid() == 0; }
+
+TEST(CallerContexts, PidZeroHasOnlyItsPrimaryGroupAndNoEnvironment) {
+  CallerContexts ctx;
+  auto id = ctx.identity(0, 1234, 5678);
+  EXPECT_EQ(id->pid, 0);
+  EXPECT_EQ(id->uid, 1234u);
+  EXPECT_EQ(id->ruid, 1234u);
+  EXPECT_EQ(id->rgid, 5678u);
+  EXPECT_EQ(id->groups, std::vector<gid_t>{5678});
+  auto full = ctx.full(0, 1234, 5678);
+  EXPECT_FALSE(full->environ_known);
+  EXPECT_TRUE(full->environ.empty());
+}
+
+TEST(CallerContexts, IdentityOfOurOwnProcessHasOurGroups) {
+  CallerContexts ctx;
+  std::vector<gid_t> ours(static_cast<std::size_t>(::getgroups(0, nullptr)));
+  ASSERT_EQ(::getgroups(static_cast<int>(ours.size()), ours.data()), static_cast<int>(ours.size()));
+  auto id = ctx.identity(::getpid(), ::geteuid(), ::getegid());
+  auto got = id->groups;
+  std::sort(got.begin(), got.end());
+  std::sort(ours.begin(), ours.end());
+  EXPECT_EQ(got, ours);
+  EXPECT_EQ(id->ruid, ::getuid());
+  EXPECT_FALSE(id->secure);
+}
+
+TEST(CallerContexts, NamesComeFromNss) {
+  CallerContexts ctx;
+  auto root = ctx.named(0, 0, 0);
+  EXPECT_EQ(root->user_name, "root");
+  EXPECT_EQ(root->group_name, "root");
+  EXPECT_EQ(root->home, "/root");
+  EXPECT_TRUE(has(root->group_names, "root"));
+  EXPECT_FALSE(root->environ_known);
+  // An id with no NSS entry has no names (the resolver then leaves ${USER} undefined).
+  auto nobody_known = ctx.named(0, 4000000001u, 4000000001u);
+  EXPECT_TRUE(nobody_known->user_name.empty());
+  EXPECT_TRUE(nobody_known->group_name.empty());
+  EXPECT_TRUE(nobody_known->group_names.empty());
+}
+
+TEST(CallerContexts, GroupsComeFromTheCallersStatus) {
+  if (!is_root()) GTEST_SKIP() << "needs root to give a child other groups and ids";
+  const uid_t uid = 65534;
+  const gid_t gid = 65534;
+  Child child(kWaitScript, {"PATH=/bin:/usr/bin"}, [&] {
+    gid_t groups[] = {1234, 5678};
+    if (::setgroups(2, groups) != 0 || ::setresgid(gid, gid, gid) != 0 || ::setresuid(uid, uid, uid) != 0) ::_exit(99);
+  });
+  ASSERT_TRUE(child.wait_ready());
+  CallerContexts ctx;
+  auto id = ctx.identity(child.pid(), uid, gid);
+  EXPECT_EQ(id->groups, (std::vector<gid_t>{1234, 5678}));
+  EXPECT_FALSE(id->secure);
+  // Ids that do not match the process's (it changed them, or the pid is
+  // someone else's now): trust nothing from /proc but the request.
+  auto other = ctx.identity(child.pid(), 1, 2);
+  EXPECT_EQ(other->groups, std::vector<gid_t>{2});
+}
+
+TEST(CallerContexts, FullReadsTheEnvironmentAndCachesIt) {
+  Child child(kWaitScript, {"VSYMFS_A=1", "VSYMFS_B=two words"});
+  ASSERT_TRUE(child.wait_ready());
+  CallerContexts ctx;
+  auto c = ctx.full(child.pid(), ::geteuid(), ::getegid());
+  ASSERT_TRUE(c->environ_known);
+  EXPECT_TRUE(has(c->environ, "VSYMFS_A=1"));
+  EXPECT_TRUE(has(c->environ, "VSYMFS_B=two words"));
+  EXPECT_FALSE(c->secure);
+  EXPECT_FALSE(c->compat32);
+  auto s1 = ctx.stats();
+  EXPECT_EQ(s1.misses, 1u);
+  EXPECT_EQ(s1.hits, 0u);
+  auto again = ctx.full(child.pid(), ::geteuid(), ::getegid());
+  EXPECT_EQ(again, c);  // the very same snapshot: no re-read
+  EXPECT_EQ(ctx.stats().hits, 1u);
+}
+
+TEST(CallerContexts, ExecveInvalidatesTheCachedEnvironment) {
+  // The same pid runs two program images with different environments.
+  Child child("echo >&3; read x <&4; exec /usr/bin/env VSYMFS_PHASE=2 /bin/sh -c 'echo >&3; sleep 30; :'",
+              {"VSYMFS_PHASE=1", "PATH=/bin:/usr/bin"});
+  ASSERT_TRUE(child.wait_ready());
+  CallerContexts ctx;
+  auto before = ctx.full(child.pid(), ::geteuid(), ::getegid());
+  ASSERT_TRUE(before->environ_known);
+  EXPECT_TRUE(has(before->environ, "VSYMFS_PHASE=1"));
+  child.go_on();
+  ASSERT_TRUE(child.wait_ready());
+  auto after = ctx.full(child.pid(), ::geteuid(), ::getegid());
+  ASSERT_TRUE(after->environ_known);
+  EXPECT_TRUE(has(after->environ, "VSYMFS_PHASE=2"));
+  EXPECT_FALSE(has(after->environ, "VSYMFS_PHASE=1"));
+  EXPECT_EQ(ctx.stats().misses, 2u);
+}
+
+TEST(CallerContexts, RealAndEffectiveIdsDifferingIsSecureMode) {
+  if (!is_root()) GTEST_SKIP() << "needs root to split real and effective ids";
+  Child child("", {}, [] {
+    // real uid nobody, effective root: what a setuid-root program runs as.
+    // No exec: a shell would drop the effective uid to the real one.
+    if (::setresuid(65534, 0, 0) != 0) ::_exit(99);
+    if (::write(3, "r", 1) != 1) ::_exit(98);
+    ::sleep(30);
+    ::_exit(0);
+  });
+  ASSERT_TRUE(child.wait_ready());
+  CallerContexts ctx;
+  auto c = ctx.full(child.pid(), 0, ::getegid());
+  EXPECT_EQ(c->ruid, 65534u);
+  EXPECT_TRUE(c->secure);
+}
+
+TEST(CallerContexts, Linux32PersonalityIsCompat32) {
+  Child child(kWaitScript, {}, [] {
+    if (::personality(PER_LINUX32) == -1) ::_exit(99);
+  });
+  ASSERT_TRUE(child.wait_ready());
+  CallerContexts ctx;
+  auto c = ctx.full(child.pid(), ::geteuid(), ::getegid());
+  EXPECT_TRUE(c->compat32);
+  EXPECT_FALSE(c->secure);
+}
+
+std::string helper32() {
+  if (const char* p = std::getenv("VSYMFS_HELPER32"); p && *p) return p;
+  char self[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return {};
+  std::string dir(self, static_cast<std::size_t>(n));
+  return dir.substr(0, dir.rfind('/')) + "/caller_probe32";
+}
+
+TEST(CallerContexts, ThirtyTwoBitExecutableIsCompat32) {
+  const std::string helper = helper32();
+  if (helper.empty() || ::access(helper.c_str(), X_OK) != 0) GTEST_SKIP() << "no 32-bit helper built (gcc-multilib missing)";
+  // The helper writes its ready byte to stdout: point stdout at fd 3.
+  Child child("", {"VSYMFS_A=32"}, [] { ::dup2(3, 1); }, {helper, "wait"});
+  ASSERT_TRUE(child.wait_ready());
+  CallerContexts ctx;
+  auto c = ctx.full(child.pid(), ::geteuid(), ::getegid());
+  EXPECT_TRUE(c->compat32);
+  EXPECT_FALSE(c->secure);  // auxv read in 4-byte words: AT_SECURE found and 0
+  EXPECT_TRUE(has(c->environ, "VSYMFS_A=32"));
+}
+
+TEST(CallerContexts, AGoneProcessHasNoEnvironment) {
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) ::_exit(0);
+  ::waitpid(pid, nullptr, 0);
+  CallerContexts ctx;
+  auto c = ctx.full(pid, 1000, 1000);
+  EXPECT_FALSE(c->environ_known);
+  EXPECT_EQ(c->groups, std::vector<gid_t>{1000});
+}
+
+TEST(CallerContexts, BusyHelpersMeanNoEnvironmentNotAWait) {
+  Child child(kWaitScript, {"VSYMFS_A=1"});
+  ASSERT_TRUE(child.wait_ready());
+  CallerContexts::Options opts;
+  opts.max_queued = 0;  // every read is refused, as when all helpers are stuck
+  CallerContexts ctx(opts);
+  std::atomic<std::uint64_t> external{0};
+  ctx.set_timeout_counter(&external);
+  auto c = ctx.full(child.pid(), ::geteuid(), ::getegid());
+  EXPECT_FALSE(c->environ_known);
+  EXPECT_TRUE(c->environ.empty());
+  EXPECT_EQ(ctx.stats().timeouts, 1u);
+  EXPECT_EQ(external.load(), 1u);
+  // Not cached: the next request tries again (and is refused again).
+  ctx.full(child.pid(), ::geteuid(), ::getegid());
+  EXPECT_EQ(ctx.stats().timeouts, 2u);
+}
+
+TEST(CallerContexts, CacheStaysBounded) {
+  CallerContexts::Options opts;
+  opts.max_entries = 32;
+  CallerContexts ctx(opts);
+  // Pids far above pid_max: nothing to read, but each is a cache entry.
+  for (pid_t pid = 10'000'000; pid < 10'000'000 + 1000; ++pid) ctx.identity(pid, 1, 1);
+  EXPECT_LE(ctx.stats().entries, 32u);
+  EXPECT_GT(ctx.stats().entries, 0u);
+}
+
+TEST(CallerContexts, ConcurrentCallersAgree) {
+  Child child(kWaitScript, {"VSYMFS_A=1"});
+  ASSERT_TRUE(child.wait_ready());
+  CallerContexts ctx;
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 300; ++i) {
+        auto c = ctx.full(child.pid(), ::geteuid(), ::getegid());
+        if (!c->environ_known || !has(c->environ, "VSYMFS_A=1")) ++wrong;
+        auto id = ctx.identity(10'000'000 + t * 1000 + i, 1, 1);
+        if (id->groups != std::vector<gid_t>{1}) ++wrong;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+}  // namespace
+}  // namespace vsymfs::daemon
