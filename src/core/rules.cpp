@@ -311,7 +311,8 @@ Result<void> RulesParser::parse_document(const toml::table& doc) {
   static constexpr std::array<std::string_view, kSections.size()> kNames = {
       "syntax", "scopes", "process", "sysname", "universe", "cluster", "locked", "vars", "user", "group", "host"};
   for (auto&& [key, node] : doc) {
-    const auto it = std::find_if(kSections.begin(), kSections.end(), [&](const Entry& e) { return e.name == key.str(); });
+    const std::string_view name = key.str();  // clang 14 cannot capture a structured binding
+    const auto it = std::find_if(kSections.begin(), kSections.end(), [name](const Entry& e) { return e.name == name; });
     if (it == kSections.end()) {
       return error_at(key.source(), "unknown " + std::string(node.is_table() ? "table [" : "key '") + printable(key.str()) +
                                         (node.is_table() ? "]" : "'") + " at the top level" +
