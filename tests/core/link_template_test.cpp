@@ -339,8 +339,10 @@ TEST(LinkTemplateTest, UndefinedVariablePolicies) {
 TEST(LinkTemplateTest, NameTooLongExactlyAtTheBound) {
   ASSERT_EQ(kMaxExpansion, 4095U);
   FakeSource src;
-  src.vars["V4095"] = {std::string(4095, 'v'), Scope::System};
-  src.vars["V4000"] = {std::string(4000, 'v'), Scope::System};
+  const std::string v4095(4095, 'v');  // Value borrows: the text must outlive src
+  const std::string v4000(4000, 'v');
+  src.vars["V4095"] = {v4095, Scope::System};
+  src.vars["V4000"] = {v4000, Scope::System};
   struct BoundCase {
     const char* what;
     std::string raw;
@@ -620,7 +622,8 @@ TEST(LinkTemplateTest, NulAndBinaryBytesPassThrough) {
 // fuzzer checks (bounded output, only the documented errors, literal = raw).
 TEST(LinkTemplateTest, RandomSigilSoupKeepsTheInvariants) {
   FakeSource src;
-  src.vars["LONG"] = {std::string(1500, 'L'), Scope::System};
+  const std::string long_value(1500, 'L');
+  src.vars["LONG"] = {long_value, Scope::System};
   const std::string alphabet = "$@%{}():-=/ \t_aUSERLONGmbsy1\0"s;
   std::mt19937 rng(12345);
   std::uniform_int_distribution<std::size_t> pick(0, alphabet.size() - 1);
