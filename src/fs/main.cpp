@@ -1,1 +1,323 @@
-int main() { return 0; }
+// vsymfs: option parsing and startup. Everything that can fail at startup
+// (arguments, SOURCE, MOUNTPOINT, rules, mount, control socket) fails before
+// the daemon detaches, with one line on stderr and a distinct exit status.
+#define FUSE_USE_VERSION 314
+#include <fuse3/fuse_lowlevel.h>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+
+#include "caller_contexts.hpp"
+#include "filesystem.hpp"
+#include "identity.hpp"
+#include "inode_table.hpp"
+#include "link_service.hpp"
+#include "mount_state.hpp"
+#include "options.hpp"
+#include "server.hpp"
+#include "vsymfs_config.h"
+
+namespace {
+
+using namespace vsymfs;
+
+// Exit statuses (vsymfs(8), EXIT STATUS).
+enum Exit : int {
+  kOk = 0,
+  kUsage = 1,       // bad command line or mount options
+  kPaths = 2,       // SOURCE or MOUNTPOINT unusable
+  kRules = 3,       // the rules file cannot be loaded
+  kMount = 4,       // the kernel refused the mount
+  kControl = 5,     // the control socket cannot be served
+  kInternal = 6,    // anything else at startup
+};
+
+// Reports the outcome of startup to whoever started us. In the background
+// the parent waits for the child's verdict on a pipe, so `mount` and fstab
+// see the real error and status, not just "forked".
+class Startup {
+ public:
+  // Forks when !foreground; returns only in the process that goes on.
+  explicit Startup(bool foreground) {
+    if (foreground) return;
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) fail(kInternal, std::string("pipe: ") + std::strerror(errno));
+    pid_t pid = ::fork();
+    if (pid < 0) fail(kInternal, std::string("fork: ") + std::strerror(errno));
+    if (pid > 0) {
+      ::close(p[1]);
+      std::string verdict;
+      char buf[512];
+      ssize_t n;
+      while ((n = ::read(p[0], buf, sizeof buf)) > 0) verdict.append(buf, static_cast<std::size_t>(n));
+      if (verdict.empty()) {
+        std::fprintf(stderr, "vsymfs: the daemon exited during startup\n");
+        ::_exit(kInternal);
+      }
+      int status = verdict[0] - '0';
+      if (verdict.size() > 1) std::fprintf(stderr, "%s\n", verdict.c_str() + 1);
+      ::_exit(status);
+    }
+    ::close(p[0]);
+    pipe_ = p[1];
+    ::setsid();
+  }
+
+  [[noreturn]] void fail(int status, const std::string& message) {
+    if (pipe_ >= 0) {
+      std::string verdict = std::to_string(status) + "vsymfs: " + message;
+      [[maybe_unused]] ssize_t n = ::write(pipe_, verdict.data(), verdict.size());
+    } else {
+      std::fprintf(stderr, "vsymfs: %s\n", message.c_str());
+    }
+    std::fflush(stderr);
+    ::_exit(status);
+  }
+
+  // Detaches from the terminal and lets the parent exit 0.
+  void succeeded() {
+    if (pipe_ < 0) return;
+    if (::chdir("/") != 0) { /* nothing depends on the cwd */ }
+    int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null >= 0) {
+      ::dup2(null, 0);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      ::close(null);
+    }
+    [[maybe_unused]] ssize_t n = ::write(pipe_, "0", 1);
+    ::close(pipe_);
+    pipe_ = -1;
+  }
+
+ private:
+  int pipe_ = -1;
+};
+
+void setup_logging(const fs::Options& o) {
+  std::shared_ptr<spdlog::logger> log;
+  if (o.foreground)
+    log = std::make_shared<spdlog::logger>("vsymfs", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  else
+    log = std::make_shared<spdlog::logger>(
+        "vsymfs", std::make_shared<spdlog::sinks::syslog_sink_mt>("vsymfs", LOG_PID, LOG_DAEMON, false));
+  log->set_level(o.debug ? spdlog::level::debug : spdlog::level::info);
+  spdlog::set_default_logger(std::move(log));
+  // libfuse's own messages go to the same place.
+  fuse_set_log_func([](enum fuse_log_level level, const char* fmt, va_list ap) {
+    char buf[1024];
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    std::string_view text(buf);
+    while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+    spdlog::log(level <= FUSE_LOG_ERR ? spdlog::level::err : level <= FUSE_LOG_NOTICE ? spdlog::level::info : spdlog::level::debug,
+                "libfuse: {}", text);
+  });
+}
+
+bool is_vsymfs_mount(const std::string& path) {
+  // /proc/self/mountinfo: "... mount-point ... - fstype source options"; the
+  // mount point field escapes spaces as \040, which our paths rarely have.
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string id, parent, devno, root, mnt;
+    f >> id >> parent >> devno >> root >> mnt;
+    if (mnt != path) continue;
+    auto dash = line.find(" - ");
+    if (dash != std::string::npos && line.compare(dash + 3, 12, "fuse.vsymfs ") == 0) return true;
+  }
+  return false;
+}
+
+std::string check_paths(const fs::Options& o) {
+  struct stat st {};
+  if (::stat(o.source.c_str(), &st) != 0) return "SOURCE " + o.source + ": " + std::strerror(errno);
+  if (!S_ISDIR(st.st_mode)) return "SOURCE " + o.source + ": not a directory";
+  if (::stat(o.mountpoint.c_str(), &st) != 0) return "MOUNTPOINT " + o.mountpoint + ": " + std::strerror(errno);
+  if (!S_ISDIR(st.st_mode)) return "MOUNTPOINT " + o.mountpoint + ": not a directory";
+  if (o.mountpoint.size() > o.source.size() && o.mountpoint.compare(0, o.source.size(), o.source) == 0 &&
+      (o.source == "/" || o.mountpoint[o.source.size()] == '/'))
+    return "MOUNTPOINT " + o.mountpoint + " is inside SOURCE " + o.source + ": the daemon would call into its own mount";
+  if (is_vsymfs_mount(o.mountpoint)) return "MOUNTPOINT " + o.mountpoint + " is already a vsymfs mount (unmount it first)";
+  return {};
+}
+
+// Descriptor plan: RLIMIT_NOFILE's hard limit cannot be raised, so the soft
+// limit goes up to it and is split between cached O_PATH descriptors (the
+// budget) and open files, with a reserve for everything else (mount fds,
+// control socket clients, /proc reads, libfuse).
+struct FdPlan {
+  std::size_t budget;
+  std::size_t max_open_files;
+};
+
+FdPlan plan_descriptors(std::size_t requested_budget, unsigned threads) {
+  struct rlimit rl {};
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  const std::size_t limit = rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : static_cast<std::size_t>(rl.rlim_cur);
+  const std::size_t reserve = 64 + 4 * static_cast<std::size_t>(threads);
+  std::size_t budget = requested_budget != 0 ? requested_budget : std::min<std::size_t>(limit / 2, 8192);
+  // Pinned descriptors can overshoot the budget by a few per thread.
+  const std::size_t usable = limit > reserve ? limit - reserve : 16;
+  budget = std::min(budget, usable / 2);
+  return {budget, usable - budget};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto parsed = fs::parse_options(args);
+  if (!parsed) {
+    std::fprintf(stderr, "vsymfs: %s\n", parsed.error().message.c_str());
+    return kUsage;
+  }
+  fs::Options o = std::move(*parsed);
+  if (o.show_help) {
+    std::fputs(fs::usage_text().c_str(), stdout);
+    return kOk;
+  }
+  if (o.show_version) {
+    std::printf("vsymfs %s (libfuse %d)\n", VSYMFS_VERSION, fuse_version());
+    return kOk;
+  }
+  if (std::string err = check_paths(o); !err.empty()) {
+    std::fprintf(stderr, "vsymfs: %s\n", err.c_str());
+    return kPaths;
+  }
+
+  // Before any thread exists: the daemon forks, and SIGHUP is blocked in
+  // every thread (all inherit this mask) and taken by sigwait below.
+  Startup startup(o.foreground);
+  sigset_t hup;
+  sigemptyset(&hup);
+  sigaddset(&hup, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &hup, nullptr);
+  setup_logging(o);
+
+  // Modes arrive already masked by the caller's umask; ours must not mask again.
+  ::umask(0);
+  const bool can_switch = fs::ThreadIdentity::init();
+  if (!can_switch && !o.single_user) {
+    spdlog::warn("not running as root: every operation runs as uid {} (as with -o single_user)", ::geteuid());
+    o.single_user = true;
+  }
+  if (!can_switch && o.use_handles) o.use_handles = false;  // open_by_handle_at needs CAP_DAC_READ_SEARCH
+  const FdPlan plan = plan_descriptors(o.fd_budget, o.max_threads);
+
+  daemon::MountState::Config cfg;
+  cfg.source = o.source;
+  cfg.mountpoint = o.mountpoint;
+  cfg.rules_path = o.rules_path;  // "" = the default path when it exists, else built-in
+  cfg.rules_path_explicit = o.rules_explicit;
+  cfg.builtin_rules = o.builtin_rules;
+  auto state = daemon::MountState::create(cfg);
+  if (!state) startup.fail(kRules, state.error().message);
+  spdlog::info("rules from {}", (*state)->rules()->origin);
+
+  auto inodes = fs::InodeTable::create(o.source, plan.budget, o.use_handles);
+  if (!inodes) startup.fail(kPaths, inodes.error().message);
+
+  daemon::CallerContexts contexts;
+  daemon::LinkService links(**state, contexts);
+  fs::FsConfig fcfg;
+  fcfg.entry_timeout = o.entry_timeout;
+  fcfg.attr_timeout = o.attr_timeout;
+  fcfg.negative_timeout = o.negative_timeout;
+  fcfg.single_user = o.single_user;
+  fcfg.max_open_files = plan.max_open_files;
+  fs::Filesystem filesystem(fcfg, **inodes, **state, contexts, links);
+
+  std::vector<std::string> fuse_argv_s{"vsymfs", "-o", o.fuse_mount_options};
+  if (o.debug) fuse_argv_s.emplace_back("-d");
+  std::vector<char*> fuse_argv;
+  for (auto& s : fuse_argv_s) fuse_argv.push_back(s.data());
+  fuse_args fargs = FUSE_ARGS_INIT(static_cast<int>(fuse_argv.size()), fuse_argv.data());
+  const auto& ops = fs::Filesystem::operations();
+  fuse_session* se = fuse_session_new(&fargs, &ops, sizeof ops, &filesystem);
+  if (!se) startup.fail(kUsage, "invalid mount options: " + o.fuse_mount_options);
+  if (fuse_set_signal_handlers(se) != 0) startup.fail(kInternal, "cannot install signal handlers");
+  if (fuse_session_mount(se, o.mountpoint.c_str()) != 0)
+    startup.fail(kMount, "cannot mount " + o.source + " on " + o.mountpoint + " (see the libfuse message above)");
+
+  control::ServerOptions sopts;
+  sopts.socket_path = o.socket_path;
+  sopts.state_path = o.state_path;
+  auto server = control::Server::start(**state, links, contexts, sopts);
+  if (!server) {
+    fuse_session_unmount(se);
+    startup.fail(kControl, server.error().message);
+  }
+  filesystem.set_control_socket((*server)->socket_path());
+  filesystem.attach_session(se);
+  if (auto w = (*state)->start_watching(); !w)
+    spdlog::warn("rules file changes will not be noticed (SIGHUP and vsymctl reload still work): {}", w.error().message);
+
+  std::atomic<bool> stopping{false};
+  std::thread reloader([&] {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&hup, &sig) != 0 || stopping.load()) return;
+      if (auto r = (*state)->reload(); r)
+        spdlog::info("SIGHUP: rules reloaded from {}", (*state)->rules()->origin);
+      else
+        spdlog::error("SIGHUP: rules not reloaded, the old rules stay in force: {}", r.error().message);
+    }
+  });
+
+  spdlog::info("mounted {} on {} (fd budget {}, open files at most {}, {} identity, {})", o.source, o.mountpoint,
+               plan.budget, plan.max_open_files, o.single_user ? "single-user" : "per-caller",
+               o.use_handles ? "file handles" : "names");
+  startup.succeeded();
+
+  int rc = 0;
+  if (o.single_thread) {
+    rc = fuse_session_loop(se);
+  } else {
+    fuse_loop_config* lcfg = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(lcfg, o.max_threads);
+    fuse_loop_cfg_set_clone_fd(lcfg, 0);
+    rc = fuse_session_loop_mt(se, lcfg);
+    fuse_loop_cfg_destroy(lcfg);
+  }
+
+  stopping = true;
+  pthread_kill(reloader.native_handle(), SIGHUP);
+  reloader.join();
+  (*state)->stop_watching();
+  server->reset();
+  filesystem.detach_session();
+  fuse_session_unmount(se);
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  fuse_opt_free_args(&fargs);
+  spdlog::info("unmounted {}", o.mountpoint);
+  return rc == 0 ? kOk : kInternal;
+}

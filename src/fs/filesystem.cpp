@@ -1,0 +1,230 @@
+#include "filesystem.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "identity.hpp"
+#include "ops.hpp"
+
+namespace vsymfs::fs {
+
+namespace {
+
+daemon::RequestIds ids_of(fuse_req_t req) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  return {c->pid, c->uid, c->gid};
+}
+
+bool may_be_sys_component(std::string_view name) {
+  constexpr std::string_view kSys = "@sys";
+  return name.size() >= kSys.size() && name.substr(name.size() - kSys.size()) == kSys;
+}
+
+}  // namespace
+
+ProcFdPath::ProcFdPath(int fd) { std::snprintf(buf, sizeof buf, "/proc/self/fd/%d", fd); }
+
+Filesystem::Filesystem(FsConfig cfg, InodeTable& inodes, daemon::MountState& state,
+                       daemon::CallerContexts& contexts, daemon::LinkService& links)
+    : cfg_(cfg), inodes_(inodes), state_(state), contexts_(contexts), links_(links) {}
+
+Filesystem::~Filesystem() { detach_session(); }
+
+void Filesystem::attach_session(fuse_session* se) {
+  session_ = se;
+  inval_thread_ = std::thread([this] { invalidation_loop(); });
+  state_.set_on_change([this] { on_rules_changed(); });
+}
+
+void Filesystem::detach_session() {
+  if (!inval_thread_.joinable()) return;
+  state_.set_on_change(nullptr);
+  {
+    std::lock_guard lock(inval_mu_);
+    inval_stop_ = true;
+  }
+  inval_cv_.notify_one();
+  inval_thread_.join();
+  session_ = nullptr;
+}
+
+void Filesystem::on_rules_changed() {
+  // Runs in whatever thread changed the rules (SIGHUP thread, control
+  // server): only hand the work over.
+  {
+    std::lock_guard lock(inval_mu_);
+    inval_pending_ = true;
+  }
+  inval_cv_.notify_one();
+}
+
+void Filesystem::invalidation_loop() {
+  std::unique_lock lock(inval_mu_);
+  for (;;) {
+    inval_cv_.wait(lock, [this] { return inval_pending_ || inval_stop_; });
+    if (inval_stop_) return;
+    inval_pending_ = false;
+    lock.unlock();
+    links_.clear_cache();
+    // Symlink bodies (when the kernel caches them) and symlink attributes
+    // (st_size is the expansion's length) may both be stale now.
+    std::size_t n = 0;
+    for (std::uint64_t id : inodes_.symlink_nodeids())
+      if (fuse_lowlevel_notify_inval_inode(session_, id, 0, 0) == 0) ++n;
+    spdlog::debug("rules or values changed: invalidated {} symlinks", n);
+    lock.lock();
+  }
+}
+
+int Filesystem::become_caller(fuse_req_t req) {
+  if (cfg_.single_user) return 0;
+  const fuse_ctx* c = fuse_req_ctx(req);
+  if (c->pid == 0) return ThreadIdentity::become(c->uid, c->gid, {});  // no process to ask: primary group only
+  auto caller = contexts_.identity(c->pid, c->uid, c->gid);
+  if (!caller) return ThreadIdentity::become(c->uid, c->gid, {});
+  return ThreadIdentity::become(c->uid, c->gid, caller->groups);
+}
+
+bool Filesystem::reserve_open_file() noexcept {
+  if (open_files_.fetch_add(1, std::memory_order_relaxed) >= cfg_.max_open_files) {
+    open_files_.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+double Filesystem::attr_timeout_for(const Inode& inode) const noexcept {
+  // The kernel shares cached attributes between callers, and a symlink's
+  // st_size is its caller's expansion length.
+  return inode.is_symlink() && links_.per_caller() ? 0.0 : cfg_.attr_timeout;
+}
+
+int Filesystem::read_raw_link(int fd, std::string& out) {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlinkat(fd, "", buf, sizeof buf);
+  if (n < 0) return errno;
+  if (static_cast<std::size_t>(n) >= sizeof buf) return ENAMETOOLONG;
+  out.assign(buf, static_cast<std::size_t>(n));
+  return 0;
+}
+
+int Filesystem::expand_link(fuse_req_t req, Inode& link, int link_fd, int dir_fd, std::string& out) {
+  thread_local std::string raw;
+  if (int e = read_raw_link(link_fd, raw); e != 0) return e;
+  FdRef parent;
+  if (dir_fd < 0) {
+    // A link we have not seen found in a directory (cannot happen for
+    // looked-up links) is probed relative to the root.
+    if (inodes_.parent_fd(link, parent) != 0) inodes_.fd(inodes_.root(), parent);
+    dir_fd = parent.get();
+  }
+  auto r = links_.expand(raw, dir_fd, ids_of(req), out);
+  return r ? 0 : r.error().code;
+}
+
+int Filesystem::stat_inode(fuse_req_t req, Inode& inode, int fd, struct stat& st) {
+  if (::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (S_ISLNK(st.st_mode)) {
+    thread_local std::string expansion;
+    // A failed expansion keeps the raw length: readlink will report the error.
+    if (expand_link(req, inode, fd, -1, expansion) == 0) st.st_size = static_cast<off_t>(expansion.size());
+  }
+  return 0;
+}
+
+int Filesystem::lookup(fuse_req_t req, Inode& parent, int parent_fd, const char* name, fuse_entry_param& e,
+                       bool sys_ok) {
+  std::memset(&e, 0, sizeof e);
+  const char* real_name = name;
+  bool per_caller_name = false;
+  int fd = ::openat(parent_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  thread_local std::vector<std::string> candidates;
+  if (fd < 0) {
+    int err = errno;
+    if (err != ENOENT || !sys_ok || !may_be_sys_component(name)) return err;
+    candidates.clear();
+    links_.sys_component_candidates(name, ids_of(req), candidates);
+    for (const auto& c : candidates) {
+      fd = ::openat(parent_fd, c.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+      if (fd >= 0) {
+        real_name = c.c_str();
+        per_caller_name = true;
+        break;
+      }
+    }
+    if (fd < 0) return ENOENT;
+  }
+  if (::fstatat(fd, "", &e.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+    int err = errno;
+    ::close(fd);
+    return err;
+  }
+  if (S_ISLNK(e.attr.st_mode)) {
+    thread_local std::string expansion;
+    // `parent` is the link's directory: the same one readlink will probe in.
+    if (expand_link(req, parent, fd, parent_fd, expansion) == 0) e.attr.st_size = static_cast<off_t>(expansion.size());
+  }
+  auto inode = inodes_.adopt(parent, real_name, fd, e.attr);  // takes fd
+  if (!inode) return inode.error().code;
+  e.ino = inodes_.nodeid(**inode);
+  e.attr_timeout = attr_timeout_for(**inode);
+  // An @sys name resolves differently per caller: never cache the name.
+  e.entry_timeout = per_caller_name ? 0.0 : cfg_.entry_timeout;
+  return 0;
+}
+
+const fuse_lowlevel_ops& Filesystem::operations() {
+  static const fuse_lowlevel_ops table = [] {
+    fuse_lowlevel_ops o{};
+    o.init = ops::init;
+    o.lookup = ops::lookup;
+    o.forget = ops::forget;
+    o.forget_multi = ops::forget_multi;
+    o.getattr = ops::getattr;
+    o.setattr = ops::setattr;
+    o.readlink = ops::readlink;
+    o.access = ops::access;
+    o.statfs = ops::statfs;
+    o.mknod = ops::mknod;
+    o.mkdir = ops::mkdir;
+    o.symlink = ops::symlink;
+    o.unlink = ops::unlink;
+    o.rmdir = ops::rmdir;
+    o.rename = ops::rename;
+    o.link = ops::link;
+    o.opendir = ops::opendir;
+    o.readdir = ops::readdir;
+    o.readdirplus = ops::readdirplus;
+    o.releasedir = ops::releasedir;
+    o.fsyncdir = ops::fsyncdir;
+    o.open = ops::open;
+    o.create = ops::create;
+    o.read = ops::read;
+    o.write_buf = ops::write_buf;
+    o.flush = ops::flush;
+    o.release = ops::release;
+    o.fsync = ops::fsync;
+    o.fallocate = ops::fallocate;
+    o.lseek = ops::lseek;
+    o.copy_file_range = ops::copy_file_range;
+    o.setxattr = ops::setxattr;
+    o.getxattr = ops::getxattr;
+    o.listxattr = ops::listxattr;
+    o.removexattr = ops::removexattr;
+    // getlk/setlk/flock stay unset on purpose: the kernel then keeps POSIX
+    // and BSD locks itself, per mount, and no worker thread ever blocks
+    // waiting for a lock (vsymfs(8), LOCKS).
+    return o;
+  }();
+  return table;
+}
+
+}  // namespace vsymfs::fs

@@ -1,0 +1,113 @@
+// One mounted vsymfs: what every FUSE operation needs (the inode table, the
+// daemon services, the timeouts) and the helpers they share. The operations
+// themselves live in ops_*.cpp, grouped by what they touch.
+#pragma once
+
+#define FUSE_USE_VERSION 314
+#include <fuse3/fuse_lowlevel.h>
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "caller_contexts.hpp"
+#include "inode_table.hpp"
+#include "link_service.hpp"
+#include "mount_state.hpp"
+
+namespace vsymfs::fs {
+
+struct FsConfig {
+  double entry_timeout = 1.0;
+  double attr_timeout = 1.0;
+  double negative_timeout = 0.0;
+  bool single_user = false;
+  // Open files and directories hold a descriptor each for their lifetime;
+  // beyond this many, open/create/opendir fail with ENFILE so the inode
+  // cache and the control socket always have descriptors left.
+  std::size_t max_open_files = 1024;
+};
+
+class Filesystem {
+ public:
+  Filesystem(FsConfig cfg, InodeTable& inodes, daemon::MountState& state, daemon::CallerContexts& contexts,
+             daemon::LinkService& links);
+  ~Filesystem();
+  Filesystem(const Filesystem&) = delete;
+  Filesystem& operator=(const Filesystem&) = delete;
+
+  static const fuse_lowlevel_ops& operations();
+
+  // Starts the thread that invalidates kernel-cached symlinks and attributes
+  // after a rules or run-time change (notifications must not be sent from
+  // inside a request handler).
+  void attach_session(fuse_session* se);
+  void detach_session();
+  void set_control_socket(std::string path) { control_socket_ = std::move(path); }
+
+  // --- for the operations ---
+  const FsConfig& config() const noexcept { return cfg_; }
+  InodeTable& inodes() noexcept { return inodes_; }
+  daemon::LinkService& links() noexcept { return links_; }
+  daemon::MountState& state() noexcept { return state_; }
+  const std::string& control_socket() const noexcept { return control_socket_; }
+  Inode& inode(fuse_ino_t ino) noexcept { return inodes_.from_nodeid(ino); }
+
+  // Switches this worker thread to the caller's fsuid/fsgid/groups (no-op
+  // with single_user, or when the thread already has them). 0 or an errno.
+  int become_caller(fuse_req_t req);
+
+  // Opens `name` in `parent` (O_PATH) and fills `e` for a reply, counting one
+  // kernel lookup. 0 or an errno (ENOENT when absent). @sys components are
+  // tried when the literal name does not exist and `sys_ok`.
+  int lookup(fuse_req_t req, Inode& parent, int parent_fd, const char* name, fuse_entry_param& e, bool sys_ok);
+  // Attributes of an inode for a reply, symlink st_size adjusted to the
+  // caller's expansion.
+  int stat_inode(fuse_req_t req, Inode& inode, int fd, struct stat& st);
+  double attr_timeout_for(const Inode& inode) const noexcept;
+
+  // Read the raw link text of a symlink fd (no terminating NUL). errno or 0.
+  static int read_raw_link(int fd, std::string& out);
+  // The expansion of a link for the caller of `req`.
+  int expand_link(fuse_req_t req, Inode& link, int link_fd, int dir_fd, std::string& out);
+
+  // Open-descriptor accounting for open files and directories.
+  bool reserve_open_file() noexcept;
+  void release_open_file() noexcept { open_files_.fetch_sub(1, std::memory_order_relaxed); }
+
+ private:
+  void on_rules_changed();
+  void invalidation_loop();
+
+  FsConfig cfg_;
+  InodeTable& inodes_;
+  daemon::MountState& state_;
+  daemon::CallerContexts& contexts_;
+  daemon::LinkService& links_;
+  std::string control_socket_;
+  std::atomic<std::size_t> open_files_{0};
+
+  fuse_session* session_ = nullptr;
+  std::mutex inval_mu_;
+  std::condition_variable inval_cv_;
+  bool inval_pending_ = false;
+  bool inval_stop_ = false;
+  std::thread inval_thread_;
+};
+
+inline Filesystem& fs_of(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
+
+// The path through /proc/self/fd that reaches an O_PATH descriptor's file,
+// for the syscalls that have no *at() form taking an O_PATH descriptor.
+struct ProcFdPath {
+  explicit ProcFdPath(int fd);
+  const char* c_str() const noexcept { return buf; }
+  char buf[32];
+};
+
+}  // namespace vsymfs::fs

@@ -1,0 +1,88 @@
+#include "identity.hpp"
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace vsymfs::fs {
+
+namespace {
+
+FsIds g_daemon;           // written once by init(), read-only afterwards
+bool g_can_switch = false;
+
+struct ThreadState {
+  bool known = false;  // false until this thread first switches: it starts as the daemon
+  FsIds ids;
+  unsigned long switches = 0;
+};
+thread_local ThreadState t_state;
+
+const FsIds& current() { return t_state.known ? t_state.ids : g_daemon; }
+
+bool same(const FsIds& cur, uid_t uid, gid_t gid, std::span<const gid_t> groups) {
+  return cur.uid == uid && cur.gid == gid && std::equal(cur.groups.begin(), cur.groups.end(), groups.begin(), groups.end());
+}
+
+}  // namespace
+
+bool ThreadIdentity::init() {
+  g_daemon.uid = ::geteuid();
+  g_daemon.gid = ::getegid();
+  int n = ::getgroups(0, nullptr);
+  if (n > 0) {
+    g_daemon.groups.resize(static_cast<std::size_t>(n));
+    n = ::getgroups(n, g_daemon.groups.data());
+    g_daemon.groups.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  }
+  // setfsuid/setgroups need CAP_SETUID/CAP_SETGID; in practice that is root.
+  g_can_switch = g_daemon.uid == 0;
+  return g_can_switch;
+}
+
+bool ThreadIdentity::can_switch() noexcept { return g_can_switch; }
+
+int ThreadIdentity::become(uid_t uid, gid_t gid, std::span<const gid_t> groups) {
+  if (!g_can_switch) return 0;
+  ThreadState& st = t_state;
+  if (same(current(), uid, gid, groups)) return 0;
+  // Groups first: setgroups needs CAP_SETGID, which a non-zero fsuid does not
+  // clear, but keeping the fsuid change last keeps the window where the
+  // thread has mixed credentials as small as one syscall.
+  if (::syscall(SYS_setgroups, groups.size(), groups.data()) != 0) return errno;
+  ::syscall(SYS_setfsgid, gid);
+  ::syscall(SYS_setfsuid, uid);
+  // setfsuid/setfsgid report failure only through the value they return on
+  // the next call; ask again so a refused switch is never silent.
+  if (static_cast<uid_t>(::syscall(SYS_setfsuid, static_cast<uid_t>(-1))) != uid ||
+      static_cast<gid_t>(::syscall(SYS_setfsgid, static_cast<gid_t>(-1))) != gid) {
+    st.known = false;
+    return EPERM;
+  }
+  st.ids.uid = uid;
+  st.ids.gid = gid;
+  st.ids.groups.assign(groups.begin(), groups.end());
+  st.known = true;
+  ++st.switches;
+  return 0;
+}
+
+int ThreadIdentity::become_daemon() { return become(g_daemon.uid, g_daemon.gid, g_daemon.groups); }
+
+unsigned long ThreadIdentity::switches() noexcept { return t_state.switches; }
+
+ScopedDaemonIdentity::ScopedDaemonIdentity() {
+  if (!g_can_switch) return;
+  const FsIds& cur = current();
+  if (cur.uid == g_daemon.uid && cur.gid == g_daemon.gid) return;  // already has the capabilities
+  saved_ = cur;
+  switched_ = ThreadIdentity::become_daemon() == 0;
+}
+
+ScopedDaemonIdentity::~ScopedDaemonIdentity() {
+  if (switched_) ThreadIdentity::become(saved_.uid, saved_.gid, saved_.groups);
+}
+
+}  // namespace vsymfs::fs

@@ -1,0 +1,310 @@
+#include "inode_table.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "identity.hpp"
+
+namespace vsymfs::fs {
+
+namespace {
+constexpr std::uint64_t kRootNodeId = 1;  // FUSE_ROOT_ID; this file does not include FUSE
+}
+
+FdRef& FdRef::operator=(FdRef&& o) noexcept {
+  if (this != &o) {
+    reset();
+    table_ = o.table_;
+    inode_ = o.inode_;
+    ref_held_ = o.ref_held_;
+    fd_ = o.fd_;
+    o.table_ = nullptr;
+    o.inode_ = o.ref_held_ = nullptr;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+void FdRef::reset() noexcept {
+  if (table_) {
+    if (inode_) table_->cache_.release(inode_->slot_);
+    if (ref_held_) table_->unref(ref_held_);
+  }
+  table_ = nullptr;
+  inode_ = ref_held_ = nullptr;
+  fd_ = -1;
+}
+
+Result<std::unique_ptr<InodeTable>> InodeTable::create(const std::string& source, std::size_t fd_budget,
+                                                       bool use_handles) {
+  int fd = ::open(source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return make_error(errno, "SOURCE " + source + ": " + std::strerror(errno));
+  struct stat st {};
+  if (::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+    int e = errno;
+    ::close(fd);
+    return make_error(e, "SOURCE " + source + ": " + std::strerror(e));
+  }
+  std::unique_ptr<InodeTable> t(new InodeTable(fd_budget, use_handles));
+  t->root_ = new Inode(st.st_dev, st.st_ino, st.st_mode & S_IFMT);
+  t->root_->refs_ = 1;  // never forgotten
+  t->root_->in_map_ = true;
+  t->root_fd_ = fd;
+  t->map_.emplace(Key{st.st_dev, st.st_ino}, t->root_);
+  return t;
+}
+
+InodeTable::~InodeTable() {
+  for (auto& [key, inode] : map_) {
+    cache_.drop(inode->slot_);
+    if (inode != root_) delete inode;
+  }
+  delete root_;
+  for (auto& [id, fd] : mount_fds_) ::close(fd);
+  ::close(root_fd_);
+}
+
+Inode& InodeTable::from_nodeid(std::uint64_t nodeid) noexcept {
+  return nodeid == kRootNodeId ? *root_ : *reinterpret_cast<Inode*>(nodeid);
+}
+
+std::uint64_t InodeTable::nodeid(const Inode& inode) const noexcept {
+  return &inode == root_ ? kRootNodeId : reinterpret_cast<std::uint64_t>(&inode);
+}
+
+std::size_t InodeTable::size() const {
+  std::lock_guard lock(mu_);
+  return map_.size();
+}
+
+void InodeTable::attach_handle(Inode& inode, int fd) {
+  // MAX_HANDLE_SZ is 128; ext4/xfs/btrfs/tmpfs need 8-40 bytes.
+  constexpr unsigned kMaxHandle = 128;
+  auto buf = std::make_unique<std::byte[]>(sizeof(struct file_handle) + kMaxHandle);
+  auto* fh = reinterpret_cast<struct file_handle*>(buf.get());
+  fh->handle_bytes = kMaxHandle;
+  int mount_id = 0;
+  if (::name_to_handle_at(fd, "", fh, &mount_id, AT_EMPTY_PATH) != 0) return;  // fall back to tracking
+
+  std::lock_guard lock(mu_);
+  auto it = mount_fds_.find(mount_id);
+  if (it == mount_fds_.end()) {
+    // open_by_handle_at wants a real (not O_PATH) descriptor on the same
+    // mount. The first inode we meet on a mount nested in SOURCE is its root
+    // directory (the walk enters it there); a lone file bind mount has no
+    // directory to anchor on and is tracked by name instead.
+    if (!inode.is_dir()) return;
+    ScopedDaemonIdentity as_daemon;
+    int mfd = ::openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (mfd < 0) return;
+    it = mount_fds_.emplace(mount_id, mfd).first;
+  }
+  inode.mount_fd_ = it->second;
+  inode.handle_ = std::move(buf);
+}
+
+Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, const struct stat& st) {
+  const Key key{st.st_dev, st.st_ino};
+  const mode_t type = st.st_mode & S_IFMT;
+  Inode* inode = nullptr;
+  bool created = false;
+  std::vector<Inode*> dead;
+  {
+    std::lock_guard lock(mu_);
+    auto it = map_.find(key);
+    if (it != map_.end() && it->second->type_ == type) {
+      inode = it->second;
+    } else {
+      if (it != map_.end()) {
+        // The inode number was reused for a different file while the kernel
+        // still holds the old one: the old entry lives on, unreachable by key,
+        // until its forget.
+        it->second->in_map_ = false;
+        map_.erase(it);
+      }
+      inode = new Inode(st.st_dev, st.st_ino, type);
+      inode->in_map_ = true;
+      map_.emplace(key, inode);
+      created = true;
+    }
+    ++inode->refs_;
+  }
+
+  if (created && use_handles_) attach_handle(*inode, fd);
+
+  {
+    std::lock_guard lock(mu_);
+    if (inode != root_ && (inode->is_symlink() || !inode->handle_)) {
+      if (inode->parent_ != &parent) {
+        ++parent.refs_;
+        if (inode->parent_) unref_locked(inode->parent_, dead);
+        inode->parent_ = &parent;
+        inode->name_.assign(name);
+      } else if (inode->name_ != name) {
+        inode->name_.assign(name);
+      }
+    }
+  }
+  destroy(dead);
+
+  if (inode == root_) {
+    ::close(fd);
+  } else {
+    int used = cache_.insert(inode->slot_, fd);
+    (void)used;
+    cache_.release(inode->slot_);
+  }
+  return inode;
+}
+
+void InodeTable::forget(Inode& inode, std::uint64_t n) {
+  if (&inode == root_) return;
+  std::vector<Inode*> dead;
+  {
+    std::lock_guard lock(mu_);
+    // Never below zero, whatever the kernel sends.
+    std::uint64_t take = n < inode.refs_ ? n : inode.refs_;
+    if (take == 0) return;
+    inode.refs_ -= take - 1;
+    unref_locked(&inode, dead);
+  }
+  destroy(dead);
+}
+
+void InodeTable::unref_locked(Inode* inode, std::vector<Inode*>& dead) {
+  // Iterative: dropping a child may drop its parent, and so on up a chain.
+  while (inode != nullptr) {
+    if (inode == root_) {
+      if (inode->refs_ > 1) --inode->refs_;
+      return;
+    }
+    if (inode->refs_ == 0 || --inode->refs_ != 0) return;
+    if (inode->in_map_) {
+      map_.erase(Key{inode->dev_, inode->ino_});
+      inode->in_map_ = false;
+    }
+    dead.push_back(inode);
+    Inode* parent = inode->parent_;
+    inode->parent_ = nullptr;
+    inode = parent;
+  }
+}
+
+void InodeTable::unref(Inode* inode) {
+  std::vector<Inode*> dead;
+  {
+    std::lock_guard lock(mu_);
+    unref_locked(inode, dead);
+  }
+  destroy(dead);
+}
+
+void InodeTable::destroy(std::vector<Inode*>& dead) {
+  // Outside mu_: nothing can reach these any more (refs_ is 0 and they are
+  // out of the map), and the cache has its own lock.
+  for (Inode* inode : dead) {
+    cache_.drop(inode->slot_);
+    delete inode;
+  }
+}
+
+int InodeTable::reopen(Inode& inode) {
+  // As the daemon: open_by_handle_at needs CAP_DAC_READ_SEARCH, which a
+  // caller's fsuid clears, and an O_PATH open is not an access by the caller
+  // anyway (the kernel checked the caller's permissions before asking us).
+  ScopedDaemonIdentity as_daemon;
+  if (inode.handle_) {
+    int fd = ::open_by_handle_at(inode.mount_fd_, reinterpret_cast<struct file_handle*>(inode.handle_.get()),
+                                 O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    return fd >= 0 ? fd : -errno;
+  }
+  std::string name;
+  Inode* parent = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    parent = inode.parent_;
+    if (!parent) return -ESTALE;
+    ++parent->refs_;  // keep it while we use it, even if a rename re-parents `inode`
+    name = inode.name_;
+  }
+  FdRef pfd;
+  pfd.table_ = this;
+  pfd.ref_held_ = parent;
+  if (int e = pin(*parent, pfd); e != 0) return -e;
+  int fd = ::openat(pfd.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? -ESTALE : -errno;
+  struct stat st {};
+  if (::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != inode.dev_ ||
+      st.st_ino != inode.ino_) {
+    ::close(fd);
+    return -ESTALE;
+  }
+  return fd;
+}
+
+int InodeTable::pin(Inode& inode, FdRef& out) {
+  if (&inode == root_) {
+    out.fd_ = root_fd_;
+    return 0;
+  }
+  int fd = cache_.acquire(inode.slot_);
+  if (fd < 0) {
+    fd = reopen(inode);
+    if (fd < 0) return -fd;
+    fd = cache_.insert(inode.slot_, fd);
+  }
+  out.inode_ = &inode;
+  out.fd_ = fd;
+  return 0;
+}
+
+int InodeTable::fd(Inode& inode, FdRef& out) {
+  out.reset();
+  out.table_ = this;
+  return pin(inode, out);
+}
+
+int InodeTable::parent_fd(Inode& inode, FdRef& out) {
+  out.reset();
+  Inode* parent = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    parent = inode.parent_;
+    if (!parent) return ENOENT;
+    ++parent->refs_;  // a concurrent rename may re-parent `inode` while we use this one
+  }
+  out.table_ = this;
+  out.ref_held_ = parent;
+  return pin(*parent, out);
+}
+
+void InodeTable::moved(Inode& new_parent, std::string_view new_name, const struct stat& st) {
+  std::vector<Inode*> dead;
+  {
+    std::lock_guard lock(mu_);
+    auto it = map_.find(Key{st.st_dev, st.st_ino});
+    if (it == map_.end()) return;
+    Inode* inode = it->second;
+    if (!inode->parent_ || inode == root_) return;  // untracked: its handle still finds it
+    if (inode->parent_ != &new_parent) {
+      ++new_parent.refs_;
+      unref_locked(inode->parent_, dead);
+      inode->parent_ = &new_parent;
+    }
+    inode->name_.assign(new_name);
+  }
+  destroy(dead);
+}
+
+std::vector<std::uint64_t> InodeTable::symlink_nodeids() const {
+  std::vector<std::uint64_t> ids;
+  std::lock_guard lock(mu_);
+  for (const auto& [key, inode] : map_)
+    if (inode->is_symlink()) ids.push_back(reinterpret_cast<std::uint64_t>(inode));
+  return ids;
+}
+
+}  // namespace vsymfs::fs

@@ -1,0 +1,146 @@
+// The inodes the kernel knows about, keyed by (st_dev, st_ino) of the source
+// file. The FUSE node id of an inode is the address of its entry (the root is
+// FUSE_ROOT_ID); an entry lives exactly as long as the kernel's lookup count
+// plus the references its tracked children hold.
+//
+// Descriptors are bounded (see fd_cache.hpp). To reopen an inode whose
+// descriptor was evicted, an entry keeps
+//   - a file handle (name_to_handle_at), reopened with open_by_handle_at as
+//     the daemon (it needs CAP_DAC_READ_SEARCH), or, when the source cannot
+//     give handles (or -o no_handles),
+//   - its parent entry and name, reopened with openat(parent, name) and
+//     checked against (st_dev, st_ino): a file renamed behind our back gives
+//     ESTALE until the kernel looks it up again.
+// Symlinks always track their parent as well: an @sys candidate in a relative
+// target is probed in the link's own directory.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "fd_cache.hpp"
+#include "vsymfs/result.hpp"
+
+namespace vsymfs::fs {
+
+class InodeTable;
+
+class Inode {
+ public:
+  Inode(dev_t dev, ino_t ino, mode_t type) : dev_(dev), ino_(ino), type_(type) {}
+  Inode(const Inode&) = delete;
+  Inode& operator=(const Inode&) = delete;
+
+  dev_t dev() const noexcept { return dev_; }
+  ino_t ino() const noexcept { return ino_; }
+  mode_t type() const noexcept { return type_; }  // S_IFMT bits
+  bool is_symlink() const noexcept { return S_ISLNK(type_); }
+  bool is_dir() const noexcept { return S_ISDIR(type_); }
+
+ private:
+  friend class InodeTable;
+  friend class FdRef;
+  const dev_t dev_;
+  const ino_t ino_;
+  const mode_t type_;
+  // Immutable after adoption.
+  std::unique_ptr<std::byte[]> handle_;  // a struct file_handle, or null
+  int mount_fd_ = -1;                    // where handle_ opens (owned by the table)
+  // Guarded by InodeTable::mu_.
+  std::uint64_t refs_ = 0;  // kernel lookups + tracked children + in-flight parent pins
+  Inode* parent_ = nullptr; // tracked parent (holds one of its refs_), or null
+  std::string name_;
+  bool in_map_ = false;
+  FdSlot slot_;
+};
+
+// A pinned descriptor of an inode; unpins on destruction.
+class FdRef {
+ public:
+  FdRef() = default;
+  FdRef(FdRef&& o) noexcept { *this = std::move(o); }
+  FdRef& operator=(FdRef&& o) noexcept;
+  ~FdRef() { reset(); }
+  int get() const noexcept { return fd_; }
+  void reset() noexcept;
+
+ private:
+  friend class InodeTable;
+  InodeTable* table_ = nullptr;
+  Inode* inode_ = nullptr;      // pinned in the cache, when non-null
+  Inode* ref_held_ = nullptr;   // an inode whose refs_ we hold, released on reset
+  int fd_ = -1;
+};
+
+class InodeTable {
+ public:
+  // Opens SOURCE (which must be a directory) as the root.
+  static Result<std::unique_ptr<InodeTable>> create(const std::string& source, std::size_t fd_budget, bool use_handles);
+  ~InodeTable();
+  InodeTable(const InodeTable&) = delete;
+  InodeTable& operator=(const InodeTable&) = delete;
+
+  Inode& root() noexcept { return *root_; }
+  Inode& from_nodeid(std::uint64_t nodeid) noexcept;
+  std::uint64_t nodeid(const Inode& inode) const noexcept;
+
+  // Registers the file `fd` (O_PATH, opened by `name` in `parent`; `st` is
+  // its fstat) and counts one kernel lookup. The table takes `fd` (caching or
+  // closing it). Returns the inode.
+  Result<Inode*> adopt(Inode& parent, std::string_view name, int fd, const struct stat& st);
+  // The kernel forgot `n` lookups.
+  void forget(Inode& inode, std::uint64_t n);
+
+  // A pinned O_PATH descriptor of the inode (reopened when evicted). errno on failure.
+  int fd(Inode& inode, FdRef& out);
+  // A pinned descriptor of the directory the inode was last found in
+  // (tracked inodes only: symlinks and no-handle inodes). ENOENT when unknown.
+  int parent_fd(Inode& inode, FdRef& out);
+  // A file in `parent` was renamed to `name` there (or removed, when st is
+  // null): keep tracked names current.
+  void moved(Inode& new_parent, std::string_view new_name, const struct stat& st);
+
+  // Node ids of every known symlink (to invalidate kernel-cached bodies).
+  std::vector<std::uint64_t> symlink_nodeids() const;
+
+  std::size_t size() const;
+  FdCache& cache() noexcept { return cache_; }
+
+ private:
+  struct Key {
+    dev_t dev;
+    ino_t ino;
+    bool operator==(const Key&) const = default;
+  };
+  struct KeyHash {
+    std::size_t operator()(const Key& k) const noexcept { return std::hash<ino_t>{}(k.ino) ^ (std::hash<dev_t>{}(k.dev) << 1); }
+  };
+
+  InodeTable(std::size_t fd_budget, bool use_handles) : cache_(fd_budget), use_handles_(use_handles) {}
+  void attach_handle(Inode& inode, int fd);
+  int reopen(Inode& inode);
+  int pin(Inode& inode, FdRef& out);
+  void unref_locked(Inode* inode, std::vector<Inode*>& dead);
+  void unref(Inode* inode);
+  void destroy(std::vector<Inode*>& dead);
+  friend class FdRef;
+
+  FdCache cache_;
+  const bool use_handles_;
+  Inode* root_ = nullptr;
+  int root_fd_ = -1;  // O_PATH, never evicted
+  mutable std::mutex mu_;
+  std::unordered_map<Key, Inode*, KeyHash> map_;
+  std::unordered_map<int, int> mount_fds_;  // mount id -> a readable directory fd on it
+};
+
+}  // namespace vsymfs::fs

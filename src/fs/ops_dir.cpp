@@ -1,0 +1,224 @@
+// Directory contents and the names in them: mknod, mkdir, symlink, unlink,
+// rmdir, rename, link, opendir, readdir(plus), releasedir, fsyncdir.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <memory>
+#include <vector>
+
+#include "ops.hpp"
+
+namespace vsymfs::fs::ops {
+
+namespace {
+
+// Runs `make(parent_fd)` as the caller, then answers with the new entry.
+template <class Make>
+void make_entry(fuse_req_t req, fuse_ino_t parent_ino, const char* name, Make make) {
+  Filesystem& fs = fs_of(req);
+  Inode& parent = fs.inode(parent_ino);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  FdRef pfd;
+  if (int e = fs.inodes().fd(parent, pfd); e != 0) return (void)fuse_reply_err(req, e);
+  if (make(pfd.get()) != 0) return (void)fuse_reply_err(req, errno);
+  fuse_entry_param e;
+  if (int err = fs.lookup(req, parent, pfd.get(), name, e, false); err != 0) return (void)fuse_reply_err(req, err);
+  fuse_reply_entry(req, &e);
+}
+
+struct DirHandle {
+  DIR* dir = nullptr;
+  off_t offset = 0;            // telldir() position of `entry`, or of the next entry when entry is null
+  struct dirent* entry = nullptr;  // read but not yet sent (the reply buffer was full)
+  ~DirHandle() {
+    if (dir) ::closedir(dir);
+  }
+};
+
+DirHandle* dir_handle(fuse_file_info* fi) { return reinterpret_cast<DirHandle*>(fi->fh); }
+
+void read_directory(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus) {
+  Filesystem& fs = fs_of(req);
+  Inode& dir_inode = fs.inode(ino);
+  DirHandle* d = dir_handle(fi);
+  if (plus) {
+    if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  }
+  if (off != d->offset) {
+    ::seekdir(d->dir, off);
+    d->entry = nullptr;
+    d->offset = off;
+  }
+  FdRef dfd;
+  if (plus) {
+    if (int e = fs.inodes().fd(dir_inode, dfd); e != 0) return (void)fuse_reply_err(req, e);
+  }
+  auto buf = std::make_unique<char[]>(size);
+  size_t used = 0;
+  int err = 0;
+  for (;;) {
+    if (!d->entry) {
+      errno = 0;
+      d->entry = ::readdir(d->dir);
+      if (!d->entry) {
+        err = errno;  // 0 at the end of the directory
+        break;
+      }
+    }
+    const char* name = d->entry->d_name;
+    const off_t next = d->entry->d_off;
+    size_t entsize = 0;
+    if (plus) {
+      fuse_entry_param e{};
+      const bool dot = name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+      if (dot) {
+        // The kernel never makes dentries for . and ..: no lookup to count.
+        e.attr.st_ino = d->entry->d_ino;
+        e.attr.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
+      } else if (int le = fs.lookup(req, dir_inode, dfd.get(), name, e, false); le != 0) {
+        if (le == ENOENT) {  // removed since readdir saw it
+          d->entry = nullptr;
+          d->offset = next;
+          continue;
+        }
+        err = le;
+        break;
+      }
+      entsize = fuse_add_direntry_plus(req, buf.get() + used, size - used, name, &e, next);
+      if (entsize > size - used) {
+        // Not sent, so the kernel will not count this lookup: undo it.
+        if (e.ino != 0) fs.inodes().forget(fs.inode(e.ino), 1);
+        break;
+      }
+    } else {
+      struct stat st {};
+      st.st_ino = d->entry->d_ino;
+      st.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
+      entsize = fuse_add_direntry(req, buf.get() + used, size - used, name, &st, next);
+      if (entsize > size - used) break;
+    }
+    used += entsize;
+    d->entry = nullptr;
+    d->offset = next;
+  }
+  // An error after some entries: send those; the error comes on the next call.
+  if (err != 0 && used == 0) return (void)fuse_reply_err(req, err);
+  fuse_reply_buf(req, buf.get(), used);
+}
+
+}  // namespace
+
+void mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  make_entry(req, parent, name, [&](int pfd) { return ::mknodat(pfd, name, mode, rdev); });
+}
+
+void mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  make_entry(req, parent, name, [&](int pfd) { return ::mkdirat(pfd, name, mode); });
+}
+
+void symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+  // The raw text is stored: a template written through the mount stays a template.
+  make_entry(req, parent, name, [&](int pfd) { return ::symlinkat(link, pfd, name); });
+}
+
+namespace {
+void remove_entry(fuse_req_t req, fuse_ino_t parent_ino, const char* name, int flags) {
+  Filesystem& fs = fs_of(req);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  FdRef pfd;
+  if (int e = fs.inodes().fd(fs.inode(parent_ino), pfd); e != 0) return (void)fuse_reply_err(req, e);
+  fuse_reply_err(req, ::unlinkat(pfd.get(), name, flags) == 0 ? 0 : errno);
+}
+}  // namespace
+
+void unlink(fuse_req_t req, fuse_ino_t parent, const char* name) { remove_entry(req, parent, name, 0); }
+
+void rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) { remove_entry(req, parent, name, AT_REMOVEDIR); }
+
+void rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name, fuse_ino_t newparent_ino, const char* newname,
+            unsigned int flags) {
+  Filesystem& fs = fs_of(req);
+  Inode& parent = fs.inode(parent_ino);
+  Inode& newparent = fs.inode(newparent_ino);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  FdRef pfd, npfd;
+  if (int e = fs.inodes().fd(parent, pfd); e != 0) return (void)fuse_reply_err(req, e);
+  if (int e = fs.inodes().fd(newparent, npfd); e != 0) return (void)fuse_reply_err(req, e);
+  // Flags pass through (NOREPLACE, EXCHANGE, WHITEOUT): the source decides.
+  if (::renameat2(pfd.get(), name, npfd.get(), newname, flags) != 0) return (void)fuse_reply_err(req, errno);
+  // Inodes found again by (parent, name) must follow the move.
+  struct stat st {};
+  if (::fstatat(npfd.get(), newname, &st, AT_SYMLINK_NOFOLLOW) == 0) fs.inodes().moved(newparent, newname, st);
+  if ((flags & RENAME_EXCHANGE) && ::fstatat(pfd.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+    fs.inodes().moved(parent, name, st);
+  fuse_reply_err(req, 0);
+}
+
+void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent_ino, const char* newname) {
+  Filesystem& fs = fs_of(req);
+  Inode& newparent = fs.inode(newparent_ino);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  FdRef fd, npfd;
+  if (int e = fs.inodes().fd(fs.inode(ino), fd); e != 0) return (void)fuse_reply_err(req, e);
+  if (int e = fs.inodes().fd(newparent, npfd); e != 0) return (void)fuse_reply_err(req, e);
+  // linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, which the caller's
+  // identity does not have; the /proc/self/fd path does the same unprivileged.
+  if (::linkat(AT_FDCWD, ProcFdPath(fd.get()).c_str(), npfd.get(), newname, AT_SYMLINK_FOLLOW) != 0)
+    return (void)fuse_reply_err(req, errno);
+  fuse_entry_param e;
+  if (int err = fs.lookup(req, newparent, npfd.get(), newname, e, false); err != 0) return (void)fuse_reply_err(req, err);
+  fuse_reply_entry(req, &e);
+}
+
+void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = fs_of(req);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  FdRef fd;
+  if (int e = fs.inodes().fd(fs.inode(ino), fd); e != 0) return (void)fuse_reply_err(req, e);
+  if (!fs.reserve_open_file()) return (void)fuse_reply_err(req, ENFILE);
+  int dfd = ::openat(fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) {
+    int e = errno;
+    fs.release_open_file();
+    return (void)fuse_reply_err(req, e);
+  }
+  auto d = std::make_unique<DirHandle>();
+  d->dir = ::fdopendir(dfd);
+  if (!d->dir) {
+    int e = errno;
+    ::close(dfd);
+    fs.release_open_file();
+    return (void)fuse_reply_err(req, e);
+  }
+  fi->fh = reinterpret_cast<uint64_t>(d.get());
+  if (fuse_reply_open(req, fi) == -ENOENT) {  // the caller was interrupted: nobody will release it
+    fs.release_open_file();
+    return;
+  }
+  d.release();
+}
+
+void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  read_directory(req, ino, size, off, fi, false);
+}
+
+void readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  read_directory(req, ino, size, off, fi, true);
+}
+
+void releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete dir_handle(fi);
+  fs_of(req).release_open_file();
+  fuse_reply_err(req, 0);
+}
+
+void fsyncdir(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+  int fd = ::dirfd(dir_handle(fi)->dir);
+  int r = datasync ? ::fdatasync(fd) : ::fsync(fd);
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+}  // namespace vsymfs::fs::ops

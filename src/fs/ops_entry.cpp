@@ -1,0 +1,166 @@
+// Names and attributes: init, lookup, forget, getattr, setattr, readlink,
+// access, statfs.
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "identity.hpp"
+#include "ops.hpp"
+
+namespace vsymfs::fs::ops {
+
+void init(void* userdata, fuse_conn_info* conn) {
+  auto& fs = *static_cast<Filesystem*>(userdata);
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  // Writeback caching would make writes arrive with no caller (pid 0) and
+  // have the kernel turn O_APPEND into offsets; keep every write the caller's.
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // Symlink bodies cached by the kernel are served to every caller, so only
+  // when the rules make every expansion the same for all of them. Decided
+  // once: the kernel cannot switch it off later (vsymfs(8)).
+  const bool cache_links = fs.state().rules()->kernel_may_cache_symlinks() && (conn->capable & FUSE_CAP_CACHE_SYMLINKS);
+  if (cache_links) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  // 1 MiB writes: libfuse 3.14's request buffer holds that many pages.
+  conn->max_write = 1u << 20;
+  spdlog::info("kernel protocol {}.{}, symlink caching {}", conn->proto_major, conn->proto_minor,
+               cache_links ? "on" : "off");
+}
+
+void lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) {
+  Filesystem& fs = fs_of(req);
+  Inode& parent = fs.inode(parent_ino);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  FdRef pfd;
+  if (int e = fs.inodes().fd(parent, pfd); e != 0) return (void)fuse_reply_err(req, e);
+  fuse_entry_param e;
+  int err = fs.lookup(req, parent, pfd.get(), name, e, true);
+  if (err == ENOENT && fs.config().negative_timeout > 0) {
+    // ino 0: the kernel remembers the absence for entry_timeout.
+    e = {};
+    e.entry_timeout = fs.config().negative_timeout;
+    fuse_reply_entry(req, &e);
+    return;
+  }
+  if (err != 0) return (void)fuse_reply_err(req, err);
+  fuse_reply_entry(req, &e);
+}
+
+void forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  Filesystem& fs = fs_of(req);
+  fs.inodes().forget(fs.inode(ino), nlookup);
+  fuse_reply_none(req);
+}
+
+void forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  Filesystem& fs = fs_of(req);
+  for (size_t i = 0; i < count; ++i) fs.inodes().forget(fs.inode(forgets[i].ino), forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = fs_of(req);
+  Inode& inode = fs.inode(ino);
+  struct stat st {};
+  if (fi != nullptr && !inode.is_symlink()) {
+    // An open file: its descriptor works even after the name is gone.
+    if (::fstat(static_cast<int>(fi->fh), &st) != 0) return (void)fuse_reply_err(req, errno);
+    fuse_reply_attr(req, &st, fs.attr_timeout_for(inode));
+    return;
+  }
+  if (inode.is_symlink()) {
+    // The expansion (and its @sys probes) runs as the caller.
+    if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  }
+  FdRef fd;
+  if (int e = fs.inodes().fd(inode, fd); e != 0) return (void)fuse_reply_err(req, e);
+  if (int e = fs.stat_inode(req, inode, fd.get(), st); e != 0) return (void)fuse_reply_err(req, e);
+  fuse_reply_attr(req, &st, fs.attr_timeout_for(inode));
+}
+
+namespace {
+
+int set_times(int path_fd, int open_fd, const struct stat& attr, int to_set) {
+  struct timespec tv[2];
+  tv[0].tv_sec = tv[1].tv_sec = 0;
+  tv[0].tv_nsec = tv[1].tv_nsec = UTIME_OMIT;
+  if (to_set & FUSE_SET_ATTR_ATIME_NOW) tv[0].tv_nsec = UTIME_NOW;
+  else if (to_set & FUSE_SET_ATTR_ATIME) tv[0] = attr.st_atim;
+  if (to_set & FUSE_SET_ATTR_MTIME_NOW) tv[1].tv_nsec = UTIME_NOW;
+  else if (to_set & FUSE_SET_ATTR_MTIME) tv[1] = attr.st_mtim;
+  int r = open_fd >= 0 ? ::futimens(open_fd, tv) : ::utimensat(path_fd, "", tv, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+  return r == 0 ? 0 : errno;
+}
+
+}  // namespace
+
+void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+  Filesystem& fs = fs_of(req);
+  Inode& inode = fs.inode(ino);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  FdRef fd;
+  if (int e = fs.inodes().fd(inode, fd); e != 0) return (void)fuse_reply_err(req, e);
+  const int open_fd = fi != nullptr ? static_cast<int>(fi->fh) : -1;
+  // O_PATH descriptors refuse fchmod/ftruncate: those go through /proc/self/fd.
+  const ProcFdPath path(fd.get());
+
+  if (to_set & FUSE_SET_ATTR_MODE) {
+    // Symlinks have no mode of their own on Linux.
+    if (inode.is_symlink()) return (void)fuse_reply_err(req, EOPNOTSUPP);
+    int r = open_fd >= 0 ? ::fchmod(open_fd, attr->st_mode) : ::chmod(path.c_str(), attr->st_mode);
+    if (r != 0) return (void)fuse_reply_err(req, errno);
+  }
+  if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+    uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
+    gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+    if (::fchownat(fd.get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0)
+      return (void)fuse_reply_err(req, errno);
+  }
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    int r = open_fd >= 0 ? ::ftruncate(open_fd, attr->st_size) : ::truncate(path.c_str(), attr->st_size);
+    if (r != 0) return (void)fuse_reply_err(req, errno);
+  }
+  if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)) {
+    if (int e = set_times(fd.get(), open_fd, *attr, to_set); e != 0) return (void)fuse_reply_err(req, e);
+  }
+  struct stat st {};
+  if (int e = fs.stat_inode(req, inode, fd.get(), st); e != 0) return (void)fuse_reply_err(req, e);
+  fuse_reply_attr(req, &st, fs.attr_timeout_for(inode));
+}
+
+void readlink(fuse_req_t req, fuse_ino_t ino) {
+  Filesystem& fs = fs_of(req);
+  Inode& inode = fs.inode(ino);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  FdRef fd;
+  if (int e = fs.inodes().fd(inode, fd); e != 0) return (void)fuse_reply_err(req, e);
+  thread_local std::string expansion;
+  if (int e = fs.expand_link(req, inode, fd.get(), -1, expansion); e != 0) return (void)fuse_reply_err(req, e);
+  fs.state().counters().readlinks.fetch_add(1, std::memory_order_relaxed);
+  fuse_reply_readlink(req, expansion.c_str());
+}
+
+void access(fuse_req_t req, fuse_ino_t ino, int mask) {
+  Filesystem& fs = fs_of(req);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  FdRef fd;
+  if (int e = fs.inodes().fd(fs.inode(ino), fd); e != 0) return (void)fuse_reply_err(req, e);
+  // AT_EACCESS: check with the fs ids we switched to, not the daemon's real ids.
+  int r = ::faccessat(AT_FDCWD, ProcFdPath(fd.get()).c_str(), mask, AT_EACCESS);
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+void statfs(fuse_req_t req, fuse_ino_t ino) {
+  Filesystem& fs = fs_of(req);
+  FdRef fd;
+  if (int e = fs.inodes().fd(fs.inode(ino), fd); e != 0) return (void)fuse_reply_err(req, e);
+  struct statvfs sv {};
+  if (::fstatvfs(fd.get(), &sv) != 0) return (void)fuse_reply_err(req, errno);
+  fuse_reply_statfs(req, &sv);
+}
+
+}  // namespace vsymfs::fs::ops

@@ -1,0 +1,133 @@
+// Open files: open, create, read, write, flush, release, fsync, fallocate,
+// lseek, copy_file_range. An open file holds its own descriptor (fi->fh) for
+// its lifetime, counted against FsConfig::max_open_files.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "ops.hpp"
+
+namespace vsymfs::fs::ops {
+
+namespace {
+
+int file_fd(const fuse_file_info* fi) { return static_cast<int>(fi->fh); }
+
+// O_NOFOLLOW would refuse the /proc/self/fd magic link itself; the kernel has
+// already resolved the caller's path, so it has nothing left to protect.
+int open_flags(int flags) { return (flags & ~O_NOFOLLOW) | O_CLOEXEC; }
+
+}  // namespace
+
+void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = fs_of(req);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  FdRef fd;
+  if (int e = fs.inodes().fd(fs.inode(ino), fd); e != 0) return (void)fuse_reply_err(req, e);
+  if (!fs.reserve_open_file()) return (void)fuse_reply_err(req, ENFILE);
+  int ofd = ::open(ProcFdPath(fd.get()).c_str(), open_flags(fi->flags));
+  if (ofd < 0) {
+    int e = errno;
+    fs.release_open_file();
+    return (void)fuse_reply_err(req, e);
+  }
+  fi->fh = static_cast<uint64_t>(ofd);
+  if (fuse_reply_open(req, fi) == -ENOENT) {  // interrupted: no release will come
+    ::close(ofd);
+    fs.release_open_file();
+  }
+}
+
+void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode, fuse_file_info* fi) {
+  Filesystem& fs = fs_of(req);
+  Inode& parent = fs.inode(parent_ino);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  FdRef pfd;
+  if (int e = fs.inodes().fd(parent, pfd); e != 0) return (void)fuse_reply_err(req, e);
+  if (!fs.reserve_open_file()) return (void)fuse_reply_err(req, ENFILE);
+  int ofd = ::openat(pfd.get(), name, open_flags(fi->flags) | O_CREAT, mode);
+  if (ofd < 0) {
+    int e = errno;
+    fs.release_open_file();
+    return (void)fuse_reply_err(req, e);
+  }
+  fuse_entry_param e;
+  if (int err = fs.lookup(req, parent, pfd.get(), name, e, false); err != 0) {
+    ::close(ofd);
+    fs.release_open_file();
+    return (void)fuse_reply_err(req, err);
+  }
+  fi->fh = static_cast<uint64_t>(ofd);
+  if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+    ::close(ofd);
+    fs.release_open_file();
+    fs.inodes().forget(fs.inode(e.ino), 1);
+  }
+}
+
+void read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  // Hand libfuse the descriptor, not the bytes: it reads straight into the reply.
+  fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  buf.buf[0].fd = file_fd(fi);
+  buf.buf[0].pos = off;
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in_buf, off_t off, fuse_file_info* fi) {
+  // As the caller: a write by anyone but the owner (without CAP_FSETID)
+  // must clear set-user-ID bits, as it would natively.
+  Filesystem& fs = fs_of(req);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in_buf));
+  out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  out.buf[0].fd = file_fd(fi);
+  out.buf[0].pos = off;
+  ssize_t n = fuse_buf_copy(&out, in_buf, fuse_buf_copy_flags{});
+  if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
+  fuse_reply_write(req, static_cast<size_t>(n));
+}
+
+void flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  // close() of a duplicate reports what close() on the source would (NFS
+  // write-back errors, quota) without giving up the descriptor.
+  int dup_fd = ::dup(file_fd(fi));
+  if (dup_fd < 0) return (void)fuse_reply_err(req, errno);
+  fuse_reply_err(req, ::close(dup_fd) == 0 ? 0 : errno);
+}
+
+void release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  ::close(file_fd(fi));
+  fs_of(req).release_open_file();
+  fuse_reply_err(req, 0);
+}
+
+void fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+  int r = datasync ? ::fdatasync(file_fd(fi)) : ::fsync(file_fd(fi));
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+void fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length, fuse_file_info* fi) {
+  Filesystem& fs = fs_of(req);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  fuse_reply_err(req, ::fallocate(file_fd(fi), mode, offset, length) == 0 ? 0 : errno);
+}
+
+void lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) {
+  off_t r = ::lseek(file_fd(fi), off, whence);
+  if (r < 0) return (void)fuse_reply_err(req, errno);
+  fuse_reply_lseek(req, r);
+}
+
+void copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* fi_in, fuse_ino_t, off_t off_out,
+                     fuse_file_info* fi_out, size_t len, int flags) {
+  Filesystem& fs = fs_of(req);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  loff_t in = off_in, out = off_out;
+  ssize_t n = ::copy_file_range(file_fd(fi_in), &in, file_fd(fi_out), &out, len, static_cast<unsigned>(flags));
+  if (n < 0) return (void)fuse_reply_err(req, errno);
+  fuse_reply_write(req, static_cast<size_t>(n));
+}
+
+}  // namespace vsymfs::fs::ops

@@ -1,0 +1,100 @@
+// Extended attributes, passed through, plus two virtual read-only ones
+// (vsymfs(8), EXTENDED ATTRIBUTES):
+//   security.vsymfs.raw      on a symlink: its raw (unexpanded) text
+//   security.vsymfs.control  on any inode: this mount's control socket path
+// They are in security.* because the kernel refuses user.* on symlinks and
+// lets anyone read security.* (writing it needs CAP_SYS_ADMIN). They are not
+// listed by listxattr, so copying tools do not carry them along.
+#include <fcntl.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "paths.hpp"
+#include "ops.hpp"
+
+namespace vsymfs::fs::ops {
+
+namespace {
+
+bool is_virtual(std::string_view name) { return name == control::kXattrRaw || name == control::kXattrControl; }
+
+// getxattr's size protocol: 0 asks for the length, too small is ERANGE.
+void reply_value(fuse_req_t req, std::string_view value, size_t size) {
+  if (size == 0) return (void)fuse_reply_xattr(req, value.size());
+  if (size < value.size()) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, value.data(), value.size());
+}
+
+}  // namespace
+
+void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+  Filesystem& fs = fs_of(req);
+  if (is_virtual(name)) return (void)fuse_reply_err(req, EPERM);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  FdRef fd;
+  if (int e = fs.inodes().fd(fs.inode(ino), fd); e != 0) return (void)fuse_reply_err(req, e);
+  int r = ::setxattr(ProcFdPath(fd.get()).c_str(), name, value, size, flags);
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  Filesystem& fs = fs_of(req);
+  Inode& inode = fs.inode(ino);
+  if (name == control::kXattrControl) {
+    if (fs.control_socket().empty()) return (void)fuse_reply_err(req, ENODATA);
+    return reply_value(req, fs.control_socket(), size);
+  }
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  FdRef fd;
+  if (int e = fs.inodes().fd(inode, fd); e != 0) return (void)fuse_reply_err(req, e);
+  if (name == control::kXattrRaw) {
+    if (!inode.is_symlink()) return (void)fuse_reply_err(req, ENODATA);
+    std::string raw;
+    if (int e = Filesystem::read_raw_link(fd.get(), raw); e != 0) return (void)fuse_reply_err(req, e);
+    return reply_value(req, raw, size);
+  }
+  const ProcFdPath path(fd.get());
+  if (size == 0) {
+    ssize_t n = ::getxattr(path.c_str(), name, nullptr, 0);
+    if (n < 0) return (void)fuse_reply_err(req, errno);
+    return (void)fuse_reply_xattr(req, static_cast<size_t>(n));
+  }
+  auto buf = std::make_unique<char[]>(size);
+  ssize_t n = ::getxattr(path.c_str(), name, buf.get(), size);
+  if (n < 0) return (void)fuse_reply_err(req, errno);
+  fuse_reply_buf(req, buf.get(), static_cast<size_t>(n));
+}
+
+void listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  Filesystem& fs = fs_of(req);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  FdRef fd;
+  if (int e = fs.inodes().fd(fs.inode(ino), fd); e != 0) return (void)fuse_reply_err(req, e);
+  const ProcFdPath path(fd.get());
+  if (size == 0) {
+    ssize_t n = ::listxattr(path.c_str(), nullptr, 0);
+    if (n < 0) return (void)fuse_reply_err(req, errno);
+    return (void)fuse_reply_xattr(req, static_cast<size_t>(n));
+  }
+  auto buf = std::make_unique<char[]>(size);
+  ssize_t n = ::listxattr(path.c_str(), buf.get(), size);
+  if (n < 0) return (void)fuse_reply_err(req, errno);
+  fuse_reply_buf(req, buf.get(), static_cast<size_t>(n));
+}
+
+void removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  Filesystem& fs = fs_of(req);
+  if (is_virtual(name)) return (void)fuse_reply_err(req, EPERM);
+  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  FdRef fd;
+  if (int e = fs.inodes().fd(fs.inode(ino), fd); e != 0) return (void)fuse_reply_err(req, e);
+  fuse_reply_err(req, ::removexattr(ProcFdPath(fd.get()).c_str(), name) == 0 ? 0 : errno);
+}
+
+}  // namespace vsymfs::fs::ops

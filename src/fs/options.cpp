@@ -1,0 +1,220 @@
+#include "options.hpp"
+
+#include "vsymfs_config.h"
+
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <string_view>
+
+namespace vsymfs::fs {
+
+namespace {
+
+Error bad(std::string message) { return make_error(EINVAL, std::move(message)); }
+
+Result<unsigned long> parse_count(std::string_view key, std::string_view value, unsigned long min,
+                                  unsigned long max) {
+  unsigned long n = 0;
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+  if (ec != std::errc{} || end != value.data() + value.size() || n < min || n > max)
+    return bad("option " + std::string(key) + "=" + std::string(value) + ": expected a whole number from " +
+               std::to_string(min) + " to " + std::to_string(max));
+  return n;
+}
+
+Result<double> parse_seconds(std::string_view key, std::string_view value) {
+  std::string text(value);
+  char* end = nullptr;
+  double s = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(s) || s < 0 || s > 86400)
+    return bad("option " + std::string(key) + "=" + text + ": expected seconds from 0 to 86400");
+  return s;
+}
+
+// Applies one of our -o options; returns false when `opt` is not ours (then
+// it is a mount option for libfuse).
+Result<bool> apply_own_option(std::string_view opt, Options& o) {
+  std::string_view key = opt;
+  std::string_view value;
+  bool has_value = false;
+  if (auto eq = opt.find('='); eq != std::string_view::npos) {
+    key = opt.substr(0, eq);
+    value = opt.substr(eq + 1);
+    has_value = true;
+  }
+  auto need_value = [&]() -> Result<void> {
+    if (!has_value || value.empty()) return bad("option " + std::string(key) + " needs a value: " + std::string(key) + "=...");
+    return {};
+  };
+  auto no_value = [&]() -> Result<void> {
+    if (has_value) return bad("option " + std::string(key) + " takes no value");
+    return {};
+  };
+
+  if (key == "rules") {
+    if (auto r = need_value(); !r) return r.error();
+    o.rules_path = std::string(value);
+    o.rules_explicit = true;
+  } else if (key == "builtin_rules") {
+    if (auto r = no_value(); !r) return r.error();
+    o.builtin_rules = true;
+  } else if (key == "single_user") {
+    if (auto r = no_value(); !r) return r.error();
+    o.single_user = true;
+  } else if (key == "no_handles") {
+    if (auto r = no_value(); !r) return r.error();
+    o.use_handles = false;
+  } else if (key == "fd_budget") {
+    if (auto r = need_value(); !r) return r.error();
+    auto n = parse_count(key, value, 16, 1u << 20);
+    if (!n) return n.error();
+    o.fd_budget = *n;
+  } else if (key == "threads") {
+    if (auto r = need_value(); !r) return r.error();
+    auto n = parse_count(key, value, 1, 1024);
+    if (!n) return n.error();
+    o.max_threads = static_cast<unsigned>(*n);
+  } else if (key == "socket") {
+    if (auto r = need_value(); !r) return r.error();
+    o.socket_path = std::string(value);
+  } else if (key == "state") {
+    if (auto r = need_value(); !r) return r.error();
+    o.state_path = std::string(value);
+  } else if (key == "entry_timeout" || key == "attr_timeout" || key == "negative_timeout") {
+    if (auto r = need_value(); !r) return r.error();
+    auto s = parse_seconds(key, value);
+    if (!s) return s.error();
+    (key == "entry_timeout" ? o.entry_timeout : key == "attr_timeout" ? o.attr_timeout : o.negative_timeout) = *s;
+  } else if (key == "writeback_cache") {
+    // Writes would reach us with pid 0 and no caller identity, and the
+    // kernel would turn O_APPEND into offsets: refuse rather than misbehave.
+    return bad("option writeback_cache is not supported: it breaks per-caller identity");
+  } else {
+    return false;
+  }
+  return true;
+}
+
+bool has_mount_option(const std::vector<std::string>& opts, std::string_view key) {
+  for (const auto& o : opts)
+    if (o == key || (o.size() > key.size() && o.compare(0, key.size(), key) == 0 && o[key.size()] == '=')) return true;
+  return false;
+}
+
+}  // namespace
+
+Result<Options> parse_options(const std::vector<std::string>& args) {
+  Options o;
+  std::vector<std::string> positionals;
+  std::vector<std::string> mount_opts;
+
+  auto take_o = [&](std::string_view list) -> Result<void> {
+    // Comma-separated; an empty item (",,") is harmless and skipped, as mount(8) does.
+    while (!list.empty()) {
+      auto comma = list.find(',');
+      std::string_view item = list.substr(0, comma);
+      list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+      if (item.empty()) continue;
+      auto ours = apply_own_option(item, o);
+      if (!ours) return ours.error();
+      if (!*ours) mount_opts.emplace_back(item);
+    }
+    return {};
+  };
+
+  bool only_positionals = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (only_positionals || a.empty() || a[0] != '-' || a == "-") {
+      positionals.push_back(a);
+    } else if (a == "--") {
+      only_positionals = true;
+    } else if (a == "-o") {
+      if (i + 1 >= args.size()) return bad("option -o needs a value");
+      if (auto r = take_o(args[++i]); !r) return r.error();
+    } else if (a.rfind("-o", 0) == 0) {
+      if (auto r = take_o(std::string_view(a).substr(2)); !r) return r.error();
+    } else if (a == "-f") {
+      o.foreground = true;
+    } else if (a == "-d" || a == "--debug") {
+      o.debug = o.foreground = true;
+    } else if (a == "-s") {
+      o.single_thread = true;
+    } else if (a == "-h" || a == "--help") {
+      o.show_help = true;
+    } else if (a == "-V" || a == "--version") {
+      o.show_version = true;
+    } else {
+      return bad("unknown option " + a + " (try --help)");
+    }
+  }
+  if (o.show_help || o.show_version) return o;
+
+  if (positionals.size() != 2)
+    return bad(positionals.size() < 2 ? "missing SOURCE or MOUNTPOINT (usage: vsymfs [options] SOURCE MOUNTPOINT)"
+                                      : "unexpected argument " + positionals[2] + " (usage: vsymfs [options] SOURCE MOUNTPOINT)");
+  std::error_code ec;
+  o.source = std::filesystem::absolute(positionals[0], ec).lexically_normal().string();
+  if (ec) return bad("SOURCE " + positionals[0] + ": " + ec.message());
+  o.mountpoint = std::filesystem::absolute(positionals[1], ec).lexically_normal().string();
+  if (ec) return bad("MOUNTPOINT " + positionals[1] + ": " + ec.message());
+  // lexically_normal keeps a trailing '/', which would make /a/ and /a two mounts.
+  for (std::string* p : {&o.source, &o.mountpoint})
+    while (p->size() > 1 && p->back() == '/') p->pop_back();
+  if (o.builtin_rules && o.rules_explicit) return bad("options rules= and builtin_rules contradict each other");
+
+  if (!has_mount_option(mount_opts, "default_permissions")) mount_opts.emplace_back("default_permissions");
+  if (!has_mount_option(mount_opts, "fsname")) {
+    // libfuse splits options at commas; an escaped one would survive, but a
+    // SOURCE with a comma is rare enough to just name the mount "vsymfs".
+    mount_opts.push_back(o.source.find(',') == std::string::npos ? "fsname=" + o.source : "fsname=vsymfs");
+  }
+  if (!has_mount_option(mount_opts, "subtype")) mount_opts.emplace_back("subtype=vsymfs");
+  for (const auto& m : mount_opts) {
+    if (!o.fuse_mount_options.empty()) o.fuse_mount_options += ',';
+    o.fuse_mount_options += m;
+  }
+  return o;
+}
+
+std::string usage_text() {
+  return R"(usage: vsymfs [options] SOURCE MOUNTPOINT
+
+Mirror SOURCE at MOUNTPOINT, expanding variant symlinks for each calling process.
+
+general options:
+    -h, --help             print this help and exit
+    -V, --version          print the version and exit
+    -f                     stay in the foreground (log to stderr)
+    -d, --debug            debug logging and FUSE request tracing (implies -f)
+    -s                     single-threaded request loop
+    -o OPT[,OPT...]        options, below; may also follow SOURCE MOUNTPOINT
+
+vsymfs options:
+    -o rules=PATH          rules file (default: )" VSYMFS_DEFAULT_RULES_PATH R"(, or the built-in
+                           rules when that file does not exist)
+    -o builtin_rules       use the built-in rules; ignore any rules file
+    -o single_user         run every operation as the daemon's own user (no
+                           per-caller identity switch)
+    -o fd_budget=N         at most N cached O_PATH descriptors for known inodes
+                           (default: min(RLIMIT_NOFILE/2, 8192))
+    -o no_handles          find inodes again by parent and name instead of
+                           file handles (for sources without name_to_handle_at)
+    -o threads=N           at most N worker threads (default 16)
+    -o socket=PATH         control socket (default: derived from MOUNTPOINT)
+    -o state=PATH          run-time variables file (default: derived from MOUNTPOINT)
+    -o entry_timeout=S     kernel name cache timeout in seconds (default 1)
+    -o attr_timeout=S      kernel attribute cache timeout in seconds (default 1)
+    -o negative_timeout=S  cache "no such file" for S seconds (default 0)
+
+Every other -o option is a mount option passed to libfuse, e.g. allow_other,
+ro, fsname=NAME. default_permissions is always on.
+
+fstab: SOURCE MOUNTPOINT fuse.vsymfs rules=/etc/vsymfs/rules.toml,allow_other 0 0
+(mount.fuse3 runs "vsymfs" from PATH).
+)";
+}
+
+}  // namespace vsymfs::fs

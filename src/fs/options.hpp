@@ -1,0 +1,51 @@
+// The vsymfs command line: `vsymfs [options] SOURCE MOUNTPOINT`, libfuse style,
+// so the same words work from a shell and from fstab through mount.fuse3
+// (which calls `vsymfs SOURCE MOUNTPOINT -o opts`: options may follow the
+// positionals). Our own -o options are taken out; every other -o option is a
+// mount option and goes to libfuse untouched.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "vsymfs/result.hpp"
+
+namespace vsymfs::fs {
+
+struct Options {
+  std::string source;      // absolute
+  std::string mountpoint;  // absolute
+
+  std::string rules_path;          // -o rules=PATH ("" = default path or built-in)
+  bool rules_explicit = false;     // rules= was given: a missing file is an error
+  bool builtin_rules = false;      // -o builtin_rules: ignore the default rules file
+  bool single_user = false;        // -o single_user: never switch identity
+  std::size_t fd_budget = 0;       // -o fd_budget=N (0 = derived from RLIMIT_NOFILE)
+  std::string socket_path;         // -o socket=PATH ("" = derived from the mountpoint)
+  std::string state_path;          // -o state=PATH ("" = derived from the mountpoint)
+  unsigned max_threads = 16;       // -o threads=N
+  double entry_timeout = 1.0;      // -o entry_timeout=S
+  double attr_timeout = 1.0;       // -o attr_timeout=S
+  double negative_timeout = 0.0;   // -o negative_timeout=S
+  bool use_handles = true;         // -o no_handles: re-resolve by (parent, name) instead
+
+  bool foreground = false;  // -f
+  bool debug = false;       // -d (implies -f)
+  bool single_thread = false;  // -s
+  bool show_help = false;      // -h, --help
+  bool show_version = false;   // -V, --version
+
+  // Mount options for libfuse, comma-joined (always with default_permissions,
+  // fsname=SOURCE and subtype=vsymfs unless given).
+  std::string fuse_mount_options;
+};
+
+// Parses argv (argv[0] excluded). Errors (EINVAL) name the offending word.
+// With --help or --version the positionals are not required.
+Result<Options> parse_options(const std::vector<std::string>& args);
+
+// The text `vsymfs --help` prints.
+std::string usage_text();
+
+}  // namespace vsymfs::fs
