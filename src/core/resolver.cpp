@@ -139,9 +139,10 @@ std::optional<Value> ScopedResolver::variable(std::string_view name) const {
   }
 
   // File order: the first matching [host."pattern"] that defines the name.
+  // Case-insensitive, as host names are.
   for (const HostRules& h : rules_.hosts) {
     const auto it = h.vars.find(name);
-    if (it != h.vars.end() && ::fnmatch(h.pattern.c_str(), host_.hostname.c_str(), 0) == 0) {
+    if (it != h.vars.end() && ::fnmatch(h.pattern.c_str(), host_.hostname.c_str(), FNM_CASEFOLD) == 0) {
       return Value{it->second, Scope::Host};
     }
   }

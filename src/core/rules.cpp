@@ -260,6 +260,7 @@ class RulesParser {
       }
       VarMap vars;
       if (auto r = parse_vars(node, sub, vars); !r) return r;
+      note_per_caller_only(key.source(), sub);
       out.emplace(std::string(key.str()), std::move(vars));
     }
     return {};
@@ -288,6 +289,13 @@ class RulesParser {
   std::string_view origin_;
   Rules& rules_;
   std::vector<toml::source_region> universe_var_positions_;
+
+  // The first setting that only means something per caller (a user or group
+  // table), for the check against per_caller = false.
+  void note_per_caller_only(const toml::source_region& where, std::string what) {
+    if (!per_caller_only_) per_caller_only_.emplace(where, std::move(what));
+  }
+  std::optional<std::pair<toml::source_region, std::string>> per_caller_only_;
 };
 
 Result<void> RulesParser::parse_document(const toml::table& doc) {
@@ -487,6 +495,7 @@ Result<void> RulesParser::universe(const toml::table& tbl, std::string_view s) {
       if (!declared(v->get())) {
         return undeclared(value, "universe \"" + printable(v->get()) + "\" for " + kind + " '" + printable(name.str()) + "'");
       }
+      note_per_caller_only(name.source(), "'"s + key + "' in [universe]");
       out->emplace(std::string(name.str()), v->get());
     }
   }
@@ -544,6 +553,13 @@ Result<void> RulesParser::cross_checks() {
     return error_at(universe_var_positions_.front(),
                     "'UNIVERSE' cannot be set as a variable while universes are declared: it is the caller's "
                     "universe; choose it with 'default', 'users' or 'groups' in [universe]");
+  }
+  // With per_caller = false nobody's user or group is consulted; a table
+  // for one is a mistake the administrator should hear about.
+  if (!rules_.per_caller && per_caller_only_) {
+    return error_at(per_caller_only_->first, per_caller_only_->second +
+                                                 " has no effect with 'per_caller = false' in [scopes]: every caller "
+                                                 "sees the same expansion");
   }
   return {};
 }

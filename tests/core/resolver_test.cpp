@@ -254,6 +254,8 @@ TEST(ScopedResolver, HostPatternsInFileOrder) {
   f.rules.hosts.push_back({"*", {{"H", "any"}}});
   expect_value(f.var("H"), "exact", Scope::Host);
   expect_value(f.var("X"), "only-x", Scope::Host);
+  f.host.hostname = "NODE7.Example.ORG";  // host names are case-insensitive
+  expect_value(f.var("H"), "exact", Scope::Host);
   f.host.hostname = "login1";
   expect_value(f.var("H"), "any", Scope::Host);
   EXPECT_FALSE(f.var("X").has_value());

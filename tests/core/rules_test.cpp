@@ -251,6 +251,13 @@ INSTANTIATE_TEST_SUITE_P(
         BadRules{"UniverseVariableWithUniverses", "[vars]\nUNIVERSE = \"att\"\n[universe]\nnames = [\"att\"]\n", EINVAL,
                  "r.toml:2:1: 'UNIVERSE' cannot be set as a variable while universes are declared: it is the "
                  "caller's universe; choose it with 'default', 'users' or 'groups' in [universe]"},
+        BadRules{"UserTableWithoutPerCaller", "[scopes]\nper_caller = false\n[user.alice]\nA = \"1\"\n", EINVAL,
+                 "r.toml:3:7: [user.alice] has no effect with 'per_caller = false' in [scopes]: every caller sees "
+                 "the same expansion"},
+        BadRules{"GroupUniverseWithoutPerCaller", "[universe]\ngroups = { staff = \"ucb\" }\n[scopes]\nper_caller = false\n",
+                 EINVAL,
+                 "r.toml:2:12: 'groups' in [universe] has no effect with 'per_caller = false' in [scopes]: every "
+                 "caller sees the same expansion"},
         BadRules{"BadUndefinedPolicy", "[syntax]\nundefined = \"ignore\"\n", EINVAL,
                  "r.toml:2:13: expected \"literal\", \"empty\" or \"error\" for 'undefined' in [syntax], found "
                  "\"ignore\""},
