@@ -74,7 +74,7 @@ int run_universe(const Connect& where) {
   if (int rc = request(where, {Op::Universe, ScopeArg::All, "", "", "", ""}, reply); rc != kExitOk) return rc;
   const std::string* universe = reply.find("universe");
   const std::string* scope = reply.find("scope");
-  std::cout << (universe ? *universe : "") << "  (" << (scope ? *scope : "?") << ")\n";
+  std::cout << (universe ? *universe : "") << " (" << (scope ? *scope : "?") << ")\n";
   return kExitOk;
 }
 

@@ -1,0 +1,374 @@
+// vsymctl against a real mount: every command, authorisation by the kernel's
+// credentials, persistence across a restart, reload errors, and a control
+// socket that refuses malformed requests without changing anything.
+#include <poll.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "mount_fixture.hpp"
+
+namespace vsymfs::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+struct User {
+  uid_t uid;
+  gid_t gid;
+};
+
+// Test users, created without a home directory when absent.
+User test_user(const std::string& name) {
+  if (::getpwnam(name.c_str()) == nullptr) {
+    const std::string cmd = "useradd -M -s /usr/sbin/nologin " + name + " >/dev/null 2>&1";
+    if (std::system(cmd.c_str()) != 0) ADD_FAILURE() << "cannot create test user " << name;
+  }
+  const passwd* pw = ::getpwnam(name.c_str());
+  if (pw == nullptr) return {65534, 65534};
+  return {pw->pw_uid, pw->pw_gid};
+}
+
+As as(const User& u, std::vector<std::string> env = {}) { return As{u.uid, u.gid, {}, std::move(env), false}; }
+const As kRoot{0, 0, {}, {}, false};
+
+struct Outcome {
+  std::string out;
+  int status;
+};
+
+Outcome ctl(const As& who, std::vector<std::string> args) {
+  args.insert(args.begin(), vsymctl_bin());
+  Outcome r{};
+  r.out = capture_as(who, args, &r.status);
+  return r;
+}
+
+std::string read_link_as(const As& who, const std::string& path) {
+  Outcome r{};
+  r.out = capture_as(who, {"/usr/bin/readlink", path}, &r.status);
+  if (r.status != 0) return "<readlink failed: " + std::to_string(r.status) + ">";
+  if (!r.out.empty() && r.out.back() == '\n') r.out.pop_back();
+  return r.out;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/vsymfs-ctl-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp");
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// The daemon watches its rules file: replace it in one step so it never
+// sees a half-written file.
+void replace_file(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".new";
+  std::ofstream(tmp) << text;
+  ASSERT_EQ(::rename(tmp.c_str(), path.c_str()), 0);
+}
+
+const char* kRules = R"(
+[syntax]
+undefined = "literal"
+[universe]
+names = ["att", "ucb"]
+default = "att"
+env = "UNIVERSE"
+[vars]
+WHERE = "d1"
+)";
+
+class ControlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    alice_ = test_user("vsymfs-alice");
+    bob_ = test_user("vsymfs-bob");
+    state_ = state_dir_.path() + "/state.toml";
+    mount_ = std::make_unique<Mount>(MountOptions{kRules, {"state=" + state_}, {}});
+  }
+  Mount& m() { return *mount_; }
+  std::vector<std::string> at(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--mount", m().mnt()});
+    return args;
+  }
+
+  User alice_{}, bob_{};
+  TempDir state_dir_;
+  std::string state_;
+  std::unique_ptr<Mount> mount_;
+};
+
+TEST_F(ControlTest, TwoUsersSetTheSameNameAndEachSeesOnlyTheirOwn) {
+  ASSERT_EQ(::symlink("/v/${NAME}", m().src("x").c_str()), 0);
+  ASSERT_EQ(ctl(as(alice_), at({"set", "NAME", "alice-value"})).status, 0);
+  ASSERT_EQ(ctl(as(bob_), at({"set", "NAME", "bob-value"})).status, 0);
+
+  EXPECT_EQ(read_link_as(as(alice_), m().mnt("x")), "/v/alice-value");
+  EXPECT_EQ(read_link_as(as(bob_), m().mnt("x")), "/v/bob-value");
+  EXPECT_EQ(read_link_as(kRoot, m().mnt("x")), "/v/${NAME}") << "root set nothing: literal policy";
+
+  const Outcome alice_list = ctl(as(alice_), at({"list", "--user"}));
+  EXPECT_EQ(alice_list.status, 0);
+  EXPECT_EQ(alice_list.out, "NAME=alice-value\n");
+
+  ASSERT_EQ(ctl(as(alice_), at({"unset", "NAME"})).status, 0);
+  EXPECT_EQ(read_link_as(as(alice_), m().mnt("x")), "/v/${NAME}");
+  EXPECT_EQ(read_link_as(as(bob_), m().mnt("x")), "/v/bob-value");
+  EXPECT_EQ(ctl(as(alice_), at({"unset", "NAME"})).status, 1) << "unsetting what is not set is an error";
+}
+
+TEST_F(ControlTest, OnlyRootChangesTheSystemScopeOrReloads) {
+  ASSERT_EQ(::symlink("/v/${SYS}", m().src("s").c_str()), 0);
+  EXPECT_EQ(ctl(as(alice_), at({"set", "--system", "SYS", "evil"})).status, 1);
+  EXPECT_EQ(ctl(as(alice_), at({"reload"})).status, 1);
+  EXPECT_EQ(ctl(as(alice_), at({"list", "--system"})).out, "");
+  EXPECT_EQ(read_link_as(as(bob_), m().mnt("s")), "/v/${SYS}");
+
+  ASSERT_EQ(ctl(kRoot, at({"set", "--system", "SYS", "good"})).status, 0);
+  EXPECT_EQ(read_link_as(as(bob_), m().mnt("s")), "/v/good");
+  EXPECT_EQ(ctl(as(alice_), at({"list", "--system"})).out, "SYS=good\n") << "anyone may list the system scope";
+  EXPECT_EQ(ctl(as(alice_), at({"list"})).out, "system SYS=good\n");
+}
+
+TEST_F(ControlTest, BadValuesAreRefusedWithUsageOrLimitErrors) {
+  EXPECT_EQ(ctl(as(alice_), at({"set", "1BAD", "x"})).status, 2) << "refused before sending";
+  EXPECT_EQ(ctl(as(alice_), at({"set", "N", std::string(300, 'v')})).status, 1) << "value over 256 bytes";
+  EXPECT_EQ(ctl(as(alice_), at({"list"})).out, "");
+}
+
+TEST_F(ControlTest, ValuesSurviveARestart) {
+  ASSERT_EQ(ctl(as(alice_), at({"set", "KEEP", "kept"})).status, 0);
+  ASSERT_EQ(ctl(kRoot, at({"set", "--system", "SYSKEEP", "also"})).status, 0);
+  mount_->stop();
+  mount_ = std::make_unique<Mount>(MountOptions{kRules, {"state=" + state_}, {}});
+  ASSERT_EQ(::symlink("${KEEP}-${SYSKEEP}", m().src("k").c_str()), 0);
+  EXPECT_EQ(read_link_as(as(alice_), m().mnt("k")), "kept-also");
+  EXPECT_EQ(read_link_as(as(bob_), m().mnt("k")), "${KEEP}-also");
+  EXPECT_EQ(ctl(as(alice_), at({"list"})).out, "user KEEP=kept\nsystem SYSKEEP=also\n");
+}
+
+TEST_F(ControlTest, ReloadWithABrokenFileKeepsTheOldRules) {
+  ASSERT_EQ(::symlink("${WHERE}", m().src("w").c_str()), 0);
+  EXPECT_EQ(read_link_as(kRoot, m().mnt("w")), "d1");
+  replace_file(m().rules_path(), "[vars\nWHERE = \"broken\"\n");
+  const Outcome broken = ctl(kRoot, at({"reload"}));
+  EXPECT_EQ(broken.status, 1);
+  EXPECT_EQ(read_link_as(kRoot, m().mnt("w")), "d1");
+
+  replace_file(m().rules_path(), "[vars]\nWHERE = \"d2\"\n");
+  const Outcome good = ctl(kRoot, at({"reload"}));
+  EXPECT_EQ(good.status, 0);
+  EXPECT_THAT(good.out, HasSubstr("reloaded " + m().rules_path()));
+  EXPECT_EQ(read_link_as(kRoot, m().mnt("w")), "d2");
+}
+
+TEST_F(ControlTest, ExplainWalksThePathAndNamesEveryScope) {
+  std::filesystem::create_directories(m().src("d1/sub"));
+  std::filesystem::create_directories(m().src("d2/sub"));
+  ASSERT_EQ(::symlink("${WHERE}", m().src("l").c_str()), 0);
+  ASSERT_EQ(::symlink("l/sub", m().src("chain").c_str()), 0);
+
+  const Outcome root = ctl(kRoot, {"explain", m().mnt("chain")});
+  EXPECT_EQ(root.status, 0) << root.out;
+  EXPECT_THAT(root.out, HasSubstr(m().mnt("chain") + " -> l/sub  (vsymfs)"));
+  EXPECT_THAT(root.out, HasSubstr("raw:       ${WHERE}"));
+  EXPECT_THAT(root.out, HasSubstr("expansion: d1"));
+  EXPECT_THAT(root.out, HasSubstr("${WHERE} = d1  (system)"));
+  EXPECT_THAT(root.out, HasSubstr("resolved: " + m().mnt("d1/sub")));
+
+  ASSERT_EQ(ctl(as(alice_), at({"set", "WHERE", "d2"})).status, 0);
+  const Outcome alice = ctl(as(alice_), {"explain", m().mnt("chain")});
+  EXPECT_EQ(alice.status, 0) << alice.out;
+  EXPECT_THAT(alice.out, HasSubstr("${WHERE} = d2  (user)"));
+  EXPECT_THAT(alice.out, HasSubstr("resolved: " + m().mnt("d2/sub")));
+
+  // The process scope, through the environment of vsymctl itself.
+  const Outcome env = ctl(as(bob_, {"WHERE=d2"}), {"explain", m().mnt("l")});
+  EXPECT_THAT(env.out, HasSubstr("${WHERE} = d2  (process)"));
+
+  // A plain symlink outside any vsymfs mount is shown and marked.
+  const std::string outside = state_dir_.path() + "/plain";
+  ASSERT_EQ(::symlink(m().mnt("l").c_str(), outside.c_str()), 0);
+  const Outcome plain = ctl(kRoot, {"explain", outside});
+  EXPECT_THAT(plain.out, HasSubstr("(plain symlink: not on a vsymfs mount)"));
+  EXPECT_THAT(plain.out, HasSubstr("${WHERE} = d1  (system)"));
+}
+
+TEST_F(ControlTest, UniverseAndRun) {
+  const Outcome plain = ctl(as(alice_), at({"universe"}));
+  EXPECT_EQ(plain.status, 0);
+  EXPECT_THAT(plain.out, ::testing::StartsWith("att "));
+
+  const Outcome in_ucb =
+      ctl(as(alice_), at({"run", "--universe", "ucb", "--", vsymctl_bin(), "--mount", m().mnt(), "universe"}));
+  EXPECT_EQ(in_ucb.status, 0);
+  EXPECT_EQ(in_ucb.out, "ucb (process)\n");
+
+  ASSERT_EQ(::symlink("att=/bin/att ucb=/bin/ucb", m().src("u").c_str()), 0);
+  const Outcome link = ctl(as(alice_), at({"run", "--universe", "ucb", "--", "/usr/bin/readlink", m().mnt("u")}));
+  EXPECT_EQ(link.out, "/bin/ucb\n");
+
+  EXPECT_EQ(ctl(as(alice_), at({"run", "--universe", "bsd", "--", "/bin/true"})).status, 125);
+  EXPECT_EQ(ctl(as(alice_), at({"run", "--", "/nonexistent/cmd"})).status, 127);
+  const Outcome env = ctl(as(alice_), at({"run", "--env", "K=V", "--", "/usr/bin/env"}));
+  EXPECT_THAT(env.out, HasSubstr("K=V\n"));
+  EXPECT_EQ(ctl(as(alice_), at({"run", "--", "/bin/sh", "-c", "exit 7"})).status, 7);
+}
+
+TEST_F(ControlTest, StatusAndDiscoveryByXattr) {
+  const Outcome status = ctl(as(bob_), at({"status"}));
+  EXPECT_EQ(status.status, 0);
+  EXPECT_THAT(status.out, HasSubstr("mountpoint: " + m().mnt() + "\n"));
+  EXPECT_THAT(status.out, HasSubstr("source: " + m().src() + "\n"));
+  EXPECT_THAT(status.out, HasSubstr("rules: " + m().rules_path() + "\n"));
+  EXPECT_THAT(status.out, HasSubstr("state_file: " + state_ + "\n"));
+  EXPECT_THAT(status.out, HasSubstr("readlinks: "));
+
+  // Outside any mount: exit 3, "no daemon".
+  EXPECT_EQ(ctl(as(bob_), {"--mount", "/tmp", "status"}).status, 3);
+}
+
+// Raw bytes straight to the socket: every malformed request gets an error
+// reply (or the connection closed) and nothing changes.
+class RawSocket {
+ public:
+  explicit RawSocket(const std::string& path) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  }
+  ~RawSocket() { ::close(fd_); }
+  bool connected() const { return connected_; }
+  void send_bytes(const std::string& bytes) { (void)::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL); }
+  // Everything until the daemon closes (or 10 s pass).
+  std::string receive_all() {
+    std::string out;
+    char buf[4096];
+    for (;;) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 10000) <= 0) break;
+      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      out.append(buf, static_cast<std::size_t>(n));
+    }
+    return out;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+};
+
+std::string framed(const std::string& payload) {
+  const auto n = static_cast<std::uint32_t>(payload.size());
+  std::string out{static_cast<char>(n >> 24), static_cast<char>((n >> 16) & 0xFF), static_cast<char>((n >> 8) & 0xFF),
+                  static_cast<char>(n & 0xFF)};
+  return out + payload;
+}
+
+TEST_F(ControlTest, MalformedRawRequestsGetErrorsAndChangeNothing) {
+  char buf[PATH_MAX];
+  const ssize_t n = ::getxattr(m().mnt().c_str(), "security.vsymfs.control", buf, sizeof buf);
+  ASSERT_GT(n, 0) << std::strerror(errno);
+  const std::string socket(buf, static_cast<std::size_t>(n));
+  ASSERT_EQ(ctl(kRoot, at({"set", "--system", "STABLE", "yes"})).status, 0);
+
+  const std::vector<std::pair<const char*, std::string>> bad = {
+      {"garbage", framed("hello daemon")},
+      {"unknown op", framed("VSYMFS1 format_disk\n")},
+      {"set missing value", framed("VSYMFS1 set\nscope 6\nsystem\nname 6\nSTABLE\n")},
+      {"length past the end", framed("VSYMFS1 set\nscope 6\nsystem\nname 6\nSTABLE\nvalue 99\nno\n")},
+      {"extra field", framed("VSYMFS1 unset\nscope 6\nsystem\nname 6\nSTABLE\nforce 1\n1\n")},
+      {"non-UTF-8 value", framed("VSYMFS1 set\nscope 6\nsystem\nname 6\nSTABLE\nvalue 1\n\xff\n")},
+      {"oversized", framed(std::string(9000, 'x'))},
+  };
+  for (const auto& [what, bytes] : bad) {
+    RawSocket s(socket);
+    ASSERT_TRUE(s.connected()) << what;
+    s.send_bytes(bytes);
+    const std::string reply = s.receive_all();
+    ASSERT_GT(reply.size(), 4u) << what;
+    EXPECT_THAT(reply.substr(4), ::testing::StartsWith("VSYMFS1 error\nerrno ")) << what;
+  }
+  // Truncated: a header promising more than is sent, then silence and close.
+  {
+    RawSocket s(socket);
+    s.send_bytes(std::string("\0\0\0\x40VSYMFS1 se", 14));
+  }
+  // A well-formed set of system scope by a non-root peer is refused too.
+  const int refused = run_as(as(alice_), [&] {
+    RawSocket s(socket);
+    s.send_bytes(framed("VSYMFS1 set\nscope 6\nsystem\nname 6\nSTABLE\nvalue 2\nno\n"));
+    return s.receive_all().find("VSYMFS1 error") == 4 ? 0 : 1;
+  });
+  EXPECT_EQ(refused, 0);
+
+  const Outcome list = ctl(kRoot, at({"list", "--system"}));
+  EXPECT_EQ(list.out, "STABLE=yes\n");
+  EXPECT_EQ(ctl(kRoot, at({"status"})).status, 0) << "the server still answers";
+}
+
+TEST(ControlDryRun, ExpandAndCheckNeedNoMount) {
+  const User alice = test_user("vsymfs-alice");
+  const Outcome user = ctl(kRoot, {"expand", "--user", "vsymfs-alice", "/home/${USER}/@{uid}"});
+  EXPECT_EQ(user.status, 0);
+  EXPECT_EQ(user.out, "/home/vsymfs-alice/" + std::to_string(alice.uid) + "\n");
+
+  const Outcome env = ctl(kRoot, {"expand", "--env", "P=x", "--env", "Q=y", "${P}-${Q}"});
+  EXPECT_EQ(env.out, "x-y\n");
+  const Outcome secure = ctl(kRoot, {"expand", "--secure", "--env", "P=x", "${P:-none}"});
+  EXPECT_EQ(secure.out, "none\n");
+  const Outcome arch = ctl(kRoot, {"expand", "--arch", "i686", "@machine"});
+  EXPECT_EQ(arch.out, "i686\n");
+  const Outcome host = ctl(kRoot, {"expand", "--hostname", "node7", "@hostname"});
+  EXPECT_EQ(host.out, "node7\n");
+  const Outcome universe = ctl(kRoot, {"expand", "--universe", "ucb", "att=/a ucb=/u"});
+  EXPECT_EQ(universe.out, "/u\n");
+  const Outcome explained = ctl(kRoot, {"expand", "--explain", "--env", "P=x", "${P}"});
+  EXPECT_THAT(explained.out, HasSubstr("${P} = x  (process)"));
+
+  TempDir dir;
+  const std::string rules = dir.path() + "/rules.toml";
+  std::ofstream(rules) << "[syntax]\nundefined = \"error\"\n";
+  const Outcome undefined = ctl(kRoot, {"expand", "--rules", rules, "--clean-env", "${NOPE}"});
+  EXPECT_EQ(undefined.status, 1);
+  EXPECT_EQ(undefined.out, "");
+
+  const Outcome ok = ctl(kRoot, {"check", rules});
+  EXPECT_EQ(ok.status, 0);
+  EXPECT_EQ(ok.out, rules + ": ok\n");
+  std::ofstream(rules) << "[syntax]\nundefind = \"error\"\n";
+  const Outcome bad = ctl(kRoot, {"check", rules});
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_THAT(bad.out, Not(HasSubstr(": ok")));
+  EXPECT_EQ(ctl(kRoot, {"expand"}).status, 2) << "usage error";
+}
+
+}  // namespace
+}  // namespace vsymfs::testing
