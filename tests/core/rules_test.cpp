@@ -10,12 +10,16 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "vsymfs/link_template.hpp"
+#include "vsymfs/resolver.hpp"
 
 namespace vsymfs {
 namespace {
@@ -403,6 +407,84 @@ TEST(ConfigExamples, CernvmfsUsesTheEmptyPolicyAndNoOtherFamilies) {
   EXPECT_TRUE(r->families.dollar);
   EXPECT_FALSE(r->families.magic);
   EXPECT_FALSE(r->families.percent);
+}
+
+// The links each config/ example says it is meant for expand as its comments
+// promise, through the real link language and scopes.
+struct ExampleLink {
+  const char* file;
+  const char* raw;
+  std::function<void(Caller&, HostInfo&)> setup;  // may be null
+  const char* expected;
+};
+
+TEST(ConfigExamples, DocumentedLinksExpand) {
+  const char* dir = std::getenv("CONFIG_DIR");
+  ASSERT_NE(dir, nullptr) << "set CONFIG_DIR to the source tree's config/ (meson test does)";
+  const auto env = [](std::vector<std::string> e) {
+    return [e](Caller& c, HostInfo&) { c.environ = e; };
+  };
+  const auto host = [](const char* name) { return [name](Caller&, HostInfo& h) { h.hostname = name; }; };
+  const std::vector<ExampleLink> cases = {
+      {"netbsd-magic.toml", "lib.@machine_arch", nullptr, "lib.x86_64"},
+      {"netbsd-magic.toml", "lib.@machine_arch", [](Caller& c, HostInfo&) { c.compat32 = true; }, "lib.i686"},
+      {"netbsd-magic.toml", "tool-@{ostype}-@{osrelease}", nullptr, "tool-Linux-6.1.0"},
+      {"netbsd-magic.toml", "/var/tmp/@uid", nullptr, "/var/tmp/1000"},
+      {"netbsd-magic.toml", "bin.@emul/${USER}", nullptr, "bin.linux/${USER}"},  // no '$' family
+      {"dragonfly-varsym.toml", "/build/${USER}/obj", nullptr, "/build/alice/obj"},
+      {"dragonfly-varsym.toml", "/usr/src-${BRANCH}", nullptr, "/usr/src-master"},
+      {"dragonfly-varsym.toml", "/usr/src-${BRANCH}", env({"BRANCH=release"}), "/usr/src-release"},
+      {"dragonfly-varsym.toml", "/x/${LD_PRELOAD}", env({"LD_PRELOAD=/evil.so"}), "/x/${LD_PRELOAD}"},
+      {"dragonfly-varsym.toml", "/scratch/${SCRATCH:-default}", nullptr, "/scratch/shared"},
+      {"freebsd-varsym.toml", "/data/%{SITE}/distfiles", env({"SITE=mine"}), "/data/mirror1/distfiles"},
+      {"freebsd-varsym.toml", "/etc/app.%{APP_PROFILE:prod}", env({"APP_PROFILE=dev"}), "/etc/app.prod"},
+      {"freebsd-varsym.toml", "/etc/app.%{APP_PROFILE:prod}", [](Caller& c, HostInfo&) { c.user_name = "ci"; },
+       "/etc/app.staging"},
+      {"openafs-sys.toml", "@sys/bin", nullptr, "amd64_linux26/bin"},
+      {"openafs-sys.toml", "@sys/bin", [](Caller& c, HostInfo&) { c.compat32 = true; }, "amd64_linux26/bin"},
+      {"domainos.toml", "/$(SYSTYPE)/bin", nullptr, "/bsd4.3/bin"},
+      {"domainos.toml", "/$(SYSTYPE)/bin", env({"SYSTYPE=sys5.3"}), "/sys5.3/bin"},
+      {"domainos.toml", "/$(SYSTYPE)/bin", [](Caller& c, HostInfo&) { c.group_names.push_back("sysv"); },
+       "/sys5.3/bin"},
+      {"domainos.toml", "$(NODEDATA)/tmp", nullptr, "/sys/node_data/tmp"},
+      {"dynix-universe.toml", "att=/.attbin ucb=/.ucbbin", nullptr, "/.attbin"},
+      {"dynix-universe.toml", "att=/.attbin ucb=/.ucbbin", env({"UNIVERSE=ucb"}), "/.ucbbin"},
+      {"dynix-universe.toml", "att=/.attbin ucb=/.ucbbin", [](Caller& c, HostInfo&) { c.user_name = "bill"; },
+       "/.ucbbin"},
+      {"dynix-universe.toml", "ucb=/usr/.ucbetc/termcap default=/usr/lib/terminfo/termcap", nullptr,
+       "/usr/lib/terminfo/termcap"},
+      {"tru64-cdsl.toml", "../cluster/members/{memb}/etc/rc.config", nullptr, "../cluster/members/member1/etc/rc.config"},
+      {"tru64-cdsl.toml", "${CONSOLE}", host("tc1-m1"), "/dev/ttyS0"},
+      {"tru64-cdsl.toml", "${CONSOLE}", host("tc1-m2"), "/dev/tty0"},
+      {"cernvmfs.toml", "$(SW_VERSION:-2024.1)", nullptr, "2024.1"},
+      {"cernvmfs.toml", "$(SW_VERSION:-2024.1)", host("lxbatch042"), "2023.3"},
+      {"cernvmfs.toml", "sites/$(SITE)", env({"SITE=elsewhere"}), "sites/cern"},
+      {"cernvmfs.toml", "gpu-$(GPU_DRIVER)", nullptr, "gpu-"},
+  };
+  for (const ExampleLink& c : cases) {
+    auto rules = load_rules_file(fs::path(dir) / c.file);
+    ASSERT_TRUE(rules.ok()) << rules.error().message;
+    HostInfo h{"node1", "(none)", "x86_64", "i686", "6.1.0", "Linux", "#1 SMP"};
+    Caller caller;
+    caller.pid = 4242;
+    caller.uid = caller.ruid = 1000;
+    caller.gid = caller.rgid = 100;
+    caller.user_name = "alice";
+    caller.group_name = "users";
+    caller.group_names = {"users"};
+    caller.home = "/home/alice";
+    caller.environ_known = true;
+    if (c.setup) c.setup(caller, h);
+    const ParseOptions popts{rules->families, rules->universes.names};
+    const Template tmpl = Template::parse(c.raw, popts);
+    const ScopedResolver resolver(*rules, h, caller, nullptr);
+    ExpandOptions eopts;
+    eopts.undefined = rules->undefined;
+    std::string out;
+    const auto r = tmpl.expand(resolver, eopts, out);
+    ASSERT_TRUE(r.ok()) << c.file << " " << c.raw << ": " << r.error().message;
+    EXPECT_EQ(out, c.expected) << c.file << " " << c.raw;
+  }
 }
 
 }  // namespace
