@@ -1,0 +1,543 @@
+// The mount behaves like the filesystem under it: each case runs the same
+// sequence of syscalls in a plain directory and through the mount, records
+// every result and errno, and the two records must be equal. Each case also
+// names results it must contain, so a sequence that fails the same way on
+// both sides cannot pass.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "mount_fixture.hpp"
+
+namespace {
+
+using vsymfs::testing::Mount;
+
+// What a sequence did: one line per step, "step=value" or "step=ERRNONAME".
+class Trace {
+ public:
+  explicit Trace(std::string base) : base_(std::move(base)) {}
+  std::string path(const std::string& rel) const { return base_ + "/" + rel; }
+  const char* p(const std::string& rel) {
+    paths_.push_back(path(rel));
+    return paths_.back().c_str();
+  }
+
+  // Records r (or errno when r < 0) and returns r.
+  long rc(const std::string& step, long r) {
+    lines_.push_back(step + "=" + (r < 0 ? errname(errno) : std::to_string(r)));
+    return r;
+  }
+  void note(const std::string& step, const std::string& value) { lines_.push_back(step + "=" + value); }
+  const std::vector<std::string>& lines() const { return lines_; }
+
+  static std::string errname(int e) {
+    const char* n = strerrorname_np(e);
+    return n ? n : "E?" + std::to_string(e);
+  }
+
+ private:
+  std::string base_;
+  std::vector<std::string> paths_;  // keeps c_str() alive (vector of strings: pointers into heap blocks)
+  std::vector<std::string> lines_;
+};
+
+std::string read_all(int fd) {
+  std::string out;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  return out;
+}
+
+std::string slurp(const char* path) {
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "<" + Trace::errname(errno) + ">";
+  std::string s = read_all(fd);
+  ::close(fd);
+  return s;
+}
+
+void write_file(const char* path, const std::string& data, mode_t mode = 0644) {
+  int fd = ::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return;
+  [[maybe_unused]] ssize_t n = ::write(fd, data.data(), data.size());
+  ::close(fd);
+}
+
+struct Case {
+  const char* name;
+  std::function<void(Trace&)> run;
+  std::vector<std::string> must_contain;  // lines both records must have
+};
+
+const std::vector<Case>& cases() {
+  static const std::vector<Case> all = {
+      {"create_exclusive",
+       [](Trace& t) {
+         long fd = t.rc("create", ::open(t.p("f"), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0640));
+         if (fd >= 0) ::close(static_cast<int>(fd));
+         t.rc("create_again", ::open(t.p("f"), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0640));
+         struct stat st {};
+         t.rc("stat", ::stat(t.p("f"), &st));
+         t.note("mode", std::to_string(st.st_mode & 07777));
+         t.rc("open_missing", ::open(t.p("missing"), O_RDONLY));
+       },
+       {"create_again=EEXIST", "mode=416", "open_missing=ENOENT"}},
+
+      {"read_write_append",
+       [](Trace& t) {
+         int fd = static_cast<int>(t.rc("open", ::open(t.p("f"), O_CREAT | O_RDWR | O_CLOEXEC, 0644)));
+         t.rc("write", ::write(fd, "hello world", 11));
+         t.rc("pwrite", ::pwrite(fd, "HELLO", 5, 0));
+         t.rc("pwrite_past_end", ::pwrite(fd, "!", 1, 20));
+         ::close(fd);
+         fd = static_cast<int>(t.rc("open_append", ::open(t.p("f"), O_WRONLY | O_APPEND | O_CLOEXEC)));
+         t.rc("append", ::write(fd, "tail", 4));
+         ::close(fd);
+         std::string s = slurp(t.p("f"));
+         std::replace(s.begin(), s.end(), '\0', '.');
+         t.note("content", s);
+         fd = static_cast<int>(t.rc("open_trunc", ::open(t.p("f"), O_WRONLY | O_TRUNC | O_CLOEXEC)));
+         ::close(fd);
+         t.note("after_trunc", slurp(t.p("f")));
+         fd = static_cast<int>(t.rc("open_rdonly", ::open(t.p("f"), O_RDONLY | O_CLOEXEC)));
+         t.rc("write_rdonly", ::write(fd, "x", 1));
+         ::close(fd);
+       },
+       {"content=HELLO world.........!tail", "after_trunc=", "write_rdonly=EBADF"}},
+
+      {"large_io",
+       [](Trace& t) {
+         // 3 MiB: several max_write-sized requests and reads.
+         std::string data(3 << 20, '\0');
+         for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>('a' + (i * 7919) % 26);
+         write_file(t.p("big"), data);
+         t.note("equal", slurp(t.p("big")) == data ? "yes" : "no");
+         struct stat st {};
+         t.rc("stat", ::stat(t.p("big"), &st));
+         t.note("size", std::to_string(st.st_size));
+       },
+       {"equal=yes", "size=3145728"}},
+
+      {"truncate",
+       [](Trace& t) {
+         write_file(t.p("f"), "0123456789");
+         t.rc("truncate", ::truncate(t.p("f"), 4));
+         t.note("content", slurp(t.p("f")));
+         int fd = ::open(t.p("f"), O_RDWR | O_CLOEXEC);
+         t.rc("ftruncate", ::ftruncate(fd, 100));
+         struct stat st {};
+         t.rc("fstat", ::fstat(fd, &st));
+         t.note("size", std::to_string(st.st_size));
+         ::close(fd);
+         t.rc("truncate_dir", ::truncate(t.p("."), 0));
+         t.rc("truncate_negative", ::truncate(t.p("f"), -1));
+       },
+       {"content=0123", "size=100", "truncate_dir=EISDIR", "truncate_negative=EINVAL"}},
+
+      {"chmod_chown",
+       [](Trace& t) {
+         write_file(t.p("f"), "x");
+         t.rc("chmod", ::chmod(t.p("f"), 04751));
+         t.rc("chown", ::chown(t.p("f"), 1234, 2345));
+         struct stat st {};
+         t.rc("stat", ::stat(t.p("f"), &st));
+         // chown by root clears set-user-ID on an executable.
+         t.note("mode", std::to_string(st.st_mode & 07777));
+         t.note("owner", std::to_string(st.st_uid) + ":" + std::to_string(st.st_gid));
+         t.rc("lchown_missing", ::lchown(t.p("missing"), 1, 1));
+       },
+       {"mode=489", "owner=1234:2345", "lchown_missing=ENOENT"}},
+
+      {"utimens",
+       [](Trace& t) {
+         write_file(t.p("f"), "x");
+         struct timespec ts[2] = {{1000000000, 5}, {1200000000, 123456789}};
+         t.rc("utimensat", ::utimensat(AT_FDCWD, t.p("f"), ts, 0));
+         struct stat st {};
+         ::stat(t.p("f"), &st);
+         t.note("times", std::to_string(st.st_atim.tv_sec) + "." + std::to_string(st.st_atim.tv_nsec) + " " +
+                             std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec));
+         struct timespec omit_now[2] = {{0, UTIME_OMIT}, {0, UTIME_NOW}};
+         t.rc("omit_now", ::utimensat(AT_FDCWD, t.p("f"), omit_now, 0));
+         ::stat(t.p("f"), &st);
+         t.note("atime_kept", st.st_atim.tv_sec == 1000000000 ? "yes" : "no");
+         t.note("mtime_recent", std::labs(st.st_mtim.tv_sec - ::time(nullptr)) < 60 ? "yes" : "no");
+         ::symlink("nowhere", t.p("l"));
+         t.rc("lutimes", ::utimensat(AT_FDCWD, t.p("l"), ts, AT_SYMLINK_NOFOLLOW));
+         ::lstat(t.p("l"), &st);
+         t.note("link_mtime", std::to_string(st.st_mtim.tv_sec));
+       },
+       {"times=1000000000.5 1200000000.123456789", "atime_kept=yes", "mtime_recent=yes", "link_mtime=1200000000"}},
+
+      {"mkdir_rmdir",
+       [](Trace& t) {
+         t.rc("mkdir", ::mkdir(t.p("d"), 0750));
+         t.rc("mkdir_again", ::mkdir(t.p("d"), 0750));
+         write_file(t.p("d/f"), "x");
+         t.rc("rmdir_nonempty", ::rmdir(t.p("d")));
+         t.rc("unlink_dir", ::unlink(t.p("d")));
+         t.rc("rmdir_file", ::rmdir(t.p("d/f")));
+         t.rc("unlink", ::unlink(t.p("d/f")));
+         t.rc("rmdir", ::rmdir(t.p("d")));
+         t.rc("rmdir_again", ::rmdir(t.p("d")));
+         t.rc("mkdir_under_file", (write_file(t.p("g"), "x"), ::mkdir(t.p("g/sub"), 0755)));
+       },
+       {"mkdir_again=EEXIST", "rmdir_nonempty=ENOTEMPTY", "unlink_dir=EISDIR", "rmdir_file=ENOTDIR",
+        "rmdir_again=ENOENT", "mkdir_under_file=ENOTDIR"}},
+
+      {"rename",
+       [](Trace& t) {
+         write_file(t.p("a"), "A");
+         write_file(t.p("b"), "B");
+         t.rc("noreplace", ::renameat2(AT_FDCWD, t.p("a"), AT_FDCWD, t.p("b"), RENAME_NOREPLACE));
+         t.rc("exchange", ::renameat2(AT_FDCWD, t.p("a"), AT_FDCWD, t.p("b"), RENAME_EXCHANGE));
+         t.note("a", slurp(t.p("a")));
+         t.note("b", slurp(t.p("b")));
+         t.rc("replace", ::rename(t.p("a"), t.p("b")));
+         t.note("b_after", slurp(t.p("b")));
+         t.note("a_after", slurp(t.p("a")));
+         ::mkdir(t.p("d1"), 0755);
+         ::mkdir(t.p("d2"), 0755);
+         write_file(t.p("d2/x"), "x");
+         t.rc("dir_over_nonempty", ::rename(t.p("d1"), t.p("d2")));
+         t.rc("file_over_dir", ::rename(t.p("b"), t.p("d1")));
+         t.rc("dir_into_itself", ::rename(t.p("d1"), t.p("d1/sub")));
+         t.rc("move_into_dir", ::rename(t.p("b"), t.p("d1/b")));
+         t.note("moved", slurp(t.p("d1/b")));
+         t.rc("exchange_missing", ::renameat2(AT_FDCWD, t.p("nope"), AT_FDCWD, t.p("d1/b"), RENAME_EXCHANGE));
+       },
+       {"noreplace=EEXIST", "exchange=0", "a=B", "b=A", "b_after=B", "a_after=<ENOENT>",
+        "dir_over_nonempty=ENOTEMPTY", "file_over_dir=EISDIR", "dir_into_itself=EINVAL", "moved=B",
+        "exchange_missing=ENOENT"}},
+
+      {"hard_link",
+       [](Trace& t) {
+         write_file(t.p("f"), "data");
+         t.rc("link", ::link(t.p("f"), t.p("g")));
+         struct stat a {}, b {};
+         ::stat(t.p("f"), &a);
+         ::stat(t.p("g"), &b);
+         t.note("nlink", std::to_string(a.st_nlink) + "," + std::to_string(b.st_nlink));
+         t.note("same_ino", a.st_ino == b.st_ino ? "yes" : "no");
+         t.note("content", slurp(t.p("g")));
+         t.rc("link_existing", ::link(t.p("f"), t.p("g")));
+         ::mkdir(t.p("d"), 0755);
+         t.rc("link_dir", ::link(t.p("d"), t.p("d2")));
+         t.rc("unlink_one", ::unlink(t.p("f")));
+         ::stat(t.p("g"), &b);
+         t.note("nlink_after", std::to_string(b.st_nlink));
+       },
+       {"nlink=2,2", "same_ino=yes", "content=data", "link_existing=EEXIST", "link_dir=EPERM", "nlink_after=1"}},
+
+      {"mknod_fifo",
+       [](Trace& t) {
+         t.rc("mkfifo", ::mkfifo(t.p("fifo"), 0600));
+         t.rc("mknod_sock", ::mknod(t.p("sock"), S_IFSOCK | 0600, 0));
+         struct stat st {};
+         ::lstat(t.p("fifo"), &st);
+         t.note("fifo", S_ISFIFO(st.st_mode) ? "yes" : "no");
+         ::lstat(t.p("sock"), &st);
+         t.note("sock", S_ISSOCK(st.st_mode) ? "yes" : "no");
+         t.rc("mkfifo_again", ::mkfifo(t.p("fifo"), 0600));
+       },
+       {"mkfifo=0", "fifo=yes", "sock=yes", "mkfifo_again=EEXIST"}},
+
+      {"symlink",
+       [](Trace& t) {
+         t.rc("symlink", ::symlink("plain/target", t.p("l")));
+         char buf[256];
+         long n = t.rc("readlink", ::readlink(t.p("l"), buf, sizeof buf));
+         t.note("text", n > 0 ? std::string(buf, static_cast<size_t>(n)) : "");
+         struct stat st {};
+         ::lstat(t.p("l"), &st);
+         t.note("size", std::to_string(st.st_size));
+         t.rc("open_dangling", ::open(t.p("l"), O_RDONLY));
+         t.rc("open_nofollow", ::open(t.p("l"), O_RDONLY | O_NOFOLLOW));
+         t.rc("symlink_existing", ::symlink("x", t.p("l")));
+         write_file(t.p("target"), "T");
+         ::symlink("target", t.p("l2"));
+         t.note("through", slurp(t.p("l2")));
+         t.rc("readlink_file", ::readlink(t.p("target"), buf, sizeof buf));
+       },
+       {"text=plain/target", "size=12", "open_dangling=ENOENT", "open_nofollow=ELOOP", "symlink_existing=EEXIST",
+        "through=T", "readlink_file=EINVAL"}},
+
+      {"xattrs",
+       [](Trace& t) {
+         write_file(t.p("f"), "x");
+         t.rc("set", ::setxattr(t.p("f"), "user.color", "blue", 4, 0));
+         t.rc("set_create_existing", ::setxattr(t.p("f"), "user.color", "red", 3, XATTR_CREATE));
+         t.rc("set_replace_missing", ::setxattr(t.p("f"), "user.size", "1", 1, XATTR_REPLACE));
+         char buf[256];
+         long n = t.rc("get", ::getxattr(t.p("f"), "user.color", buf, sizeof buf));
+         t.note("value", n > 0 ? std::string(buf, static_cast<size_t>(n)) : "");
+         t.rc("get_size", ::getxattr(t.p("f"), "user.color", nullptr, 0));
+         t.rc("get_small", ::getxattr(t.p("f"), "user.color", buf, 2));
+         n = t.rc("list", ::listxattr(t.p("f"), buf, sizeof buf));
+         t.note("names", n > 0 ? std::string(buf, static_cast<size_t>(n) - 1) : "");
+         t.rc("remove", ::removexattr(t.p("f"), "user.color"));
+         t.rc("get_removed", ::getxattr(t.p("f"), "user.color", buf, sizeof buf));
+         t.rc("remove_missing", ::removexattr(t.p("f"), "user.color"));
+       },
+       {"set=0", "set_create_existing=EEXIST", "set_replace_missing=ENODATA", "value=blue", "get_size=4",
+        "get_small=ERANGE", "names=user.color", "get_removed=ENODATA", "remove_missing=ENODATA"}},
+
+      {"fallocate_seek",
+       [](Trace& t) {
+         int fd = static_cast<int>(::open(t.p("f"), O_CREAT | O_RDWR | O_CLOEXEC, 0644));
+         t.rc("fallocate", ::fallocate(fd, 0, 0, 1 << 20));
+         struct stat st {};
+         ::fstat(fd, &st);
+         t.note("size", std::to_string(st.st_size));
+         t.rc("keep_size", ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20));
+         ::fstat(fd, &st);
+         t.note("size_kept", std::to_string(st.st_size));
+         t.rc("punch", ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096));
+         t.rc("bad_mode", ::fallocate(fd, FALLOC_FL_PUNCH_HOLE, 0, 4096));
+         ::close(fd);
+         // A sparse file: data at 0 and at 1 MiB, a hole between.
+         fd = static_cast<int>(::open(t.p("sparse"), O_CREAT | O_RDWR | O_CLOEXEC, 0644));
+         [[maybe_unused]] ssize_t w = ::pwrite(fd, "a", 1, 0);
+         w = ::pwrite(fd, "b", 1, 1 << 20);
+         ::fsync(fd);
+         t.rc("seek_data_0", ::lseek(fd, 0, SEEK_DATA));
+         t.rc("seek_hole_0", ::lseek(fd, 0, SEEK_HOLE));
+         t.rc("seek_data_mid", ::lseek(fd, 8192, SEEK_DATA));
+         t.rc("seek_hole_end", ::lseek(fd, 1 << 20, SEEK_HOLE));
+         t.rc("seek_data_past", ::lseek(fd, (1 << 20) + 10, SEEK_DATA));
+         t.rc("seek_end", ::lseek(fd, -1, SEEK_END));
+         ::close(fd);
+       },
+       {"size=1048576", "size_kept=1048576", "punch=0", "bad_mode=EOPNOTSUPP", "seek_data_0=0",
+        "seek_data_mid=1048576", "seek_hole_end=1048577", "seek_data_past=ENXIO", "seek_end=1048576"}},
+
+      {"copy_file_range",
+       [](Trace& t) {
+         write_file(t.p("src"), "0123456789abcdef");
+         int in = ::open(t.p("src"), O_RDONLY | O_CLOEXEC);
+         int out = ::open(t.p("dst"), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+         loff_t off_in = 4, off_out = 2;
+         t.rc("copy", ::copy_file_range(in, &off_in, out, &off_out, 8, 0));
+         t.note("offsets", std::to_string(off_in) + "," + std::to_string(off_out));
+         t.rc("copy_bad_flags", ::copy_file_range(in, &off_in, out, &off_out, 8, 1));
+         ::close(in);
+         ::close(out);
+         std::string s = slurp(t.p("dst"));
+         std::replace(s.begin(), s.end(), '\0', '.');
+         t.note("dst", s);
+       },
+       {"copy=8", "offsets=12,10", "copy_bad_flags=EINVAL", "dst=..456789ab"}},
+
+      {"statfs_access",
+       [](Trace& t) {
+         struct statvfs sv {};
+         t.rc("statvfs", ::statvfs(t.p("."), &sv));
+         t.note("geometry", std::to_string(sv.f_bsize) + "/" + std::to_string(sv.f_blocks) + "/" +
+                                std::to_string(sv.f_namemax));
+         write_file(t.p("f"), "x", 0644);
+         t.rc("access_rw", ::access(t.p("f"), R_OK | W_OK));
+         t.rc("access_x", ::access(t.p("f"), X_OK));
+         t.rc("access_missing", ::access(t.p("missing"), F_OK));
+         t.rc("faccessat_eaccess", ::faccessat(AT_FDCWD, t.p("f"), R_OK, AT_EACCESS));
+       },
+       {"statvfs=0", "access_rw=0", "access_x=EACCES", "access_missing=ENOENT", "faccessat_eaccess=0"}},
+
+      {"readdir",
+       [](Trace& t) {
+         ::mkdir(t.p("d"), 0755);
+         for (const char* n : {"b", "a", "c"}) write_file(t.p(std::string("d/") + n), n);
+         ::mkdir(t.p("d/sub"), 0755);
+         ::symlink("a", t.p("d/ln"));
+         ::mkfifo(t.p("d/pipe"), 0600);
+         for (int i = 0; i < 300; ++i) write_file(t.p("d/many" + std::to_string(i)), "");  // several readdir calls
+         DIR* d = ::opendir(t.p("d"));
+         std::vector<std::string> names;
+         while (struct dirent* e = ::readdir(d)) {
+           std::string n = e->d_name;
+           if (n.rfind("many", 0) == 0) continue;
+           names.push_back(n + ":" + std::to_string(e->d_type));
+         }
+         ::rewinddir(d);
+         size_t count = 0;
+         while (::readdir(d)) ++count;
+         ::closedir(d);
+         std::sort(names.begin(), names.end());
+         std::string joined;
+         for (const auto& n : names) joined += n + " ";
+         t.note("entries", joined);
+         t.note("count_after_rewind", std::to_string(count));
+         t.rc("opendir_file", ::opendir(t.p("d/a")) ? 0 : -1);
+         t.rc("opendir_missing", ::opendir(t.p("nope")) ? 0 : -1);
+       },
+       {"entries=..:4 .:4 a:8 b:8 c:8 ln:10 pipe:1 sub:4 ", "count_after_rewind=308", "opendir_file=ENOTDIR",
+        "opendir_missing=ENOENT"}},
+
+      {"fsync",
+       [](Trace& t) {
+         int fd = ::open(t.p("f"), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+         [[maybe_unused]] ssize_t w = ::write(fd, "x", 1);
+         t.rc("fsync", ::fsync(fd));
+         t.rc("fdatasync", ::fdatasync(fd));
+         t.rc("close", ::close(fd));
+         int dfd = ::open(t.p("."), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+         t.rc("fsync_dir", ::fsync(dfd));
+         ::close(dfd);
+       },
+       {"fsync=0", "fdatasync=0", "close=0", "fsync_dir=0"}},
+
+      {"path_errors",
+       [](Trace& t) {
+         write_file(t.p("file"), "x");
+         t.rc("enotdir", ::open(t.p("file/x"), O_RDONLY));
+         t.rc("enoent_dir", ::open(t.p("nodir/x"), O_RDONLY));
+         t.rc("enametoolong", ::open(t.p(std::string(300, 'n')), O_CREAT | O_WRONLY, 0644));
+         ::mkdir(t.p("d"), 0755);
+         t.rc("eisdir", ::open(t.p("d"), O_WRONLY));
+         t.rc("o_directory_file", ::open(t.p("file"), O_RDONLY | O_DIRECTORY));
+         t.rc("create_in_missing", ::open(t.p("nodir/x"), O_CREAT | O_WRONLY, 0644));
+         t.rc("unlink_missing", ::unlink(t.p("missing")));
+       },
+       {"enotdir=ENOTDIR", "enoent_dir=ENOENT", "enametoolong=ENAMETOOLONG", "eisdir=EISDIR",
+        "o_directory_file=ENOTDIR", "create_in_missing=ENOENT", "unlink_missing=ENOENT"}},
+
+      {"posix_and_bsd_locks",
+       [](Trace& t) {
+         write_file(t.p("f"), "0123456789");
+         int fd = ::open(t.p("f"), O_RDWR | O_CLOEXEC);
+         int ready[2], done[2];
+         if (::pipe(ready) != 0 || ::pipe(done) != 0) return t.note("pipe", "failed");
+         pid_t child = ::fork();
+         if (child == 0) {
+           int cfd = ::open(t.path("f").c_str(), O_RDWR | O_CLOEXEC);
+           struct flock fl {};
+           fl.l_type = F_WRLCK;
+           fl.l_whence = SEEK_SET;
+           fl.l_start = 0;
+           fl.l_len = 5;
+           int ok = ::fcntl(cfd, F_SETLK, &fl) == 0 && ::flock(cfd, LOCK_EX | LOCK_NB) == 0;
+           char c = ok ? '1' : '0';
+           [[maybe_unused]] ssize_t w = ::write(ready[1], &c, 1);
+           [[maybe_unused]] ssize_t r = ::read(done[0], &c, 1);  // hold the locks until told
+           ::_exit(0);
+         }
+         char c = 0;
+         [[maybe_unused]] ssize_t r = ::read(ready[0], &c, 1);
+         t.note("child_locked", std::string(1, c));
+         struct flock fl {};
+         fl.l_type = F_WRLCK;
+         fl.l_whence = SEEK_SET;
+         fl.l_start = 2;
+         fl.l_len = 2;
+         t.rc("setlk_conflict", ::fcntl(fd, F_SETLK, &fl));
+         fl.l_type = F_WRLCK;
+         t.rc("getlk", ::fcntl(fd, F_GETLK, &fl));
+         t.note("holder", fl.l_pid == child ? "child" : std::to_string(fl.l_pid));
+         fl.l_type = F_WRLCK;
+         fl.l_start = 5;
+         fl.l_len = 5;
+         t.rc("setlk_free_range", ::fcntl(fd, F_SETLK, &fl));
+         t.rc("flock_conflict", ::flock(fd, LOCK_EX | LOCK_NB));
+         [[maybe_unused]] ssize_t w = ::write(done[1], "x", 1);
+         ::waitpid(child, nullptr, 0);
+         t.rc("flock_after_exit", ::flock(fd, LOCK_EX | LOCK_NB));
+         for (int p : {ready[0], ready[1], done[0], done[1], fd}) ::close(p);
+       },
+       {"child_locked=1", "setlk_conflict=EAGAIN", "holder=child", "setlk_free_range=0",
+        "flock_conflict=EAGAIN", "flock_after_exit=0"}},
+  };
+  return all;
+}
+
+class Passthrough : public ::testing::TestWithParam<size_t> {
+ protected:
+  static void SetUpTestSuite() {
+    mount_ = std::make_unique<Mount>();
+    plain_ = mount_->root() + "/plain";
+    std::filesystem::create_directory(plain_);
+  }
+  static void TearDownTestSuite() { mount_.reset(); }
+
+  static std::unique_ptr<Mount> mount_;
+  static std::string plain_;
+};
+std::unique_ptr<Mount> Passthrough::mount_;
+std::string Passthrough::plain_;
+
+TEST_P(Passthrough, SameResultsAsTheSourceFilesystem) {
+  const Case& c = cases()[GetParam()];
+  const std::string plain_dir = plain_ + "/" + c.name;
+  const std::string mounted_dir = mount_->mnt(c.name);
+  ASSERT_EQ(::mkdir(plain_dir.c_str(), 0755), 0) << std::strerror(errno);
+  ASSERT_EQ(::mkdir(mounted_dir.c_str(), 0755), 0) << std::strerror(errno);
+
+  Trace native(plain_dir), mounted(mounted_dir);
+  c.run(native);
+  c.run(mounted);
+  EXPECT_EQ(mounted.lines(), native.lines()) << "daemon log:\n" << mount_->daemon_log();
+  for (const auto& line : c.must_contain) {
+    EXPECT_THAT(native.lines(), ::testing::Contains(line)) << "on the plain directory";
+    EXPECT_THAT(mounted.lines(), ::testing::Contains(line)) << "through the mount";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, Passthrough, ::testing::Range<size_t>(0, cases().size()),
+                         [](const ::testing::TestParamInfo<size_t>& param) { return std::string(cases()[param.param].name); });
+
+// Writing a link through the mount stores the raw text, template and all.
+TEST(PassthroughLinks, SymlinkStoresRawText) {
+  Mount m;
+  const std::string raw = "/opt/${UNDEFINED_VSYMFS_TEST_VAR}/@sys/bin";
+  ASSERT_EQ(::symlink(raw.c_str(), m.mnt("tmpl").c_str()), 0) << std::strerror(errno);
+  char buf[512];
+  ssize_t n = ::readlink(m.src("tmpl").c_str(), buf, sizeof buf);
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(n)), raw);
+  // The raw text stays readable through the mount.
+  n = ::lgetxattr(m.mnt("tmpl").c_str(), "security.vsymfs.raw", buf, sizeof buf);
+  ASSERT_GT(n, 0) << std::strerror(errno);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(n)), raw);
+  // ... but is not listed, and cannot be written.
+  EXPECT_EQ(::llistxattr(m.mnt("tmpl").c_str(), buf, sizeof buf), 0);
+  EXPECT_EQ(::lsetxattr(m.mnt("tmpl").c_str(), "security.vsymfs.raw", "x", 1, 0), -1);
+  EXPECT_EQ(errno, EPERM);
+  // Not a symlink: no raw text.
+  std::filesystem::create_directory(m.mnt("dir"));
+  EXPECT_EQ(::getxattr(m.mnt("dir").c_str(), "security.vsymfs.raw", buf, sizeof buf), -1);
+  EXPECT_EQ(errno, ENODATA);
+}
+
+// Changes made to SOURCE behind the mount's back show through.
+TEST(PassthroughLinks, ChangesInSourceAreVisible) {
+  Mount m({.extra_opts = {"entry_timeout=0", "attr_timeout=0"}});
+  write_file(m.src("a").c_str(), "one");
+  EXPECT_EQ(slurp(m.mnt("a").c_str()), "one");
+  ASSERT_EQ(::rename(m.src("a").c_str(), m.src("b").c_str()), 0);
+  EXPECT_EQ(slurp(m.mnt("a").c_str()), "<ENOENT>");
+  EXPECT_EQ(slurp(m.mnt("b").c_str()), "one");
+  write_file(m.src("b").c_str(), "two!");
+  struct stat st {};
+  ASSERT_EQ(::stat(m.mnt("b").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 4);
+}
+
+}  // namespace
