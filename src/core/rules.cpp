@@ -249,6 +249,10 @@ class RulesParser {
     return {};
   }
 
+  void note_per_caller_only(const toml::source_region& where, std::string what) {
+    if (!per_caller_only_) per_caller_only_.emplace(where, std::move(what));
+  }
+
   // [user.NAME] / [group.NAME]: a table of tables of variables.
   Result<void> parse_named_vars(const toml::table& tbl, std::string_view section, StringMap<VarMap>& out) {
     for (auto&& [key, node] : tbl) {
@@ -292,9 +296,6 @@ class RulesParser {
 
   // The first setting that only means something per caller (a user or group
   // table), for the check against per_caller = false.
-  void note_per_caller_only(const toml::source_region& where, std::string what) {
-    if (!per_caller_only_) per_caller_only_.emplace(where, std::move(what));
-  }
   std::optional<std::pair<toml::source_region, std::string>> per_caller_only_;
 };
 
