@@ -105,9 +105,11 @@ std::optional<Value> ScopedResolver::variable(std::string_view name) const {
   if (name == "UNIVERSE" && !rules_.universes.names.empty()) return universe();
 
   const bool per_caller = rules_.per_caller;
-  if (process_scope_active() && !is_identity_builtin(name) && name_matches_any(rules_.env_allow, name) &&
-      !name_matches_any(rules_.env_deny, name)) {
-    if (const std::string* entry = find_env(caller_.environ, name)) {
+  if (process_scope_active() && !is_identity_builtin(name)) {
+    // The scan is cheaper than fnmatch: match patterns only for names the
+    // process actually has.
+    const std::string* entry = find_env(caller_.environ, name);
+    if (entry != nullptr && name_matches_any(rules_.env_allow, name) && !name_matches_any(rules_.env_deny, name)) {
       return Value{std::string_view(*entry).substr(name.size() + 1), Scope::Process};
     }
   }
