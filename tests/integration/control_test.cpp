@@ -11,6 +11,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -298,6 +299,16 @@ TEST_F(ControlTest, MalformedRawRequestsGetErrorsAndChangeNothing) {
   ASSERT_GT(n, 0) << std::strerror(errno);
   const std::string socket(buf, static_cast<std::size_t>(n));
   ASSERT_EQ(ctl(kRoot, at({"set", "--system", "STABLE", "yes"})).status, 0);
+
+  // A client that connects and says nothing must not hold up anyone else.
+  RawSocket idle(socket);
+  ASSERT_TRUE(idle.connected());
+  idle.send_bytes(std::string("\0\0", 2));
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(ctl(as(bob_), at({"status"})).status, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
+  // ...and is dropped once its deadline passes: the daemon closes it.
+  EXPECT_EQ(idle.receive_all(), "");
 
   const std::vector<std::pair<const char*, std::string>> bad = {
       {"garbage", framed("hello daemon")},
