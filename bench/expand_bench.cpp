@@ -56,8 +56,8 @@ class FixedSource final : public vsymfs::ValueSource {
   Value member() const override { return Value{"member0", Scope::Builtin}; }
 
  private:
-  static constexpr std::array<std::pair<std::string_view, std::string_view>, 4> kVars = {{
-      {"USER", "alice"}, {"HOME", "/home/alice"}, {"PROJECT", "vsymfs"}, {"ARCH", "x86_64"}}};
+  static constexpr std::array<std::pair<std::string_view, std::string_view>, 4> kVars = {
+      {{"USER", "alice"}, {"HOME", "/home/alice"}, {"PROJECT", "vsymfs"}, {"ARCH", "x86_64"}}};
   std::vector<std::string> sysnames_ = {"missing_sys", "amd64_linux26"};
 };
 
@@ -120,11 +120,13 @@ void BM_ExpandThreeVariablesWithTrace(benchmark::State& state) {
 void BM_ParseThreeVariables(benchmark::State& state) {
   const std::uint64_t before = g_allocations.load(std::memory_order_relaxed);
   for (auto _ : state) {
-    vsymfs::Template t = vsymfs::Template::parse("/export/${USER}/@sys/%{PROJECT}", vsymfs::ParseOptions{{}, kUniverses});
+    vsymfs::Template t =
+        vsymfs::Template::parse("/export/${USER}/@sys/%{PROJECT}", vsymfs::ParseOptions{{}, kUniverses});
     benchmark::DoNotOptimize(t);
   }
-  state.counters["allocs_per_parse"] = benchmark::Counter(
-      static_cast<double>(g_allocations.load(std::memory_order_relaxed) - before), benchmark::Counter::kAvgIterations);
+  state.counters["allocs_per_parse"] =
+      benchmark::Counter(static_cast<double>(g_allocations.load(std::memory_order_relaxed) - before),
+                         benchmark::Counter::kAvgIterations);
 }
 
 BENCHMARK(BM_ExpandThreeVariables);

@@ -103,8 +103,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string_view universe = kCallerUniverses[(f1 >> 1) & 3];
 
   vsymfs::ExpandOptions eopts;
-  constexpr vsymfs::UndefinedPolicy kPolicies[] = {vsymfs::UndefinedPolicy::Literal, vsymfs::UndefinedPolicy::Empty,
-                                                   vsymfs::UndefinedPolicy::Error, vsymfs::UndefinedPolicy::Literal};
+  constexpr vsymfs::UndefinedPolicy kPolicies[] = {
+      vsymfs::UndefinedPolicy::Literal, vsymfs::UndefinedPolicy::Empty, vsymfs::UndefinedPolicy::Error,
+      vsymfs::UndefinedPolicy::Literal};
   eopts.undefined = kPolicies[(f0 >> 5) & 3];
   static const HashProbe probe;
   if ((f0 & 128) != 0) eopts.probe = &probe;
@@ -112,7 +113,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const vsymfs::Template t = vsymfs::Template::parse(raw, popts);
   if (t.raw() != raw) fail("raw() differs from the input", raw);
   for (const auto& s : t.segments()) {
-    if (std::size_t{s.offset} + s.length > raw.size() || std::size_t{s.ref_offset} + s.ref_length > raw.size())
+    if (std::size_t{s.offset} + s.length > raw.size() ||
+        std::size_t{s.ref_offset} + s.ref_length > raw.size())
       fail("segment outside the raw text", raw);
     if (s.default_offset >= 0 && static_cast<std::size_t>(s.default_offset) + s.default_length > raw.size())
       fail("default outside the raw text", raw);

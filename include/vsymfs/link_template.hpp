@@ -83,14 +83,14 @@ class Template {
   struct Segment {
     enum class Kind : std::uint8_t { Text, Variable, Magic, Sys, Memb, Escape };
     Kind kind;
-    std::uint32_t offset;        // into raw_: the literal text, or the name
+    std::uint32_t offset;  // into raw_: the literal text, or the name
     std::uint32_t length;
-    std::uint32_t ref_offset;    // the whole reference as written (for Literal policy / trace)
+    std::uint32_t ref_offset;  // the whole reference as written (for Literal policy / trace)
     std::uint32_t ref_length;
     std::int32_t default_offset = -1;  // the ":-default" text, -1 when none
     std::uint32_t default_length = 0;
   };
-  struct Branch {  // conditional links: universe -> target template
+  struct Branch {          // conditional links: universe -> target template
     std::string universe;  // "default" for the fallback
     std::vector<Segment> segments;
   };
@@ -100,10 +100,9 @@ class Template {
 
  private:
   Result<void> expand_segments(std::span<const Segment> segments, const ValueSource& values,
-                               const ExpandOptions& opts, std::size_t sys_index,
-                               std::string& out) const;
-  const std::vector<Segment>* select_branch(const ValueSource& values, const ExpandOptions& opts,
-                                            Error& error) const;
+                               const ExpandOptions& opts, std::size_t sys_index, std::string& out) const;
+  // The branch for `universe`, else the `default` one, else null.
+  const Branch* find_branch(std::string_view universe) const noexcept;
 
   std::string raw_;
   std::vector<Segment> segments_;

@@ -3,7 +3,7 @@
 // lookup per reference: no re-scanning of values, no allocation except the
 // output string (and the trace, which only `vsymctl explain` asks for).
 //
-// Decisions the SPEC leaves open (documented in docs/vsymfs-rules.5):
+// Decisions the SPEC leaves open (the man pages should repeat them):
 // - A malformed or unknown reference gives up only its sigil: the sigil is
 //   copied and scanning resumes at the next byte, as NetBSD's symlink_magic()
 //   does. So `@foo@machine` keeps `@foo` and still expands `@machine`.
@@ -17,6 +17,11 @@
 // - A conditional link needs at least one declared universe key; every token
 //   must be `key=target` with a non-empty target, else the text is plain.
 //   Duplicate keys: the first one wins.
+// - Provenance: an undefined variable copied or emptied by the policy is
+//   traced with Scope::Default (the value comes from the link itself); a
+//   conditional link traces "key=" with the caller's universe and its scope.
+// - @sys with a probe: a candidate whose expansion fails (too long) is
+//   skipped; when none exists, the first candidate's result is returned.
 // - Text longer than kMaxExpansion cannot be a Linux symlink body; it is not
 //   parsed and always expands to ENAMETOOLONG.
 #include "vsymfs/link_template.hpp"
@@ -47,9 +52,7 @@ bool one_of(const std::array<std::string_view, N>& names, std::string_view name)
 }
 
 // ASCII only, never the locale: a link must mean the same in every daemon.
-bool is_name_start(char c) noexcept {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
-}
+bool is_name_start(char c) noexcept { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_'; }
 bool is_name_char(char c) noexcept { return is_name_start(c) || (c >= '0' && c <= '9'); }
 bool is_space(char c) noexcept {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
@@ -114,9 +117,7 @@ class SegmentParser {
     return ref_end;
   }
 
-  std::size_t escape(std::size_t i) {
-    return emit(Segment{Kind::Escape, u32(i), 1, 0, 0}, i, i + 2);
-  }
+  std::size_t escape(std::size_t i) { return emit(Segment{Kind::Escape, u32(i), 1, 0, 0}, i, i + 2); }
 
   std::size_t magic_name(std::size_t ref_begin, std::size_t name_begin, std::size_t name_end,
                          std::size_t ref_end) {
@@ -143,8 +144,9 @@ class SegmentParser {
     return magic_name(i, i + 1, name_end, name_end);
   }
 
-  std::size_t variable(std::size_t ref_begin, std::size_t name_begin, std::size_t name_end, std::size_t ref_end,
-                       std::int32_t default_offset = -1, std::size_t default_length = 0) {
+  std::size_t variable(std::size_t ref_begin, std::size_t name_begin, std::size_t name_end,
+                       std::size_t ref_end, std::int32_t default_offset = -1,
+                       std::size_t default_length = 0) {
     needs_.process_scope = true;
     needs_.caller = true;
     return emit(Segment{Kind::Variable, u32(name_begin), u32(name_end - name_begin), 0, 0, default_offset,
@@ -164,8 +166,8 @@ class SegmentParser {
     const std::size_t default_begin = j + separator.size();
     const std::size_t default_end = raw_.substr(0, end_).find(close, default_begin);
     if (default_end == std::string_view::npos) return ref_begin + 1;
-    return variable(ref_begin, name_begin, name_end, default_end + 1, static_cast<std::int32_t>(default_begin),
-                    default_end - default_begin);
+    return variable(ref_begin, name_begin, name_end, default_end + 1,
+                    static_cast<std::int32_t>(default_begin), default_end - default_begin);
   }
 
   std::size_t dollar_at(std::size_t i) {
@@ -201,8 +203,8 @@ class SegmentParser {
 
 // `u1=t1 u2=t2 [default=t]`: fills `branches` and returns true only when the
 // whole text has that shape (see the decisions at the top of the file).
-bool parse_conditional(std::string_view raw, const ParseOptions& opts, std::vector<Template::Branch>& branches,
-                       Needs& needs) {
+bool parse_conditional(std::string_view raw, const ParseOptions& opts,
+                       std::vector<Template::Branch>& branches, Needs& needs) {
   if (!opts.families.conditional || opts.universes.empty()) return false;
   Families target_families = opts.families;
   target_families.conditional = false;
@@ -220,8 +222,7 @@ bool parse_conditional(std::string_view raw, const ParseOptions& opts, std::vect
     if (eq == std::string_view::npos || eq == 0 || eq + 1 == token.size()) return false;
     const std::string_view key = token.substr(0, eq);
     const bool is_default = key == "default";
-    if (!is_default &&
-        std::find(opts.universes.begin(), opts.universes.end(), key) == opts.universes.end()) {
+    if (!is_default && std::find(opts.universes.begin(), opts.universes.end(), key) == opts.universes.end()) {
       return false;
     }
     saw_universe |= !is_default;
@@ -270,7 +271,8 @@ Template Template::parse(std::string_view raw, const ParseOptions& opts) {
 }
 
 Result<void> Template::expand_segments(std::span<const Segment> segments, const ValueSource& values,
-                                       const ExpandOptions& opts, std::size_t sys_index, std::string& out) const {
+                                       const ExpandOptions& opts, std::size_t sys_index,
+                                       std::string& out) const {
   out.clear();
   const std::string_view raw = raw_;
   auto append = [&out](std::string_view piece) {
@@ -301,7 +303,8 @@ Result<void> Template::expand_segments(std::span<const Segment> segments, const 
           piece = raw.substr(static_cast<std::size_t>(seg.default_offset), seg.default_length);
           record(reference, piece, Scope::Default);
         } else if (opts.undefined == UndefinedPolicy::Error) {
-          return make_error(ENOENT, "undefined variable " + std::string(name) + " in " + std::string(reference) +
+          return make_error(ENOENT, "undefined variable " + std::string(name) + " in " +
+                                        std::string(reference) +
                                         " has no default and the undefined policy is 'error'");
         } else {
           // Literal and Empty both come from the link itself, hence Scope::Default.
@@ -342,31 +345,13 @@ Result<void> Template::expand_segments(std::span<const Segment> segments, const 
   return {};
 }
 
-const std::vector<Template::Segment>* Template::select_branch(const ValueSource& values, const ExpandOptions& opts,
-                                                              Error& error) const {
-  const Value universe = values.universe();
-  const Branch* chosen = nullptr;
+const Template::Branch* Template::find_branch(std::string_view universe) const noexcept {
+  const Branch* fallback = nullptr;
   for (const Branch& b : branches_) {
-    if (b.universe == universe.text) {
-      chosen = &b;
-      break;
-    }
+    if (b.universe == universe) return &b;
+    if (fallback == nullptr && b.universe == "default") fallback = &b;
   }
-  if (chosen == nullptr) {
-    for (const Branch& b : branches_) {
-      if (b.universe == "default") {
-        chosen = &b;
-        break;
-      }
-    }
-  }
-  if (chosen == nullptr) {
-    error = make_error(ENOENT, "conditional link has no target for universe '" + std::string(universe.text) +
-                                   "' and no default= target");
-    return nullptr;
-  }
-  if (opts.trace != nullptr) opts.trace->push_back({chosen->universe + "=", std::string(universe.text), universe.scope});
-  return &chosen->segments;
+  return fallback;
 }
 
 Result<void> Template::expand(const ValueSource& values, const ExpandOptions& opts, std::string& out) const {
@@ -380,9 +365,15 @@ Result<void> Template::expand(const ValueSource& values, const ExpandOptions& op
   out.reserve(kMaxExpansion);
   const std::vector<Segment>* segments = &segments_;
   if (conditional_) {
-    Error error;
-    segments = select_branch(values, opts, error);
-    if (segments == nullptr) return error;
+    const Value universe = values.universe();
+    const Branch* branch = find_branch(universe.text);
+    if (branch == nullptr) {
+      return make_error(ENOENT, "conditional link has no target for universe '" + std::string(universe.text) +
+                                    "' and no default= target");
+    }
+    if (opts.trace != nullptr)
+      opts.trace->push_back({branch->universe + "=", std::string(universe.text), universe.scope});
+    segments = &branch->segments;
   }
   if (opts.probe == nullptr || !uses_sys_ || !has_sys(*segments)) {
     return expand_segments(*segments, values, opts, 0, out);

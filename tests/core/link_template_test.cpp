@@ -29,12 +29,18 @@ class FakeSource final : public ValueSource {
       {"LOCKED", {"admin", Scope::Locked}},
   };
   std::map<std::string, Value, std::less<>> magics = {
-      {"machine_arch", {"x86_64", Scope::Builtin}}, {"machine", {"x86_64", Scope::Builtin}},
-      {"hostname", {"node1", Scope::Builtin}},      {"domainname", {"(none)", Scope::Builtin}},
-      {"osrelease", {"6.1.0", Scope::Builtin}},     {"ostype", {"Linux", Scope::Builtin}},
-      {"kernel_ident", {"#1 SMP", Scope::Builtin}}, {"emul", {"linux", Scope::Builtin}},
-      {"uid", {"1000", Scope::Builtin}},            {"ruid", {"1001", Scope::Builtin}},
-      {"gid", {"100", Scope::Builtin}},             {"rgid", {"101", Scope::Builtin}},
+      {"machine_arch", {"x86_64", Scope::Builtin}},
+      {"machine", {"x86_64", Scope::Builtin}},
+      {"hostname", {"node1", Scope::Builtin}},
+      {"domainname", {"(none)", Scope::Builtin}},
+      {"osrelease", {"6.1.0", Scope::Builtin}},
+      {"ostype", {"Linux", Scope::Builtin}},
+      {"kernel_ident", {"#1 SMP", Scope::Builtin}},
+      {"emul", {"linux", Scope::Builtin}},
+      {"uid", {"1000", Scope::Builtin}},
+      {"ruid", {"1001", Scope::Builtin}},
+      {"gid", {"100", Scope::Builtin}},
+      {"rgid", {"101", Scope::Builtin}},
   };
   std::vector<std::string> sys = {"amd64_linux26", "amd64_linux24"};
   Scope sys_scope = Scope::Host;
@@ -97,8 +103,8 @@ void expect_table(const std::vector<Case>& cases, const ValueSource& src, Expand
 
 TEST(ScopeTest, EveryScopeHasItsName) {
   const std::vector<std::pair<Scope, std::string_view>> names = {
-      {Scope::Locked, "locked"}, {Scope::Process, "process"}, {Scope::User, "user"},
-      {Scope::Group, "group"},   {Scope::Host, "host"},       {Scope::System, "system"},
+      {Scope::Locked, "locked"},   {Scope::Process, "process"}, {Scope::User, "user"},
+      {Scope::Group, "group"},     {Scope::Host, "host"},       {Scope::System, "system"},
       {Scope::Builtin, "builtin"}, {Scope::Default, "default"}};
   for (const auto& [scope, name] : names) EXPECT_EQ(to_string(scope), name);
 }
@@ -292,8 +298,12 @@ TEST(LinkTemplateTest, EachFamilyCanBeSwitchedOff) {
   const std::vector<FamilyCase> cases = {
       {"all on", {}, "x86_64/Linux/amd64_linux26/alice/alice/alice/alice/member3/$/@/%"},
       {"magic off", {.magic = false}, "@machine/@{ostype}/@sys/alice/alice/alice/alice/member3/$/@@/%"},
-      {"dollar off", {.dollar = false}, "x86_64/Linux/amd64_linux26/${USER}/$USER/$(USER)/alice/member3/$$/@/%"},
-      {"percent off", {.percent = false}, "x86_64/Linux/amd64_linux26/alice/alice/alice/%{USER}/member3/$/@/%%"},
+      {"dollar off",
+       {.dollar = false},
+       "x86_64/Linux/amd64_linux26/${USER}/$USER/$(USER)/alice/member3/$$/@/%"},
+      {"percent off",
+       {.percent = false},
+       "x86_64/Linux/amd64_linux26/alice/alice/alice/%{USER}/member3/$/@/%%"},
       {"memb off", {.memb = false}, "x86_64/Linux/amd64_linux26/alice/alice/alice/alice/{memb}/$/@/%"},
       {"all off", {false, false, false, false, false}, raw},
   };
@@ -514,10 +524,10 @@ TEST(LinkTemplateTest, TraceRecordsEverySubstitution) {
   };
   // Exactly one entry per reference: the rejected @sys candidate left none.
   const std::vector<Want> want = {
-      {"${USER}", "alice", Scope::Builtin},     {"@sys", "amd64_linux26", Scope::Host},
-      {"%{PROJECT}", "vsymfs", Scope::User},    {"${NOPE:-d}", "d", Scope::Default},
-      {"{memb}", "member3", Scope::Builtin},    {"@machine", "x86_64", Scope::Builtin},
-      {"${NOPE}", "${NOPE}", Scope::Default},   {"$NOPE2", "$NOPE2", Scope::Default},
+      {"${USER}", "alice", Scope::Builtin},   {"@sys", "amd64_linux26", Scope::Host},
+      {"%{PROJECT}", "vsymfs", Scope::User},  {"${NOPE:-d}", "d", Scope::Default},
+      {"{memb}", "member3", Scope::Builtin},  {"@machine", "x86_64", Scope::Builtin},
+      {"${NOPE}", "${NOPE}", Scope::Default}, {"$NOPE2", "$NOPE2", Scope::Default},
   };
   ASSERT_EQ(trace.size(), want.size());
   for (std::size_t i = 0; i < want.size(); ++i) {
