@@ -3,25 +3,32 @@
 //    identity_ttl_ms: groups change only through setgroups, which needs
 //    privilege, and a uid/gid change changes the key.
 //  - the full context (environment, AT_SECURE, ELF class, personality) is
-//    keyed by pid and validated on every call against /proc/<pid>/stat's
-//    starttime (changes on pid reuse) and arg_start/env_start/env_end (change
-//    on every execve: a new stack, placed by ASLR). Residual risk: with
-//    address randomisation disabled (setarch -R, randomize_va_space=0) a
-//    process that re-executes into an environment of exactly the same size
-//    and layout keeps its old cached environment. The environment is read
-//    as of execve, as the kernel shows it; later setenv() calls are invisible
+//    keyed by pid and validated on every call against an image key: a hash
+//    of /proc/<pid>/auxv (its stack and vDSO addresses move on every execve
+//    under ASLR, and a reused pid has had its own execve), or on kernels
+//    before 5.7 /proc/<pid>/stat's starttime (changes on pid reuse) and
+//    arg_start/env_start/env_end (change on every execve). Residual risk:
+//    with address randomisation disabled (setarch -R, randomize_va_space=0)
+//    a process that re-executes the same program with an environment of
+//    exactly the same size keeps its old cached environment (with the auxv
+//    key, so does a reused pid that runs the same program that way). A
+//    forked child that has not exec'd shares its parent's image and
+//    environment, so sharing its key is right. The environment is read as
+//    of execve, as the kernel shows it; later setenv() calls are invisible
 //    to us in any case.
 //  - NSS answers are cached per uid/gid for nss_ttl_ms.
 #include "caller_contexts.hpp"
 
 #include <grp.h>
 #include <pwd.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -63,7 +70,7 @@ struct IdEntry {
 struct FullEntry {
   uid_t uid;
   gid_t gid;
-  proc::ExecIdentity exec;
+  std::uint64_t image;
   std::shared_ptr<const Caller> identity_basis;  // the identity this context was built on
   std::shared_ptr<const Caller> caller;
   bool auxv_secure;  // AT_SECURE of this image, fixed at execve
@@ -212,11 +219,22 @@ GroupInfo lookup_group(gid_t gid) {
   return info;
 }
 
+bool kernel_at_least(unsigned major, unsigned minor) {
+  utsname u{};
+  if (::uname(&u) != 0) return false;
+  unsigned maj = 0, min = 0;
+  if (std::sscanf(u.release, "%u.%u", &maj, &min) != 2) return false;
+  return maj > major || (maj == major && min >= minor);
+}
+
 }  // namespace
 
 struct CallerContexts::Impl {
   explicit Impl(Options o)
-      : opts(o), per_shard(std::max<std::size_t>(1, o.max_entries / kShards)), pool(o.helper_threads, o.max_queued) {}
+      : opts(o), per_shard(std::max<std::size_t>(1, o.max_entries / kShards)), pool(o.helper_threads, o.max_queued) {
+    using Key = Options::ImageKey;
+    use_auxv_key = o.image_key == Key::Auxv || (o.image_key == Key::Auto && kernel_at_least(5, 7));
+  }
 
   Options opts;
   std::size_t per_shard;
@@ -229,6 +247,8 @@ struct CallerContexts::Impl {
   std::atomic<std::uint64_t> hits{0}, misses{0}, timeouts{0};
   std::atomic<std::atomic<std::uint64_t>*> external_timeouts{nullptr};
   ProcPool pool;
+
+  bool use_auxv_key = true;
 
   Shard& shard_for(pid_t pid) { return shards[static_cast<std::uint32_t>(pid) % kShards]; }
 
@@ -330,8 +350,8 @@ struct CallerContexts::Impl {
 
   std::shared_ptr<const Caller> lookup_full(pid_t pid, uid_t uid, gid_t gid) {
     if (pid == 0) return lookup_identity(pid, uid, gid, true);
-    auto exec = proc::read_exec_identity(pid);
-    if (!exec) return lookup_identity(pid, uid, gid, true);  // gone: no process scope
+    auto image = image_key(pid);
+    if (!image) return lookup_identity(pid, uid, gid, true);  // gone: no process scope
 
     auto named = lookup_identity(pid, uid, gid, true);
     Shard& sh = shard_for(pid);
@@ -340,7 +360,7 @@ struct CallerContexts::Impl {
     {
       std::lock_guard lock(sh.mu);
       auto it = sh.full.find(pid);
-      if (it != sh.full.end() && it->second.exec == *exec && it->second.uid == uid && it->second.gid == gid) {
+      if (it != sh.full.end() && it->second.image == *image && it->second.uid == uid && it->second.gid == gid) {
         if (it->second.identity_basis == named) {
           hits.fetch_add(1, std::memory_order_relaxed);
           return it->second.caller;
@@ -358,7 +378,7 @@ struct CallerContexts::Impl {
       c->environ_known = cached->environ_known;
       c->compat32 = cached->compat32;
       c->secure = named->secure || cached_auxv_secure;
-      return store_full(pid, uid, gid, *exec, named, cached_auxv_secure, std::move(c));
+      return store_full(pid, uid, gid, *image, named, cached_auxv_secure, std::move(c));
     }
 
     misses.fetch_add(1, std::memory_order_relaxed);
@@ -381,17 +401,26 @@ struct CallerContexts::Impl {
     c->environ_known = job->environ_ok;
     c->compat32 = job->compat32;
     c->secure = named->secure || job->auxv_secure;
-    return store_full(pid, uid, gid, *exec, named, job->auxv_secure, std::move(c));
+    return store_full(pid, uid, gid, *image, named, job->auxv_secure, std::move(c));
   }
 
-  std::shared_ptr<const Caller> store_full(pid_t pid, uid_t uid, gid_t gid, const proc::ExecIdentity& exec,
+  Result<std::uint64_t> image_key(pid_t pid) const {
+    if (use_auxv_key) return proc::read_auxv_hash(pid);
+    auto id = proc::read_exec_identity(pid);
+    if (!id) return std::move(id).error();
+    std::uint64_t h = id->starttime;
+    for (std::uint64_t v : {id->arg_start, id->env_start, id->env_end}) h = (h ^ v) * 0x100000001B3ull;
+    return h;
+  }
+
+  std::shared_ptr<const Caller> store_full(pid_t pid, uid_t uid, gid_t gid, std::uint64_t image,
                                            std::shared_ptr<const Caller> basis, bool auxv_secure,
                                            std::shared_ptr<Caller> c) {
     std::shared_ptr<const Caller> result = std::move(c);
     Shard& sh = shard_for(pid);
     std::lock_guard lock(sh.mu);
     if (sh.full.size() >= per_shard) sh.full.clear();
-    sh.full.insert_or_assign(pid, FullEntry{uid, gid, exec, std::move(basis), result, auxv_secure});
+    sh.full.insert_or_assign(pid, FullEntry{uid, gid, image, std::move(basis), result, auxv_secure});
     return result;
   }
 };

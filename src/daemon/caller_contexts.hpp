@@ -26,6 +26,14 @@ class CallerContexts {
     std::size_t max_queued = 64;        // reads waiting for a helper; beyond: environ unknown at once
     unsigned identity_ttl_ms = 1000;    // how long groups read from status are trusted
     unsigned nss_ttl_ms = 60'000;       // how long user/group names are trusted
+    // What tells one program image of a process from the next (checked on
+    // every full() call). Auxv: a hash of /proc/<pid>/auxv, ~1 us. Stat: the
+    // starttime and stack addresses in /proc/<pid>/stat, ~3 us, but it takes
+    // no lock of the target: before Linux 5.7, opening auxv took the
+    // cred_guard_mutex that a process inside execve holds while it looks up
+    // its interpreter on our mount. Auto picks Auxv from 5.7 on.
+    enum class ImageKey : std::uint8_t { Auto, Auxv, Stat };
+    ImageKey image_key = ImageKey::Auto;
   };
   CallerContexts();
   explicit CallerContexts(Options opts);

@@ -30,50 +30,22 @@ enum class Needs : std::uint8_t {
   Process,   // environment, secure mode, 32-bit personality: the full context
 };
 
-bool magic_is_host_constant(std::string_view name) {
-  return name == "hostname" || name == "domainname" || name == "osrelease" || name == "ostype" ||
-         name == "kernel_ident";
-}
-bool magic_is_identity(std::string_view name) {
-  return name == "uid" || name == "gid" || name == "ruid" || name == "rgid";
-}
-bool magic_is_known(std::string_view name) {
-  return magic_is_host_constant(name) || magic_is_identity(name) || name == "machine" ||
-         name == "machine_arch" || name == "emul" || name == "sys";
-}
-
 Needs classify(const Template& t) {
   if (t.is_literal()) return Needs::Nothing;
-  // Conditional branches are not exposed; the universe may come from the
-  // environment anyway.
-  if (t.is_conditional() || t.uses_sys()) return Needs::Process;
-  Needs needs = Needs::Host;
-  const std::string_view raw = t.raw();
-  for (const auto& seg : t.segments()) {
-    const std::string_view name = raw.substr(seg.offset, seg.length);
-    switch (seg.kind) {
-      case Template::Segment::Kind::Text:
-      case Template::Segment::Kind::Escape:
-      case Template::Segment::Kind::Memb:
-        break;
-      case Template::Segment::Kind::Sys:
+  if (!t.needs_caller()) return Needs::Host;
+  // Conditional branches may use anything, and the universe may come from
+  // the environment.
+  if (t.needs_personality() || t.is_conditional()) return Needs::Process;
+  if (t.needs_process_scope()) {
+    // Any scope may define any name, but identity builtins (${USER}) are
+    // never taken from the environment: those alone need no environ read.
+    const std::string_view raw = t.raw();
+    for (const auto& seg : t.segments()) {
+      if (seg.kind == Template::Segment::Kind::Variable && !is_identity_builtin(raw.substr(seg.offset, seg.length)))
         return Needs::Process;
-      case Template::Segment::Kind::Variable:
-        // Any scope may define any name, but only identity builtins are
-        // never taken from the environment.
-        if (!is_identity_builtin(name)) return Needs::Process;
-        needs = Needs::Identity;
-        break;
-      case Template::Segment::Kind::Magic:
-        if (magic_is_identity(name)) {
-          needs = Needs::Identity;
-        } else if (!magic_is_host_constant(name) && magic_is_known(name)) {
-          return Needs::Process;  // @machine, @emul: 32-bit callers differ
-        }
-        break;
     }
   }
-  return needs;
+  return Needs::Identity;
 }
 
 struct Parsed {
@@ -212,6 +184,9 @@ struct LinkService::Impl {
     const std::shared_ptr<const Rules> rules = state.rules();
     const std::shared_ptr<const Parsed> p = parsed(raw, generation, *rules);
     if (p->needs == Needs::Nothing) {
+      // Linux cannot store such a link; refuse rather than return more than
+      // readlink may.
+      if (raw.size() > kMaxExpansion) return make_error(ENAMETOOLONG, "link text longer than PATH_MAX-1");
       out.assign(raw);
       return {};
     }

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 
 namespace vsymfs::daemon::proc {
 
@@ -222,20 +223,36 @@ Result<StatusIds> read_status(pid_t pid) {
   return parse_status(text);
 }
 
-Result<ExecIdentity> read_exec_identity(pid_t pid) {
-  // The hot path of every variant readlink: read into the stack, no heap.
-  ProcPath path(pid, "stat");
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno_error(errno, "open", path.c_str());
-  char buf[kMaxStatBytes];
+Result<std::size_t> read_small(const char* path, std::span<char> buf) {
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return errno_error(errno, "open", path);
   ssize_t n;
   do {
-    n = ::read(fd, buf, sizeof buf);
+    n = ::read(fd, buf.data(), buf.size());
   } while (n < 0 && errno == EINTR);
   int e = errno;
   ::close(fd);
-  if (n < 0) return errno_error(e, "read", path.c_str());
-  return parse_stat(std::string_view(buf, static_cast<std::size_t>(n)));
+  if (n < 0) return errno_error(e, "read", path);
+  if (static_cast<std::size_t>(n) == buf.size()) return make_error(EFBIG, std::string(path) + ": larger than expected");
+  return static_cast<std::size_t>(n);
+}
+
+Result<ExecIdentity> read_exec_identity(pid_t pid) {
+  // On the readlink path (old kernels): read into the stack, no heap.
+  char buf[kMaxStatBytes];
+  auto n = read_small(ProcPath(pid, "stat").c_str(), buf);
+  if (!n) return std::move(n).error();
+  return parse_stat(std::string_view(buf, *n));
+}
+
+Result<std::uint64_t> read_auxv_hash(pid_t pid) {
+  // The vector is at most a few hundred bytes (AT_VECTOR_SIZE words).
+  char buf[1024];
+  ProcPath path(pid, "auxv");
+  auto n = read_small(path.c_str(), buf);
+  if (!n) return std::move(n).error();
+  if (*n == 0) return make_error(ESRCH, std::string(path.c_str()) + ": no memory image");
+  return static_cast<std::uint64_t>(std::hash<std::string_view>{}(std::string_view(buf, *n)));
 }
 
 Result<bool> read_environ(pid_t pid, std::vector<std::string>& out) {

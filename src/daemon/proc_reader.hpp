@@ -72,6 +72,10 @@ bool is_linux32_personality(unsigned long persona) noexcept;
 // (ENOENT/ESRCH for a dead process, EACCES without ptrace access).
 Result<bool> read_bounded(const char* path, std::size_t max_bytes, std::string& out);
 
+// One read(2) of a small file into `buf` (no allocation): the byte count.
+// EFBIG when the file fills the buffer (it may be longer).
+Result<std::size_t> read_small(const char* path, std::span<char> buf);
+
 // "/proc/<pid>/<leaf>" into a caller-provided buffer (no allocation).
 struct ProcPath {
   char buf[64];
@@ -83,6 +87,11 @@ struct ProcPath {
 // how often to call them.
 Result<StatusIds> read_status(pid_t pid);
 Result<ExecIdentity> read_exec_identity(pid_t pid);
+// A hash of /proc/<pid>/auxv: the kernel writes the vector at execve and it
+// holds stack and vDSO addresses (AT_RANDOM, AT_EXECFN, AT_SYSINFO_EHDR)
+// that ASLR moves on every execve. Three times cheaper to read than stat.
+// ESRCH when the process has no memory image (a zombie, a kernel thread).
+Result<std::uint64_t> read_auxv_hash(pid_t pid);
 // Returns whether the environment was truncated at kMaxEnvironBytes.
 Result<bool> read_environ(pid_t pid, std::vector<std::string>& out);
 Result<unsigned> read_exe_elf_class(pid_t pid);

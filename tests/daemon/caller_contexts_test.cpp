@@ -159,12 +159,16 @@ TEST(CallerContexts, FullReadsTheEnvironmentAndCachesIt) {
   EXPECT_EQ(ctx.stats().hits, 1u);
 }
 
-TEST(CallerContexts, ExecveInvalidatesTheCachedEnvironment) {
+class ImageKeyTest : public ::testing::TestWithParam<CallerContexts::Options::ImageKey> {};
+
+TEST_P(ImageKeyTest, ExecveInvalidatesTheCachedEnvironment) {
   // The same pid runs two program images with different environments.
   Child child("echo >&3; read x <&4; exec /usr/bin/env VSYMFS_PHASE=2 /bin/sh -c 'echo >&3; sleep 30; :'",
               {"VSYMFS_PHASE=1", "PATH=/bin:/usr/bin"});
   ASSERT_TRUE(child.wait_ready());
-  CallerContexts ctx;
+  CallerContexts::Options opts;
+  opts.image_key = GetParam();
+  CallerContexts ctx(opts);
   auto before = ctx.full(child.pid(), ::geteuid(), ::getegid());
   ASSERT_TRUE(before->environ_known);
   EXPECT_TRUE(has(before->environ, "VSYMFS_PHASE=1"));
@@ -175,7 +179,30 @@ TEST(CallerContexts, ExecveInvalidatesTheCachedEnvironment) {
   EXPECT_TRUE(has(after->environ, "VSYMFS_PHASE=2"));
   EXPECT_FALSE(has(after->environ, "VSYMFS_PHASE=1"));
   EXPECT_EQ(ctx.stats().misses, 2u);
+  EXPECT_EQ(ctx.full(child.pid(), ::geteuid(), ::getegid()), after);  // and the new image is cached
 }
+
+TEST_P(ImageKeyTest, ForkedChildrenAreTheirOwnEntries) {
+  Child a(kWaitScript, {"VSYMFS_WHO=a"});
+  Child b(kWaitScript, {"VSYMFS_WHO=b"});
+  ASSERT_TRUE(a.wait_ready() && b.wait_ready());
+  CallerContexts::Options opts;
+  opts.image_key = GetParam();
+  CallerContexts ctx(opts);
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_TRUE(has(ctx.full(a.pid(), ::geteuid(), ::getegid())->environ, "VSYMFS_WHO=a"));
+    EXPECT_TRUE(has(ctx.full(b.pid(), ::geteuid(), ::getegid())->environ, "VSYMFS_WHO=b"));
+  }
+  EXPECT_EQ(ctx.stats().misses, 2u);
+  EXPECT_EQ(ctx.stats().hits, 4u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Keys, ImageKeyTest,
+                         ::testing::Values(CallerContexts::Options::ImageKey::Auxv,
+                                           CallerContexts::Options::ImageKey::Stat),
+                         [](const auto& param_info) {
+                           return param_info.param == CallerContexts::Options::ImageKey::Auxv ? "Auxv" : "Stat";
+                         });
 
 TEST(CallerContexts, RealAndEffectiveIdsDifferingIsSecureMode) {
   if (!is_root()) GTEST_SKIP() << "needs root to split real and effective ids";

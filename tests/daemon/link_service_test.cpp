@@ -1,0 +1,422 @@
+// LinkService and MountState without FUSE: real rules files, real /proc of
+// child processes, a real SOURCE directory for @sys probes.
+#include "link_service.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "vsymfs_config.h"
+
+namespace vsymfs::daemon {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// A process with a chosen environment, alive until destroyed.
+class EnvChild {
+ public:
+  explicit EnvChild(std::vector<std::string> env) {
+    int ready[2];
+    if (::pipe2(ready, O_CLOEXEC) != 0) return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(ready[1], 3);
+      std::vector<char*> e;
+      for (auto& s : env) e.push_back(s.data());
+      e.push_back(nullptr);
+      const char* argv[] = {"/bin/sh", "-c", "echo >&3; sleep 30; :", nullptr};
+      ::execve(argv[0], const_cast<char* const*>(argv), e.data());
+      ::_exit(127);
+    }
+    ::close(ready[1]);
+    char c;
+    ok_ = ::read(ready[0], &c, 1) == 1;
+    ::close(ready[0]);
+  }
+  ~EnvChild() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  EnvChild(const EnvChild&) = delete;
+  EnvChild& operator=(const EnvChild&) = delete;
+  bool ok() const { return ok_; }
+  RequestIds ids() const { return {pid_, ::geteuid(), ::getegid()}; }
+
+ private:
+  pid_t pid_ = -1;
+  bool ok_ = false;
+};
+
+class LinkServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/vsymfs-link-service-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    fs::create_directories(root_ + "/src/dir");
+    fs::create_directories(root_ + "/mnt");
+  }
+  void TearDown() override {
+    links_.reset();
+    contexts_.reset();
+    state_.reset();
+    std::error_code ec;
+    fs::remove_all(root_, ec);
+  }
+
+  std::string rules_path() const { return root_ + "/rules.toml"; }
+  void write_rules(const std::string& text) {
+    // Write and rename, as an editor does.
+    std::string tmp = rules_path() + ".tmp";
+    std::ofstream(tmp) << text;
+    fs::rename(tmp, rules_path());
+  }
+
+  // Mounts the service over `rules` (empty: built-in rules).
+  void start(const std::string& rules, CallerContexts::Options opts = {}) {
+    MountState::Config cfg;
+    cfg.source = root_ + "/src";
+    cfg.mountpoint = root_ + "/mnt";
+    if (rules.empty()) {
+      cfg.builtin_rules = true;
+    } else {
+      write_rules(rules);
+      cfg.rules_path = rules_path();
+      cfg.rules_path_explicit = true;
+    }
+    auto st = MountState::create(cfg);
+    ASSERT_TRUE(st) << st.error().message;
+    state_ = std::move(*st);
+    contexts_ = std::make_unique<CallerContexts>(opts);
+    links_ = std::make_unique<LinkService>(*state_, *contexts_);
+  }
+
+  // Expands with the link's directory SOURCE/<dir>.
+  Result<std::string> expand(std::string_view raw, const RequestIds& ids, const std::string& dir = "dir") {
+    int fd = ::open((root_ + "/src/" + dir).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    std::string out;
+    auto r = links_->expand(raw, fd, ids, out);
+    if (fd >= 0) ::close(fd);
+    if (!r) return std::move(r).error();
+    return out;
+  }
+
+  static RequestIds root_ids() { return {0, 0, 0}; }
+  // A pid that cannot exist: any /proc read of it fails.
+  static RequestIds ghost_ids() { return {999'999'999, 0, 0}; }
+
+  std::string root_;
+  std::unique_ptr<MountState> state_;
+  std::unique_ptr<CallerContexts> contexts_;
+  std::unique_ptr<LinkService> links_;
+};
+
+TEST_F(LinkServiceTest, LiteralTextIsReturnedAsIsWithoutReadingProc) {
+  start("");
+  for (std::string_view raw : {"plain/target", "/abs/path", "a b c", "100%", "x$", ""}) {
+    auto r = expand(raw, ghost_ids());
+    ASSERT_TRUE(r) << raw << ": " << r.error().message;
+    EXPECT_EQ(*r, raw);
+  }
+  EXPECT_EQ(contexts_->stats().entries, 0u);
+  EXPECT_EQ(state_->counters().expansions.load(), 0u);
+}
+
+TEST_F(LinkServiceTest, HostOnlyTemplatesNeverReadProc) {
+  start("[cluster]\nmember = 3\n");
+  auto r = expand("cluster/members/{memb}/@ostype", ghost_ids());
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(*r, "cluster/members/member3/" + state_->host().ostype);
+  EXPECT_EQ(contexts_->stats().entries, 0u);
+  EXPECT_EQ(state_->counters().expansions.load(), 1u);
+}
+
+TEST_F(LinkServiceTest, IdentityBuiltinsNeedNoEnvironment) {
+  start("");
+  auto r = expand("/export/${USER}/@uid/@{gid}:$HOME", root_ids());
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(*r, "/export/root/0/0:/root");
+  EXPECT_EQ(contexts_->stats().misses, 0u);  // full() was never asked
+}
+
+TEST_F(LinkServiceTest, ProcessScopeDiffersPerProcess) {
+  start("");
+  EnvChild a({"FOO=alpha", "UNIVERSE=ucb"});
+  EnvChild b({"FOO=beta"});
+  ASSERT_TRUE(a.ok() && b.ok());
+  struct Case {
+    std::string_view raw;
+    std::string want_a, want_b;
+  } cases[] = {
+      {"/x/$FOO", "/x/alpha", "/x/beta"},
+      {"${FOO:-dflt}/${BAR:-dflt}", "alpha/dflt", "beta/dflt"},
+      {"%{FOO}", "alpha", "beta"},
+      {"$(FOO)", "alpha", "beta"},
+      {"att=/a ucb=/u", "/u", "/a"},  // universes: UNIVERSE=ucb vs the default att
+  };
+  for (const auto& c : cases) {
+    auto ra = expand(c.raw, a.ids());
+    auto rb = expand(c.raw, b.ids());
+    ASSERT_TRUE(ra && rb) << c.raw;
+    EXPECT_EQ(*ra, c.want_a) << c.raw;
+    EXPECT_EQ(*rb, c.want_b) << c.raw;
+  }
+  EXPECT_GT(state_->counters().by_scope[static_cast<int>(Scope::Process)].load(), 0u);
+}
+
+TEST_F(LinkServiceTest, ProcessScopeIsIgnoredForPidZeroAndGoneProcesses) {
+  start("[vars]\nFOO = \"system\"\n");
+  for (RequestIds ids : {root_ids(), ghost_ids()}) {
+    auto r = expand("$FOO", ids);
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(*r, "system");
+  }
+}
+
+TEST_F(LinkServiceTest, PerHostRulesReadNoCallerAtAll) {
+  start("[scopes]\nper_caller = false\n[vars]\nFOO = \"sys\"\n");
+  EnvChild a({"FOO=alpha"});
+  ASSERT_TRUE(a.ok());
+  auto r = expand("$FOO/${USER}", a.ids());
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(*r, "sys/${USER}");  // caller builtins are off: literal
+  EXPECT_EQ(contexts_->stats().entries, 0u);
+  EXPECT_FALSE(links_->per_caller());
+}
+
+TEST_F(LinkServiceTest, SysnameListFallsBackToTheFirstThatExists) {
+  start("[sysname]\nnative = [\"missing_sys\", \"amd64_linux26\"]\ncompat32 = [\"i386_linux26\"]\n");
+  fs::create_directories(root_ + "/src/dir/amd64_linux26/bin");
+  fs::create_directories(root_ + "/other/amd64_linux26");
+  struct Case {
+    std::string raw, want;
+  } cases[] = {
+      {"@sys/bin", "amd64_linux26/bin"},                                            // relative: probed in SOURCE/dir
+      {root_ + "/mnt/dir/@sys/bin", root_ + "/mnt/dir/amd64_linux26/bin"},          // under the mountpoint: probed in SOURCE
+      {root_ + "/other/@sys", root_ + "/other/amd64_linux26"},                      // another filesystem
+      {"@sys/nothing", "missing_sys/nothing"},                                      // none exists: the first
+  };
+  for (const auto& c : cases) {
+    auto r = expand(c.raw, root_ids());
+    ASSERT_TRUE(r) << c.raw << ": " << r.error().message;
+    EXPECT_EQ(*r, c.want) << c.raw;
+  }
+}
+
+TEST_F(LinkServiceTest, SysComponentCandidates) {
+  start("[sysname]\nnative = [\"a_sys\", \"b_sys\"]\ncompat32 = [\"c_sys\"]\n");
+  std::vector<std::string> out{"stale"};
+  links_->sys_component_candidates("@sys", root_ids(), out);
+  EXPECT_EQ(out, (std::vector<std::string>{"a_sys", "b_sys"}));
+  links_->sys_component_candidates("lib@sys", root_ids(), out);
+  EXPECT_EQ(out, (std::vector<std::string>{"liba_sys", "libb_sys"}));
+  links_->sys_component_candidates("plain", root_ids(), out);
+  EXPECT_TRUE(out.empty());
+  links_->sys_component_candidates("@system", root_ids(), out);
+  EXPECT_TRUE(out.empty());
+}
+
+TEST_F(LinkServiceTest, SysComponentsAreOffWithTheMagicFamily) {
+  start("[syntax]\nmagic = false\n");
+  std::vector<std::string> out;
+  links_->sys_component_candidates("@sys", root_ids(), out);
+  EXPECT_TRUE(out.empty());
+}
+
+TEST_F(LinkServiceTest, ErrorsAreValuesAndCounted) {
+  start("[syntax]\nundefined = \"error\"\n[vars]\nLONG = \"" + std::string(3000, 'x') + "\"\n");
+  auto undefined = expand("/x/${VSYMFS_SURELY_UNDEFINED}", root_ids());
+  ASSERT_FALSE(undefined);
+  EXPECT_EQ(undefined.error().code, ENOENT);
+  auto too_long = expand("$LONG/$LONG", root_ids());
+  ASSERT_FALSE(too_long);
+  EXPECT_EQ(too_long.error().code, ENAMETOOLONG);
+  EXPECT_EQ(state_->counters().errors.load(), 2u);
+  auto long_text = expand(std::string(PATH_MAX, 'x'), root_ids());
+  ASSERT_FALSE(long_text);
+  EXPECT_EQ(long_text.error().code, ENAMETOOLONG);
+}
+
+TEST_F(LinkServiceTest, ExplainTracesEveryValueToItsScope) {
+  start("[locked]\nL = \"locked\"\n[vars]\nS = \"system\"\n");
+  std::string out;
+  std::vector<Substitution> trace;
+  auto r = links_->explain("$L/$S/${USER}", -1, root_ids(), out, trace);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(out, "locked/system/root");
+  ASSERT_EQ(trace.size(), 3u);
+  EXPECT_EQ(trace[0].scope, Scope::Locked);
+  EXPECT_EQ(trace[1].scope, Scope::System);
+  EXPECT_EQ(trace[2].scope, Scope::Builtin);
+  EXPECT_EQ(trace[2].value, "root");
+}
+
+TEST_F(LinkServiceTest, RuntimeValuesArePublishedAtomically) {
+  start("");
+  int changes = 0;
+  state_->set_on_change([&] { ++changes; });
+  auto vars = std::make_shared<RuntimeVars>();
+  vars->users[0]["WHERE"] = "user-scope";
+  vars->system["WHERE"] = "system-scope";
+  vars->system["ONLYSYS"] = "s";
+  state_->publish_runtime(vars);
+  EXPECT_EQ(changes, 1);
+  EXPECT_EQ(*expand("$WHERE/$ONLYSYS", root_ids()), "user-scope/s");
+  EXPECT_EQ(*expand("$WHERE", {0, 1, 1}), "system-scope");  // another uid
+}
+
+TEST_F(LinkServiceTest, ReloadSwapsValidRulesAndKeepsOldOnError) {
+  start("[vars]\nX = \"one\"\n");
+  int changes = 0;
+  state_->set_on_change([&] { ++changes; });
+  const auto gen = state_->rules_generation();
+  EXPECT_EQ(*expand("$X", root_ids()), "one");
+
+  write_rules("[vars]\nX = \"two\"\n");
+  auto ok = state_->reload();
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(state_->rules_generation(), gen + 1);
+  EXPECT_EQ(*expand("$X", root_ids()), "two");  // the template cache follows the generation
+  EXPECT_EQ(changes, 1);
+
+  write_rules("[vars]\nX = \"three\"\n[nonsense]\n");
+  auto bad = state_->reload();
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, EINVAL);
+  EXPECT_NE(bad.error().message.find(rules_path()), std::string::npos) << bad.error().message;
+  EXPECT_EQ(state_->rules_generation(), gen + 1);
+  EXPECT_EQ(*expand("$X", root_ids()), "two");
+  EXPECT_EQ(changes, 1);
+  EXPECT_EQ(state_->counters().reloads.load(), 1u);
+  EXPECT_EQ(state_->counters().reload_failures.load(), 1u);
+
+  // Families are parse options: a reload that turns one off re-parses.
+  write_rules("[syntax]\ndollar = false\n[vars]\nX = \"four\"\n");
+  ASSERT_TRUE(state_->reload());
+  EXPECT_EQ(*expand("$X", root_ids()), "$X");
+}
+
+TEST_F(LinkServiceTest, WatcherReloadsWhenTheFileIsReplaced) {
+  start("[vars]\nX = \"one\"\n");
+  ASSERT_TRUE(state_->start_watching());
+  ASSERT_TRUE(state_->start_watching());  // idempotent
+  const auto gen = state_->rules_generation();
+  write_rules("[vars]\nX = \"edited\"\n");  // rename into place
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (state_->rules_generation() == gen && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(state_->rules_generation(), gen + 1);
+  EXPECT_EQ(*expand("$X", root_ids()), "edited");
+
+  // An in-place write (close after write) is seen too.
+  std::ofstream(rules_path()) << "[vars]\nX = \"in place\"\n";
+  deadline = Clock::now() + std::chrono::seconds(5);
+  while (state_->rules_generation() == gen + 1 && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(*expand("$X", root_ids()), "in place");
+  state_->stop_watching();
+  state_->stop_watching();
+}
+
+TEST(MountStateCreate, RulesFileChoices) {
+  char tmpl[] = "/tmp/vsymfs-mount-state-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+
+  MountState::Config missing;
+  missing.rules_path = dir + "/absent.toml";
+  missing.rules_path_explicit = true;
+  auto m = MountState::create(missing);
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().code, ENOENT);
+  EXPECT_NE(m.error().message.find(missing.rules_path), std::string::npos) << m.error().message;
+
+  MountState::Config invalid;
+  invalid.rules_path = dir + "/bad.toml";
+  std::ofstream(invalid.rules_path) << "[vars\n";
+  auto b = MountState::create(invalid);
+  ASSERT_FALSE(b);
+  EXPECT_NE(b.error().message.find(invalid.rules_path), std::string::npos) << b.error().message;
+
+  MountState::Config builtin;
+  builtin.builtin_rules = true;
+  auto d = MountState::create(builtin);
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ((*d)->rules()->origin, default_rules().origin);
+  EXPECT_TRUE((*d)->rules_file().empty());
+  EXPECT_TRUE((*d)->reload());  // nothing to re-read: success
+  EXPECT_TRUE((*d)->start_watching());
+
+  if (!fs::exists(VSYMFS_DEFAULT_RULES_PATH)) {
+    MountState::Config implicit;  // the default path, absent: built-in rules
+    auto i = MountState::create(implicit);
+    ASSERT_TRUE(i) << i.error().message;
+    EXPECT_EQ((*i)->rules()->origin, default_rules().origin);
+    EXPECT_EQ((*i)->rules_file(), VSYMFS_DEFAULT_RULES_PATH);
+  }
+  fs::remove_all(dir);
+}
+
+// Not a benchmark (bench/ has those), but the numbers the hot path is judged
+// by, printed with every run, and loose ceilings that catch a regression to
+// re-reading everything per call.
+TEST_F(LinkServiceTest, ExpandCostPerCall) {
+  if (::geteuid() != 0) GTEST_SKIP() << "reading /proc of a process as another uid needs root";
+  start("");
+  EnvChild child({"FOO=alpha"});
+  ASSERT_TRUE(child.ok());
+  const RequestIds ids = child.ids();
+  RequestIds other_uid = ids;
+  other_uid.uid = ids.uid + 1;
+
+  auto measure = [&](const char* label, std::string_view raw, const std::string& want, int n, auto&& ids_for) {
+    std::string out;
+    auto warm = links_->expand(raw, -1, ids_for(0), out);
+    EXPECT_TRUE(warm);
+    const auto t0 = Clock::now();
+    for (int i = 0; i < n; ++i) {
+      auto r = links_->expand(raw, -1, ids_for(i), out);
+      if (!r || out != want) {
+        ADD_FAILURE() << label << ": got '" << out << "'";
+        break;
+      }
+    }
+    const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / n;
+    std::printf("  expand %-28s %8.2f us/call\n", label, us);
+    RecordProperty(label, std::to_string(us));
+    return us;
+  };
+  auto same = [&](int) { return ids; };
+  // Alternating uids defeats the full-context cache (its key includes the
+  // uid) while identity and NSS stay cached: the cost of a first sight.
+  auto alternate = [&](int i) { return i % 2 ? other_uid : ids; };
+
+  const double literal = measure("literal", "plain/target", "plain/target", 20000, same);
+  const double user = measure("${USER} (named, cached)", "/export/${USER}", "/export/root", 20000, same);
+  const double env_cached = measure("$FOO (environ cached)", "/x/$FOO", "/x/alpha", 20000, same);
+  const double env_uncached = measure("$FOO (environ re-read)", "/x/$FOO", "/x/alpha", 500, alternate);
+  EXPECT_LT(literal, 5.0);
+  EXPECT_LT(user, 20.0);
+  EXPECT_LT(env_cached, 50.0);
+  EXPECT_LT(env_uncached, 2000.0);
+}
+
+}  // namespace
+}  // namespace vsymfs::daemon
