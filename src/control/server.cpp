@@ -71,6 +71,35 @@ Result<void> make_dirs(const std::string& dir) {
   return {};
 }
 
+// Gives the server thread the peer's filesystem identity for the probes of
+// an explain, so @sys candidates reveal nothing the peer could not stat
+// itself. Raw syscalls: glibc's wrappers would change every thread of the
+// daemon. Without privilege (a single-user daemon) the calls fail and the
+// probes run as the daemon, as its FUSE operations do then.
+class PeerFsIdentity {
+ public:
+  explicit PeerFsIdentity(const Caller& peer) {
+    const long n = ::syscall(SYS_getgroups, 0, nullptr);
+    if (n > 0) {
+      saved_groups_.resize(static_cast<std::size_t>(n));
+      if (::syscall(SYS_getgroups, n, saved_groups_.data()) != n) saved_groups_.clear();
+    }
+    (void)::syscall(SYS_setgroups, peer.groups.size(), peer.groups.data());
+    (void)::syscall(SYS_setfsgid, peer.gid);
+    (void)::syscall(SYS_setfsuid, peer.uid);
+  }
+  ~PeerFsIdentity() {
+    (void)::syscall(SYS_setfsuid, ::geteuid());
+    (void)::syscall(SYS_setfsgid, ::getegid());
+    (void)::syscall(SYS_setgroups, saved_groups_.size(), saved_groups_.data());
+  }
+  PeerFsIdentity(const PeerFsIdentity&) = delete;
+  PeerFsIdentity& operator=(const PeerFsIdentity&) = delete;
+
+ private:
+  std::vector<gid_t> saved_groups_;
+};
+
 struct Connection {
   int fd = -1;
   ucred peer{};
@@ -368,6 +397,9 @@ Reply Server::Impl::do_explain(const Request& req, const ucred& peer) {
   } else {
     return Reply::failure(make_error(EXDEV, req.dir + " is not inside this mount (" + mp + ")"));
   }
+  const auto who = contexts.identity(peer.pid, peer.uid, peer.gid);
+  if (!who) return Reply::failure(make_error(EIO, "cannot read the caller's identity"));
+  const PeerFsIdentity as_peer(*who);
   // The client's path is untrusted: it must stay inside SOURCE.
   open_how how{};
   how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
