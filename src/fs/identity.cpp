@@ -14,13 +14,14 @@ FsIds g_daemon;           // written once by init(), read-only afterwards
 bool g_can_switch = false;
 
 struct ThreadState {
-  bool known = false;  // false until this thread first switches: it starts as the daemon
+  // False until this thread first switches. A new thread inherits the
+  // credentials of the thread that created it, and libfuse starts workers
+  // from inside other workers: an unknown state may be any caller's.
+  bool known = false;
   FsIds ids;
   unsigned long switches = 0;
 };
 thread_local ThreadState t_state;
-
-const FsIds& current() { return t_state.known ? t_state.ids : g_daemon; }
 
 bool same(const FsIds& cur, uid_t uid, gid_t gid, std::span<const gid_t> groups) {
   return cur.uid == uid && cur.gid == gid && std::equal(cur.groups.begin(), cur.groups.end(), groups.begin(), groups.end());
@@ -47,7 +48,7 @@ bool ThreadIdentity::can_switch() noexcept { return g_can_switch; }
 int ThreadIdentity::become(uid_t uid, gid_t gid, std::span<const gid_t> groups) {
   if (!g_can_switch) return 0;
   ThreadState& st = t_state;
-  if (same(current(), uid, gid, groups)) return 0;
+  if (st.known && same(st.ids, uid, gid, groups)) return 0;
   // Groups first: setgroups needs CAP_SETGID, which a non-zero fsuid does not
   // clear, but keeping the fsuid change last keeps the window where the
   // thread has mixed credentials as small as one syscall.
@@ -75,9 +76,14 @@ unsigned long ThreadIdentity::switches() noexcept { return t_state.switches; }
 
 ScopedDaemonIdentity::ScopedDaemonIdentity() {
   if (!g_can_switch) return;
-  const FsIds& cur = current();
-  if (cur.uid == g_daemon.uid && cur.gid == g_daemon.gid) return;  // already has the capabilities
-  saved_ = cur;
+  ThreadState& st = t_state;
+  if (!st.known) {
+    // Nothing worth restoring: leave the thread as the daemon.
+    ThreadIdentity::become_daemon();
+    return;
+  }
+  if (st.ids.uid == g_daemon.uid && st.ids.gid == g_daemon.gid) return;  // already has the capabilities
+  saved_ = st.ids;
   switched_ = ThreadIdentity::become_daemon() == 0;
 }
 

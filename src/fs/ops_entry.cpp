@@ -20,6 +20,10 @@ void init(void* userdata, fuse_conn_info* conn) {
   // Writeback caching would make writes arrive with no caller (pid 0) and
   // have the kernel turn O_APPEND into offsets; keep every write the caller's.
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // Writes, truncates and chowns run as the caller, so the source
+  // filesystem clears set-user-ID bits exactly as it would natively; the
+  // kernel need not send a separate (and, as the caller, refused) chmod.
+  if (!fs.config().single_user && (conn->capable & FUSE_CAP_HANDLE_KILLPRIV)) conn->want |= FUSE_CAP_HANDLE_KILLPRIV;
   // Symlink bodies cached by the kernel are served to every caller, so only
   // when the rules make every expansion the same for all of them. Decided
   // once: the kernel cannot switch it off later (vsymfs(8)).
@@ -96,6 +100,15 @@ int set_times(int path_fd, int open_fd, const struct stat& attr, int to_set) {
   return r == 0 ? 0 : errno;
 }
 
+bool only_drops_setid(int fd, mode_t wanted) {
+  struct stat st {};
+  if (::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return false;
+  const mode_t now = st.st_mode & 07777;
+  wanted &= 07777;
+  return wanted != now && (now & ~static_cast<mode_t>(S_ISUID | S_ISGID)) == (wanted & ~static_cast<mode_t>(S_ISUID | S_ISGID)) &&
+         (wanted & ~now) == 0;
+}
+
 }  // namespace
 
 void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
@@ -112,6 +125,12 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
     // Symlinks have no mode of their own on Linux.
     if (inode.is_symlink()) return (void)fuse_reply_err(req, EOPNOTSUPP);
     int r = open_fd >= 0 ? ::fchmod(open_fd, attr->st_mode) : ::chmod(path.c_str(), attr->st_mode);
+    if (r != 0 && errno == EPERM && only_drops_setid(fd.get(), attr->st_mode)) {
+      // The kernel clears set-id bits on behalf of a writer who does not own
+      // the file; natively that needs no permission, so neither does it here.
+      ScopedDaemonIdentity as_daemon;
+      r = ::chmod(path.c_str(), attr->st_mode);
+    }
     if (r != 0) return (void)fuse_reply_err(req, errno);
   }
   if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
