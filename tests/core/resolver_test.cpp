@@ -3,6 +3,8 @@
 // 32-bit callers, universes, and that lookups never allocate.
 #include "vsymfs/resolver.hpp"
 
+#include <sys/utsname.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <functional>
@@ -489,6 +491,23 @@ TEST(ScopedResolver, LookupsNeverAllocate) {
   g_count_allocs = false;
   EXPECT_GE(g_allocs.load(), 1);
   EXPECT_EQ(grown.size(), 100u);
+}
+
+TEST(HostInfo, ReadsUname) {
+  utsname uts{};
+  ASSERT_EQ(::uname(&uts), 0);
+  const HostInfo h = read_host_info();
+  EXPECT_EQ(h.hostname, uts.nodename);
+  EXPECT_EQ(h.domainname, uts.domainname);
+  EXPECT_EQ(h.machine, uts.machine);
+  EXPECT_EQ(h.osrelease, uts.release);
+  EXPECT_EQ(h.ostype, "Linux");
+  EXPECT_EQ(h.kernel_ident, uts.version);
+  // What `linux32 uname -m` reports on this machine.
+  const std::string machine = uts.machine;
+  const std::string expected32 = machine == "x86_64" ? "i686" : machine == "aarch64" ? "armv7l" : h.machine32;
+  EXPECT_EQ(h.machine32, expected32);
+  EXPECT_FALSE(h.machine32.empty());
 }
 
 }  // namespace
