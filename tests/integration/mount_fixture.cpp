@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -78,6 +79,10 @@ Mount::Mount(const MountOptions& opts) {
     if (fd >= 0) {
       ::dup2(fd, 2);
       ::dup2(fd, 1);
+    }
+    if (opts.nofile_limit != 0) {
+      struct rlimit rl {opts.nofile_limit, opts.nofile_limit};
+      if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::_exit(126);
     }
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());

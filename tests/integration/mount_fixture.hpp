@@ -13,6 +13,7 @@ struct MountOptions {
   std::string rules_text;             // written to a rules file when non-empty
   std::vector<std::string> extra_opts;  // more -o options, e.g. "single_user"
   std::vector<std::string> extra_args;  // more command-line arguments
+  unsigned long nofile_limit = 0;       // RLIMIT_NOFILE (soft and hard) for the daemon; 0 = inherit
 };
 
 class Mount {
