@@ -3,6 +3,7 @@
 // socket that refuses malformed requests without changing anything.
 #include <poll.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/xattr.h>
@@ -170,6 +171,19 @@ TEST_F(ControlTest, ValuesSurviveARestart) {
   EXPECT_EQ(read_link_as(as(alice_), m().mnt("k")), "kept-also");
   EXPECT_EQ(read_link_as(as(bob_), m().mnt("k")), "${KEEP}-also");
   EXPECT_EQ(ctl(as(alice_), at({"list"})).out, "user KEEP=kept\nsystem SYSKEEP=also\n");
+}
+
+// Acknowledged means on disk: a daemon killed without any chance to clean up
+// loses nothing it acknowledged.
+TEST_F(ControlTest, AcknowledgedValuesSurviveSIGKILL) {
+  for (int i = 0; i < 20; ++i)
+    ASSERT_EQ(ctl(as(alice_), at({"set", "V" + std::to_string(i), std::to_string(i)})).status, 0);
+  ASSERT_EQ(::kill(m().daemon_pid(), SIGKILL), 0);
+  mount_->stop();
+  mount_ = std::make_unique<Mount>(MountOptions{kRules, {"state=" + state_}, {}});
+  const Outcome list = ctl(as(alice_), at({"list", "--user"}));
+  for (int i = 0; i < 20; ++i)
+    EXPECT_THAT(list.out, HasSubstr("V" + std::to_string(i) + "=" + std::to_string(i) + "\n"));
 }
 
 TEST_F(ControlTest, ReloadWithABrokenFileKeepsTheOldRules) {
