@@ -74,6 +74,9 @@ void Filesystem::invalidation_loop() {
     inval_pending_ = false;
     lock.unlock();
     links_.clear_cache();
+    if (kernel_caches_symlinks_.load() && links_.per_caller())
+      spdlog::error("the rules now expand links per caller, but the kernel caches symlink bodies on this mount "
+                    "(decided at mount time): remount for per-caller links to take effect");
     // Symlink bodies (when the kernel caches them) and symlink attributes
     // (st_size is the expansion's length) may both be stale now.
     std::size_t n = 0;

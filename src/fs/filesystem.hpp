@@ -49,6 +49,8 @@ class Filesystem {
   void attach_session(fuse_session* se);
   void detach_session();
   void set_control_socket(std::string path) { control_socket_ = std::move(path); }
+  // Whether INIT turned on FUSE_CAP_CACHE_SYMLINKS (decided once per mount).
+  void set_kernel_caches_symlinks(bool on) noexcept { kernel_caches_symlinks_.store(on); }
 
   // --- for the operations ---
   const FsConfig& config() const noexcept { return cfg_; }
@@ -91,6 +93,7 @@ class Filesystem {
   daemon::LinkService& links_;
   std::string control_socket_;
   std::atomic<std::size_t> open_files_{0};
+  std::atomic<bool> kernel_caches_symlinks_{false};
 
   fuse_session* session_ = nullptr;
   std::mutex inval_mu_;

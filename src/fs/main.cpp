@@ -19,6 +19,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -115,6 +116,10 @@ class Startup {
   int pipe_ = -1;
 };
 
+std::atomic<bool> g_holding_fuse_messages{true};
+std::mutex g_held_mu;
+std::string g_held_fuse_messages;
+
 void setup_logging(const fs::Options& o) {
   std::shared_ptr<spdlog::logger> log;
   if (o.foreground)
@@ -124,15 +129,32 @@ void setup_logging(const fs::Options& o) {
         "vsymfs", std::make_shared<spdlog::sinks::syslog_sink_mt>("vsymfs", LOG_PID, LOG_DAEMON, false));
   log->set_level(o.debug ? spdlog::level::debug : spdlog::level::info);
   spdlog::set_default_logger(std::move(log));
-  // libfuse's own messages go to the same place.
+  // libfuse's own messages go to the same place, one line each (it writes
+  // some lines in pieces). Until startup succeeds they are held back and
+  // become part of the one-line startup error instead.
   fuse_set_log_func([](enum fuse_log_level level, const char* fmt, va_list ap) {
+    thread_local std::string pending;
     char buf[1024];
     std::vsnprintf(buf, sizeof buf, fmt, ap);
-    std::string_view text(buf);
-    while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
-    spdlog::log(level <= FUSE_LOG_ERR ? spdlog::level::err : level <= FUSE_LOG_NOTICE ? spdlog::level::info : spdlog::level::debug,
-                "libfuse: {}", text);
+    pending += buf;
+    if (pending.empty() || pending.back() != '\n') return;
+    while (!pending.empty() && (pending.back() == '\n' || pending.back() == ' ')) pending.pop_back();
+    if (g_holding_fuse_messages.load()) {
+      std::lock_guard lock(g_held_mu);
+      if (level <= FUSE_LOG_WARNING) g_held_fuse_messages += (g_held_fuse_messages.empty() ? "" : "; ") + pending;
+    } else {
+      spdlog::log(level <= FUSE_LOG_ERR      ? spdlog::level::err
+                  : level <= FUSE_LOG_NOTICE ? spdlog::level::info
+                                             : spdlog::level::debug,
+                  "libfuse: {}", pending);
+    }
+    pending.clear();
   });
+}
+
+std::string held_fuse_messages() {
+  std::lock_guard lock(g_held_mu);
+  return g_held_fuse_messages.empty() ? std::string() : " (libfuse: " + g_held_fuse_messages + ")";
 }
 
 bool is_vsymfs_mount(const std::string& path) {
@@ -240,7 +262,6 @@ int main(int argc, char** argv) {
   cfg.builtin_rules = o.builtin_rules;
   auto state = daemon::MountState::create(cfg);
   if (!state) startup.fail(kRules, state.error().message);
-  spdlog::info("rules from {}", (*state)->rules()->origin);
 
   auto inodes = fs::InodeTable::create(o.source, plan.budget, o.use_handles);
   if (!inodes) startup.fail(kPaths, inodes.error().message);
@@ -262,10 +283,10 @@ int main(int argc, char** argv) {
   fuse_args fargs = FUSE_ARGS_INIT(static_cast<int>(fuse_argv.size()), fuse_argv.data());
   const auto& ops = fs::Filesystem::operations();
   fuse_session* se = fuse_session_new(&fargs, &ops, sizeof ops, &filesystem);
-  if (!se) startup.fail(kUsage, "invalid mount options: " + o.fuse_mount_options);
+  if (!se) startup.fail(kUsage, "invalid mount options: " + o.fuse_mount_options + held_fuse_messages());
   if (fuse_set_signal_handlers(se) != 0) startup.fail(kInternal, "cannot install signal handlers");
   if (fuse_session_mount(se, o.mountpoint.c_str()) != 0)
-    startup.fail(kMount, "cannot mount " + o.source + " on " + o.mountpoint + " (see the libfuse message above)");
+    startup.fail(kMount, "cannot mount " + o.source + " on " + o.mountpoint + held_fuse_messages());
 
   control::ServerOptions sopts;
   sopts.socket_path = o.socket_path;
@@ -292,9 +313,10 @@ int main(int argc, char** argv) {
     }
   });
 
-  spdlog::info("mounted {} on {} (fd budget {}, open files at most {}, {} identity, {})", o.source, o.mountpoint,
-               plan.budget, plan.max_open_files, o.single_user ? "single-user" : "per-caller",
-               o.use_handles ? "file handles" : "names");
+  g_holding_fuse_messages = false;
+  spdlog::info("mounted {} on {} (rules from {}; fd budget {}, open files at most {}, {} identity, inodes by {})",
+               o.source, o.mountpoint, (*state)->rules()->origin, plan.budget, plan.max_open_files,
+               o.single_user ? "single-user" : "per-caller", o.use_handles ? "file handle" : "name");
   startup.succeeded();
 
   int rc = 0;
@@ -319,5 +341,7 @@ int main(int argc, char** argv) {
   fuse_session_destroy(se);
   fuse_opt_free_args(&fargs);
   spdlog::info("unmounted {}", o.mountpoint);
-  return rc == 0 ? kOk : kInternal;
+  // The loop returns the number of the signal that ended it (SIGTERM,
+  // SIGINT: a clean unmount), or a negative errno when it failed.
+  return rc >= 0 ? kOk : kInternal;
 }

@@ -6,6 +6,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mount.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -13,6 +15,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <thread>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -538,6 +543,189 @@ TEST(PassthroughLinks, ChangesInSourceAreVisible) {
   struct stat st {};
   ASSERT_EQ(::stat(m.mnt("b").c_str(), &st), 0);
   EXPECT_EQ(st.st_size, 4);
+}
+
+// ---- The process: command line, startup errors, mount.fuse3, signals ----
+
+struct CommandResult {
+  int status = -1;
+  std::string output;  // stdout and stderr
+};
+
+CommandResult run_command(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env = {}) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return {};
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(p[1], 1);
+    ::dup2(p[1], 2);
+    for (const auto& kv : extra_env) ::putenv(const_cast<char*>(kv.c_str()));
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(p[1]);
+  CommandResult r;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(p[0], buf, sizeof buf)) > 0) r.output.append(buf, static_cast<size_t>(n));
+  ::close(p[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+bool mounted_at(const std::string& path) {
+  std::ifstream in("/proc/self/mounts");
+  std::string src, mnt, type, rest;
+  while (in >> src >> mnt >> type && std::getline(in, rest))
+    if (mnt == path && type == "fuse.vsymfs") return true;
+  return false;
+}
+
+bool wait_until(const std::function<bool()>& cond) {
+  for (int i = 0; i < 500; ++i) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+class Process : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/vsymfs-proc-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    src_ = dir_ + "/src";
+    mnt_ = dir_ + "/mnt";
+    ::mkdir(src_.c_str(), 0755);
+    ::mkdir(mnt_.c_str(), 0755);
+    write_file((src_ + "/hello").c_str(), "hi");
+    // Private control socket and state: never touch a system-wide default.
+    own_opts_ = "socket=" + dir_ + "/ctl.sock,state=" + dir_ + "/state.toml";
+  }
+  void TearDown() override {
+    if (mounted_at(mnt_)) ::umount2(mnt_.c_str(), MNT_DETACH);
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::string dir_, src_, mnt_, own_opts_;
+};
+
+TEST_F(Process, HelpAndVersion) {
+  CommandResult help = run_command({vsymfs::testing::vsymfs_bin(), "--help"});
+  EXPECT_EQ(help.status, 0);
+  EXPECT_NE(help.output.find("usage: vsymfs [options] SOURCE MOUNTPOINT"), std::string::npos) << help.output;
+  EXPECT_NE(help.output.find("fd_budget=N"), std::string::npos);
+  CommandResult version = run_command({vsymfs::testing::vsymfs_bin(), "--version"});
+  EXPECT_EQ(version.status, 0);
+  EXPECT_EQ(version.output.rfind("vsymfs ", 0), 0u) << version.output;
+}
+
+struct BadStart {
+  const char* name;
+  std::function<std::vector<std::string>(const std::string& src, const std::string& mnt, const std::string& dir)> args;
+  int status;
+  const char* message;
+};
+
+TEST_F(Process, StartupErrorsAreOneLineAndMountNothing) {
+  const std::vector<BadStart> table = {
+      {"unknown option", [](auto& s, auto& m, auto&) { return std::vector<std::string>{"--frobnicate", s, m}; }, 1,
+       "unknown option --frobnicate"},
+      {"bad number", [](auto& s, auto& m, auto&) { return std::vector<std::string>{"-o", "fd_budget=lots", s, m}; }, 1,
+       "fd_budget=lots"},
+      {"missing mountpoint", [](auto& s, auto&, auto&) { return std::vector<std::string>{s}; }, 1,
+       "missing SOURCE or MOUNTPOINT"},
+      {"no source", [](auto&, auto& m, auto& d) { return std::vector<std::string>{d + "/nope", m}; }, 2,
+       "No such file or directory"},
+      {"source is a file", [](auto& s, auto& m, auto&) { return std::vector<std::string>{s + "/hello", m}; }, 2,
+       "not a directory"},
+      {"no mountpoint", [](auto& s, auto&, auto& d) { return std::vector<std::string>{s, d + "/nomnt"}; }, 2,
+       "MOUNTPOINT"},
+      {"mountpoint inside source", [](auto& s, auto&, auto&) { return std::vector<std::string>{s, s}; }, 0, ""},
+      {"bad rules", [](auto& s, auto& m, auto& d) { return std::vector<std::string>{"-o", "rules=" + d + "/bad.toml", s, m}; },
+       3, "bad.toml:1:"},
+      {"missing rules", [](auto& s, auto& m, auto& d) { return std::vector<std::string>{"-o", "rules=" + d + "/none.toml", s, m}; },
+       3, "none.toml"},
+      {"bad mount option", [](auto& s, auto& m, auto&) { return std::vector<std::string>{"-o", "no_such_mount_opt", s, m}; },
+       1, "invalid mount options"},
+  };
+  std::ofstream(dir_ + "/bad.toml") << "[vars\n";
+  ::mkdir((src_ + "/inner").c_str(), 0755);
+  for (const auto& c : table) {
+    if (c.status == 0) continue;  // covered below
+    for (const char* mode : {"-f", ""}) {  // foreground and daemonizing: same verdict
+      std::vector<std::string> argv{vsymfs::testing::vsymfs_bin()};
+      if (*mode) argv.push_back(mode);
+      for (auto& a : c.args(src_, mnt_, dir_)) argv.push_back(a);
+      argv.push_back("-o");
+      argv.push_back(own_opts_);
+      CommandResult r = run_command(argv);
+      EXPECT_EQ(r.status, c.status) << c.name << " " << mode << ": " << r.output;
+      EXPECT_NE(r.output.find(c.message), std::string::npos) << c.name << ": " << r.output;
+      EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << c.name << ": " << r.output;
+      EXPECT_FALSE(mounted_at(mnt_)) << c.name;
+    }
+  }
+  CommandResult inside = run_command({vsymfs::testing::vsymfs_bin(), "-f", src_, src_ + "/inner", "-o", own_opts_});
+  EXPECT_EQ(inside.status, 2) << inside.output;
+  EXPECT_NE(inside.output.find("inside SOURCE"), std::string::npos) << inside.output;
+}
+
+TEST_F(Process, DaemonizesAfterMountingAndRefusesADoubleMount) {
+  CommandResult r = run_command({vsymfs::testing::vsymfs_bin(), src_, mnt_, "-o", "builtin_rules," + own_opts_});
+  ASSERT_EQ(r.status, 0) << r.output;
+  // Mounted by the time the command returns: fstab and scripts rely on it.
+  EXPECT_TRUE(mounted_at(mnt_));
+  EXPECT_EQ(slurp((mnt_ + "/hello").c_str()), "hi");
+  CommandResult again = run_command({vsymfs::testing::vsymfs_bin(), src_, mnt_, "-o", "builtin_rules," + own_opts_});
+  EXPECT_EQ(again.status, 2) << again.output;
+  EXPECT_NE(again.output.find("already a vsymfs mount"), std::string::npos) << again.output;
+  EXPECT_EQ(run_command({"fusermount3", "-u", mnt_}).status, 0);
+  EXPECT_FALSE(mounted_at(mnt_));
+}
+
+// fstab entries go through mount.fuse3, which runs "vsymfs SOURCE MOUNTPOINT
+// -o OPTIONS" found in PATH (mount(8) gives helpers /usr/bin:/bin:/usr/sbin:/sbin).
+TEST_F(Process, MountFuse3FindsTheDaemonInPath) {
+  const std::string bin_dir = std::filesystem::path(vsymfs::testing::vsymfs_bin()).parent_path().string();
+  if (::access("/sbin/mount.fuse3", X_OK) != 0) GTEST_SKIP() << "mount.fuse3 is not installed";
+  const std::string path = "PATH=" + bin_dir + ":/usr/bin:/bin:/usr/sbin:/sbin";
+  CommandResult r = run_command({"/sbin/mount.fuse3", src_, mnt_, "-t", "vsymfs", "-o", "builtin_rules,allow_other,rw," + own_opts_},
+                      {path});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(mounted_at(mnt_));
+  EXPECT_EQ(slurp((mnt_ + "/hello").c_str()), "hi");
+  EXPECT_EQ(run_command({"umount", mnt_}).status, 0);
+  EXPECT_TRUE(wait_until([&] { return !mounted_at(mnt_); }));
+}
+
+TEST_F(Process, SigtermAndSigintUnmountCleanly) {
+  for (int sig : {SIGTERM, SIGINT}) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 2);
+      std::string bin = vsymfs::testing::vsymfs_bin(), o = "builtin_rules," + own_opts_;
+      ::execl(bin.c_str(), bin.c_str(), "-f", "-o", o.c_str(), src_.c_str(), mnt_.c_str(), nullptr);
+      ::_exit(127);
+    }
+    ASSERT_TRUE(wait_until([&] { return mounted_at(mnt_); })) << "signal " << sig;
+    // Busy with an open file: still unmounts.
+    int fd = ::open((mnt_ + "/hello").c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_GE(fd, 0);
+    ::kill(pid, sig);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (fd >= 0) ::close(fd);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "signal " << sig << " status " << status;
+    EXPECT_TRUE(wait_until([&] { return !mounted_at(mnt_); })) << "signal " << sig;
+  }
 }
 
 }  // namespace
