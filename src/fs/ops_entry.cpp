@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <string>
+#include <string_view>
 
 #include <spdlog/spdlog.h>
 
@@ -44,7 +45,9 @@ void lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) {
   if (int e = fs.inodes().fd(parent, pfd); e != 0) return (void)fuse_reply_err(req, e);
   fuse_entry_param e;
   int err = fs.lookup(req, parent, pfd.get(), name, e, true);
-  if (err == ENOENT && fs.config().negative_timeout > 0) {
+  const std::string_view n(name);
+  const bool sys_name = n.size() >= 4 && n.substr(n.size() - 4) == "@sys";  // absent for one caller, not all
+  if (err == ENOENT && fs.config().negative_timeout > 0 && !sys_name) {
     // ino 0: the kernel remembers the absence for entry_timeout.
     e = {};
     e.entry_timeout = fs.config().negative_timeout;
