@@ -81,13 +81,18 @@ std::size_t InodeTable::size() const {
 }
 
 void InodeTable::attach_handle(Inode& inode, int fd) {
-  // MAX_HANDLE_SZ is 128; ext4/xfs/btrfs/tmpfs need 8-40 bytes.
+  // MAX_HANDLE_SZ is 128; ext4/xfs/btrfs/tmpfs need 8-40 bytes. Ask into a
+  // buffer of the maximum, keep only what the handle needs: a million inodes
+  // each holding 136 bytes would be 136 MB.
   constexpr unsigned kMaxHandle = 128;
-  auto buf = std::make_unique<std::byte[]>(sizeof(struct file_handle) + kMaxHandle);
-  auto* fh = reinterpret_cast<struct file_handle*>(buf.get());
+  alignas(struct file_handle) std::byte probe[sizeof(struct file_handle) + kMaxHandle];
+  auto* fh = reinterpret_cast<struct file_handle*>(probe);
   fh->handle_bytes = kMaxHandle;
   int mount_id = 0;
   if (::name_to_handle_at(fd, "", fh, &mount_id, AT_EMPTY_PATH) != 0) return;  // fall back to tracking
+  const std::size_t size = sizeof(struct file_handle) + fh->handle_bytes;
+  auto buf = std::make_unique<std::byte[]>(size);
+  std::memcpy(buf.get(), probe, size);
 
   std::lock_guard lock(mu_);
   auto it = mount_fds_.find(mount_id);

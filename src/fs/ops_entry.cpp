@@ -74,7 +74,7 @@ void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = fs_of(req);
   Inode& inode = fs.inode(ino);
   struct stat st {};
-  if (fi != nullptr && !inode.is_symlink()) {
+  if (fi != nullptr && S_ISREG(inode.type())) {
     // An open file: its descriptor works even after the name is gone.
     if (::fstat(static_cast<int>(fi->fh), &st) != 0) return (void)fuse_reply_err(req, errno);
     fuse_reply_attr(req, &st, fs.attr_timeout_for(inode));
@@ -121,7 +121,9 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
   if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
   FdRef fd;
   if (int e = fs.inodes().fd(inode, fd); e != 0) return (void)fuse_reply_err(req, e);
-  const int open_fd = fi != nullptr ? static_cast<int>(fi->fh) : -1;
+  // fi comes with ftruncate of an open regular file (fi->fh of a directory
+  // would be a DirHandle, not a descriptor).
+  const int open_fd = fi != nullptr && S_ISREG(inode.type()) ? static_cast<int>(fi->fh) : -1;
   // O_PATH descriptors refuse fchmod/ftruncate: those go through /proc/self/fd.
   const ProcFdPath path(fd.get());
 
