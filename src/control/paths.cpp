@@ -1,8 +1,11 @@
 #include "paths.hpp"
 
+#include <sys/stat.h>
 #include <sys/un.h>
 
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <cstdio>
 
 #include "vsymfs_config.h"
@@ -50,6 +53,29 @@ std::string escape_mountpoint(std::string_view mp, std::size_t max_length) {
     out = buf;
   }
   return out;
+}
+
+std::string parent_directory(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+Result<void> ensure_directory(const std::string& dir) {
+  if (dir.empty() || dir == "/" || dir == ".") return {};
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return {};
+    return make_error(ENOTDIR, dir + " is not a directory");
+  }
+  if (auto ok = ensure_directory(parent_directory(dir)); !ok) return ok;
+  if (::mkdir(dir.c_str(), 0755) != 0) {
+    if (errno == EEXIST) return {};
+    return make_error(errno, "cannot create " + dir + ": " + std::strerror(errno));
+  }
+  if (::chmod(dir.c_str(), 0755) != 0)
+    return make_error(errno, "cannot chmod " + dir + ": " + std::strerror(errno));
+  return {};
 }
 
 std::string default_socket_path(std::string_view mountpoint) {

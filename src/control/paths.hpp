@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "vsymfs/result.hpp"
+
 namespace vsymfs::control {
 
 // Virtual xattrs the FUSE layer answers (documented in vsymfs(8)):
@@ -16,6 +18,14 @@ inline constexpr std::string_view kXattrControl = "security.vsymfs.control";  //
 // "mnt-my\x20tree", "/" -> "-". Names too long for a file (or a socket
 // address) become "m-<64-bit FNV-1a hash in hex>".
 std::string escape_mountpoint(std::string_view mountpoint, std::size_t max_length);
+
+// The directory part of a path ("." for a bare name, "/" for "/x").
+std::string parent_directory(const std::string& path);
+
+// mkdir -p; directories it creates get exactly 0755 whatever the umask, as
+// the run and state directories are shared by every mount and every user
+// must reach the sockets.
+Result<void> ensure_directory(const std::string& dir);
 
 // VSYMFS_RUN_DIR/<escaped>.sock (fits in sockaddr_un.sun_path).
 std::string default_socket_path(std::string_view mountpoint);

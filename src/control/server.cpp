@@ -56,21 +56,6 @@ std::string iso_time(std::chrono::system_clock::time_point tp) {
   return buf;
 }
 
-std::string parent_dir(const std::string& path) {
-  const auto slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
-Result<void> make_dirs(const std::string& dir) {
-  if (dir.empty() || dir == "/" || dir == ".") return {};
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) == 0) return S_ISDIR(st.st_mode) ? Result<void>{} : make_error(ENOTDIR, dir);
-  if (auto ok = make_dirs(parent_dir(dir)); !ok) return ok;
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return sys_error(errno, "cannot create " + dir);
-  return {};
-}
-
 // Gives the server thread the peer's filesystem identity for the probes of
 // an explain, so @sys candidates reveal nothing the peer could not stat
 // itself. Raw syscalls: glibc's wrappers would change every thread of the
@@ -174,7 +159,7 @@ Result<void> Server::Impl::bind_socket() {
   if (socket_path.empty() || socket_path.size() >= sizeof addr.sun_path)
     return make_error(ENAMETOOLONG, "control socket path '" + socket_path + "' does not fit in a socket address");
   std::memcpy(addr.sun_path, socket_path.data(), socket_path.size());
-  if (auto ok = make_dirs(parent_dir(socket_path)); !ok) return ok;
+  if (auto ok = ensure_directory(parent_directory(socket_path)); !ok) return ok;
 
   listen_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (listen_fd < 0) return sys_error(errno, "socket");

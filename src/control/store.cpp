@@ -12,6 +12,7 @@
 
 #include <toml++/toml.h>
 
+#include "paths.hpp"
 #include "protocol.hpp"
 
 namespace vsymfs::control {
@@ -45,26 +46,6 @@ std::string now_stamp() {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
   return buf;
-}
-
-std::string parent_dir(const std::string& path) {
-  const auto slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
-// mkdir -p with 0755: the state directory is shared by every mount.
-Result<void> make_dirs(const std::string& dir) {
-  if (dir.empty() || dir == "/" || dir == ".") return {};
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) == 0) {
-    if (S_ISDIR(st.st_mode)) return {};
-    return make_error(ENOTDIR, dir + " is not a directory");
-  }
-  if (auto ok = make_dirs(parent_dir(dir)); !ok) return ok;
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return sys_error(errno, "cannot create " + dir);
-  return {};
 }
 
 Result<void> write_all(int fd, std::string_view data, const std::string& path) {
@@ -222,8 +203,8 @@ Result<StateFile::Loaded> StateFile::load() const {
 }
 
 Result<void> StateFile::save(const RuntimeVars& vars) const {
-  const std::string dir = parent_dir(path_);
-  if (auto ok = make_dirs(dir); !ok) return ok;
+  const std::string dir = parent_directory(path_);
+  if (auto ok = ensure_directory(dir); !ok) return ok;
   const std::string text = serialize_state(vars);
   const std::string tmp = path_ + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);

@@ -1,9 +1,13 @@
 #include "paths.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -44,6 +48,33 @@ TEST(Paths, LongMountpointsFallBackToAHashThatFitsASocketAddress) {
   EXPECT_NE(default_socket_path(deep + "2"), sock);
   EXPECT_EQ(default_socket_path(deep), sock) << "stable across restarts";
   EXPECT_EQ(default_state_path("/srv/tree"), std::string(VSYMFS_STATE_DIR) + "/srv-tree.toml");
+}
+
+TEST(Paths, CreatedDirectoriesAre0755WhateverTheUmask) {
+  char tmpl[] = "/tmp/vsymfs-paths-test-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string root = tmpl;
+  const mode_t old = ::umask(077);
+  const auto ok = ensure_directory(root + "/a/b");
+  ::umask(old);
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+  struct stat st {};
+  for (const std::string& d : {root + "/a", root + "/a/b"}) {
+    ASSERT_EQ(::stat(d.c_str(), &st), 0) << d;
+    EXPECT_EQ(st.st_mode & 07777, 0755u) << d;
+  }
+  EXPECT_TRUE(ensure_directory(root + "/a/b").ok()) << "existing is fine";
+  ASSERT_EQ(::close(::open((root + "/file").c_str(), O_CREAT | O_WRONLY, 0644)), 0);
+  const auto not_dir = ensure_directory(root + "/file/sub");
+  ASSERT_FALSE(not_dir.ok());
+  EXPECT_EQ(not_dir.error().code, ENOTDIR);
+  std::system(("rm -rf '" + root + "'").c_str());
+}
+
+TEST(Paths, ParentDirectory) {
+  EXPECT_EQ(parent_directory("/run/vsymfs/x.sock"), "/run/vsymfs");
+  EXPECT_EQ(parent_directory("/x"), "/");
+  EXPECT_EQ(parent_directory("x"), ".");
 }
 
 }  // namespace
