@@ -31,6 +31,9 @@ void init(void* userdata, fuse_conn_info* conn) {
   const bool cache_links = fs.state().rules()->kernel_may_cache_symlinks() && (conn->capable & FUSE_CAP_CACHE_SYMLINKS);
   if (cache_links) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   fs.set_kernel_caches_symlinks(cache_links);
+  // Cached file pages are dropped when SOURCE changed them behind our back
+  // (seen as a new mtime or size): open() keeps the cache otherwise.
+  if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
   // 1 MiB writes: libfuse 3.14's request buffer holds that many pages.
   conn->max_write = 1u << 20;
   spdlog::info("kernel protocol {}.{}, symlink caching {}", conn->proto_major, conn->proto_minor,

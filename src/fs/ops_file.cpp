@@ -33,6 +33,10 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return (void)fuse_reply_err(req, e);
   }
   fi->fh = static_cast<uint64_t>(ofd);
+  // Keep the page cache across opens: writes through the mount update it,
+  // and a change made in SOURCE directly is noticed when the attributes are
+  // refreshed (FUSE_CAP_AUTO_INVAL_DATA, within attr_timeout).
+  fi->keep_cache = 1;
   if (fuse_reply_open(req, fi) == -ENOENT) {  // interrupted: no release will come
     ::close(ofd);
     fs.release_open_file();
