@@ -539,10 +539,15 @@ TEST(PassthroughLinks, ChangesInSourceAreVisible) {
   ASSERT_EQ(::rename(m.src("a").c_str(), m.src("b").c_str()), 0);
   EXPECT_EQ(slurp(m.mnt("a").c_str()), "<ENOENT>");
   EXPECT_EQ(slurp(m.mnt("b").c_str()), "one");
+  // Same length, new content: the kernel's cached pages must not be served.
+  ::usleep(20000);  // a distinct mtime
+  write_file(m.src("b").c_str(), "owt");
+  EXPECT_EQ(slurp(m.mnt("b").c_str()), "owt");
   write_file(m.src("b").c_str(), "two!");
   struct stat st {};
   ASSERT_EQ(::stat(m.mnt("b").c_str(), &st), 0);
   EXPECT_EQ(st.st_size, 4);
+  EXPECT_EQ(slurp(m.mnt("b").c_str()), "two!");
 }
 
 // ---- The process: command line, startup errors, mount.fuse3, signals ----
