@@ -108,6 +108,7 @@ struct Server::Impl {
   dev_t socket_dev = 0;
   ino_t socket_ino = 0;
   std::vector<Connection> conns;
+  Clock::time_point accept_paused_until{};
   std::thread thread;
 
   Impl(daemon::MountState& s, daemon::LinkService& l, daemon::CallerContexts& c, std::string sock,
@@ -192,8 +193,10 @@ void Server::Impl::loop() {
   for (;;) {
     fds.clear();
     fds.push_back({wake_fd, POLLIN, 0});
-    fds.push_back({listen_fd, static_cast<short>(conns.size() < kMaxConnections ? POLLIN : 0), 0});
-    auto next_deadline = Clock::time_point::max();
+    const bool paused = Clock::now() < accept_paused_until;
+    const bool accepting = conns.size() < kMaxConnections && !paused;
+    fds.push_back({listen_fd, static_cast<short>(accepting ? POLLIN : 0), 0});
+    auto next_deadline = paused ? accept_paused_until : Clock::time_point::max();
     for (const Connection& c : conns) {
       fds.push_back({c.fd, static_cast<short>(c.out.empty() ? POLLIN : POLLOUT), 0});
       next_deadline = std::min(next_deadline, c.deadline);
@@ -220,7 +223,7 @@ void Server::Impl::loop() {
       bool alive = true;
       if (now >= c.deadline || (rev & (POLLERR | POLLNVAL))) {
         alive = false;  // a stalled or dribbling client loses its slot
-      } else if (rev & (POLLIN | POLLHUP) && c.out.empty()) {
+      } else if ((rev & (POLLIN | POLLHUP)) && c.out.empty()) {
         alive = on_readable(c);
       } else if (rev & POLLOUT) {
         alive = on_writable(c);
@@ -240,8 +243,14 @@ void Server::Impl::accept_new() {
   while (conns.size() < kMaxConnections) {
     const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+      if (errno == EMFILE || errno == ENFILE) {
+        // Out of descriptors: the pending connection stays readable, so
+        // polling again at once would spin. Retry shortly.
+        accept_paused_until = Clock::now() + std::chrono::milliseconds(100);
         spdlog::warn("control server: accept failed: {}", std::strerror(errno));
+      } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+        spdlog::warn("control server: accept failed: {}", std::strerror(errno));
+      }
       return;
     }
     Connection c;
