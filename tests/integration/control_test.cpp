@@ -1,6 +1,7 @@
 // vsymctl against a real mount: every command, authorisation by the kernel's
 // credentials, persistence across a restart, reload errors, and a control
-// socket that refuses malformed requests without changing anything.
+// socket that refuses malformed requests without changing anything. The
+// commands that need no mount are tested in tests/control/vsymctl_test.cpp.
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -27,7 +28,6 @@ namespace vsymfs::testing {
 namespace {
 
 using ::testing::HasSubstr;
-using ::testing::Not;
 
 struct User {
   uid_t uid;
@@ -357,42 +357,6 @@ TEST_F(ControlTest, MalformedRawRequestsGetErrorsAndChangeNothing) {
   const Outcome list = ctl(kRoot, at({"list", "--system"}));
   EXPECT_EQ(list.out, "STABLE=yes\n");
   EXPECT_EQ(ctl(kRoot, at({"status"})).status, 0) << "the server still answers";
-}
-
-TEST(ControlDryRun, ExpandAndCheckNeedNoMount) {
-  const User alice = test_user("vsymfs-alice");
-  const Outcome user = ctl(kRoot, {"expand", "--user", "vsymfs-alice", "/home/${USER}/@{uid}"});
-  EXPECT_EQ(user.status, 0);
-  EXPECT_EQ(user.out, "/home/vsymfs-alice/" + std::to_string(alice.uid) + "\n");
-
-  const Outcome env = ctl(kRoot, {"expand", "--env", "P=x", "--env", "Q=y", "${P}-${Q}"});
-  EXPECT_EQ(env.out, "x-y\n");
-  const Outcome secure = ctl(kRoot, {"expand", "--secure", "--env", "P=x", "${P:-none}"});
-  EXPECT_EQ(secure.out, "none\n");
-  const Outcome arch = ctl(kRoot, {"expand", "--arch", "i686", "@machine"});
-  EXPECT_EQ(arch.out, "i686\n");
-  const Outcome host = ctl(kRoot, {"expand", "--hostname", "node7", "@hostname"});
-  EXPECT_EQ(host.out, "node7\n");
-  const Outcome universe = ctl(kRoot, {"expand", "--universe", "ucb", "att=/a ucb=/u"});
-  EXPECT_EQ(universe.out, "/u\n");
-  const Outcome explained = ctl(kRoot, {"expand", "--explain", "--env", "P=x", "${P}"});
-  EXPECT_THAT(explained.out, HasSubstr("${P} = x  (process)"));
-
-  TempDir dir;
-  const std::string rules = dir.path() + "/rules.toml";
-  std::ofstream(rules) << "[syntax]\nundefined = \"error\"\n";
-  const Outcome undefined = ctl(kRoot, {"expand", "--rules", rules, "--clean-env", "${NOPE}"});
-  EXPECT_EQ(undefined.status, 1);
-  EXPECT_EQ(undefined.out, "");
-
-  const Outcome ok = ctl(kRoot, {"check", rules});
-  EXPECT_EQ(ok.status, 0);
-  EXPECT_EQ(ok.out, rules + ": ok\n");
-  std::ofstream(rules) << "[syntax]\nundefind = \"error\"\n";
-  const Outcome bad = ctl(kRoot, {"check", rules});
-  EXPECT_EQ(bad.status, 1);
-  EXPECT_THAT(bad.out, Not(HasSubstr(": ok")));
-  EXPECT_EQ(ctl(kRoot, {"expand"}).status, 2) << "usage error";
 }
 
 }  // namespace
