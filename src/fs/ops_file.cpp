@@ -18,6 +18,18 @@ int file_fd(const fuse_file_info* fi) { return static_cast<int>(fi->fh); }
 // already resolved the caller's path, so it has nothing left to protect.
 int open_flags(int flags) { return (flags & ~O_NOFOLLOW) | O_CLOEXEC; }
 
+// One buffer that is a file range: libfuse reads or writes it straight from
+// or to the descriptor. (FUSE_BUFVEC_INIT is a C compound literal.)
+fuse_bufvec fd_range(size_t size, int fd, off_t pos) {
+  fuse_bufvec v{};
+  v.count = 1;
+  v.buf[0].size = size;
+  v.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  v.buf[0].fd = fd;
+  v.buf[0].pos = pos;
+  return v;
+}
+
 }  // namespace
 
 void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -72,10 +84,7 @@ void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode
 
 void read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
   // Hand libfuse the descriptor, not the bytes: it reads straight into the reply.
-  fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
-  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  buf.buf[0].fd = file_fd(fi);
-  buf.buf[0].pos = off;
+  fuse_bufvec buf = fd_range(size, file_fd(fi), off);
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
@@ -84,10 +93,7 @@ void write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in_buf, off_t off, fuse_
   // must clear set-user-ID bits, as it would natively.
   Filesystem& fs = fs_of(req);
   if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
-  fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in_buf));
-  out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  out.buf[0].fd = file_fd(fi);
-  out.buf[0].pos = off;
+  fuse_bufvec out = fd_range(fuse_buf_size(in_buf), file_fd(fi), off);
   ssize_t n = fuse_buf_copy(&out, in_buf, fuse_buf_copy_flags{});
   if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
   fuse_reply_write(req, static_cast<size_t>(n));
