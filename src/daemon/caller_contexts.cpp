@@ -3,7 +3,10 @@
 //    identity_ttl_ms: groups change only through setgroups, which needs
 //    privilege, and a uid/gid change changes the key.
 //  - the full context (environment, AT_SECURE, ELF class, personality) is
-//    keyed by pid and validated on every call against an image key: a hash
+//    keyed by pid. With the process events connector (the default when we
+//    run as root in the initial namespaces) the kernel's exec and exit
+//    events drop entries, drained before every lookup: exact, and no /proc
+//    read per request. Otherwise every call validates it against a hash
 //    of /proc/<pid>/auxv (its stack and vDSO addresses move on every execve
 //    under ASLR, and a reused pid has had its own execve), or on kernels
 //    before 5.7 /proc/<pid>/stat's starttime (changes on pid reuse) and
@@ -20,11 +23,14 @@
 #include "caller_contexts.hpp"
 
 #include <grp.h>
+#include <poll.h>
 #include <pwd.h>
+#include <sys/eventfd.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -35,6 +41,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "proc_events.hpp"
 #include "proc_reader.hpp"
 
 namespace vsymfs::daemon {
@@ -78,6 +85,9 @@ struct FullEntry {
 
 struct Shard {
   std::mutex mu;
+  // Bumped whenever an exec/exit event drops an entry here: a context read
+  // while this changed may describe the old image and is not stored.
+  std::uint64_t seq = 0;
   std::unordered_map<IdKey, IdEntry, IdKeyHash> ids;
   std::unordered_map<pid_t, FullEntry> full;
 };
@@ -233,7 +243,66 @@ struct CallerContexts::Impl {
   explicit Impl(Options o)
       : opts(o), per_shard(std::max<std::size_t>(1, o.max_entries / kShards)), pool(o.helper_threads, o.max_queued) {
     using Key = Options::ImageKey;
-    use_auxv_key = o.image_key == Key::Auxv || (o.image_key == Key::Auto && kernel_at_least(5, 7));
+    if (o.image_key == Key::Auto || o.image_key == Key::Events) {
+      if (auto ev = ProcEvents::open(std::chrono::milliseconds(500)); ev) {
+        events = std::move(*ev);
+        key_in_use = Key::Events;
+        start_event_thread();
+        return;
+      }
+    }
+    if (o.image_key == Key::Auxv || o.image_key == Key::Stat)
+      key_in_use = o.image_key;
+    else
+      key_in_use = kernel_at_least(5, 7) ? Key::Auxv : Key::Stat;
+  }
+
+  ~Impl() {
+    if (event_thread.joinable()) {
+      std::uint64_t one = 1;
+      [[maybe_unused]] ssize_t n = ::write(stop_fd, &one, sizeof one);
+      event_thread.join();
+      ::close(stop_fd);
+    }
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  // Drains events while no request does, so the socket does not overflow
+  // when the mount is idle.
+  void start_event_thread() {
+    stop_fd = ::eventfd(0, EFD_CLOEXEC);
+    if (stop_fd < 0) return;  // requests still drain before every lookup
+    event_thread = std::thread([this] {
+      for (;;) {
+        pollfd fds[2] = {{events->fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}};
+        if (::poll(fds, 2, -1) < 0 && errno != EINTR) return;
+        if (fds[1].revents) return;
+        if (fds[0].revents) drain_events();
+      }
+    });
+  }
+
+  // Applies every exec/exit event the kernel has queued for us.
+  void drain_events() {
+    if (!events) return;
+    std::lock_guard lock(events_mu);
+    if (!events->drain(forget_pid)) forget_all();
+  }
+
+  void forget(pid_t pid) {
+    Shard& sh = shard_for(pid);
+    std::lock_guard lock(sh.mu);
+    sh.full.erase(pid);
+    ++sh.seq;
+  }
+
+  void forget_all() {
+    for (Shard& sh : shards) {
+      std::lock_guard lock(sh.mu);
+      sh.full.clear();
+      ++sh.seq;
+    }
   }
 
   Options opts;
@@ -248,7 +317,12 @@ struct CallerContexts::Impl {
   std::atomic<std::atomic<std::uint64_t>*> external_timeouts{nullptr};
   ProcPool pool;
 
-  bool use_auxv_key = true;
+  Options::ImageKey key_in_use = Options::ImageKey::Auxv;
+  std::unique_ptr<ProcEvents> events;  // null: validate by image key instead
+  std::mutex events_mu;                // serialises drains; taken before any Shard::mu
+  const std::function<void(pid_t)> forget_pid = [this](pid_t pid) { forget(pid); };
+  std::thread event_thread;
+  int stop_fd = -1;
 
   Shard& shard_for(pid_t pid) { return shards[static_cast<std::uint32_t>(pid) % kShards]; }
 
@@ -350,17 +424,25 @@ struct CallerContexts::Impl {
 
   std::shared_ptr<const Caller> lookup_full(pid_t pid, uid_t uid, gid_t gid) {
     if (pid == 0) return lookup_identity(pid, uid, gid, true);
-    auto image = image_key(pid);
-    if (!image) return lookup_identity(pid, uid, gid, true);  // gone: no process scope
+    std::uint64_t image = 0;  // with events, entries are dropped instead of compared
+    if (events) {
+      drain_events();
+    } else {
+      auto key = image_key(pid);
+      if (!key) return lookup_identity(pid, uid, gid, true);  // gone: no process scope
+      image = *key;
+    }
 
     auto named = lookup_identity(pid, uid, gid, true);
     Shard& sh = shard_for(pid);
     std::shared_ptr<const Caller> cached;
     bool cached_auxv_secure = true;
+    std::uint64_t seq;
     {
       std::lock_guard lock(sh.mu);
+      seq = sh.seq;
       auto it = sh.full.find(pid);
-      if (it != sh.full.end() && it->second.image == *image && it->second.uid == uid && it->second.gid == gid) {
+      if (it != sh.full.end() && it->second.image == image && it->second.uid == uid && it->second.gid == gid) {
         if (it->second.identity_basis == named) {
           hits.fetch_add(1, std::memory_order_relaxed);
           return it->second.caller;
@@ -378,7 +460,7 @@ struct CallerContexts::Impl {
       c->environ_known = cached->environ_known;
       c->compat32 = cached->compat32;
       c->secure = named->secure || cached_auxv_secure;
-      return store_full(pid, uid, gid, *image, named, cached_auxv_secure, std::move(c));
+      return store_full(pid, uid, gid, image, seq, named, cached_auxv_secure, std::move(c));
     }
 
     misses.fetch_add(1, std::memory_order_relaxed);
@@ -401,11 +483,14 @@ struct CallerContexts::Impl {
     c->environ_known = job->environ_ok;
     c->compat32 = job->compat32;
     c->secure = named->secure || job->auxv_secure;
-    return store_full(pid, uid, gid, *image, named, job->auxv_secure, std::move(c));
+    // Apply events that arrived during the read: if the process exec'd
+    // meanwhile, what we read may be the old image's and is not cached.
+    drain_events();
+    return store_full(pid, uid, gid, image, seq, named, job->auxv_secure, std::move(c));
   }
 
   Result<std::uint64_t> image_key(pid_t pid) const {
-    if (use_auxv_key) return proc::read_auxv_hash(pid);
+    if (key_in_use == Options::ImageKey::Auxv) return proc::read_auxv_hash(pid);
     auto id = proc::read_exec_identity(pid);
     if (!id) return std::move(id).error();
     std::uint64_t h = id->starttime;
@@ -413,12 +498,13 @@ struct CallerContexts::Impl {
     return h;
   }
 
-  std::shared_ptr<const Caller> store_full(pid_t pid, uid_t uid, gid_t gid, std::uint64_t image,
+  std::shared_ptr<const Caller> store_full(pid_t pid, uid_t uid, gid_t gid, std::uint64_t image, std::uint64_t seq,
                                            std::shared_ptr<const Caller> basis, bool auxv_secure,
                                            std::shared_ptr<Caller> c) {
     std::shared_ptr<const Caller> result = std::move(c);
     Shard& sh = shard_for(pid);
     std::lock_guard lock(sh.mu);
+    if (sh.seq != seq) return result;  // an exec/exit event came in between
     if (sh.full.size() >= per_shard) sh.full.clear();
     sh.full.insert_or_assign(pid, FullEntry{uid, gid, image, std::move(basis), result, auxv_secure});
     return result;
@@ -440,6 +526,8 @@ std::shared_ptr<const Caller> CallerContexts::named(pid_t pid, uid_t uid, gid_t 
 std::shared_ptr<const Caller> CallerContexts::full(pid_t pid, uid_t uid, gid_t gid) {
   return impl_->lookup_full(pid, uid, gid);
 }
+
+CallerContexts::Options::ImageKey CallerContexts::image_key() const noexcept { return impl_->key_in_use; }
 
 void CallerContexts::set_timeout_counter(std::atomic<std::uint64_t>* counter) noexcept {
   impl_->external_timeouts.store(counter, std::memory_order_relaxed);

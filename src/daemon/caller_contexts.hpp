@@ -26,13 +26,16 @@ class CallerContexts {
     std::size_t max_queued = 64;        // reads waiting for a helper; beyond: environ unknown at once
     unsigned identity_ttl_ms = 1000;    // how long groups read from status are trusted
     unsigned nss_ttl_ms = 60'000;       // how long user/group names are trusted
-    // What tells one program image of a process from the next (checked on
-    // every full() call). Auxv: a hash of /proc/<pid>/auxv, ~1 us. Stat: the
-    // starttime and stack addresses in /proc/<pid>/stat, ~3 us, but it takes
-    // no lock of the target: before Linux 5.7, opening auxv took the
-    // cred_guard_mutex that a process inside execve holds while it looks up
-    // its interpreter on our mount. Auto picks Auxv from 5.7 on.
-    enum class ImageKey : std::uint8_t { Auto, Auxv, Stat };
+    // How a cached context learns that its process exec'd (or its pid was
+    // reused). Events: the kernel's process events connector tells us; no
+    // /proc read per request (needs root in the initial namespaces; proven
+    // at start, see proc_events.hpp). Auxv: a hash of /proc/<pid>/auxv on
+    // every request, ~1 us. Stat: the starttime and stack addresses in
+    // /proc/<pid>/stat, ~3 us, but it takes no lock of the target: before
+    // Linux 5.7, opening auxv took the cred_guard_mutex that a process
+    // inside execve holds while it looks up its interpreter on our mount.
+    // Auto: Events, else Auxv from Linux 5.7 on, else Stat.
+    enum class ImageKey : std::uint8_t { Auto, Events, Auxv, Stat };
     ImageKey image_key = ImageKey::Auto;
   };
   CallerContexts();
@@ -61,6 +64,9 @@ class CallerContexts {
   // Also count timeouts into this counter (MountState's environ_timeouts);
   // LinkService wires it. The counter must outlive this object.
   void set_timeout_counter(std::atomic<std::uint64_t>* counter) noexcept;
+
+  // Which ImageKey is in use (never Auto): for logs and tests.
+  Options::ImageKey image_key() const noexcept;
 
  private:
   struct Impl;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -92,12 +93,24 @@ class CountingSource final : public ValueSource {
 // Checks @sys candidates inside SOURCE. A probe must never walk into our own
 // mountpoint: the request would come back to this daemon, and a link whose
 // candidates lead through itself would tie up every worker.
+// Probes running right now, in any thread. Only while one runs can a request
+// be a probe's own echo, so only then is it worth a syscall to ask.
+std::atomic<int> probes_in_flight{0};
+
 class SourceProbe final : public Probe {
  public:
   SourceProbe(int link_dir_fd, const std::string& source, const std::string& mountpoint) noexcept
       : dir_fd_(link_dir_fd), source_(source), mountpoint_(mountpoint) {}
 
   bool exists(std::string_view target) const override {
+    probes_in_flight.fetch_add(1, std::memory_order_acq_rel);
+    const bool found = check(target);
+    probes_in_flight.fetch_sub(1, std::memory_order_acq_rel);
+    return found;
+  }
+
+ private:
+  bool check(std::string_view target) const {
     if (target.empty() || target.size() >= PATH_MAX) return false;
     struct stat st {};
     if (target.front() != '/') {
@@ -116,7 +129,6 @@ class SourceProbe final : public Probe {
     return ::lstat(path.c_str(), &st) == 0;
   }
 
- private:
   static bool under(std::string_view path, std::string_view dir) {
     return path.starts_with(dir) && (path.size() == dir.size() || path[dir.size()] == '/');
   }
@@ -129,7 +141,8 @@ class SourceProbe final : public Probe {
 // mount after all (through a symlink or `..`). Probing again could recurse
 // without end, so such an expansion takes the first @sys candidate.
 bool request_from_self(pid_t tid) noexcept {
-  return tid > 0 && ::syscall(SYS_tgkill, ::getpid(), tid, 0) == 0;
+  if (tid <= 0 || probes_in_flight.load(std::memory_order_acquire) == 0) return false;
+  return ::syscall(SYS_tgkill, ::getpid(), tid, 0) == 0;
 }
 
 const Caller& anonymous_caller() {
