@@ -74,18 +74,20 @@ void read_directory(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
     if (plus) {
       fuse_entry_param e{};
       const bool dot = name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
-      if (dot) {
-        // The kernel never makes dentries for . and ..: no lookup to count.
+      int le = dot ? 0 : fs.lookup(req, dir_inode, dfd.get(), name, e, false);
+      if (le == ENOENT) {  // removed since readdir saw it
+        d->entry = nullptr;
+        d->offset = next;
+        continue;
+      }
+      if (dot || le != 0) {
+        // No node id (ino 0): the kernel lists the name without making a
+        // dentry. For . and .. it never does; for a name the caller may read
+        // but not look up (a directory with r but not x) this is what
+        // readdir(3) gives natively: the names, and stat fails on its own.
+        e = {};
         e.attr.st_ino = d->entry->d_ino;
         e.attr.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
-      } else if (int le = fs.lookup(req, dir_inode, dfd.get(), name, e, false); le != 0) {
-        if (le == ENOENT) {  // removed since readdir saw it
-          d->entry = nullptr;
-          d->offset = next;
-          continue;
-        }
-        err = le;
-        break;
       }
       entsize = fuse_add_direntry_plus(req, buf.get() + used, size - used, name, &e, next);
       if (entsize > size - used) {
@@ -179,7 +181,9 @@ void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   FdRef fd;
   if (int e = fs.inodes().fd(fs.inode(ino), fd); e != 0) return (void)fuse_reply_err(req, e);
   if (!fs.reserve_open_file()) return (void)fuse_reply_err(req, ENFILE);
-  int dfd = ::openat(fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  // Not openat(fd, "."): walking "." needs search permission, and a
+  // directory with r but not x may be listed.
+  int dfd = ::open(ProcFdPath(fd.get()).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) {
     int e = errno;
     fs.release_open_file();

@@ -1,6 +1,7 @@
 // Operations run with the caller's identity: ownership of new files,
 // permission checks by the source filesystem (not only by the kernel's
 // default_permissions), supplementary groups, and -o single_user.
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -134,6 +135,31 @@ TEST_F(Identity, SetgidDirectoryAndOwnershipRules) {
             EPERM);
   EXPECT_EQ(run_as({.uid = kBob, .gid = kBob}, [&] { return ::chmod((d + "/f").c_str(), 0666) == 0 ? 0 : errno; }),
             EPERM);
+}
+
+// r without x: the names can be listed, the entries cannot be looked up,
+// as on a native filesystem (readdirplus must not turn that into an error).
+TEST_F(Identity, ReadableButNotSearchableDirectoryListsItsNames) {
+  const std::string d = dir("listonly", 0744, kBob, kBob);
+  for (const char* n : {"one", "two", "three"}) make_file(mount_->src(std::string("listonly/") + n), 0644, kBob, kBob);
+  EXPECT_EQ(run_as(alice, [&] {
+              DIR* dp = ::opendir(d.c_str());
+              if (!dp) return errno;
+              int names = 0;
+              errno = 0;
+              while (struct dirent* e = ::readdir(dp))
+                if (e->d_name[0] != '.') ++names;
+              int err = errno;
+              ::closedir(dp);
+              if (err != 0) return err;
+              return names == 3 ? 0 : 100 + names;
+            }),
+            0);
+  EXPECT_EQ(run_as(alice, [&] {
+              struct stat st {};
+              return ::stat((d + "/one").c_str(), &st) == 0 ? 0 : errno;
+            }),
+            EACCES);
 }
 
 TEST_F(Identity, StickyDirectoryProtectsOthersFiles) {
