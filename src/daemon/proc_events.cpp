@@ -50,6 +50,8 @@ void for_each_event(const char* buf, std::size_t len, Fn&& fn) {
 }  // namespace
 
 Result<std::unique_ptr<ProcEvents>> ProcEvents::open(std::chrono::milliseconds self_test_timeout) {
+  // Without root the kernel refuses or stays silent; do not wait to find out.
+  if (::geteuid() != 0) return make_error(EPERM, "process events connector: needs root");
   int fd = ::socket(PF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_CONNECTOR);
   if (fd < 0) return sys_error("socket");
   std::unique_ptr<ProcEvents> ev(new ProcEvents(fd));
@@ -126,6 +128,12 @@ bool ProcEvents::drain(const std::function<void(pid_t)>& gone) {
           break;
         case proc_event::PROC_EVENT_EXIT:
           gone(ev.event_data.exit.process_pid);
+          break;
+        case proc_event::PROC_EVENT_FORK:
+          // A new task holds this id now. Normally its exit was reported
+          // already, but an exec from a non-leader thread hands the thread's
+          // id back without an exit event for it.
+          gone(ev.event_data.fork.child_pid);
           break;
         default:
           break;

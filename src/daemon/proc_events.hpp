@@ -32,8 +32,8 @@ class ProcEvents {
   ProcEvents& operator=(const ProcEvents&) = delete;
 
   // Reads every event queued now, without blocking, and calls `gone` with
-  // each task id that exec'd or exited (for an exec, the thread that called
-  // it and its thread group id: the caller's thread becomes the leader).
+  // each task id whose cached facts are void: a task that exec'd (and its
+  // thread group id), exited, or was just created with that id.
   // Returns false when events were lost (the socket overflowed): the caller
   // must then forget everything it cached. Not thread-safe: serialise calls.
   bool drain(const std::function<void(pid_t)>& gone);
