@@ -85,6 +85,10 @@ class PeerFsIdentity {
   std::vector<gid_t> saved_groups_;
 };
 
+// Who administers this mount: root, and the user the daemon runs as (an
+// unprivileged user's own mount is theirs to configure).
+bool is_admin(const ucred& peer) noexcept { return peer.uid == 0 || peer.uid == ::geteuid(); }
+
 struct Connection {
   int fd = -1;
   ucred peer{};
@@ -354,13 +358,15 @@ Reply Server::Impl::publish(Result<std::shared_ptr<const RuntimeVars>> next, con
 
 Reply Server::Impl::do_set(const Request& req, const ucred& peer) {
   const bool system = req.scope == ScopeArg::System;
-  if (system && peer.uid != 0) return Reply::failure(make_error(EPERM, "only root may change the system scope"));
+  if (system && !is_admin(peer))
+    return Reply::failure(make_error(EPERM, "only root or the mount's owner may change the system scope"));
   return publish(with_set(*runtime(), system, peer.uid, req.name, req.value), "set", req, peer);
 }
 
 Reply Server::Impl::do_unset(const Request& req, const ucred& peer) {
   const bool system = req.scope == ScopeArg::System;
-  if (system && peer.uid != 0) return Reply::failure(make_error(EPERM, "only root may change the system scope"));
+  if (system && !is_admin(peer))
+    return Reply::failure(make_error(EPERM, "only root or the mount's owner may change the system scope"));
   return publish(with_unset(*runtime(), system, peer.uid, req.name), "unset", req, peer);
 }
 
@@ -421,7 +427,8 @@ Reply Server::Impl::do_explain(const Request& req, const ucred& peer) {
 }
 
 Reply Server::Impl::do_reload(const ucred& peer) {
-  if (peer.uid != 0) return Reply::failure(make_error(EPERM, "only root may reload the rules"));
+  if (!is_admin(peer))
+    return Reply::failure(make_error(EPERM, "only root or the mount's owner may reload the rules"));
   if (auto ok = state.reload(); !ok) {
     spdlog::error("control: reload requested by uid {} failed: {}", peer.uid, ok.error().message);
     return Reply::failure(ok.error());

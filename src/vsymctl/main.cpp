@@ -61,21 +61,21 @@ int main(int argc, char** argv) {
   // set / unset / list
   std::string name, value;
   bool system_scope = false, user_scope = false;
-  auto* set = app.add_subcommand("set", "set a run-time variable (your user scope; --system: root only)");
+  auto* set = app.add_subcommand("set", "set a run-time variable (your user scope; --system: root or the mount's owner)");
   set->add_option("name", name, "variable name")->required();
   set->add_option("value", value, "value")->required();
-  set->add_flag("--system", system_scope, "the system scope (root only)");
+  set->add_flag("--system", system_scope, "the system scope (root or the mount's owner)");
   set->add_flag("--user", user_scope, "your user scope (the default)");
   auto* unset = app.add_subcommand("unset", "remove a run-time variable");
   unset->add_option("name", name, "variable name")->required();
-  unset->add_flag("--system", system_scope, "the system scope (root only)");
+  unset->add_flag("--system", system_scope, "the system scope (root or the mount's owner)");
   unset->add_flag("--user", user_scope, "your user scope (the default)");
   auto* list = app.add_subcommand("list", "list run-time variables: yours and the system's");
   auto* list_system = list->add_flag("--system", system_scope, "only the system scope");
   list->add_flag("--user", user_scope, "only your user scope")->excludes(list_system);
   for (auto* sub : {set, unset}) sub->get_option("--system")->excludes(sub->get_option("--user"));
 
-  auto* reload = app.add_subcommand("reload", "re-read the mount's rules file (root only)");
+  auto* reload = app.add_subcommand("reload", "re-read the mount's rules file (root or the mount's owner)");
   auto* universe = app.add_subcommand("universe", "print your universe on the mount and where it came from");
   auto* status = app.add_subcommand("status", "print the mount's state and counters");
 
