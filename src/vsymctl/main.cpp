@@ -87,6 +87,10 @@ int main(int argc, char** argv) {
   run->add_option("command", run_args.command, "the command and its arguments (after --)")->required();
   run->prefix_command();
 
+  for (auto* sub : {explain, set, unset, list, reload, universe, status, run})
+    sub->footer("The daemon is the one of the mount holding --mount PATH (default: the current directory),\n"
+                "or --socket SOCKET; both may come before or after the command. See vsymctl(1).");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
