@@ -53,6 +53,18 @@ int FdCache::insert(FdSlot& slot, int fd) {
   return fd;
 }
 
+void FdCache::offer(FdSlot& slot, int fd) {
+  std::lock_guard lock(mu_);
+  if (slot.fd >= 0) {
+    ::close(fd);
+    return;
+  }
+  slot.fd = fd;
+  link_front(slot);
+  ++count_;
+  evict_locked();
+}
+
 void FdCache::evict_locked() {
   // Walk from the cold end; pinned descriptors stay (they are in use), so a
   // burst of concurrent operations can overshoot the budget briefly.

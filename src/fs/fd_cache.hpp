@@ -37,6 +37,9 @@ class FdCache {
   // descriptor to use: when another thread got there first, `fd` is closed
   // and theirs is returned.
   int insert(FdSlot& slot, int fd);
+  // Gives the cache a descriptor it may keep (unpinned) or close, when the
+  // slot already has one.
+  void offer(FdSlot& slot, int fd);
   void release(FdSlot& slot) noexcept { slot.pins.fetch_sub(1, std::memory_order_release); }
   // Closes the slot's descriptor for good (the inode is going away).
   void drop(FdSlot& slot);

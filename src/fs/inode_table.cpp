@@ -89,12 +89,12 @@ void InodeTable::attach_handle(Inode& inode, int fd) {
   auto* fh = reinterpret_cast<struct file_handle*>(probe);
   fh->handle_bytes = kMaxHandle;
   int mount_id = 0;
-  if (::name_to_handle_at(fd, "", fh, &mount_id, AT_EMPTY_PATH) != 0) return;  // fall back to tracking
+  if (::name_to_handle_at(fd, "", fh, &mount_id, AT_EMPTY_PATH) != 0) return;  // tracked by name instead
   const std::size_t size = sizeof(struct file_handle) + fh->handle_bytes;
   auto buf = std::make_unique<std::byte[]>(size);
   std::memcpy(buf.get(), probe, size);
 
-  std::lock_guard lock(mu_);
+  std::lock_guard lock(mount_mu_);
   auto it = mount_fds_.find(mount_id);
   if (it == mount_fds_.end()) {
     // open_by_handle_at wants a real (not O_PATH) descriptor on the same
@@ -114,54 +114,59 @@ void InodeTable::attach_handle(Inode& inode, int fd) {
 Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, const struct stat& st) {
   const Key key{st.st_dev, st.st_ino};
   const mode_t type = st.st_mode & S_IFMT;
+  auto known = [&]() -> Inode* {
+    auto it = map_.find(key);
+    return it != map_.end() && it->second->type_ == type ? it->second : nullptr;
+  };
+
   Inode* inode = nullptr;
-  bool created = false;
+  {
+    std::lock_guard lock(mu_);
+    if ((inode = known())) ++inode->refs_;
+  }
+  // A new inode is completed (its file handle: a syscall) outside the lock
+  // and published only then, so no other thread ever sees it half made.
+  std::unique_ptr<Inode> fresh;
+  if (!inode) {
+    fresh = std::make_unique<Inode>(st.st_dev, st.st_ino, type);
+    if (use_handles_) attach_handle(*fresh, fd);
+  }
+
   std::vector<Inode*> dead;
   {
     std::lock_guard lock(mu_);
-    auto it = map_.find(key);
-    if (it != map_.end() && it->second->type_ == type) {
-      inode = it->second;
-    } else {
-      if (it != map_.end()) {
-        // The inode number was reused for a different file while the kernel
-        // still holds the old one: the old entry lives on, unreachable by key,
-        // until its forget.
-        it->second->in_map_ = false;
-        map_.erase(it);
+    if (!inode) {
+      if ((inode = known())) {
+        ++inode->refs_;  // another lookup published it first: ours is dropped
+      } else {
+        if (auto it = map_.find(key); it != map_.end()) {
+          // The inode number was reused for a different file while the
+          // kernel still holds the old one: the old entry lives on,
+          // unreachable by key, until its forget.
+          it->second->in_map_ = false;
+          map_.erase(it);
+        }
+        inode = fresh.release();
+        inode->refs_ = 1;
+        inode->in_map_ = true;
+        map_.emplace(key, inode);
       }
-      inode = new Inode(st.st_dev, st.st_ino, type);
-      inode->in_map_ = true;
-      map_.emplace(key, inode);
-      created = true;
     }
-    ++inode->refs_;
-  }
-
-  if (created && use_handles_) attach_handle(*inode, fd);
-
-  {
-    std::lock_guard lock(mu_);
     if (inode != root_ && (inode->is_symlink() || !inode->handle_)) {
       if (inode->parent_ != &parent) {
         ++parent.refs_;
         if (inode->parent_) unref_locked(inode->parent_, dead);
         inode->parent_ = &parent;
-        inode->name_.assign(name);
-      } else if (inode->name_ != name) {
-        inode->name_.assign(name);
       }
+      if (inode->name_ != name) inode->name_.assign(name);
     }
   }
   destroy(dead);
 
-  if (inode == root_) {
+  if (inode == root_)
     ::close(fd);
-  } else {
-    int used = cache_.insert(inode->slot_, fd);
-    (void)used;
-    cache_.release(inode->slot_);
-  }
+  else
+    cache_.offer(inode->slot_, fd);
   return inode;
 }
 

@@ -52,7 +52,7 @@ class Inode {
   const dev_t dev_;
   const ino_t ino_;
   const mode_t type_;
-  // Immutable after adoption.
+  // Set before the inode is published in the table, immutable afterwards.
   std::unique_ptr<std::byte[]> handle_;  // a struct file_handle, or null
   int mount_fd_ = -1;                    // where handle_ opens (owned by the table)
   // Guarded by InodeTable::mu_.
@@ -138,8 +138,9 @@ class InodeTable {
   const bool use_handles_;
   Inode* root_ = nullptr;
   int root_fd_ = -1;  // O_PATH, never evicted
-  mutable std::mutex mu_;
+  mutable std::mutex mu_;  // guards map_ and every Inode's refs_, parent_, name_, in_map_
   std::unordered_map<Key, Inode*, KeyHash> map_;
+  std::mutex mount_mu_;
   std::unordered_map<int, int> mount_fds_;  // mount id -> a readable directory fd on it
 };
 
