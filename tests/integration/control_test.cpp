@@ -225,6 +225,15 @@ TEST_F(ControlTest, ExplainWalksThePathAndNamesEveryScope) {
   const Outcome env = ctl(as(bob_, {"WHERE=d2"}), {"explain", m().mnt("l")});
   EXPECT_THAT(env.out, HasSubstr("${WHERE} = d2  (process)"));
 
+  // An @sys path component is no link, but the walk says what it is.
+  std::string sysname = ctl(kRoot, {"expand", "--rules", m().rules_path(), "@sys"}).out;
+  ASSERT_FALSE(sysname.empty());
+  sysname.pop_back();
+  std::filesystem::create_directories(m().src(sysname + "/bin"));
+  const Outcome sys = ctl(kRoot, {"explain", m().mnt("@sys/bin")});
+  EXPECT_EQ(sys.status, 0) << sys.out;
+  EXPECT_THAT(sys.out, HasSubstr(m().mnt("@sys") + "  (vsymfs @sys component"));
+
   // A plain symlink outside any vsymfs mount is shown and marked.
   const std::string outside = state_dir_.path() + "/plain";
   ASSERT_EQ(::symlink(m().mnt("l").c_str(), outside.c_str()), 0);
