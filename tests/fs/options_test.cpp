@@ -1,0 +1,112 @@
+// `vsymfs [options] SOURCE MOUNTPOINT`: libfuse-style options, in any
+// position (mount.fuse3 puts them last); our -o options are taken out and
+// every other one reaches libfuse.
+#include "options.hpp"
+
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace {
+
+using vsymfs::fs::Options;
+using vsymfs::fs::parse_options;
+using ::testing::HasSubstr;
+
+Options ok(const std::vector<std::string>& args) {
+  auto r = parse_options(args);
+  EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+  return r.ok() ? *r : Options{};
+}
+
+TEST(Options, PositionalsAnywhereAndPathsMadeAbsolute) {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"-o", "allow_other", "/srv/tree", "/tree/"},
+           {"/srv/tree", "/tree", "-o", "allow_other"},  // as mount.fuse3 calls us
+           {"/srv/tree", "-oallow_other", "/tree"},
+       }) {
+    Options o = ok(args);
+    EXPECT_EQ(o.source, "/srv/tree");
+    EXPECT_EQ(o.mountpoint, "/tree");
+    EXPECT_THAT(o.fuse_mount_options, HasSubstr("allow_other"));
+  }
+  Options rel = ok({"src", "mnt"});
+  EXPECT_EQ(rel.source.front(), '/');
+  EXPECT_THAT(rel.source, ::testing::EndsWith("/src"));
+}
+
+TEST(Options, OwnOptionsAreTakenOutTheRestGoToLibfuse) {
+  Options o = ok({"-o", "rules=/etc/r.toml,allow_other,fd_budget=300", "-o", "threads=4,ro,single_user", "s", "m"});
+  EXPECT_EQ(o.rules_path, "/etc/r.toml");
+  EXPECT_TRUE(o.rules_explicit);
+  EXPECT_EQ(o.fd_budget, 300u);
+  EXPECT_EQ(o.max_threads, 4u);
+  EXPECT_TRUE(o.single_user);
+  EXPECT_EQ(o.fuse_mount_options.find("rules="), std::string::npos);
+  EXPECT_EQ(o.fuse_mount_options.find("fd_budget"), std::string::npos);
+  EXPECT_THAT(o.fuse_mount_options, HasSubstr("allow_other,ro,"));
+}
+
+TEST(Options, DefaultsAddedUnlessGiven) {
+  Options o = ok({"/a", "/b"});
+  EXPECT_EQ(o.fuse_mount_options, "default_permissions,fsname=/a,subtype=vsymfs");
+  EXPECT_FALSE(o.foreground);
+  EXPECT_EQ(o.fd_budget, 0u);  // derived from RLIMIT_NOFILE at startup
+  EXPECT_TRUE(o.use_handles);
+  Options named = ok({"-o", "fsname=tree,subtype=x", "/a", "/b"});
+  EXPECT_EQ(named.fuse_mount_options, "fsname=tree,subtype=x,default_permissions");
+}
+
+TEST(Options, Flags) {
+  Options d = ok({"-d", "/a", "/b"});
+  EXPECT_TRUE(d.debug);
+  EXPECT_TRUE(d.foreground);
+  Options fs = ok({"-f", "-s", "/a", "/b", "-o", "builtin_rules,no_handles,entry_timeout=0.5,attr_timeout=0"});
+  EXPECT_TRUE(fs.foreground);
+  EXPECT_TRUE(fs.single_thread);
+  EXPECT_TRUE(fs.builtin_rules);
+  EXPECT_FALSE(fs.use_handles);
+  EXPECT_DOUBLE_EQ(fs.entry_timeout, 0.5);
+  EXPECT_DOUBLE_EQ(fs.attr_timeout, 0.0);
+  EXPECT_TRUE(ok({"--help"}).show_help);
+  EXPECT_TRUE(ok({"-V"}).show_version);
+}
+
+struct Bad {
+  std::vector<std::string> args;
+  const char* message;
+};
+
+TEST(Options, ErrorsNameTheOffendingWord) {
+  const std::vector<Bad> table = {
+      {{"/a"}, "missing SOURCE or MOUNTPOINT"},
+      {{"/a", "/b", "/c"}, "unexpected argument /c"},
+      {{"--bogus", "/a", "/b"}, "unknown option --bogus"},
+      {{"-o"}, "-o needs a value"},
+      {{"-o", "fd_budget=many", "/a", "/b"}, "fd_budget=many: expected a whole number"},
+      {{"-o", "fd_budget=3", "/a", "/b"}, "from 16 to"},
+      {{"-o", "threads=0", "/a", "/b"}, "threads=0"},
+      {{"-o", "attr_timeout=-1", "/a", "/b"}, "attr_timeout=-1: expected seconds"},
+      {{"-o", "rules=", "/a", "/b"}, "rules needs a value"},
+      {{"-o", "single_user=yes", "/a", "/b"}, "single_user takes no value"},
+      {{"-o", "rules=/r,builtin_rules", "/a", "/b"}, "contradict"},
+      {{"-o", "writeback_cache", "/a", "/b"}, "writeback_cache is not supported"},
+  };
+  for (const auto& c : table) {
+    auto r = parse_options(c.args);
+    ASSERT_FALSE(r.ok()) << c.message;
+    EXPECT_EQ(r.error().code, EINVAL);
+    EXPECT_THAT(r.error().message, HasSubstr(c.message));
+  }
+}
+
+TEST(Options, HelpMentionsEveryOwnOption) {
+  const std::string help = vsymfs::fs::usage_text();
+  for (const char* opt : {"rules=", "builtin_rules", "single_user", "fd_budget=", "no_handles", "threads=", "socket=",
+                          "state=", "entry_timeout=", "attr_timeout=", "negative_timeout=", "-f", "-d", "-s"})
+    EXPECT_THAT(help, HasSubstr(opt));
+}
+
+}  // namespace
