@@ -32,6 +32,9 @@ MountState::MountState(Config cfg) : cfg_(std::move(cfg)) {}
 MountState::~MountState() { stop_watching(); }
 
 Result<std::unique_ptr<MountState>> MountState::create(Config cfg) {
+  // @sys probes compare link targets with the mountpoint as text.
+  for (std::string* path : {&cfg.source, &cfg.mountpoint})
+    while (path->size() > 1 && path->back() == '/') path->pop_back();
   std::unique_ptr<MountState> st(new MountState(std::move(cfg)));
   const Config& c = st->cfg_;
   if (!c.builtin_rules) {
