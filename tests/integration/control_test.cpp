@@ -178,8 +178,13 @@ TEST_F(ControlTest, ValuesSurviveARestart) {
 TEST_F(ControlTest, AcknowledgedValuesSurviveSIGKILL) {
   for (int i = 0; i < 20; ++i)
     ASSERT_EQ(ctl(as(alice_), at({"set", "V" + std::to_string(i), std::to_string(i)})).status, 0);
+  char sock[PATH_MAX];
+  const ssize_t len = ::getxattr(m().mnt().c_str(), "security.vsymfs.control", sock, sizeof sock - 1);
+  ASSERT_GT(len, 0);
+  sock[len] = '\0';
   ASSERT_EQ(::kill(m().daemon_pid(), SIGKILL), 0);
   mount_->stop();
+  ::unlink(sock);  // a killed daemon cannot remove its socket
   mount_ = std::make_unique<Mount>(MountOptions{kRules, {"state=" + state_}, {}});
   const Outcome list = ctl(as(alice_), at({"list", "--user"}));
   for (int i = 0; i < 20; ++i)
