@@ -733,4 +733,56 @@ TEST_F(Process, SigtermAndSigintUnmountCleanly) {
   }
 }
 
+// SIGHUP re-reads the rules. With host/system values only the kernel caches
+// link bodies (FUSE_CAP_CACHE_SYMLINKS): the reload must invalidate them, or
+// readlink would keep returning the old expansion.
+TEST_F(Process, SighupReloadsAndInvalidatesKernelCachedLinks) {
+  // The daemon watches the rules file's directory; keeping the real file
+  // elsewhere (behind a symlink) leaves SIGHUP as the only trigger.
+  ::mkdir((dir_ + "/real").c_str(), 0755);
+  ::mkdir((dir_ + "/conf").c_str(), 0755);
+  const std::string real = dir_ + "/real/rules.toml", rules = dir_ + "/conf/rules.toml";
+  auto write_rules = [&](const char* value) {
+    std::ofstream(real + ".new") << "[scopes]\nper_caller = false\n[vars]\nWHERE = \"" << value << "\"\n";
+    std::filesystem::rename(real + ".new", real);
+  };
+  write_rules("one");
+  ASSERT_EQ(::symlink(real.c_str(), rules.c_str()), 0);
+  ASSERT_EQ(::symlink("/data/${WHERE}", (src_ + "/v").c_str()), 0);
+
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 2);
+    std::string bin = vsymfs::testing::vsymfs_bin(), o = "rules=" + rules + "," + own_opts_;
+    ::execl(bin.c_str(), bin.c_str(), "-f", "-o", o.c_str(), src_.c_str(), mnt_.c_str(), nullptr);
+    ::_exit(127);
+  }
+  ASSERT_TRUE(wait_until([&] { return mounted_at(mnt_); }));
+  auto link_text = [&] {
+    char buf[256];
+    ssize_t n = ::readlink((mnt_ + "/v").c_str(), buf, sizeof buf);
+    return n < 0 ? "<" + Trace::errname(errno) + ">" : std::string(buf, static_cast<size_t>(n));
+  };
+  EXPECT_EQ(link_text(), "/data/one");
+  EXPECT_EQ(link_text(), "/data/one");  // now from the kernel's cache
+  write_rules("two");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(link_text(), "/data/one") << "nothing but SIGHUP may have reloaded the rules";
+  ::kill(pid, SIGHUP);
+  EXPECT_TRUE(wait_until([&] { return link_text() == "/data/two"; })) << link_text();
+  struct stat st {};
+  EXPECT_EQ(::lstat((mnt_ + "/v").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 9);  // "/data/two"
+  // An invalid file is refused and the old rules stay.
+  std::ofstream(real) << "[vars\n";
+  ::kill(pid, SIGHUP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(link_text(), "/data/two");
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
 }  // namespace
