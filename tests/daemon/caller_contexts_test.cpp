@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/personality.h>
 #include <sys/wait.h>
@@ -34,17 +35,23 @@ class Child {
         std::vector<std::string> argv = {}) {
     int ready[2], go[2];
     if (::pipe2(ready, O_CLOEXEC) != 0 || ::pipe2(go, O_CLOEXEC) != 0) return;
+    // Everything the child needs is built before fork: other threads may
+    // hold the allocator's lock at that moment, and the child would wait
+    // for it forever.
+    if (argv.empty()) argv = {"/bin/sh", "-c", script};
+    std::vector<char*> a, e;
+    for (auto& s : argv) a.push_back(s.data());
+    a.push_back(nullptr);
+    for (auto& s : env) e.push_back(s.data());
+    e.push_back(nullptr);
     pid_ = ::fork();
     if (pid_ == 0) {
+      // Its own process group, so the destructor also kills what the
+      // script started (a stray sleep would hold the test's stdout open).
+      ::setpgid(0, 0);
       ::dup2(ready[1], 3);
       ::dup2(go[0], 4);
       if (before_exec) before_exec();
-      if (argv.empty()) argv = {"/bin/sh", "-c", script};
-      std::vector<char*> a, e;
-      for (auto& s : argv) a.push_back(s.data());
-      a.push_back(nullptr);
-      for (auto& s : env) e.push_back(s.data());
-      e.push_back(nullptr);
       ::execve(a[0], a.data(), e.data());
       ::_exit(127);
     }
@@ -55,6 +62,7 @@ class Child {
   }
   ~Child() {
     if (pid_ > 0) {
+      ::kill(-pid_, SIGKILL);
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
     }
@@ -65,8 +73,11 @@ class Child {
   Child& operator=(const Child&) = delete;
 
   pid_t pid() const { return pid_; }
-  // Waits for the child's next "ready" byte; false if it died first.
+  // Waits (at most 10 s) for the child's next "ready" byte; false if it
+  // died or hung first.
   bool wait_ready() {
+    pollfd p{ready_, POLLIN, 0};
+    if (::poll(&p, 1, 10'000) != 1) return false;
     char c;
     return ::read(ready_, &c, 1) == 1;
   }

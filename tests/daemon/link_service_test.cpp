@@ -3,6 +3,7 @@
 #include "link_service.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -33,23 +34,28 @@ class EnvChild {
   explicit EnvChild(std::vector<std::string> env) {
     int ready[2];
     if (::pipe2(ready, O_CLOEXEC) != 0) return;
+    // Built before fork: the child must not allocate (another thread may
+    // hold the allocator's lock at fork time).
+    std::vector<char*> e;
+    for (auto& s : env) e.push_back(s.data());
+    e.push_back(nullptr);
+    const char* argv[] = {"/bin/sh", "-c", "echo >&3; sleep 30; :", nullptr};
     pid_ = ::fork();
     if (pid_ == 0) {
+      ::setpgid(0, 0);  // the destructor kills the script's sleep too
       ::dup2(ready[1], 3);
-      std::vector<char*> e;
-      for (auto& s : env) e.push_back(s.data());
-      e.push_back(nullptr);
-      const char* argv[] = {"/bin/sh", "-c", "echo >&3; sleep 30; :", nullptr};
       ::execve(argv[0], const_cast<char* const*>(argv), e.data());
       ::_exit(127);
     }
     ::close(ready[1]);
+    pollfd p{ready[0], POLLIN, 0};
     char c;
-    ok_ = ::read(ready[0], &c, 1) == 1;
+    ok_ = ::poll(&p, 1, 10'000) == 1 && ::read(ready[0], &c, 1) == 1;
     ::close(ready[0]);
   }
   ~EnvChild() {
     if (pid_ > 0) {
+      ::kill(-pid_, SIGKILL);
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
     }

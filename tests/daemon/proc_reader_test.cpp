@@ -275,6 +275,7 @@ TEST(ProcReaders, ReadAChildsEnvironment) {
   pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
+    ::setpgid(0, 0);  // so the kill below reaches the script's sleep too
     ::close(ready[0]);
     // exec so /proc shows this environment, not the test's
     ::dup2(ready[1], 3);
@@ -291,6 +292,7 @@ TEST(ProcReaders, ReadAChildsEnvironment) {
   // add PWD and more to what it was given, never remove.
   std::vector<std::string> env;
   auto r = read_environ(pid, env);
+  ::kill(-pid, SIGKILL);
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
   ASSERT_TRUE(r) << r.error().message;
