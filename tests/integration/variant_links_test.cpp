@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -288,6 +289,38 @@ TEST_F(VariantLinks, ManyCallersAtOnceEachGetTheirOwn) {
     ASSERT_TRUE(results[i]) << i << " status " << results[i].status;
     EXPECT_EQ(results[i].out, jobs[i].second) << i;
   }
+}
+
+// Editing the rules file changes what links expand to, without a remount;
+// an invalid edit leaves the old rules in force.
+TEST(VariantLinksReload, RulesFileEditsArePickedUp) {
+  MountOptions opts;
+  opts.rules_text = "[vars]\nWHERE = \"before\"\n";
+  Mount m(opts);
+  fs::create_symlink("/srv/$WHERE", m.src("where"));
+  auto readlink_now = [&] {
+    char buf[PATH_MAX];
+    ssize_t n = ::readlink(m.mnt("where").c_str(), buf, sizeof buf);
+    return n < 0 ? std::string("error: ") + std::strerror(errno) : std::string(buf, static_cast<std::size_t>(n));
+  };
+  auto eventually = [&](const std::string& want) {
+    for (int i = 0; i < 500 && readlink_now() != want; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return readlink_now();
+  };
+  ASSERT_EQ(readlink_now(), "/srv/before");
+
+  // Replace the file the way editors do: write a copy, rename it over.
+  auto replace_rules = [&](const std::string& text) {
+    const std::string tmp = m.rules_path() + ".new";
+    std::ofstream(tmp) << text;
+    fs::rename(tmp, m.rules_path());
+  };
+  replace_rules("[vars]\nWHERE = \"after\"\n");
+  EXPECT_EQ(eventually("/srv/after"), "/srv/after") << m.daemon_log();
+
+  replace_rules("[vars]\nWHERE = \"broken\"\n[no_such_table]\n");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // well past the debounce
+  EXPECT_EQ(readlink_now(), "/srv/after");
 }
 
 }  // namespace
