@@ -287,17 +287,19 @@ int main(int argc, char** argv) {
   fuse_session* se = fuse_session_new(&fargs, &ops, sizeof ops, &filesystem);
   if (!se) startup.fail(kUsage, "invalid mount options: " + o.fuse_mount_options + held_fuse_messages());
   if (fuse_set_signal_handlers(se) != 0) startup.fail(kInternal, "cannot install signal handlers");
-  if (fuse_session_mount(se, o.mountpoint.c_str()) != 0)
-    startup.fail(kMount, "cannot mount " + o.source + " on " + o.mountpoint + held_fuse_messages());
-
+  // The control server before the mount: it loads the persisted run-time
+  // values (the first lookups must see them) and opens SOURCE by path,
+  // which with MOUNTPOINT == SOURCE must still find the underlying directory.
   control::ServerOptions sopts;
   sopts.socket_path = o.socket_path;
   sopts.state_path = o.state_path;
   auto server = control::Server::start(**state, links, contexts, sopts);
-  if (!server) {
-    fuse_session_unmount(se);
-    startup.fail(kControl, server.error().message);
+  if (!server) startup.fail(kControl, server.error().message);
+  if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
+    server->reset();  // _exit below runs no destructors: remove the socket now
+    startup.fail(kMount, "cannot mount " + o.source + " on " + o.mountpoint + held_fuse_messages());
   }
+
   filesystem.set_control_socket((*server)->socket_path());
   filesystem.attach_session(se);
   if (auto w = (*state)->start_watching(); !w)

@@ -785,4 +785,24 @@ TEST_F(Process, SighupReloadsAndInvalidatesKernelCachedLinks) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
+
+// Mounted over SOURCE itself: the daemon keeps working on the directory
+// underneath (opened before the mount), and nothing of its own keeps the
+// mount busy.
+TEST_F(Process, MountOverTheSourceItself) {
+  ASSERT_EQ(::symlink("plain-${NO_SUCH_VSYMFS_VAR:-fallback}", (src_ + "/l").c_str()), 0);
+  CommandResult r = run_command({vsymfs::testing::vsymfs_bin(), src_, src_, "-o", "builtin_rules," + own_opts_});
+  ASSERT_EQ(r.status, 0) << r.output;
+  ASSERT_TRUE(mounted_at(src_));
+  EXPECT_EQ(slurp((src_ + "/hello").c_str()), "hi");
+  char buf[64];
+  ssize_t n = ::readlink((src_ + "/l").c_str(), buf, sizeof buf);
+  EXPECT_EQ(n > 0 ? std::string(buf, static_cast<size_t>(n)) : "", "plain-fallback");
+  write_file((src_ + "/new").c_str(), "through");
+  CommandResult u = run_command({"fusermount3", "-u", src_});
+  EXPECT_EQ(u.status, 0) << u.output;
+  EXPECT_FALSE(mounted_at(src_));
+  EXPECT_EQ(slurp((src_ + "/new").c_str()), "through");  // stored underneath
+}
+
 }  // namespace
