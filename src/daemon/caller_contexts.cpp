@@ -3,7 +3,12 @@
 //    identity_ttl_ms: groups change only through setgroups, which needs
 //    privilege, and a uid/gid change changes the key.
 //  - the full context (environment, AT_SECURE, ELF class, personality) is
-//    keyed by pid. With the process events connector (the default when we
+//    keyed by pid. A process caught inside execve gets the environment it
+//    is passing (envp), as the program it is about to run will; that answer
+//    is cached for the old image and dropped when the exec completes. A
+//    forked child that made requests before its execve keeps its cached
+//    (pre-exec) environment for the lookups of that execve.
+//    With the process events connector (the default when we
 //    run as root in the initial namespaces) the kernel's exec and exit
 //    events drop entries, drained before every lookup: exact, and no /proc
 //    read per request. Otherwise every call validates it against a hash
@@ -95,6 +100,7 @@ struct Shard {
 // What the helper threads read from /proc for one process image.
 struct ProcJob {
   pid_t pid = 0;
+  bool try_execve_envp = false;  // safe on this kernel (see proc::read_execve_envp)
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
@@ -178,6 +184,15 @@ class ProcPool {
     job.compat32 = elf_class == 32 || persona32;
     if (auto s = proc::read_auxv_secure(job.pid, elf_class == 32 ? 4 : 8); s) job.auxv_secure = *s;
     std::vector<std::string> env;
+    // A process looking up what it execs (`VAR=x cmd` through a $VAR link)
+    // means the environment it passes to the new program.
+    if (job.try_execve_envp) {
+      if (auto in_exec = proc::read_execve_envp(job.pid, env); in_exec && *in_exec) {
+        job.environ = std::move(env);
+        job.environ_ok = true;
+        return;
+      }
+    }
     if (auto e = proc::read_environ(job.pid, env); e) {
       job.environ = std::move(env);
       job.environ_ok = true;
@@ -466,6 +481,7 @@ struct CallerContexts::Impl {
     misses.fetch_add(1, std::memory_order_relaxed);
     auto job = std::make_shared<ProcJob>();
     job->pid = pid;
+    job->try_execve_envp = key_in_use != Options::ImageKey::Stat;
     auto c = std::make_shared<Caller>(*named);
     bool completed = false;
     if (pool.submit(job)) {

@@ -2,6 +2,7 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -175,6 +176,22 @@ bool is_linux32_personality(unsigned long persona) noexcept {
   return (persona & kPerMask) == kPerLinux32;
 }
 
+Result<SyscallState> parse_syscall(std::string_view text) {
+  SyscallState st;
+  std::string_view s = skip_spaces(text);
+  if (s.starts_with("running")) return st;
+  if (s.starts_with("-1")) return st;  // blocked, but not in a system call
+  if (!take_number(s, st.nr)) return make_error(EINVAL, "syscall: no system call number");
+  for (std::uint64_t& arg : st.args) {
+    s = skip_spaces(s);
+    if (!s.starts_with("0x")) return make_error(EINVAL, "syscall: argument is not 0x-hex");
+    s.remove_prefix(2);
+    if (!take_number(s, arg, 16)) return make_error(EINVAL, "syscall: argument is not 0x-hex");
+  }
+  st.in_syscall = true;
+  return st;
+}
+
 Result<bool> read_bounded(const char* path, std::size_t max_bytes, std::string& out) {
   out.clear();
   int fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -283,6 +300,83 @@ Result<bool> read_auxv_secure(pid_t pid, unsigned word_bytes) {
   auto r = read_bounded(ProcPath(pid, "auxv").c_str(), kMaxAuxvBytes, bytes);
   if (!r) return std::move(r).error();
   return parse_auxv_secure(std::as_bytes(std::span<const char>(bytes.data(), bytes.size())), word_bytes);
+}
+
+Result<bool> read_execve_envp(pid_t pid, std::vector<std::string>& out) {
+  char text[256];
+  auto n = read_small(ProcPath(pid, "syscall").c_str(), text);
+  if (!n) return std::move(n).error();
+  auto st = parse_syscall(std::string_view(text, *n));
+  if (!st) return std::move(st).error();
+  std::uint64_t envp = 0;
+  if (st->in_syscall && st->nr == SYS_execve) envp = st->args[2];
+  else if (st->in_syscall && st->nr == SYS_execveat) envp = st->args[3];
+  else return false;
+  if (envp == 0) {  // Linux takes a null envp as an empty environment
+    out.clear();
+    return true;
+  }
+
+  ProcPath path(pid, "mem");
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno_error(errno, "open", path.c_str());
+  auto read_at = [&](std::uint64_t addr, void* buf, std::size_t len) -> ssize_t {
+    ssize_t r;
+    do {
+      r = ::pread(fd, buf, len, static_cast<off_t>(addr));
+    } while (r < 0 && errno == EINTR);
+    return r;
+  };
+  std::vector<std::uint64_t> pointers;
+  bool ok = true;
+  // The pointer array, in chunks, up to its NULL; bounded like environ.
+  constexpr std::size_t kChunk = 64;
+  constexpr std::size_t kMaxPointers = kMaxEnvironBytes / 8;
+  for (std::uint64_t addr = envp; ok && pointers.size() < kMaxPointers; addr += kChunk * sizeof(std::uint64_t)) {
+    std::uint64_t chunk[kChunk];
+    ssize_t r = read_at(addr, chunk, sizeof chunk);
+    if (r < static_cast<ssize_t>(sizeof(std::uint64_t))) {
+      ok = false;
+      break;
+    }
+    std::size_t count = static_cast<std::size_t>(r) / sizeof(std::uint64_t);
+    bool end = false;
+    for (std::size_t i = 0; i < count; ++i) {
+      if (chunk[i] == 0) {
+        end = true;
+        break;
+      }
+      pointers.push_back(chunk[i]);
+    }
+    if (end) break;
+  }
+  std::vector<std::string> env;
+  std::size_t total = 0;
+  for (std::uint64_t addr : pointers) {
+    if (!ok || total >= kMaxEnvironBytes) break;
+    std::string entry;
+    char buf[256];
+    for (;;) {
+      ssize_t r = read_at(addr + entry.size(), buf, sizeof buf);
+      if (r <= 0) {
+        ok = false;
+        break;
+      }
+      const char* nul = static_cast<const char*>(std::memchr(buf, '\0', static_cast<std::size_t>(r)));
+      entry.append(buf, nul ? static_cast<std::size_t>(nul - buf) : static_cast<std::size_t>(r));
+      if (nul) break;
+      if (total + entry.size() >= kMaxEnvironBytes) break;  // cut short: dropped below
+    }
+    if (!ok) break;
+    total += entry.size() + 1;
+    if (total > kMaxEnvironBytes) break;
+    if (!entry.empty()) env.push_back(std::move(entry));
+  }
+  int e = errno;
+  ::close(fd);
+  if (!ok) return errno_error(e ? e : EIO, "read", path.c_str());
+  out = std::move(env);
+  return true;
 }
 
 Result<unsigned long> read_personality(pid_t pid) {

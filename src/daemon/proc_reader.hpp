@@ -67,6 +67,15 @@ Result<unsigned long> parse_personality(std::string_view text);
 // bits are flags such as ADDR_NO_RANDOMIZE.
 bool is_linux32_personality(unsigned long persona) noexcept;
 
+// /proc/<pid>/syscall: "NR ARG1 .. ARG6 SP PC" while the task is blocked in
+// a system call, "-1 SP PC" when blocked outside one, "running" otherwise.
+struct SyscallState {
+  bool in_syscall = false;
+  long nr = -1;
+  std::uint64_t args[6] = {};
+};
+Result<SyscallState> parse_syscall(std::string_view text);
+
 // Reads a file up to `max_bytes` into `out` (cleared first). Returns whether
 // the file was longer than the cap. Errors carry the errno of open/read
 // (ENOENT/ESRCH for a dead process, EACCES without ptrace access).
@@ -97,5 +106,14 @@ Result<bool> read_environ(pid_t pid, std::vector<std::string>& out);
 Result<unsigned> read_exe_elf_class(pid_t pid);
 Result<bool> read_auxv_secure(pid_t pid, unsigned word_bytes);
 Result<unsigned long> read_personality(pid_t pid);
+
+// The environment a process is passing to execve right now, read from its
+// memory (envp as given in /proc/<pid>/syscall), as Mic92/envfs does: while
+// a process looks up the program or interpreter it execs, /proc/<pid>/environ
+// still shows the old image's environment, but `VAR=x cmd` must see VAR.
+// Returns false (out untouched) when the task is not inside execve/execveat
+// of our own architecture. Needs ptrace access and Linux 5.7+ (before, the
+// syscall file waits for the exec'ing task's cred_guard_mutex).
+Result<bool> read_execve_envp(pid_t pid, std::vector<std::string>& out);
 
 }  // namespace vsymfs::daemon::proc

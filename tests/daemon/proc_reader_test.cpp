@@ -215,6 +215,31 @@ TEST(ParsePersonality, ReadsHexAndRecognisesLinux32) {
   EXPECT_FALSE(parse_personality("8 9"));
 }
 
+// --- syscall --------------------------------------------------------------
+
+TEST(ParseSyscall, ReadsNumberAndArguments) {
+  auto st = parse_syscall("59 0x55d0c0a0 0x7ffd1000 0x7ffd2000 0x0 0x0 0x0 0x7ffd0ff8 0x7f00aa\n");
+  ASSERT_TRUE(st) << st.error().message;
+  EXPECT_TRUE(st->in_syscall);
+  EXPECT_EQ(st->nr, 59);
+  EXPECT_EQ(st->args[0], 0x55d0c0a0u);
+  EXPECT_EQ(st->args[2], 0x7ffd2000u);
+  EXPECT_EQ(st->args[5], 0u);
+}
+
+TEST(ParseSyscall, NotInASyscallAndGarbage) {
+  for (std::string_view text : {"running\n"sv, "-1 0x7ffd0ff8 0x7f00aa\n"sv}) {
+    auto st = parse_syscall(text);
+    ASSERT_TRUE(st) << text;
+    EXPECT_FALSE(st->in_syscall) << text;
+  }
+  for (std::string_view text : {""sv, "x"sv, "59 0x1 0x2"sv, "59 12 13 14 15 16 17"sv}) {
+    auto st = parse_syscall(text);
+    ASSERT_FALSE(st) << text;
+    EXPECT_EQ(st.error().code, EINVAL);
+  }
+}
+
 // --- readers against the real /proc --------------------------------------
 
 TEST(ReadBounded, CapsTheReadAndSaysSo) {
@@ -299,6 +324,32 @@ TEST(ProcReaders, ReadAChildsEnvironment) {
   EXPECT_FALSE(*r);
   EXPECT_NE(std::find(env.begin(), env.end(), "VSYMFS_A=1"), env.end());
   EXPECT_NE(std::find(env.begin(), env.end(), "VSYMFS_B=two words"), env.end());
+}
+
+TEST(ProcReaders, ExecveEnvpIsOnlyReadInsideExecve) {
+  if (::geteuid() != 0) GTEST_SKIP() << "reading another process's syscall state needs root";
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(ready[0]);
+    if (::write(ready[1], "r", 1) != 1) ::_exit(1);
+    ::pause();  // blocked in a system call that is not execve
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+  std::vector<std::string> env{"untouched"};
+  // The child may still be on its way into pause(): either way, not execve.
+  auto r = read_execve_envp(pid, env);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_FALSE(*r);
+  EXPECT_EQ(env, std::vector<std::string>{"untouched"});
 }
 
 TEST(ProcReaders, AGoneProcessIsAnErrorNotACrash) {

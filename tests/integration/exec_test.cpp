@@ -52,6 +52,11 @@ class ExecThroughLinks : public ::testing::Test {
     fs::create_symlink("${SHDIR:-@sys/ibin}", m.src("envbin"));
     write_script(m.src("script.sh"), "#!" + m.mnt("ibin/sh") + "\necho script-ok \"$1\"\n");
     write_script(m.src("envscript.sh"), "#!" + m.mnt("envbin/sh") + "\necho env-script-ok\n");
+    // `TOOLDIR=... tool`: the variable exists only in the envp of the execve
+    fs::create_symlink("$TOOLDIR/hello", m.src("tool"));
+    // an interpreter that says who it is
+    fs::create_directories(m.src("alt"));
+    write_script(m.src("alt/sh"), "#!/bin/sh\necho alt-interpreter\n");
     // per-user binaries: ubin -> users/${USER}/bin
     fs::create_directories(m.src("users/root/bin"));
     fs::copy_file("/bin/echo", m.src("users/root/bin/whoami-echo"));
@@ -94,15 +99,30 @@ TEST_F(ExecThroughLinks, ScriptWhoseInterpreterIsBehindASysLink) {
 
 TEST_F(ExecThroughLinks, InterpreterChosenByTheEnvironment) {
   // The interpreter's READLINK comes from a process inside execve: the
-  // environment the daemon sees is the one the exec'ing image had.
+  // environment that counts is the one it passes to the new program.
   auto dflt = run(cmd({mount_->mnt("envscript.sh")}));
   ASSERT_FALSE(dflt.timed_out);
   ASSERT_EQ(dflt.status, 0) << mount_->daemon_log();
   EXPECT_EQ(dflt.out, "env-script-ok\n");
-  auto chosen = run(cmd({mount_->mnt("envscript.sh")}, {"SHDIR=/bin"}));
+  auto chosen = run(cmd({mount_->mnt("envscript.sh")}, {"SHDIR=" + mount_->mnt("alt")}));
   ASSERT_FALSE(chosen.timed_out);
-  ASSERT_EQ(chosen.status, 0);
-  EXPECT_EQ(chosen.out, "env-script-ok\n");
+  ASSERT_EQ(chosen.status, 0) << mount_->daemon_log();
+  EXPECT_EQ(chosen.out, "alt-interpreter\n");
+}
+
+TEST_F(ExecThroughLinks, VariableGivenOnlyToTheExecutedProgram) {
+  // As `TOOLDIR=... tool` from a shell: TOOLDIR is in the execve's envp,
+  // not in the environment of the process that calls execve.
+  auto r = run(cmd({mount_->mnt("tool"), "via-envp"}, {"TOOLDIR=" + mount_->mnt("amd64_linux26/bin")}));
+  ASSERT_FALSE(r.timed_out);
+  ASSERT_EQ(r.status, 0) << mount_->daemon_log();
+  EXPECT_EQ(r.out, "via-envp\n");
+  // And from a shell that does not export it: the prefix assignment form.
+  auto sh = run(cmd({"/bin/sh", "-c", "TOOLDIR=\"$1\" \"$2\" from-shell", "sh", mount_->mnt("amd64_linux26/bin"),
+                     mount_->mnt("tool")}));
+  ASSERT_FALSE(sh.timed_out);
+  ASSERT_EQ(sh.status, 0) << mount_->daemon_log();
+  EXPECT_EQ(sh.out, "from-shell\n");
 }
 
 TEST_F(ExecThroughLinks, PerUserBinaryDirectory) {
