@@ -176,6 +176,16 @@ int run_expand(const ExpandArgs& args) {
   HostInfo host = read_host_info();
   if (!args.hostname.empty()) host.hostname = args.hostname;
   if (!args.arch.empty()) (caller->compat32 ? host.machine32 : host.machine) = args.arch;
+  // Sysname lists the rules did not set are derived from the machine type;
+  // a simulated native machine of another type gets its own lists.
+  if (!args.arch.empty() && !caller->compat32 && !rules->sysnames_configured) {
+    if (rules != &file_rules) {
+      file_rules = *rules;
+      rules = &file_rules;
+    }
+    file_rules.sysnames = default_sysnames(host.machine, false);
+    file_rules.sysnames32 = default_sysnames(host.machine, true);
+  }
 
   int probe_fd = -1;
   std::optional<DirectoryProbe> probe;
