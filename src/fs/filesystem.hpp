@@ -22,6 +22,8 @@
 
 namespace vsymfs::fs {
 
+class Passthrough;
+
 struct FsConfig {
   double entry_timeout = 1.0;
   double attr_timeout = 1.0;
@@ -51,6 +53,10 @@ class Filesystem {
   void set_control_socket(std::string path) { control_socket_ = std::move(path); }
   // Whether INIT turned on FUSE_CAP_CACHE_SYMLINKS (decided once per mount).
   void set_kernel_caches_symlinks(bool on) noexcept { kernel_caches_symlinks_.store(on); }
+  // Kernel passthrough for open files (passthrough.hpp), or null when off.
+  // Set before the session starts; not owned.
+  void set_passthrough(Passthrough* p) noexcept { passthrough_ = p; }
+  Passthrough* passthrough() const noexcept { return passthrough_; }
 
   // --- for the operations ---
   const FsConfig& config() const noexcept { return cfg_; }
@@ -94,6 +100,7 @@ class Filesystem {
   std::string control_socket_;
   std::atomic<std::size_t> open_files_{0};
   std::atomic<bool> kernel_caches_symlinks_{false};
+  Passthrough* passthrough_ = nullptr;
 
   fuse_session* session_ = nullptr;
   std::mutex inval_mu_;
