@@ -36,6 +36,7 @@
 #include "link_service.hpp"
 #include "mount_state.hpp"
 #include "options.hpp"
+#include "passthrough.hpp"
 #include "server.hpp"
 #include "vsymfs_config.h"
 
@@ -300,6 +301,24 @@ int main(int argc, char** argv) {
     startup.fail(kMount, "cannot mount " + o.source + " on " + o.mountpoint + held_fuse_messages());
   }
 
+  // Passthrough hooks go in before the loop reads INIT; whether the kernel
+  // takes it is known only from INIT, and every refusal falls back to plain
+  // FUSE reads and writes (logged once).
+  std::unique_ptr<fs::Passthrough> passthrough;
+  if (o.passthrough) {
+    if (auto cap = fs::Passthrough::check_capability(); !cap) {
+      spdlog::warn("passthrough: off, {}; file I/O goes through the daemon", cap.error().message);
+    } else {
+      passthrough = std::make_unique<fs::Passthrough>(o.source);
+      if (auto r = passthrough->install(se); r) {
+        filesystem.set_passthrough(passthrough.get());
+      } else {
+        spdlog::warn("passthrough: off, {}", r.error().message);
+        passthrough.reset();
+      }
+    }
+  }
+
   filesystem.set_control_socket((*server)->socket_path());
   filesystem.attach_session(se);
   if (auto w = (*state)->start_watching(); !w)
@@ -340,6 +359,7 @@ int main(int argc, char** argv) {
   (*state)->stop_watching();
   server->reset();
   filesystem.detach_session();
+  if (passthrough) spdlog::info("{}", passthrough->summary());
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);

@@ -1,12 +1,15 @@
 // Open files: open, create, read, write, flush, release, fsync, fallocate,
 // lseek, copy_file_range. An open file holds its own descriptor (fi->fh) for
-// its lifetime, counted against FsConfig::max_open_files.
+// its lifetime, counted against FsConfig::max_open_files. With kernel
+// passthrough (passthrough.hpp) that descriptor also becomes the inode's
+// backing file, and read/write then never reach this file.
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
 
 #include "ops.hpp"
+#include "passthrough.hpp"
 
 namespace vsymfs::fs::ops {
 
@@ -30,6 +33,31 @@ fuse_bufvec fd_range(size_t size, int fd, off_t pos) {
   return v;
 }
 
+// A root identity keeps set-id bits on write (CAP_FSETID); the backing
+// file must not (Passthrough::acquire).
+bool may_hold_fsetid(Filesystem& fs, fuse_req_t req) {
+  return fs.config().single_user || fuse_req_ctx(req)->uid == 0;
+}
+
+// Registers the open with the passthrough registry (when on) and replies;
+// undoes everything when the kernel no longer waits for the reply.
+template <typename Reply>
+bool reply_opened(Filesystem& fs, fuse_req_t req, fuse_ino_t ino, int ofd, Reply&& reply) {
+  Passthrough* pt = fs.passthrough();
+  const int backing_id = pt ? pt->acquire(ino, ofd, may_hold_fsetid(fs, req)) : 0;
+  int r;
+  {
+    Passthrough::ReplyMark mark(backing_id);
+    r = reply();
+  }
+  if (r != -ENOENT) return true;
+  // Interrupted: no release will come.
+  if (pt) pt->release(ino);
+  ::close(ofd);
+  fs.release_open_file();
+  return false;
+}
+
 }  // namespace
 
 void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -49,10 +77,7 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // and a change made in SOURCE directly is noticed when the attributes are
   // refreshed (FUSE_CAP_AUTO_INVAL_DATA, within attr_timeout).
   fi->keep_cache = 1;
-  if (fuse_reply_open(req, fi) == -ENOENT) {  // interrupted: no release will come
-    ::close(ofd);
-    fs.release_open_file();
-  }
+  reply_opened(fs, req, ino, ofd, [&] { return fuse_reply_open(req, fi); });
 }
 
 void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode, fuse_file_info* fi) {
@@ -75,11 +100,8 @@ void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode
     return (void)fuse_reply_err(req, err);
   }
   fi->fh = static_cast<uint64_t>(ofd);
-  if (fuse_reply_create(req, &e, fi) == -ENOENT) {
-    ::close(ofd);
-    fs.release_open_file();
+  if (!reply_opened(fs, req, e.ino, ofd, [&] { return fuse_reply_create(req, &e, fi); }))
     fs.inodes().forget(fs.inode(e.ino), 1);
-  }
 }
 
 void read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
@@ -107,9 +129,11 @@ void flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   fuse_reply_err(req, ::close(dup_fd) == 0 ? 0 : errno);
 }
 
-void release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = fs_of(req);
+  if (Passthrough* pt = fs.passthrough()) pt->release(ino);
   ::close(file_fd(fi));
-  fs_of(req).release_open_file();
+  fs.release_open_file();
   fuse_reply_err(req, 0);
 }
 

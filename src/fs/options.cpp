@@ -66,6 +66,9 @@ Result<bool> apply_own_option(std::string_view opt, Options& o) {
   } else if (key == "no_handles") {
     if (auto r = no_value(); !r) return r.error();
     o.use_handles = false;
+  } else if (key == "passthrough" || key == "nopassthrough") {
+    if (auto r = no_value(); !r) return r.error();
+    o.passthrough = key == "passthrough";
   } else if (key == "fd_budget") {
     if (auto r = need_value(); !r) return r.error();
     auto n = parse_count(key, value, 16, 1u << 20);
@@ -203,6 +206,11 @@ vsymfs options:
     -o no_handles          find inodes again by parent and name instead of
                            file handles (for sources without name_to_handle_at)
     -o threads=N           at most N worker threads (default 16)
+    -o passthrough         let the kernel read and write open files on SOURCE
+                           directly (Linux 6.9+, needs CAP_SYS_ADMIN; falls
+                           back to reads and writes through the daemon when
+                           unavailable) (default)
+    -o nopassthrough       every read and write goes through the daemon
     -o socket=PATH         control socket (default: derived from MOUNTPOINT)
     -o state=PATH          run-time variables file (default: derived from MOUNTPOINT)
     -o entry_timeout=S     kernel name cache timeout in seconds (default 1)

@@ -29,6 +29,7 @@ struct Options {
   double attr_timeout = 1.0;       // -o attr_timeout=S
   double negative_timeout = 0.0;   // -o negative_timeout=S
   bool use_handles = true;         // -o no_handles: re-resolve by (parent, name) instead
+  bool passthrough = true;         // -o passthrough / -o nopassthrough: kernel passthrough file I/O
 
   bool foreground = false;  // -f
   bool debug = false;       // -d (implies -f)

@@ -1,0 +1,285 @@
+#include "passthrough.hpp"
+
+#include <linux/capability.h>
+#include <linux/fuse.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "filesystem.hpp"
+
+namespace vsymfs::fs {
+
+namespace {
+
+// Protocol 7.40 (Linux 6.9) pieces that Debian 12's <linux/fuse.h> (7.37)
+// lacks. Layouts are the kernel's ABI: the sizes are checked below.
+constexpr std::uint32_t kPassthroughFlags2 = 1u << (37 - 32);  // FUSE_PASSTHROUGH, in flags2
+constexpr std::uint32_t kFopenPassthrough = 1u << 7;           // FOPEN_PASSTHROUGH
+// What fs/fuse/iomode.c allows next to FOPEN_PASSTHROUGH, less
+// FOPEN_DIRECT_IO (it would send reads and writes to us again).
+constexpr std::uint32_t kFopenPassthroughCompatible = FOPEN_NOFLUSH;
+
+struct InitOut740 {  // struct fuse_init_out
+  std::uint32_t major, minor, max_readahead, flags;
+  std::uint16_t max_background, congestion_threshold;
+  std::uint32_t max_write, time_gran;
+  std::uint16_t max_pages, map_alignment;
+  std::uint32_t flags2;
+  std::uint32_t max_stack_depth;  // was unused[0]
+  std::uint32_t unused[6];
+};
+static_assert(sizeof(InitOut740) == sizeof(fuse_init_out));
+static_assert(offsetof(InitOut740, flags2) == offsetof(fuse_init_out, flags2));
+static_assert(offsetof(InitOut740, max_stack_depth) == 36);
+
+struct OpenOut740 {  // struct fuse_open_out
+  std::uint64_t fh;
+  std::uint32_t open_flags;
+  std::int32_t backing_id;  // was padding
+};
+static_assert(sizeof(OpenOut740) == sizeof(fuse_open_out));
+
+struct BackingMap {  // struct fuse_backing_map
+  std::int32_t fd;
+  std::uint32_t flags;
+  std::uint64_t padding;
+};
+static_assert(sizeof(BackingMap) == 16);
+
+constexpr unsigned kDevIocMagic = 229;  // FUSE_DEV_IOC_MAGIC
+constexpr unsigned long kBackingOpen = _IOW(kDevIocMagic, 1, BackingMap);
+constexpr unsigned long kBackingClose = _IOW(kDevIocMagic, 2, std::uint32_t);
+
+constexpr long kOverlayfsMagic = 0x794c7630;
+constexpr long kEcryptfsMagic = 0xf15f;
+
+// The backing id the calling thread's next OPEN/CREATE reply must carry.
+thread_local int tl_reply_backing_id = 0;
+
+Passthrough* from_userdata(void* userdata) { return static_cast<Filesystem*>(userdata)->passthrough(); }
+
+bool thread_caps(__user_cap_data_struct (&data)[_LINUX_CAPABILITY_U32S_3]) {
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  return ::syscall(SYS_capget, &hdr, data) == 0;
+}
+
+bool set_thread_caps(__user_cap_data_struct (&data)[_LINUX_CAPABILITY_U32S_3]) {
+  // The raw syscall changes this thread only, which is the point.
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  return ::syscall(SYS_capset, &hdr, data) == 0;
+}
+
+// A set-user-ID or set-group-ID executable keeps plain FUSE writes: they run
+// as the writer, so the kernel clears (or, for root, keeps) the bits exactly
+// as it would natively. Passthrough writes run with the credentials of
+// whoever opened the inode first.
+bool may_start_passthrough(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  if (st.st_mode & S_ISUID) return false;
+  return (st.st_mode & (S_ISGID | S_IXGRP)) != (S_ISGID | S_IXGRP);
+}
+
+}  // namespace
+
+Result<void> Passthrough::check_capability() {
+  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3]{};
+  if (!thread_caps(data)) return make_error(errno, std::string("capget: ") + std::strerror(errno));
+  if (!(data[CAP_TO_INDEX(CAP_SYS_ADMIN)].effective & CAP_TO_MASK(CAP_SYS_ADMIN)))
+    return make_error(EPERM, "the daemon lacks CAP_SYS_ADMIN, which the kernel requires to register backing files");
+  return {};
+}
+
+Passthrough::Passthrough(const std::string& source) {
+  // The fuse superblock gets s_stack_depth = max_stack_depth, and a backing
+  // file must come from a shallower one: SOURCE on overlayfs needs 2 (which
+  // keeps vsymfs itself from being stacked on). The kernel allows 1 or 2.
+  struct statfs sfs {};
+  if (::statfs(source.c_str(), &sfs) == 0 && (sfs.f_type == kOverlayfsMagic || sfs.f_type == kEcryptfsMagic))
+    max_stack_depth_ = 2;
+}
+
+Result<void> Passthrough::install(fuse_session* se) {
+  dev_fd_ = fuse_session_fd(se);
+  fuse_custom_io io{};
+  io.read = read_hook;
+  io.writev = writev_hook;
+  // No splice hooks: libfuse then never splices, so every request and reply
+  // passes through the two hooks above.
+  if (int r = fuse_session_custom_io(se, &io, dev_fd_); r != 0)
+    return make_error(-r, std::string("fuse_session_custom_io: ") + std::strerror(-r));
+  return {};
+}
+
+ssize_t Passthrough::read_hook(int fd, void* buf, size_t len, void* userdata) {
+  ssize_t n = ::read(fd, buf, len);
+  if (n > 0) from_userdata(userdata)->on_request(buf, static_cast<size_t>(n));
+  return n;
+}
+
+ssize_t Passthrough::writev_hook(int fd, struct iovec* iov, int count, void* userdata) {
+  from_userdata(userdata)->on_reply(iov, count);
+  return ::writev(fd, iov, count);
+}
+
+void Passthrough::on_request(const void* buf, size_t len) {
+  if (len < sizeof(fuse_in_header)) return;
+  fuse_in_header in;
+  std::memcpy(&in, buf, sizeof in);
+  switch (in.opcode) {
+    case FUSE_READ:
+      reads_seen_.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case FUSE_WRITE:
+      writes_seen_.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case FUSE_INIT: {
+      fuse_init_in init{};
+      std::memcpy(&init, static_cast<const char*>(buf) + sizeof in, std::min(sizeof init, len - sizeof in));
+      const bool offers = (init.flags & FUSE_INIT_EXT) && (init.flags2 & kPassthroughFlags2);
+      kernel_offers_.store(offers);
+      init_unique_.store(in.unique);
+      init_seen_.store(true, std::memory_order_release);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+void Passthrough::on_reply(struct iovec* iov, int count) {
+  if (count < 2 || iov[0].iov_len < sizeof(fuse_out_header)) return;
+  fuse_out_header out;
+  std::memcpy(&out, iov[0].iov_base, sizeof out);
+  if (tl_reply_backing_id != 0) {
+    // The last bytes of an OPEN or CREATE reply are its fuse_open_out.
+    iovec& arg = iov[count - 1];
+    if (out.error != 0 || arg.iov_len < sizeof(OpenOut740)) return;
+    char* p = static_cast<char*>(arg.iov_base) + arg.iov_len - sizeof(OpenOut740);
+    OpenOut740 open_out;
+    std::memcpy(&open_out, p, sizeof open_out);
+    // The kernel refuses (EIO) passthrough with any open flag but a few:
+    // FOPEN_KEEP_CACHE, which ops_file sets for cached opens, is not one.
+    open_out.open_flags = (open_out.open_flags & kFopenPassthroughCompatible) | kFopenPassthrough;
+    open_out.backing_id = tl_reply_backing_id;
+    std::memcpy(p, &open_out, sizeof open_out);
+    tl_reply_backing_id = 0;
+    return;
+  }
+  if (!init_seen_.load(std::memory_order_acquire) || out.unique != init_unique_.load()) return;
+  init_seen_.store(false);
+  if (!kernel_offers_.load()) {
+    spdlog::warn("passthrough: the kernel does not offer it (needs Linux 6.9+ with CONFIG_FUSE_PASSTHROUGH); "
+                 "file I/O goes through the daemon");
+    return;
+  }
+  if (out.error != 0 || iov[1].iov_len < offsetof(InitOut740, max_stack_depth) + sizeof(std::uint32_t)) return;
+  InitOut740 init{};
+  std::memcpy(&init, iov[1].iov_base, std::min(sizeof init, iov[1].iov_len));
+  if (init.flags & FUSE_WRITEBACK_CACHE) {
+    spdlog::warn("passthrough: off, the writeback cache is on; file I/O goes through the daemon");
+    return;
+  }
+  init.flags |= FUSE_INIT_EXT;
+  init.flags2 |= kPassthroughFlags2;
+  init.max_stack_depth = max_stack_depth_;
+  std::memcpy(iov[1].iov_base, &init, std::min(sizeof init, iov[1].iov_len));
+  enabled_.store(true, std::memory_order_release);
+  spdlog::info("passthrough: on (file reads and writes go from the kernel to SOURCE directly)");
+}
+
+int Passthrough::open_backing(int fd, bool drop_fsetid) {
+  __user_cap_data_struct saved[_LINUX_CAPABILITY_U32S_3]{};
+  bool restore = false;
+  if (drop_fsetid) {
+    if (!thread_caps(saved)) return 0;
+    const auto i = CAP_TO_INDEX(CAP_FSETID);
+    if (saved[i].effective & CAP_TO_MASK(CAP_FSETID)) {
+      __user_cap_data_struct without[_LINUX_CAPABILITY_U32S_3];
+      std::memcpy(without, saved, sizeof without);
+      without[i].effective &= ~CAP_TO_MASK(CAP_FSETID);
+      if (!set_thread_caps(without)) return 0;  // plain FUSE I/O is always correct
+      restore = true;
+    }
+  }
+  BackingMap map{fd, 0, 0};
+  const int id = ::ioctl(dev_fd_, kBackingOpen, &map);
+  const int err = errno;
+  if (restore && !set_thread_caps(saved))
+    spdlog::error("passthrough: cannot restore this worker's CAP_FSETID: {}", std::strerror(errno));
+  if (id > 0) {
+    backing_opened_.fetch_add(1, std::memory_order_relaxed);
+    return id;
+  }
+  if (err == EPERM || err == ENOTTY || err == EINVAL || err == ENOSYS) {
+    // The kernel refuses backing files altogether: stop asking.
+    if (registering_.exchange(false))
+      spdlog::warn("passthrough: off, the kernel refused a backing file ({}); file I/O goes through the daemon",
+                   std::strerror(err));
+  } else if (!logged_file_refusal_.exchange(true)) {
+    // ELOOP (a stacked filesystem inside SOURCE), ENOMEM, ...: this file only.
+    spdlog::warn("passthrough: the kernel refused a backing file ({}); such files use plain FUSE I/O "
+                 "(logged once)",
+                 std::strerror(err));
+  }
+  return 0;
+}
+
+void Passthrough::close_backing(int backing_id) {
+  std::uint32_t id = static_cast<std::uint32_t>(backing_id);
+  if (::ioctl(dev_fd_, kBackingClose, &id) != 0)
+    spdlog::error("passthrough: cannot close backing id {}: {}", backing_id, std::strerror(errno));
+}
+
+int Passthrough::acquire(std::uint64_t nodeid, int fd, bool drop_fsetid) {
+  if (!enabled()) return 0;
+  Shard& s = shard_of(nodeid);
+  std::lock_guard lock(s.mu);
+  InodeIo& io = s.inodes[nodeid];
+  // Only the first open chooses: the kernel fails any open whose mode
+  // differs from the opens the inode already has.
+  if (io.opens == 0)
+    io.backing_id = registering_.load(std::memory_order_relaxed) && may_start_passthrough(fd) ? open_backing(fd, drop_fsetid) : 0;
+  ++io.opens;
+  return io.backing_id;
+}
+
+void Passthrough::release(std::uint64_t nodeid) {
+  if (!enabled()) return;
+  Shard& s = shard_of(nodeid);
+  std::lock_guard lock(s.mu);
+  auto it = s.inodes.find(nodeid);
+  if (it == s.inodes.end()) return;
+  if (--it->second.opens != 0) return;
+  // The kernel keeps its own reference while a file still uses the backing
+  // file; closing the id only stops new opens from naming it.
+  if (it->second.backing_id != 0) close_backing(it->second.backing_id);
+  s.inodes.erase(it);
+}
+
+Passthrough::Shard& Passthrough::shard_of(std::uint64_t nodeid) noexcept {
+  // Node ids are addresses: mix the bits so neighbours spread over shards.
+  return shards_[(nodeid * 0x9E3779B97F4A7C15ull) >> 60 & (shards_.size() - 1)];
+}
+
+std::string Passthrough::summary() const {
+  return "passthrough " + std::string(enabled() && registering_.load() ? "on" : "off") + ": " +
+         std::to_string(backing_files_opened()) + " backing files opened; " + std::to_string(reads_seen()) +
+         " reads and " + std::to_string(writes_seen()) + " writes reached the daemon";
+}
+
+Passthrough::ReplyMark::ReplyMark(int backing_id) noexcept { tl_reply_backing_id = backing_id; }
+Passthrough::ReplyMark::~ReplyMark() { tl_reply_backing_id = 0; }
+
+}  // namespace vsymfs::fs

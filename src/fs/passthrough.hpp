@@ -1,0 +1,121 @@
+// Kernel FUSE passthrough (Linux 6.9+, CONFIG_FUSE_PASSTHROUGH): read, write
+// and mmap of an open file go from the kernel straight to a "backing file"
+// on SOURCE, without a round trip through the daemon.
+//
+// libfuse 3.14 predates passthrough (3.17 added it), so this drives the
+// protocol itself through fuse_session_custom_io():
+//   - the read hook sees every request: it notes whether the kernel offered
+//     FUSE_PASSTHROUGH in INIT (and counts READ/WRITE requests that still
+//     reach the daemon, the proof that passthrough is on);
+//   - the writev hook patches the INIT reply (flags2 |= passthrough,
+//     max_stack_depth) and the OPEN/CREATE replies that ops_file marked
+//     (open_flags |= FOPEN_PASSTHROUGH, backing_id).
+// A mark is per thread: libfuse sends a reply synchronously from the worker
+// thread that calls fuse_reply_open/create, so the next reply that thread
+// writes after ReplyMark is set is that open's reply; no table keyed by
+// request id is needed and the hooks take no lock.
+//
+// The kernel's rules (fs/fuse/iomode.c) shape the registry: all concurrent
+// opens of one inode must name the same backing file, and passthrough and
+// cached (plain FUSE) opens of one inode cannot coexist (the open fails with
+// EIO). So each inode in use has one mode, fixed by its first open, and a
+// backing id closed when its last open is released.
+#pragma once
+
+#define FUSE_USE_VERSION 314
+#include <fuse3/fuse_lowlevel.h>
+
+#include <sys/types.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "vsymfs/result.hpp"
+
+namespace vsymfs::fs {
+
+class Passthrough {
+ public:
+  // Whether this process may register backing files: the kernel requires
+  // CAP_SYS_ADMIN (in the initial user namespace) for the ioctl.
+  static Result<void> check_capability();
+
+  // `source` decides max_stack_depth: a backing file's filesystem must be
+  // stacked less deeply than that (overlayfs is depth 1 already).
+  explicit Passthrough(const std::string& source);
+  Passthrough(const Passthrough&) = delete;
+  Passthrough& operator=(const Passthrough&) = delete;
+
+  // Routes the session's request reads and reply writes through the hooks.
+  // Call after fuse_session_mount and before the loop. The session's
+  // userdata must be the Filesystem that owns this object.
+  Result<void> install(fuse_session* se);
+
+  // True from the INIT reply on when the kernel offered passthrough and we
+  // turned it on. Never goes back to false: the registry then tracks every
+  // open, so releases always find what their open recorded.
+  bool enabled() const noexcept { return enabled_.load(std::memory_order_acquire); }
+
+  // Decides how an open of `nodeid` (its file open as `fd`) does I/O and
+  // records it; every acquire is paired with one release(nodeid). Returns
+  // the backing id to put in the reply, or 0 for plain FUSE read/write.
+  // `drop_fsetid`: the thread may have CAP_FSETID in effect (a root
+  // identity). The backing file keeps the registering thread's credentials
+  // and writes through it must clear set-id bits as a non-privileged write
+  // would, so CAP_FSETID is left out of them.
+  int acquire(std::uint64_t nodeid, int fd, bool drop_fsetid);
+  void release(std::uint64_t nodeid);
+
+  // While alive, the calling thread's next OPEN/CREATE reply carries
+  // FOPEN_PASSTHROUGH and `backing_id` (no effect for 0).
+  class ReplyMark {
+   public:
+    explicit ReplyMark(int backing_id) noexcept;
+    ~ReplyMark();
+    ReplyMark(const ReplyMark&) = delete;
+    ReplyMark& operator=(const ReplyMark&) = delete;
+  };
+
+  // What happened so far, for the log and tests.
+  std::uint64_t reads_seen() const noexcept { return reads_seen_.load(std::memory_order_relaxed); }
+  std::uint64_t writes_seen() const noexcept { return writes_seen_.load(std::memory_order_relaxed); }
+  std::uint64_t backing_files_opened() const noexcept { return backing_opened_.load(std::memory_order_relaxed); }
+  std::string summary() const;
+
+ private:
+  struct InodeIo {
+    int backing_id = 0;       // 0: the inode's opens use plain FUSE I/O
+    std::uint32_t opens = 0;  // opens replied to and not yet released
+  };
+  struct Shard {
+    std::mutex mu;
+    std::unordered_map<std::uint64_t, InodeIo> inodes;
+  };
+
+  static ssize_t read_hook(int fd, void* buf, size_t len, void* userdata);
+  static ssize_t writev_hook(int fd, struct iovec* iov, int count, void* userdata);
+  void on_request(const void* buf, size_t len);
+  void on_reply(struct iovec* iov, int count);
+  int open_backing(int fd, bool drop_fsetid);
+  void close_backing(int backing_id);
+  Shard& shard_of(std::uint64_t nodeid) noexcept;
+
+  int dev_fd_ = -1;
+  std::uint32_t max_stack_depth_ = 1;
+  std::atomic<bool> enabled_{false};
+  std::atomic<bool> registering_{true};  // cleared when the kernel refuses backing files for good
+  std::atomic<bool> init_seen_{false};
+  std::atomic<bool> kernel_offers_{false};
+  std::atomic<std::uint64_t> init_unique_{0};
+  std::atomic<bool> logged_file_refusal_{false};
+  std::atomic<std::uint64_t> reads_seen_{0};
+  std::atomic<std::uint64_t> writes_seen_{0};
+  std::atomic<std::uint64_t> backing_opened_{0};
+  std::array<Shard, 16> shards_;  // a power of two
+};
+
+}  // namespace vsymfs::fs
