@@ -145,6 +145,15 @@ bool request_from_self(pid_t tid) noexcept {
   return ::syscall(SYS_tgkill, ::getpid(), tid, 0) == 0;
 }
 
+class KnownDirectory final : public LinkDirectory {
+ public:
+  explicit KnownDirectory(int fd) noexcept : fd_(fd) {}
+  int fd() override { return fd_; }
+
+ private:
+  int fd_;
+};
+
 const Caller& anonymous_caller() {
   static const Caller c{};
   return c;
@@ -190,7 +199,7 @@ struct LinkService::Impl {
     return contexts.full(ids.pid, ids.uid, ids.gid);
   }
 
-  Result<void> run(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out,
+  Result<void> run(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids, std::string& out,
                    std::vector<Substitution>* trace) {
     // Generation first, then rules: see MountState::reload.
     const std::uint64_t generation = state.rules_generation();
@@ -211,10 +220,11 @@ struct LinkService::Impl {
     CountingSource counting(resolver);
 
     const MountState::Config& cfg = state.config();
+    const int link_dir_fd = p->tmpl.uses_sys() && !request_from_self(ids.pid) ? link_dir.fd() : -1;
     SourceProbe probe(link_dir_fd, cfg.source, cfg.mountpoint);
     ExpandOptions opts;
     opts.undefined = rules->undefined;
-    opts.probe = (p->tmpl.uses_sys() && link_dir_fd >= 0 && !request_from_self(ids.pid)) ? &probe : nullptr;
+    opts.probe = link_dir_fd >= 0 ? &probe : nullptr;
     opts.trace = trace;
 
     Counters& counters = state.counters();
@@ -236,13 +246,20 @@ LinkService::LinkService(MountState& state, CallerContexts& contexts) : impl_(st
 LinkService::~LinkService() = default;
 
 Result<void> LinkService::expand(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out) {
-  return impl_->run(raw, link_dir_fd, ids, out, nullptr);
+  KnownDirectory dir(link_dir_fd);
+  return impl_->run(raw, dir, ids, out, nullptr);
+}
+
+Result<void> LinkService::expand(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids,
+                                 std::string& out) {
+  return impl_->run(raw, link_dir, ids, out, nullptr);
 }
 
 Result<void> LinkService::explain(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out,
                                   std::vector<Substitution>& trace) {
   trace.clear();
-  return impl_->run(raw, link_dir_fd, ids, out, &trace);
+  KnownDirectory dir(link_dir_fd);
+  return impl_->run(raw, dir, ids, out, &trace);
 }
 
 bool LinkService::per_caller() const noexcept { return impl_->state.rules()->per_caller; }

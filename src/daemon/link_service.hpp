@@ -23,6 +23,18 @@ struct RequestIds {
   gid_t gid;
 };
 
+// The directory a link lives in, asked for only when its template has an
+// @sys to probe: finding it can cost the caller a descriptor pin and locks
+// that plain and most variant links never need.
+class LinkDirectory {
+ public:
+  // An fd (O_PATH is fine) of the link's directory inside SOURCE, or -1.
+  virtual int fd() = 0;
+
+ protected:
+  ~LinkDirectory() = default;
+};
+
 class LinkService {
  public:
   LinkService(MountState& state, CallerContexts& contexts);
@@ -34,6 +46,8 @@ class LinkService {
   // targets under the mountpoint are translated to SOURCE, so a worker never
   // calls into its own mount.
   Result<void> expand(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out);
+  // The same, with the directory found only if a probe needs it.
+  Result<void> expand(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids, std::string& out);
 
   // The same with provenance for `vsymctl explain`.
   Result<void> explain(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out,

@@ -119,17 +119,37 @@ int Filesystem::read_raw_link(int fd, std::string& out) {
   return 0;
 }
 
+namespace {
+
+// The link's directory, pinned only when the template has an @sys to probe.
+class ParentDirectory final : public daemon::LinkDirectory {
+ public:
+  ParentDirectory(InodeTable& inodes, Inode& link) noexcept : inodes_(inodes), link_(link) {}
+  int fd() override {
+    // A link we have not seen found in a directory (cannot happen for
+    // looked-up links) is probed relative to the root.
+    if (inodes_.parent_fd(link_, pin_) != 0 && inodes_.fd(inodes_.root(), pin_) != 0) return -1;
+    return pin_.get();
+  }
+
+ private:
+  InodeTable& inodes_;
+  Inode& link_;
+  FdRef pin_;
+};
+
+}  // namespace
+
 int Filesystem::expand_link(fuse_req_t req, Inode& link, int link_fd, int dir_fd, std::string& out) {
   thread_local std::string raw;
   if (int e = read_raw_link(link_fd, raw); e != 0) return e;
-  FdRef parent;
-  if (dir_fd < 0) {
-    // A link we have not seen found in a directory (cannot happen for
-    // looked-up links) is probed relative to the root.
-    if (inodes_.parent_fd(link, parent) != 0) inodes_.fd(inodes_.root(), parent);
-    dir_fd = parent.get();
+  Result<void> r;
+  if (dir_fd >= 0) {
+    r = links_.expand(raw, dir_fd, ids_of(req), out);
+  } else {
+    ParentDirectory parent(inodes_, link);
+    r = links_.expand(raw, parent, ids_of(req), out);
   }
-  auto r = links_.expand(raw, dir_fd, ids_of(req), out);
   return r ? 0 : r.error().code;
 }
 

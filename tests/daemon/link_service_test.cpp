@@ -226,6 +226,50 @@ TEST_F(LinkServiceTest, SysnameListFallsBackToTheFirstThatExists) {
   }
 }
 
+// Counts how often the expansion asks for the link's directory.
+class CountingDirectory final : public LinkDirectory {
+ public:
+  explicit CountingDirectory(int fd) : fd_(fd) {}
+  int fd() override {
+    ++asked;
+    return fd_;
+  }
+  int asked = 0;
+
+ private:
+  int fd_;
+};
+
+TEST_F(LinkServiceTest, TheLinkDirectoryIsAskedForOnlyWhenAnAtSysIsProbed) {
+  start("[sysname]\nnative = [\"missing_sys\", \"amd64_linux26\"]\ncompat32 = [\"i386_linux26\"]\n");
+  fs::create_directories(root_ + "/src/dir/amd64_linux26/bin");
+  const int dfd = ::open((root_ + "/src/dir").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(dfd, 0);
+  struct Case {
+    std::string raw, want;
+    int asked;
+  } cases[] = {
+      {"../files/f0", "../files/f0", 0},           // literal
+      {"/home/${USER}/x", "/home/root/x", 0},       // identity only
+      {"@sys/bin", "amd64_linux26/bin", 1},         // probed in the directory
+      {"x/@sys/y/@sys", "x/missing_sys/y/missing_sys", 1},  // nothing exists: the first, one directory lookup
+  };
+  for (const auto& c : cases) {
+    CountingDirectory dir(dfd);
+    std::string out;
+    auto r = links_->expand(c.raw, dir, root_ids(), out);
+    ASSERT_TRUE(r) << c.raw << ": " << r.error().message;
+    EXPECT_EQ(out, c.want) << c.raw;
+    EXPECT_EQ(dir.asked, c.asked) << c.raw;
+  }
+  // No directory (-1): @sys takes the first candidate rather than failing.
+  CountingDirectory none(-1);
+  std::string out;
+  ASSERT_TRUE(links_->expand("@sys/bin", none, root_ids(), out));
+  EXPECT_EQ(out, "missing_sys/bin");
+  ::close(dfd);
+}
+
 TEST_F(LinkServiceTest, SysComponentCandidates) {
   start("[sysname]\nnative = [\"a_sys\", \"b_sys\"]\ncompat32 = [\"c_sys\"]\n");
   std::vector<std::string> out{"stale"};
