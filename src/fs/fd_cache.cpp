@@ -6,10 +6,7 @@ namespace vsymfs::fs {
 
 FdCache::~FdCache() {
   std::lock_guard lock(mu_);
-  for (FdSlot* s = head_; s != nullptr; s = s->next) {
-    ::close(s->fd);
-    s->fd = -1;
-  }
+  for (FdSlot* s = head_; s != nullptr; s = s->next) ::close(s->fd.exchange(-1));
   head_ = tail_ = nullptr;
   count_ = 0;
 }
@@ -28,25 +25,16 @@ void FdCache::unlink(FdSlot& slot) {
   slot.prev = slot.next = nullptr;
 }
 
-int FdCache::acquire(FdSlot& slot) {
-  std::lock_guard lock(mu_);
-  if (slot.fd < 0) return -1;
-  slot.pins.fetch_add(1, std::memory_order_acquire);
-  if (head_ != &slot) {
-    unlink(slot);
-    link_front(slot);
-  }
-  return slot.fd;
-}
-
 int FdCache::insert(FdSlot& slot, int fd) {
   std::lock_guard lock(mu_);
-  slot.pins.fetch_add(1, std::memory_order_acquire);
-  if (slot.fd >= 0) {
+  slot.pins.fetch_add(1);
+  if (const int theirs = slot.fd.load(); theirs >= 0) {
     ::close(fd);
-    return slot.fd;
+    return theirs;
   }
-  slot.fd = fd;
+  slot.fd.store(fd);
+  // Like a hit: the operation that opened it is about to use it.
+  slot.referenced.store(true, std::memory_order_relaxed);
   link_front(slot);
   ++count_;
   evict_locked();
@@ -55,38 +43,59 @@ int FdCache::insert(FdSlot& slot, int fd) {
 
 void FdCache::offer(FdSlot& slot, int fd) {
   std::lock_guard lock(mu_);
-  if (slot.fd >= 0) {
+  if (slot.fd.load() >= 0) {
     ::close(fd);
     return;
   }
-  slot.fd = fd;
+  slot.fd.store(fd);
+  // Like a hit: the operation that opened it is about to use it.
+  slot.referenced.store(true, std::memory_order_relaxed);
   link_front(slot);
   ++count_;
   evict_locked();
 }
 
+bool FdCache::close_unpinned_locked(FdSlot& slot) {
+  // Clear first, then look for pins (see FdSlot::fd): an acquire() that
+  // pinned before this exchange is seen here and keeps its descriptor; one
+  // that pins after it reads -1 and reopens.
+  const int fd = slot.fd.exchange(-1);
+  if (slot.pins.load() != 0) {
+    slot.fd.store(fd);
+    return false;
+  }
+  unlink(slot);
+  ::close(fd);
+  --count_;
+  return true;
+}
+
 void FdCache::evict_locked() {
-  // Walk from the cold end; pinned descriptors stay (they are in use), so a
-  // burst of concurrent operations can overshoot the budget briefly.
+  // Walk from the cold end, wrapping around. Pinned descriptors stay (they
+  // are in use), so a burst of concurrent operations can overshoot the
+  // budget briefly. An unpinned slot is passed at most twice (once to clear
+  // its mark, once to close); the bound keeps a cache full of pins from
+  // looping forever.
+  std::size_t steps = 3 * count_;
   FdSlot* s = tail_;
-  while (count_ > budget_ && s != nullptr) {
+  while (count_ > budget_ && s != nullptr && steps-- > 0) {
     FdSlot* prev = s->prev;
-    if (s->pins.load(std::memory_order_acquire) == 0) {
+    if (s->referenced.exchange(false, std::memory_order_relaxed)) {
       unlink(*s);
-      ::close(s->fd);
-      s->fd = -1;
-      --count_;
+      link_front(*s);
+    } else {
+      close_unpinned_locked(*s);
     }
-    s = prev;
+    s = prev != nullptr ? prev : tail_;
   }
 }
 
 void FdCache::drop(FdSlot& slot) {
   std::lock_guard lock(mu_);
-  if (slot.fd < 0) return;
+  const int fd = slot.fd.exchange(-1);
+  if (fd < 0) return;
   unlink(slot);
-  ::close(slot.fd);
-  slot.fd = -1;
+  ::close(fd);
   --count_;
 }
 

@@ -4,10 +4,17 @@
 // its dentry is cached, which on a big tree is far more inodes than
 // RLIMIT_NOFILE (hard limit 20000 here) allows descriptors. So an inode keeps
 // a way to reopen itself (a file handle, or its parent and name; see
-// inode_table.hpp) and this cache keeps only the most recently used `budget`
-// descriptors open. A descriptor in use by an operation is pinned and never
-// closed under it; the cache may exceed its budget by the number of pins in
-// flight (a few per worker thread).
+// inode_table.hpp) and this cache keeps only `budget` descriptors open,
+// closing cold ones first. A descriptor in use by an operation is pinned and
+// never closed under it; the cache may exceed its budget by the number of
+// pins in flight (a few per worker thread).
+//
+// Every FUSE operation pins a descriptor or two, so a hit takes no lock: it
+// pins, reads the descriptor and marks the slot referenced. Eviction (under
+// the lock, only when a new descriptor is added) is CLOCK-like: walking from
+// the cold end, a referenced slot gets a second chance (moved to the hot
+// end, mark cleared) instead of strict LRU order, which would need the lock
+// on every hit to reorder the list.
 #pragma once
 
 #include <atomic>
@@ -18,10 +25,14 @@ namespace vsymfs::fs {
 
 // Embedded in each inode: the cache links inodes without allocating.
 struct FdSlot {
-  int fd = -1;                  // guarded by FdCache::mu_
-  FdSlot* prev = nullptr;       // LRU list, guarded by FdCache::mu_
+  // Written under FdCache::mu_; read without it by acquire(). Eviction clears
+  // it before it looks at `pins`, acquire() pins before it reads it: with both
+  // sequentially consistent, one of the two always sees the other.
+  std::atomic<int> fd{-1};
+  std::atomic<int> pins{0};
+  std::atomic<bool> referenced{false};  // used since eviction last passed it
+  FdSlot* prev = nullptr;               // list from hot to cold, guarded by FdCache::mu_
   FdSlot* next = nullptr;
-  std::atomic<int> pins{0};     // incremented under mu_, decremented without it
 };
 
 class FdCache {
@@ -31,8 +42,18 @@ class FdCache {
   FdCache(const FdCache&) = delete;
   FdCache& operator=(const FdCache&) = delete;
 
-  // The slot's descriptor, pinned, or -1 when it is not open.
-  int acquire(FdSlot& slot);
+  // The slot's descriptor, pinned, or -1 when it is not open. Lock-free.
+  int acquire(FdSlot& slot) noexcept {
+    slot.pins.fetch_add(1);
+    const int fd = slot.fd.load();
+    if (fd < 0) {
+      slot.pins.fetch_sub(1, std::memory_order_release);
+      return -1;
+    }
+    // Read first: a hot slot's cache line is only read, not written, per hit.
+    if (!slot.referenced.load(std::memory_order_relaxed)) slot.referenced.store(true, std::memory_order_relaxed);
+    return fd;
+  }
   // Puts a freshly opened descriptor into the slot, pinned, and returns the
   // descriptor to use: when another thread got there first, `fd` is closed
   // and theirs is returned.
@@ -51,10 +72,11 @@ class FdCache {
   void link_front(FdSlot& slot);
   void unlink(FdSlot& slot);
   void evict_locked();
+  bool close_unpinned_locked(FdSlot& slot);
 
   const std::size_t budget_;
   mutable std::mutex mu_;
-  FdSlot* head_ = nullptr;  // most recently used
+  FdSlot* head_ = nullptr;  // most recently added or given a second chance
   FdSlot* tail_ = nullptr;
   std::size_t count_ = 0;
 };

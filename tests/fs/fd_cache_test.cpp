@@ -1,10 +1,15 @@
 // The bounded descriptor cache: never more than its budget of unpinned
-// descriptors, least recently used closed first, pinned ones never closed.
+// descriptors, cold ones closed first (a used one gets a second chance),
+// pinned ones never closed, hits without the lock safe against eviction.
 #include "fd_cache.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -27,16 +32,16 @@ TEST(FdCache, KeepsAtMostItsBudgetClosingTheLeastRecentlyUsed) {
     cache.offer(s, fd);
   }
   EXPECT_EQ(cache.open_count(), 3u);
-  EXPECT_EQ(slots[0].fd, -1);
-  EXPECT_EQ(slots[1].fd, -1);
-  for (int i = 2; i < 5; ++i) EXPECT_EQ(slots[static_cast<size_t>(i)].fd, fds[static_cast<size_t>(i)]);
+  EXPECT_EQ(slots[0].fd.load(), -1);
+  EXPECT_EQ(slots[1].fd.load(), -1);
+  for (int i = 2; i < 5; ++i) EXPECT_EQ(slots[static_cast<size_t>(i)].fd.load(), fds[static_cast<size_t>(i)]);
 
   // Using slot 2 makes slot 3 the coldest.
   ASSERT_EQ(cache.acquire(slots[2]), fds[2]);
   cache.release(slots[2]);
   cache.offer(slots[0], new_fd());
-  EXPECT_EQ(slots[3].fd, -1);
-  EXPECT_NE(slots[2].fd, -1);
+  EXPECT_EQ(slots[3].fd.load(), -1);
+  EXPECT_NE(slots[2].fd.load(), -1);
   EXPECT_EQ(cache.acquire(slots[3]), -1);  // a miss: the caller reopens
 }
 
@@ -50,7 +55,7 @@ TEST(FdCache, PinnedDescriptorsSurviveEvictionAndOvershootBriefly) {
   EXPECT_TRUE(is_open(a) && is_open(b) && is_open(c));
   cache.release(slots[0]);
   cache.offer(slots[3], new_fd());
-  EXPECT_EQ(slots[0].fd, -1) << "the only unpinned cold descriptor goes";
+  EXPECT_EQ(slots[0].fd.load(), -1) << "the only unpinned cold descriptor goes";
   EXPECT_TRUE(is_open(b) && is_open(c));
   cache.release(slots[1]);
   cache.release(slots[2]);
@@ -68,6 +73,55 @@ TEST(FdCache, InsertIntoAFilledSlotKeepsTheFirst) {
   cache.drop(slot);
   EXPECT_FALSE(is_open(first));
   EXPECT_EQ(cache.open_count(), 0u);
+}
+
+TEST(FdCache, ALockFreeHitNeverGetsADescriptorClosedUnderIt) {
+  // Readers pin and check their descriptor while a writer keeps adding
+  // descriptors, so eviction runs constantly against the readers' slots.
+  // Each hot slot holds a file of its own: a descriptor closed under a
+  // reader and reused by the writer's next open shows up as the wrong file.
+  FdCache cache(4);
+  constexpr std::size_t kHot = 4;
+  std::vector<FdSlot> hot(kHot);
+  std::vector<int> originals;
+  std::vector<ino_t> inodes;
+  for (std::size_t i = 0; i < kHot; ++i) {
+    originals.push_back(::memfd_create("hot", MFD_CLOEXEC));
+    struct stat st {};
+    ASSERT_EQ(::fstat(originals.back(), &st), 0);
+    inodes.push_back(st.st_ino);
+    cache.offer(hot[i], ::dup(originals.back()));
+  }
+  std::vector<FdSlot> churn(64);
+  std::atomic<bool> stop{false};
+  std::atomic<long> wrong{0}, hits{0};
+  auto reader = [&] {
+    while (!stop.load()) {
+      for (std::size_t i = 0; i < kHot; ++i) {
+        int fd = cache.acquire(hot[i]);
+        if (fd < 0) fd = cache.insert(hot[i], ::dup(originals[i]));  // evicted: reopen, as InodeTable does
+        for (int check = 0; check < 8; ++check) {  // hold the pin a while
+          struct stat st {};
+          if (::fstat(fd, &st) != 0 || st.st_ino != inodes[i]) ++wrong;
+        }
+        ++hits;
+        cache.release(hot[i]);
+      }
+    }
+  };
+  std::thread r1(reader), r2(reader);
+  for (int round = 0; round < 2000; ++round)
+    for (auto& s : churn) {
+      cache.offer(s, new_fd());
+      if (round % 2 == 1) cache.drop(s);
+    }
+  stop = true;
+  r1.join();
+  r2.join();
+  EXPECT_GT(hits.load(), 0);
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_LE(cache.open_count(), cache.budget());
+  for (int fd : originals) ::close(fd);
 }
 
 }  // namespace
