@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "identity.hpp"
 
@@ -12,6 +13,10 @@ namespace vsymfs::fs {
 
 namespace {
 constexpr std::uint64_t kRootNodeId = 1;  // FUSE_ROOT_ID; this file does not include FUSE
+}
+
+Inode::~Inode() {
+  if (handle_len_ > kInlineHandle) delete[] handle_.heap;
 }
 
 FdRef& FdRef::operator=(FdRef&& o) noexcept {
@@ -82,17 +87,14 @@ std::size_t InodeTable::size() const {
 
 void InodeTable::attach_handle(Inode& inode, int fd) {
   // MAX_HANDLE_SZ is 128; ext4/xfs/btrfs/tmpfs need 8-40 bytes. Ask into a
-  // buffer of the maximum, keep only what the handle needs: a million inodes
-  // each holding 136 bytes would be 136 MB.
+  // buffer of the maximum, keep only the handle's own bytes and type.
   constexpr unsigned kMaxHandle = 128;
   alignas(struct file_handle) std::byte probe[sizeof(struct file_handle) + kMaxHandle];
   auto* fh = reinterpret_cast<struct file_handle*>(probe);
   fh->handle_bytes = kMaxHandle;
   int mount_id = 0;
   if (::name_to_handle_at(fd, "", fh, &mount_id, AT_EMPTY_PATH) != 0) return;  // tracked by name instead
-  const std::size_t size = sizeof(struct file_handle) + fh->handle_bytes;
-  auto buf = std::make_unique<std::byte[]>(size);
-  std::memcpy(buf.get(), probe, size);
+  if (fh->handle_bytes == 0 || fh->handle_bytes > kMaxHandle) return;
 
   std::lock_guard lock(mount_mu_);
   auto it = mount_fds_.find(mount_id);
@@ -108,7 +110,11 @@ void InodeTable::attach_handle(Inode& inode, int fd) {
     it = mount_fds_.emplace(mount_id, mfd).first;
   }
   inode.mount_fd_ = it->second;
-  inode.handle_ = std::move(buf);
+  inode.handle_type_ = fh->handle_type;
+  std::byte* dst = inode.handle_.inline_bytes;
+  if (fh->handle_bytes > Inode::kInlineHandle) dst = inode.handle_.heap = new std::byte[fh->handle_bytes];
+  std::memcpy(dst, fh->f_handle, fh->handle_bytes);
+  inode.handle_len_ = static_cast<std::uint8_t>(fh->handle_bytes);
 }
 
 Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, const struct stat& st) {
@@ -130,6 +136,7 @@ Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, c
   if (!inode) {
     fresh = std::make_unique<Inode>(st.st_dev, st.st_ino, type);
     if (use_handles_) attach_handle(*fresh, fd);
+    if (fresh->is_symlink() || !fresh->has_handle()) fresh->tracked_ = std::make_unique<Inode::Tracked>();
   }
 
   std::vector<Inode*> dead;
@@ -152,13 +159,14 @@ Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, c
         map_.emplace(key, inode);
       }
     }
-    if (inode != root_ && (inode->is_symlink() || !inode->handle_)) {
-      if (inode->parent_ != &parent) {
+    if (inode != root_ && inode->tracked_) {
+      Inode::Tracked& t = *inode->tracked_;
+      if (t.parent != &parent) {
         ++parent.refs_;
-        if (inode->parent_) unref_locked(inode->parent_, dead);
-        inode->parent_ = &parent;
+        if (t.parent) unref_locked(t.parent, dead);
+        t.parent = &parent;
       }
-      if (inode->name_ != name) inode->name_.assign(name);
+      if (t.name != name) t.name.assign(name);
     }
   }
   destroy(dead);
@@ -197,9 +205,7 @@ void InodeTable::unref_locked(Inode* inode, std::vector<Inode*>& dead) {
       inode->in_map_ = false;
     }
     dead.push_back(inode);
-    Inode* parent = inode->parent_;
-    inode->parent_ = nullptr;
-    inode = parent;
+    inode = inode->tracked_ ? std::exchange(inode->tracked_->parent, nullptr) : nullptr;
   }
 }
 
@@ -226,19 +232,23 @@ int InodeTable::reopen(Inode& inode) {
   // caller's fsuid clears, and an O_PATH open is not an access by the caller
   // anyway (the kernel checked the caller's permissions before asking us).
   ScopedDaemonIdentity as_daemon;
-  if (inode.handle_) {
-    int fd = ::open_by_handle_at(inode.mount_fd_, reinterpret_cast<struct file_handle*>(inode.handle_.get()),
-                                 O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (inode.has_handle()) {
+    alignas(struct file_handle) std::byte buf[sizeof(struct file_handle) + 128];
+    auto* fh = reinterpret_cast<struct file_handle*>(buf);
+    fh->handle_bytes = inode.handle_len_;
+    fh->handle_type = inode.handle_type_;
+    std::memcpy(fh->f_handle, inode.handle_bytes(), inode.handle_len_);
+    int fd = ::open_by_handle_at(inode.mount_fd_, fh, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     return fd >= 0 ? fd : -errno;
   }
   std::string name;
   Inode* parent = nullptr;
   {
     std::lock_guard lock(mu_);
-    parent = inode.parent_;
+    parent = inode.tracked_ ? inode.tracked_->parent : nullptr;
     if (!parent) return -ESTALE;
     ++parent->refs_;  // keep it while we use it, even if a rename re-parents `inode`
-    name = inode.name_;
+    name = inode.tracked_->name;
   }
   FdRef pfd;
   pfd.table_ = this;
@@ -282,7 +292,7 @@ int InodeTable::parent_fd(Inode& inode, FdRef& out) {
   Inode* parent = nullptr;
   {
     std::lock_guard lock(mu_);
-    parent = inode.parent_;
+    parent = inode.tracked_ ? inode.tracked_->parent : nullptr;
     if (!parent) return ENOENT;
     ++parent->refs_;  // a concurrent rename may re-parent `inode` while we use this one
   }
@@ -298,13 +308,14 @@ void InodeTable::moved(Inode& new_parent, std::string_view new_name, const struc
     auto it = map_.find(Key{st.st_dev, st.st_ino});
     if (it == map_.end()) return;
     Inode* inode = it->second;
-    if (!inode->parent_ || inode == root_) return;  // untracked: its handle still finds it
-    if (inode->parent_ != &new_parent) {
+    if (inode == root_ || !inode->tracked_ || !inode->tracked_->parent) return;  // untracked: its handle still finds it
+    Inode::Tracked& t = *inode->tracked_;
+    if (t.parent != &new_parent) {
       ++new_parent.refs_;
-      unref_locked(inode->parent_, dead);
-      inode->parent_ = &new_parent;
+      unref_locked(t.parent, dead);
+      t.parent = &new_parent;
     }
-    inode->name_.assign(new_name);
+    t.name.assign(new_name);
   }
   destroy(dead);
 }

@@ -37,6 +37,7 @@ class InodeTable;
 class Inode {
  public:
   Inode(dev_t dev, ino_t ino, mode_t type) : dev_(dev), ino_(ino), type_(type) {}
+  ~Inode();
   Inode(const Inode&) = delete;
   Inode& operator=(const Inode&) = delete;
 
@@ -49,17 +50,37 @@ class Inode {
  private:
   friend class InodeTable;
   friend class FdRef;
+  // Where a tracked inode was last found (see the top of this file). Only
+  // symlinks and inodes without a file handle need it, so it is not part
+  // of every inode: a million handle-tracked inodes would carry 40 unused
+  // bytes each.
+  struct Tracked {
+    Inode* parent = nullptr;  // holds one of its refs_, or null
+    std::string name;
+  };
+  // Handles of the common filesystems (ext4 8 bytes, xfs and tmpfs 8-16)
+  // live inside the inode; larger ones (btrfs 20-40) on the heap.
+  static constexpr std::size_t kInlineHandle = 16;
+
+  bool has_handle() const noexcept { return handle_len_ != 0; }
+  const std::byte* handle_bytes() const noexcept { return handle_len_ > kInlineHandle ? handle_.heap : handle_.inline_bytes; }
+
   const dev_t dev_;
   const ino_t ino_;
   const mode_t type_;
   // Set before the inode is published in the table, immutable afterwards.
-  std::unique_ptr<std::byte[]> handle_;  // a struct file_handle, or null
-  int mount_fd_ = -1;                    // where handle_ opens (owned by the table)
+  int handle_type_ = 0;
   // Guarded by InodeTable::mu_.
   std::uint64_t refs_ = 0;  // kernel lookups + tracked children + in-flight parent pins
-  Inode* parent_ = nullptr; // tracked parent (holds one of its refs_), or null
-  std::string name_;
-  bool in_map_ = false;
+  std::unique_ptr<Tracked> tracked_;  // symlinks and handle-less inodes only; allocated before publishing
+  // Set before publishing, immutable afterwards.
+  union {
+    std::byte inline_bytes[kInlineHandle];
+    std::byte* heap;
+  } handle_{};
+  int mount_fd_ = -1;              // where the handle opens (owned by the table)
+  std::uint8_t handle_len_ = 0;    // f_handle bytes, 0 for none (MAX_HANDLE_SZ is 128)
+  bool in_map_ = false;            // guarded by InodeTable::mu_
   FdSlot slot_;
 };
 
