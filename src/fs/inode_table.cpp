@@ -58,12 +58,12 @@ Result<std::unique_ptr<InodeTable>> InodeTable::create(const std::string& source
   t->root_->refs_ = 1;  // never forgotten
   t->root_->in_map_ = true;
   t->root_fd_ = fd;
-  t->map_.emplace(Key{st.st_dev, st.st_ino}, t->root_);
+  t->map_.insert(t->root_);
   return t;
 }
 
 InodeTable::~InodeTable() {
-  for (auto& [key, inode] : map_) {
+  for (Inode* inode : map_) {
     cache_.drop(inode->slot_);
     if (inode != root_) delete inode;
   }
@@ -122,7 +122,7 @@ Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, c
   const mode_t type = st.st_mode & S_IFMT;
   auto known = [&]() -> Inode* {
     auto it = map_.find(key);
-    return it != map_.end() && it->second->type_ == type ? it->second : nullptr;
+    return it != map_.end() && (*it)->type_ == type ? *it : nullptr;
   };
 
   Inode* inode = nullptr;
@@ -150,13 +150,13 @@ Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, c
           // The inode number was reused for a different file while the
           // kernel still holds the old one: the old entry lives on,
           // unreachable by key, until its forget.
-          it->second->in_map_ = false;
+          (*it)->in_map_ = false;
           map_.erase(it);
         }
         inode = fresh.release();
         inode->refs_ = 1;
         inode->in_map_ = true;
-        map_.emplace(key, inode);
+        map_.insert(inode);
       }
     }
     if (inode != root_ && inode->tracked_) {
@@ -201,7 +201,7 @@ void InodeTable::unref_locked(Inode* inode, std::vector<Inode*>& dead) {
     }
     if (inode->refs_ == 0 || --inode->refs_ != 0) return;
     if (inode->in_map_) {
-      map_.erase(Key{inode->dev_, inode->ino_});
+      map_.erase(inode);  // in_map_: the entry under its key is this inode
       inode->in_map_ = false;
     }
     dead.push_back(inode);
@@ -307,7 +307,7 @@ void InodeTable::moved(Inode& new_parent, std::string_view new_name, const struc
     std::lock_guard lock(mu_);
     auto it = map_.find(Key{st.st_dev, st.st_ino});
     if (it == map_.end()) return;
-    Inode* inode = it->second;
+    Inode* inode = *it;
     if (inode == root_ || !inode->tracked_ || !inode->tracked_->parent) return;  // untracked: its handle still finds it
     Inode::Tracked& t = *inode->tracked_;
     if (t.parent != &new_parent) {
@@ -323,7 +323,7 @@ void InodeTable::moved(Inode& new_parent, std::string_view new_name, const struc
 std::vector<std::uint64_t> InodeTable::symlink_nodeids() const {
   std::vector<std::uint64_t> ids;
   std::lock_guard lock(mu_);
-  for (const auto& [key, inode] : map_)
+  for (const Inode* inode : map_)
     if (inode->is_symlink()) ids.push_back(reinterpret_cast<std::uint64_t>(inode));
   return ids;
 }

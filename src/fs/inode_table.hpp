@@ -25,6 +25,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "fd_cache.hpp"
@@ -142,8 +143,20 @@ class InodeTable {
     ino_t ino;
     bool operator==(const Key&) const = default;
   };
+  static Key key_of(const Inode* inode) noexcept { return {inode->dev(), inode->ino()}; }
+  // The set holds the inodes themselves and is searched by Key: a node is
+  // a pointer and a link (32 bytes allocated) instead of a copy of the key
+  // beside the pointer (48), per known inode.
   struct KeyHash {
+    using is_transparent = void;
     std::size_t operator()(const Key& k) const noexcept { return std::hash<ino_t>{}(k.ino) ^ (std::hash<dev_t>{}(k.dev) << 1); }
+    std::size_t operator()(const Inode* i) const noexcept { return (*this)(key_of(i)); }
+  };
+  struct KeyEq {
+    using is_transparent = void;
+    bool operator()(const Inode* a, const Inode* b) const noexcept { return key_of(a) == key_of(b); }
+    bool operator()(const Key& k, const Inode* i) const noexcept { return k == key_of(i); }
+    bool operator()(const Inode* i, const Key& k) const noexcept { return k == key_of(i); }
   };
 
   InodeTable(std::size_t fd_budget, bool use_handles) : cache_(fd_budget), use_handles_(use_handles) {}
@@ -159,8 +172,8 @@ class InodeTable {
   const bool use_handles_;
   Inode* root_ = nullptr;
   int root_fd_ = -1;  // O_PATH, never evicted
-  mutable std::mutex mu_;  // guards map_ and every Inode's refs_, parent_, name_, in_map_
-  std::unordered_map<Key, Inode*, KeyHash> map_;
+  mutable std::mutex mu_;  // guards map_ and every Inode's refs_, tracked_, in_map_
+  std::unordered_set<Inode*, KeyHash, KeyEq> map_;
   std::mutex mount_mu_;
   std::unordered_map<int, int> mount_fds_;  // mount id -> a readable directory fd on it
 };
