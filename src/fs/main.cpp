@@ -296,26 +296,29 @@ int main(int argc, char** argv) {
   sopts.state_path = o.state_path;
   auto server = control::Server::start(**state, links, contexts, sopts);
   if (!server) startup.fail(kControl, server.error().message);
+  // Created before the mount: it looks at SOURCE by path, which with
+  // MOUNTPOINT == SOURCE would afterwards be our own (not yet served) mount.
+  std::unique_ptr<fs::Passthrough> passthrough;
+  if (o.passthrough) {
+    if (auto cap = fs::Passthrough::check_capability(); cap)
+      passthrough = std::make_unique<fs::Passthrough>(o.source);
+    else
+      spdlog::warn("passthrough: off, {}; file I/O goes through the daemon", cap.error().message);
+  }
   if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
     server->reset();  // _exit below runs no destructors: remove the socket now
     startup.fail(kMount, "cannot mount " + o.source + " on " + o.mountpoint + held_fuse_messages());
   }
 
-  // Passthrough hooks go in before the loop reads INIT; whether the kernel
-  // takes it is known only from INIT, and every refusal falls back to plain
-  // FUSE reads and writes (logged once).
-  std::unique_ptr<fs::Passthrough> passthrough;
-  if (o.passthrough) {
-    if (auto cap = fs::Passthrough::check_capability(); !cap) {
-      spdlog::warn("passthrough: off, {}; file I/O goes through the daemon", cap.error().message);
+  // The hooks go in before the loop reads INIT; whether the kernel takes
+  // passthrough is known only from INIT, and every refusal falls back to
+  // plain FUSE reads and writes (logged once).
+  if (passthrough) {
+    if (auto r = passthrough->install(se); r) {
+      filesystem.set_passthrough(passthrough.get());
     } else {
-      passthrough = std::make_unique<fs::Passthrough>(o.source);
-      if (auto r = passthrough->install(se); r) {
-        filesystem.set_passthrough(passthrough.get());
-      } else {
-        spdlog::warn("passthrough: off, {}", r.error().message);
-        passthrough.reset();
-      }
+      spdlog::warn("passthrough: off, {}", r.error().message);
+      passthrough.reset();
     }
   }
 
