@@ -42,9 +42,9 @@ bool may_hold_fsetid(Filesystem& fs, fuse_req_t req) {
 // Registers the open with the passthrough registry (when on) and replies;
 // undoes everything when the kernel no longer waits for the reply.
 template <typename Reply>
-bool reply_opened(Filesystem& fs, fuse_req_t req, fuse_ino_t ino, int ofd, Reply&& reply) {
+bool reply_opened(Filesystem& fs, fuse_req_t req, fuse_ino_t ino, int ofd, int flags, Reply&& reply) {
   Passthrough* pt = fs.passthrough();
-  const int backing_id = pt ? pt->acquire(ino, ofd, may_hold_fsetid(fs, req)) : 0;
+  const int backing_id = pt ? pt->acquire(ino, ofd, flags, may_hold_fsetid(fs, req)) : 0;
   int r;
   {
     Passthrough::ReplyMark mark(backing_id);
@@ -77,7 +77,7 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // and a change made in SOURCE directly is noticed when the attributes are
   // refreshed (FUSE_CAP_AUTO_INVAL_DATA, within attr_timeout).
   fi->keep_cache = 1;
-  reply_opened(fs, req, ino, ofd, [&] { return fuse_reply_open(req, fi); });
+  reply_opened(fs, req, ino, ofd, fi->flags, [&] { return fuse_reply_open(req, fi); });
 }
 
 void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode, fuse_file_info* fi) {
@@ -100,7 +100,7 @@ void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode
     return (void)fuse_reply_err(req, err);
   }
   fi->fh = static_cast<uint64_t>(ofd);
-  if (!reply_opened(fs, req, e.ino, ofd, [&] { return fuse_reply_create(req, &e, fi); }))
+  if (!reply_opened(fs, req, e.ino, ofd, fi->flags, [&] { return fuse_reply_create(req, &e, fi); }))
     fs.inodes().forget(fs.inode(e.ino), 1);
 }
 

@@ -60,14 +60,16 @@ class Passthrough {
   // open, so releases always find what their open recorded.
   bool enabled() const noexcept { return enabled_.load(std::memory_order_acquire); }
 
-  // Decides how an open of `nodeid` (its file open as `fd`) does I/O and
-  // records it; every acquire is paired with one release(nodeid). Returns
+  // Decides how an open of `nodeid` (its file open as `fd` with
+  // `open_flags`) does I/O and records it: the first open of an inode picks
+  // passthrough for a regular file without set-id bits that is opened for
+  // writing or is not small; later opens follow it while any is open; every acquire is paired with one release(nodeid). Returns
   // the backing id to put in the reply, or 0 for plain FUSE read/write.
   // `drop_fsetid`: the thread may have CAP_FSETID in effect (a root
   // identity). The backing file keeps the registering thread's credentials
   // and writes through it must clear set-id bits as a non-privileged write
   // would, so CAP_FSETID is left out of them.
-  int acquire(std::uint64_t nodeid, int fd, bool drop_fsetid);
+  int acquire(std::uint64_t nodeid, int fd, int open_flags, bool drop_fsetid);
   void release(std::uint64_t nodeid);
 
   // While alive, the calling thread's next OPEN/CREATE reply carries

@@ -256,6 +256,27 @@ TEST_P(PassthroughIo, WriteClearsSetuidAddedWhileOpen) {
   EXPECT_EQ(st.st_size, 11);
 }
 
+// A small file read-only opens plain FUSE (its pages kept by the kernel),
+// an open for writing goes passthrough: what the writer wrote must be what
+// the next reader sees, never the kernel's old pages.
+TEST_P(PassthroughIo, SmallFileReadThenRewrittenThenReadAgain) {
+  spit(mount_->src("small"), "old contents");
+  EXPECT_EQ(slurp(mount_->mnt("small")), "old contents");
+  for (int round = 0; round < 5; ++round) {
+    // Same size, no O_TRUNC: only the modification time tells the kernel
+    // that its pages are stale.
+    const std::string text = "round " + std::to_string(round) + " data";
+    ASSERT_EQ(text.size(), std::string("old contents").size());
+    {
+      Fd fd(::open(mount_->mnt("small").c_str(), O_WRONLY | O_CLOEXEC));
+      ASSERT_GE(fd.get(), 0) << std::strerror(errno);
+      ASSERT_EQ(::write(fd.get(), text.data(), text.size()), static_cast<ssize_t>(text.size()));
+    }
+    EXPECT_EQ(slurp(mount_->mnt("small")), text);
+    EXPECT_EQ(slurp(mount_->src("small")), text);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, PassthroughIo, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "passthrough" : "nopassthrough"; });
 
