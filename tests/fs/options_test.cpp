@@ -55,6 +55,7 @@ TEST(Options, DefaultsAddedUnlessGiven) {
   EXPECT_FALSE(o.foreground);
   EXPECT_EQ(o.fd_budget, 0u);  // derived from RLIMIT_NOFILE at startup
   EXPECT_TRUE(o.use_handles);
+  EXPECT_TRUE(o.passthrough);  // falls back at run time when the kernel or privileges lack it
   Options named = ok({"-o", "fsname=tree,subtype=x", "/a", "/b"});
   EXPECT_EQ(named.fuse_mount_options, "fsname=tree,subtype=x,default_permissions");
 }
@@ -70,6 +71,12 @@ TEST(Options, Flags) {
   EXPECT_FALSE(fs.use_handles);
   EXPECT_DOUBLE_EQ(fs.entry_timeout, 0.5);
   EXPECT_DOUBLE_EQ(fs.attr_timeout, 0.0);
+  Options off = ok({"-o", "nopassthrough", "/a", "/b"});
+  EXPECT_FALSE(off.passthrough);
+  EXPECT_EQ(off.fuse_mount_options.find("passthrough"), std::string::npos);  // ours, not libfuse's
+  // The last word wins, as with every mount option.
+  EXPECT_TRUE(ok({"-o", "nopassthrough,passthrough", "/a", "/b"}).passthrough);
+  EXPECT_FALSE(ok({"-o", "passthrough", "/a", "/b", "-o", "nopassthrough"}).passthrough);
   EXPECT_TRUE(ok({"--help"}).show_help);
   EXPECT_TRUE(ok({"-V"}).show_version);
 }
@@ -91,6 +98,7 @@ TEST(Options, ErrorsNameTheOffendingWord) {
       {{"-o", "attr_timeout=-1", "/a", "/b"}, "attr_timeout=-1: expected seconds"},
       {{"-o", "rules=", "/a", "/b"}, "rules needs a value"},
       {{"-o", "single_user=yes", "/a", "/b"}, "single_user takes no value"},
+      {{"-o", "passthrough=1", "/a", "/b"}, "passthrough takes no value"},
       {{"-o", "rules=/r,builtin_rules", "/a", "/b"}, "contradict"},
       {{"-o", "writeback_cache", "/a", "/b"}, "writeback_cache is not supported"},
   };
@@ -105,7 +113,8 @@ TEST(Options, ErrorsNameTheOffendingWord) {
 TEST(Options, HelpMentionsEveryOwnOption) {
   const std::string help = vsymfs::fs::usage_text();
   for (const char* opt : {"rules=", "builtin_rules", "single_user", "fd_budget=", "no_handles", "threads=", "socket=",
-                          "state=", "entry_timeout=", "attr_timeout=", "negative_timeout=", "-f", "-d", "-s"})
+                          "state=", "entry_timeout=", "attr_timeout=", "negative_timeout=", "passthrough", "nopassthrough", "-f",
+                          "-d", "-s"})
     EXPECT_THAT(help, HasSubstr(opt));
 }
 
