@@ -231,9 +231,12 @@ TEST_P(PassthroughIo, ExecOfABinaryWrittenThroughTheMount) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status << "\n" << mount_->daemon_log();
 }
 
-// The backing file writes with its registrar's credentials, never with
-// CAP_FSETID: a set-user-ID bit that appears while the file is open is
-// still cleared by another user's write, as natively.
+// A set-user-ID bit that appears while root holds the file open (root's
+// open registered the backing file) is still cleared by another user's
+// write, as natively. Two things see to it: this kernel removes privileges
+// on the FUSE file with the writer's credentials before a passthrough write,
+// and the daemon registers backing files without CAP_FSETID (for kernels
+// that only act on the backing file, with the registrar's credentials).
 TEST_P(PassthroughIo, WriteClearsSetuidAddedWhileOpen) {
   spit(mount_->src("prog"), "#!/bin/sh\n");
   ASSERT_EQ(::chmod(mount_->src("prog").c_str(), 0777), 0);
