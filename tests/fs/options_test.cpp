@@ -7,6 +7,8 @@
 #include <vector>
 
 #include <gmock/gmock.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 namespace {
@@ -35,6 +37,12 @@ TEST(Options, PositionalsAnywhereAndPathsMadeAbsolute) {
   Options rel = ok({"src", "mnt"});
   EXPECT_EQ(rel.source.front(), '/');
   EXPECT_THAT(rel.source, ::testing::EndsWith("/src"));
+}
+
+TEST(Options, DefaultThreadsFollowTheCpus) {
+  const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  EXPECT_EQ(vsymfs::fs::default_max_threads(), cpus > 2 ? 2 * cpus : 4);
+  EXPECT_EQ(ok({"s", "m"}).max_threads, vsymfs::fs::default_max_threads());
 }
 
 TEST(Options, OwnOptionsAreTakenOutTheRestGoToLibfuse) {
