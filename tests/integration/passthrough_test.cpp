@@ -521,6 +521,15 @@ TEST(PassthroughLinks, SymlinkStoresRawText) {
   n = ::lgetxattr(m.mnt("tmpl").c_str(), "security.vsymfs.raw", buf, sizeof buf);
   ASSERT_GT(n, 0) << std::strerror(errno);
   EXPECT_EQ(std::string(buf, static_cast<size_t>(n)), raw);
+  // Anyone who can lstat the link can read it, not only root (the kernel
+  // refuses user.* on symlinks; security.* reads need no capability).
+  const int unprivileged = vsymfs::testing::run_as({.uid = 65534, .gid = 65534}, [&]() -> int {
+    char b[512];
+    const ssize_t k = ::lgetxattr(m.mnt("tmpl").c_str(), "security.vsymfs.raw", b, sizeof b);
+    if (k < 0) return 10 + errno % 100;
+    return std::string(b, static_cast<size_t>(k)) == raw ? 0 : 1;
+  });
+  EXPECT_EQ(unprivileged, 0) << "1: wrong text; 10+errno: lgetxattr failed";
   // ... but is not listed, and cannot be written.
   EXPECT_EQ(::llistxattr(m.mnt("tmpl").c_str(), buf, sizeof buf), 0);
   EXPECT_EQ(::lsetxattr(m.mnt("tmpl").c_str(), "security.vsymfs.raw", "x", 1, 0), -1);
