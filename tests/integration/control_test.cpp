@@ -281,6 +281,23 @@ TEST_F(ControlTest, StatusAndDiscoveryByXattr) {
   EXPECT_EQ(ctl(as(bob_), {"--mount", "/tmp", "status"}).status, 3);
 }
 
+// Several mounts at once: vsymctl finds, from any path inside a mount, the
+// daemon of that mount, and each keeps its own values.
+TEST_F(ControlTest, SeveralMountsEachAnswerForTheirOwnTree) {
+  TempDir other_state;
+  Mount second(MountOptions{kRules, {"state=" + other_state.path() + "/state.toml"}, {}});
+  for (Mount* mt : {&m(), &second}) {
+    ASSERT_EQ(::mkdir(mt->src("deep").c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir(mt->src("deep/er").c_str(), 0755), 0);
+    ASSERT_EQ(::symlink("/v/${NAME}", mt->src("x").c_str()), 0);
+  }
+  ASSERT_EQ(ctl(as(alice_), {"--mount", m().mnt("deep/er"), "set", "NAME", "first"}).status, 0);
+  ASSERT_EQ(ctl(as(alice_), {"--mount", second.mnt("deep/er"), "set", "NAME", "second"}).status, 0);
+  EXPECT_EQ(read_link_as(as(alice_), m().mnt("x")), "/v/first");
+  EXPECT_EQ(read_link_as(as(alice_), second.mnt("x")), "/v/second");
+  EXPECT_EQ(ctl(as(alice_), {"--mount", second.mnt("deep"), "list", "--user"}).out, "NAME=second\n");
+}
+
 // Raw bytes straight to the socket: every malformed request gets an error
 // reply (or the connection closed) and nothing changes.
 class RawSocket {
