@@ -131,8 +131,9 @@ TEST(FdBudget, MoreInodesThanTheDescriptorLimit) {
 // Open files hold their own descriptors; past the daemon's share the mount
 // answers ENFILE and everything else keeps working.
 TEST(FdBudget, OpenFilesAreBoundedWithEnfile) {
-  // Limit 1024, budget 256: at most 1024 - 64 - 4*threads(16) - 256 = 640 open files.
-  Mount m(MountOptions{.extra_opts = {"fd_budget=256"}, .nofile_limit = 1024});
+  // Limit 1024, budget 256, 16 threads (pinned: the default follows the
+  // CPUs): at most 1024 - 64 - 4*16 - 256 = 640 open files.
+  Mount m(MountOptions{.extra_opts = {"fd_budget=256", "threads=16"}, .nofile_limit = 1024});
   auto rel = populate(m, 1, 800);
   std::vector<int> fds;
   int first_error = 0;
