@@ -10,8 +10,9 @@
 //    (pre-exec) environment for the lookups of that execve.
 //    With the process events connector (the default when we
 //    run as root in the initial namespaces) the kernel's exec and exit
-//    events drop entries, drained before every lookup: exact, and no /proc
-//    read per request. Otherwise every call validates it against a hash
+//    events drop entries, applied before every lookup (a poll of the
+//    socket, no lock, when nothing is queued): exact, and no /proc read per
+//    request. Otherwise every call validates it against a hash
 //    of /proc/<pid>/auxv (its stack and vDSO addresses move on every execve
 //    under ASLR, and a reused pid has had its own execve), or on kernels
 //    before 5.7 /proc/<pid>/stat's starttime (changes on pid reuse) and
@@ -302,7 +303,24 @@ struct CallerContexts::Impl {
   void drain_events() {
     if (!events) return;
     std::lock_guard lock(events_mu);
+    draining.fetch_add(1, std::memory_order_seq_cst);
     if (!events->drain(forget_pid)) forget_all();
+    draining.fetch_sub(1, std::memory_order_seq_cst);
+  }
+
+  // Before a lookup: every event queued before this request arrived must be
+  // applied. The common case (nothing queued, nobody draining) costs one
+  // poll and no lock, so concurrent requests do not queue up on events_mu.
+  // Why it is exact: the kernel queues a process's exec event before the new
+  // image can make the request we are serving. Either the event is still
+  // queued when we poll (pending: we drain), or a drainer has read it
+  // already; that drainer raised `draining` before its read, its read
+  // happened before our poll (the socket's queue lock orders the two), so
+  // we see `draining` raised until it has applied the event, and then we
+  // drain too, which waits for it on events_mu.
+  void sync_events() {
+    if (!events) return;
+    if (events->pending() || draining.load(std::memory_order_seq_cst) != 0) drain_events();
   }
 
   void forget(pid_t pid) {
@@ -335,6 +353,7 @@ struct CallerContexts::Impl {
   Options::ImageKey key_in_use = Options::ImageKey::Auxv;
   std::unique_ptr<ProcEvents> events;  // null: validate by image key instead
   std::mutex events_mu;                // serialises drains; taken before any Shard::mu
+  std::atomic<int> draining{0};        // threads inside drain_events() (see sync_events)
   const std::function<void(pid_t)> forget_pid = [this](pid_t pid) { forget(pid); };
   std::thread event_thread;
   int stop_fd = -1;
@@ -441,15 +460,17 @@ struct CallerContexts::Impl {
     if (pid == 0) return lookup_identity(pid, uid, gid, true);
     std::uint64_t image = 0;  // with events, entries are dropped instead of compared
     if (events) {
-      drain_events();
+      sync_events();
     } else {
       auto key = image_key(pid);
       if (!key) return lookup_identity(pid, uid, gid, true);  // gone: no process scope
       image = *key;
     }
 
-    auto named = lookup_identity(pid, uid, gid, true);
     Shard& sh = shard_for(pid);
+    if (auto hit = cached_full(sh, pid, uid, gid, image)) return hit;
+
+    auto named = lookup_identity(pid, uid, gid, true);
     std::shared_ptr<const Caller> cached;
     bool cached_auxv_secure = true;
     std::uint64_t seq;
@@ -501,8 +522,26 @@ struct CallerContexts::Impl {
     c->secure = named->secure || job->auxv_secure;
     // Apply events that arrived during the read: if the process exec'd
     // meanwhile, what we read may be the old image's and is not cached.
-    drain_events();
+    sync_events();
     return store_full(pid, uid, gid, image, seq, named, job->auxv_secure, std::move(c));
+  }
+
+  // The common case in one critical section: a fresh identity and a full
+  // context built on exactly that identity. Anything else takes the general
+  // path, which re-checks all of this.
+  std::shared_ptr<const Caller> cached_full(Shard& sh, pid_t pid, uid_t uid, gid_t gid, std::uint64_t image) {
+    const auto now = Clock::now();
+    std::lock_guard lock(sh.mu);
+    const auto id = sh.ids.find(IdKey{pid, uid, gid});
+    if (id == sh.ids.end() || !id->second.named ||
+        now - id->second.read_at > std::chrono::milliseconds(opts.identity_ttl_ms))
+      return nullptr;
+    const auto it = sh.full.find(pid);
+    if (it == sh.full.end() || it->second.image != image || it->second.uid != uid || it->second.gid != gid ||
+        it->second.identity_basis != id->second.named)
+      return nullptr;
+    hits.fetch_add(1, std::memory_order_relaxed);
+    return it->second.caller;
   }
 
   Result<std::uint64_t> image_key(pid_t pid) const {

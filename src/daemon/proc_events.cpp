@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <string>
 
@@ -105,6 +106,15 @@ Result<std::unique_ptr<ProcEvents>> ProcEvents::open(std::chrono::milliseconds s
 
 ProcEvents::~ProcEvents() {
   if (fd_ >= 0) ::close(fd_);
+}
+
+bool ProcEvents::pending() const noexcept {
+  pollfd p{fd_, POLLIN, 0};
+  int n;
+  while ((n = ::poll(&p, 1, 0)) < 0 && errno == EINTR) {
+  }
+  // A failed poll answers nothing: say "pending" so the caller drains.
+  return n != 0;
 }
 
 bool ProcEvents::drain(const std::function<void(pid_t)>& gone) {

@@ -38,6 +38,11 @@ class ProcEvents {
   // must then forget everything it cached. Not thread-safe: serialise calls.
   bool drain(const std::function<void(pid_t)>& gone);
 
+  // True when drain() has something to do: events queued, or events lost.
+  // Consumes nothing (a poll, not a read: reading would also clear the
+  // socket's overflow error), so any thread may ask at any time.
+  bool pending() const noexcept;
+
   // For poll(2): readable when events are queued.
   int fd() const noexcept { return fd_; }
 

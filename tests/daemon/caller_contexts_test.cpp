@@ -194,6 +194,29 @@ TEST_P(ImageKeyTest, ExecveInvalidatesTheCachedEnvironment) {
   EXPECT_EQ(ctx.full(child.pid(), ::geteuid(), ::getegid()), after);  // and the new image is cached
 }
 
+// Many execs in a row, each looked up the moment it is done, while the
+// events thread (with Events) wakes up for the same exec and drains at the
+// same time: no lookup may return the previous image's environment.
+TEST_P(ImageKeyTest, EveryExecInARowIsSeenAtOnce) {
+  const std::string script =
+      "echo >&3; read x <&4; [ \"$VSYMFS_N\" -gt 0 ] || exit 0; "
+      "exec /usr/bin/env VSYMFS_N=$((VSYMFS_N-1)) /bin/sh -c \"$VSYMFS_S\"";
+  constexpr int kExecs = 20;
+  Child child(script, {"VSYMFS_S=" + script, "VSYMFS_N=" + std::to_string(kExecs), "PATH=/bin:/usr/bin"});
+  CallerContexts::Options opts;
+  opts.image_key = GetParam();
+  CallerContexts ctx(opts);
+  if (ctx.image_key() != GetParam()) GTEST_SKIP() << "process events connector unavailable (needs root)";
+  for (int n = kExecs; n >= 0; --n) {
+    ASSERT_TRUE(child.wait_ready()) << "the child stopped at VSYMFS_N=" << n;
+    auto c = ctx.full(child.pid(), ::geteuid(), ::getegid());
+    ASSERT_TRUE(c->environ_known);
+    EXPECT_TRUE(has(c->environ, "VSYMFS_N=" + std::to_string(n))) << "a lookup after exec " << kExecs - n;
+    child.go_on();
+  }
+  EXPECT_EQ(ctx.stats().misses, static_cast<std::uint64_t>(kExecs + 1));
+}
+
 TEST_P(ImageKeyTest, ForkedChildrenAreTheirOwnEntries) {
   Child a(kWaitScript, {"VSYMFS_WHO=a"});
   Child b(kWaitScript, {"VSYMFS_WHO=b"});

@@ -75,5 +75,22 @@ TEST(ProcEvents, AnIdleSocketDrainsToNothing) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
 }
 
+// pending() is what requests ask instead of draining: it must see a queued
+// event and leave it for drain().
+TEST(ProcEvents, PendingSeesAQueuedEventWithoutConsumingIt) {
+  auto ev = open_or_skip();
+  if (!ev) GTEST_SKIP() << "process events connector unavailable";
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  // The exit event was queued before waitpid returned.
+  EXPECT_TRUE(ev->pending());
+  EXPECT_TRUE(ev->pending()) << "asking consumed the event";
+  std::vector<pid_t> seen;
+  EXPECT_TRUE(ev->drain([&](pid_t pid) { seen.push_back(pid); }));
+  EXPECT_NE(std::find(seen.begin(), seen.end(), child), seen.end()) << "the event pending() saw was not drained";
+}
+
 }  // namespace
 }  // namespace vsymfs::daemon
