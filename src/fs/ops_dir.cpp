@@ -198,6 +198,15 @@ void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return (void)fuse_reply_err(req, e);
   }
   fi->fh = reinterpret_cast<uint64_t>(d.get());
+  // The kernel keeps the listing in the directory's page cache and serves
+  // later scans from it with no request at all; a listing is the same for
+  // every caller (opendir above still checks each caller's permission).
+  // keep_cache carries it across opens. The kernel drops it when the
+  // directory changes through the mount, and, with FUSE_CAP_AUTO_INVAL_DATA
+  // (init), when a scan from offset 0 sees a new mtime: changes made in
+  // SOURCE directly show within attr_timeout, like file data.
+  fi->cache_readdir = 1;
+  fi->keep_cache = 1;
   if (fuse_reply_open(req, fi) == -ENOENT) {  // the caller was interrupted: nobody will release it
     fs.release_open_file();
     return;
