@@ -24,6 +24,10 @@ class ScopedResolver final : public ValueSource {
   // the resolver.
   ScopedResolver(const Rules& rules, const HostInfo& host, const Caller& caller,
                  const RuntimeVars* runtime) noexcept;
+  // Values may view this object's own buffers (the formatted ids): a copy
+  // would view the original's. Build one where it is used.
+  ScopedResolver(const ScopedResolver&) = delete;
+  ScopedResolver& operator=(const ScopedResolver&) = delete;
 
   std::optional<Value> variable(std::string_view name) const override;
   std::optional<Value> magic(std::string_view name) const override;

@@ -77,13 +77,28 @@ struct Fixture {
   RuntimeVars runtime;
 
   ScopedResolver resolver() const { return ScopedResolver(rules, host, caller, &runtime); }
-  std::optional<Value> var(std::string_view name) const { return resolver().variable(name); }
+  // A copy: a Value may view the resolver's own number buffers, and the
+  // resolver made here is gone when var() returns.
+  struct Owned {
+    std::string text;
+    Scope scope;
+  };
+  std::optional<Owned> var(std::string_view name) const {
+    const ScopedResolver r = resolver();
+    const std::optional<Value> v = r.variable(name);
+    if (!v) return std::nullopt;
+    return Owned{std::string(v->text), v->scope};
+  }
 };
 
-void expect_value(const std::optional<Value>& v, std::string_view text, Scope scope, std::string_view what = {}) {
+template <class V>
+void expect_value(const std::optional<V>& v, std::string_view text, Scope scope, std::string_view what = {}) {
   ASSERT_TRUE(v.has_value()) << what;
   EXPECT_EQ(v->text, text) << what;
   EXPECT_EQ(v->scope, scope) << what;
+}
+void expect_value(const Value& v, std::string_view text, Scope scope, std::string_view what = {}) {
+  expect_value(std::optional<Value>(v), text, scope, what);
 }
 
 // Each step removes the highest scope that still defines the name; the next

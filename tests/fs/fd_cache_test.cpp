@@ -23,8 +23,9 @@ int new_fd() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
 bool is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
 
 TEST(FdCache, KeepsAtMostItsBudgetClosingTheLeastRecentlyUsed) {
-  FdCache cache(3);
+  // The slots outlive the cache: its destructor walks the slots it holds.
   std::vector<FdSlot> slots(5);
+  FdCache cache(3);
   std::vector<int> fds;
   for (auto& s : slots) {
     int fd = new_fd();
@@ -46,8 +47,9 @@ TEST(FdCache, KeepsAtMostItsBudgetClosingTheLeastRecentlyUsed) {
 }
 
 TEST(FdCache, PinnedDescriptorsSurviveEvictionAndOvershootBriefly) {
-  FdCache cache(2);
+  // The slots outlive the cache: its destructor walks the slots it holds.
   std::vector<FdSlot> slots(4);
+  FdCache cache(2);
   int a = cache.insert(slots[0], new_fd());  // pinned
   int b = cache.insert(slots[1], new_fd());  // pinned
   int c = cache.insert(slots[2], new_fd());  // pinned: three over a budget of two
@@ -62,8 +64,9 @@ TEST(FdCache, PinnedDescriptorsSurviveEvictionAndOvershootBriefly) {
 }
 
 TEST(FdCache, InsertIntoAFilledSlotKeepsTheFirst) {
-  FdCache cache(4);
+  // The slots outlive the cache: its destructor walks the slots it holds.
   FdSlot slot;
+  FdCache cache(4);
   int first = cache.insert(slot, new_fd());
   int second_fd = new_fd();
   EXPECT_EQ(cache.insert(slot, second_fd), first);
@@ -80,9 +83,11 @@ TEST(FdCache, ALockFreeHitNeverGetsADescriptorClosedUnderIt) {
   // descriptors, so eviction runs constantly against the readers' slots.
   // Each hot slot holds a file of its own: a descriptor closed under a
   // reader and reused by the writer's next open shows up as the wrong file.
-  FdCache cache(4);
   constexpr std::size_t kHot = 4;
+  // The slots outlive the cache: its destructor walks the slots it holds.
   std::vector<FdSlot> hot(kHot);
+  std::vector<FdSlot> churn(64);
+  FdCache cache(4);
   std::vector<int> originals;
   std::vector<ino_t> inodes;
   for (std::size_t i = 0; i < kHot; ++i) {
@@ -92,7 +97,6 @@ TEST(FdCache, ALockFreeHitNeverGetsADescriptorClosedUnderIt) {
     inodes.push_back(st.st_ino);
     cache.offer(hot[i], ::dup(originals.back()));
   }
-  std::vector<FdSlot> churn(64);
   std::atomic<bool> stop{false};
   std::atomic<long> wrong{0}, hits{0};
   auto reader = [&] {
