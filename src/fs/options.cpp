@@ -14,7 +14,7 @@ namespace vsymfs::fs {
 
 unsigned default_max_threads() noexcept {
   const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
-  return cpus > 2 ? static_cast<unsigned>(2 * cpus) : 4u;
+  return cpus > 2 ? static_cast<unsigned>(cpus) : 2u;
 }
 
 namespace {
@@ -212,7 +212,7 @@ vsymfs options:
                            (default: min(RLIMIT_NOFILE/2, 8192))
     -o no_handles          find inodes again by parent and name instead of
                            file handles (for sources without name_to_handle_at)
-    -o threads=N           at most N worker threads (default: 2 x CPUs, at least 4)
+    -o threads=N           at most N worker threads (default: one per CPU, at least 2)
     -o passthrough         let the kernel read and write open files on SOURCE
                            directly (Linux 6.9+, needs CAP_SYS_ADMIN; falls
                            back to reads and writes through the daemon when

@@ -13,12 +13,15 @@
 
 namespace vsymfs::fs {
 
-// Worker threads by default: twice the online CPUs, at least 4. Measured on
-// 2 cores (metabench, 2 processes, side by side in one run): 16 workers
-// gave 0.5-0.7x the readlink and open+read+close rates of 2-4 workers, the
-// cost being wake-ups and contention on the FUSE device; 1-process rates
-// did not change. Four leave room for a slow operation (fsync, a stalled
-// /proc read) without stalling the mount.
+// Worker threads by default: one per online CPU, at least 2. The kernel
+// wakes an idle worker for each request in turn (the longest-idle first), so
+// workers beyond the CPUs only add cross-CPU wake-ups; measured on 2 cores
+// (metabench, side by side, 7 repetitions, medians): 2 workers gave 1.5-1.9x
+// the 2-process readlink, open+read+close and stat-through-a-link rates of 4
+// workers (perf: a quarter of the daemon's time in runqueue spinlocks under
+// fuse_dev_do_read), 3 workers 1.1-1.2x; 1-process rates within noise.
+// A slow operation still cannot stall the mount: /proc reads run on their own
+// helper threads with a time limit, and locks are kept by the kernel.
 unsigned default_max_threads() noexcept;
 
 struct Options {

@@ -41,7 +41,7 @@ TEST(Options, PositionalsAnywhereAndPathsMadeAbsolute) {
 
 TEST(Options, DefaultThreadsFollowTheCpus) {
   const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
-  EXPECT_EQ(vsymfs::fs::default_max_threads(), cpus > 2 ? 2 * cpus : 4);
+  EXPECT_EQ(vsymfs::fs::default_max_threads(), cpus > 2 ? cpus : 2);
   EXPECT_EQ(ok({"s", "m"}).max_threads, vsymfs::fs::default_max_threads());
 }
 
