@@ -31,6 +31,11 @@ struct Caller {
   bool secure = false;
   // The environment could be read (false for pid 0, unreadable, timed out).
   bool environ_known = false;
+  // The environment (and the facts read with it: AT_SECURE, the ELF class)
+  // was not read in time: unknown for now, not absent. Unlike an unreadable
+  // environment this is transient, so an expansion that needs it fails with
+  // EAGAIN instead of quietly using the lower scopes.
+  bool environ_late = false;
   // "NAME=value" strings as in /proc/<pid>/environ, in order; the first
   // definition of a name wins (as getenv does).
   std::vector<std::string> environ;

@@ -513,7 +513,10 @@ struct CallerContexts::Impl {
     if (!completed) {
       timeouts.fetch_add(1, std::memory_order_relaxed);
       if (auto* ext = external_timeouts.load(std::memory_order_relaxed)) ext->fetch_add(1, std::memory_order_relaxed);
-      // Not cached: the next request tries again.
+      // Unknown, not absent: the caller must not quietly get the lower
+      // scopes (see Caller::environ_late). Not cached: the next request
+      // tries again.
+      c->environ_late = true;
       return c;
     }
     c->environ = std::move(job->environ);

@@ -1,9 +1,9 @@
 // The caller's context, read from the FUSE request and /proc: identity,
 // supplementary groups, NSS names, environment, secure-execution mode, 32-bit
 // personality. Cached, but never stale across execve or pid reuse, and a
-// /proc read never blocks a FUSE worker for long (executing a file through a
-// variant link on this very mount reads /proc of a process that is inside
-// execve on us).
+// /proc read never blocks a FUSE worker beyond environ_timeout_ms (executing
+// a file through a variant link on this very mount reads /proc of a process
+// that is inside execve on us).
 #pragma once
 
 #include <sys/types.h>
@@ -20,7 +20,12 @@ namespace vsymfs::daemon {
 class CallerContexts {
  public:
   struct Options {
-    unsigned environ_timeout_ms = 50;   // give up on /proc/<pid>/environ after this
+    // Give up on /proc/<pid>/environ (and auxv, exe) after this: the caller
+    // then gets environ_late and its process-scope expansions fail with
+    // EAGAIN. A bound for a read that is stuck, not for one that is slow:
+    // 50 ms was exceeded about once per 300 first reads with both CPUs
+    // saturated, and each time a link expanded without the process scope.
+    unsigned environ_timeout_ms = 1000;
     std::size_t max_entries = 4096;     // cache bound
     unsigned helper_threads = 2;        // threads that read environ/auxv/exe (and may get stuck)
     std::size_t max_queued = 64;        // reads waiting for a helper; beyond: environ unknown at once
@@ -57,7 +62,8 @@ class CallerContexts {
   std::shared_ptr<const Caller> full(pid_t pid, uid_t uid, gid_t gid);
 
   // hits/misses count full() lookups; timeouts count environment reads
-  // abandoned after environ_timeout_ms (or refused because every helper was busy).
+  // abandoned after environ_timeout_ms (or refused because every helper was
+  // busy): each one handed out a context with environ_late set.
   struct Stats { std::size_t entries; std::size_t nss_entries; std::uint64_t hits, misses, timeouts; };
   Stats stats() const;
 

@@ -215,6 +215,16 @@ struct LinkService::Impl {
 
     const std::shared_ptr<const Caller> caller_ptr = caller_for(p->needs, *rules, ids);
     const Caller& caller = caller_ptr ? *caller_ptr : anonymous_caller();
+    if (caller.environ_late) {
+      // Expanding now would quietly use the lower scopes, and the same
+      // process would see this link expand two ways. The read is retried by
+      // the next request.
+      Counters& counters = state.counters();
+      counters.expansions.fetch_add(1, std::memory_order_relaxed);
+      counters.errors.fetch_add(1, std::memory_order_relaxed);
+      return make_error(EAGAIN, "the environment of process " + std::to_string(ids.pid) +
+                                    " was not read in time; the link needs it");
+    }
     const std::shared_ptr<const RuntimeVars> runtime = state.runtime();
     ScopedResolver resolver(*rules, state.host(), caller, runtime.get());
     CountingSource counting(resolver);
@@ -275,6 +285,10 @@ void LinkService::sys_component_candidates(std::string_view name, const RequestI
   std::shared_ptr<const Caller> caller_ptr =
       rules->per_caller ? impl_->contexts.full(ids.pid, ids.uid, ids.gid) : nullptr;
   const Caller& caller = caller_ptr ? *caller_ptr : anonymous_caller();
+  // Whether the caller is a 32-bit process was not read in time. When that
+  // picks the list, no candidates (the lookup fails with ENOENT, which the
+  // kernel does not cache for @sys names) rather than maybe the wrong list.
+  if (caller.environ_late && (rules->sysnames.empty() || rules->sysnames != rules->sysnames32)) return;
   const std::shared_ptr<const RuntimeVars> runtime = impl_->state.runtime();
   ScopedResolver resolver(*rules, impl_->state.host(), caller, runtime.get());
   for (const std::string& sysname : resolver.sysnames()) {

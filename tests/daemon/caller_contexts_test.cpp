@@ -158,6 +158,7 @@ TEST(CallerContexts, FullReadsTheEnvironmentAndCachesIt) {
   CallerContexts ctx;
   auto c = ctx.full(child.pid(), ::geteuid(), ::getegid());
   ASSERT_TRUE(c->environ_known);
+  EXPECT_FALSE(c->environ_late);
   EXPECT_TRUE(has(c->environ, "VSYMFS_A=1"));
   EXPECT_TRUE(has(c->environ, "VSYMFS_B=two words"));
   EXPECT_FALSE(c->secure);
@@ -337,6 +338,7 @@ TEST(CallerContexts, AGoneProcessHasNoEnvironment) {
   CallerContexts ctx;
   auto c = ctx.full(pid, 1000, 1000);
   EXPECT_FALSE(c->environ_known);
+  EXPECT_FALSE(c->environ_late);  // gone for good: the lower scopes are the answer
   EXPECT_EQ(c->groups, std::vector<gid_t>{1000});
 }
 
@@ -350,6 +352,7 @@ TEST(CallerContexts, BusyHelpersMeanNoEnvironmentNotAWait) {
   ctx.set_timeout_counter(&external);
   auto c = ctx.full(child.pid(), ::geteuid(), ::getegid());
   EXPECT_FALSE(c->environ_known);
+  EXPECT_TRUE(c->environ_late);  // unknown for now, not absent
   EXPECT_TRUE(c->environ.empty());
   EXPECT_EQ(ctx.stats().timeouts, 1u);
   EXPECT_EQ(external.load(), 1u);

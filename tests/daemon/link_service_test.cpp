@@ -196,6 +196,57 @@ TEST_F(LinkServiceTest, ProcessScopeIsIgnoredForPidZeroAndGoneProcesses) {
   }
 }
 
+// The bench once saw a $VAR link come back with the system value under full
+// CPU load: the environment read missed its deadline and the expansion went
+// on without the process scope. Refusing every read (max_queued = 0) is that
+// case made deterministic: the expansion must fail, not differ.
+TEST_F(LinkServiceTest, AnEnvironmentNotReadInTimeFailsTheExpansionInsteadOfChangingIt) {
+  CallerContexts::Options opts;
+  opts.max_queued = 0;
+  start("[vars]\nFOO = \"system\"\n[sysname]\nnative = [\"a_sys\"]\ncompat32 = [\"c_sys\"]\n", opts);
+  EnvChild child({"FOO=process"});
+  ASSERT_TRUE(child.ok());
+  for (std::string_view raw : {"/x/$FOO", "@machine_arch", "att=/a ucb=/u"}) {
+    auto r = expand(raw, child.ids());
+    ASSERT_FALSE(r) << raw << " expanded to " << *r;
+    EXPECT_EQ(r.error().code, EAGAIN) << raw;
+    EXPECT_NE(r.error().message.find("not read in time"), std::string::npos) << r.error().message;
+  }
+  EXPECT_EQ(state_->counters().errors.load(), 3u);
+  EXPECT_EQ(state_->counters().environ_timeouts.load(), 3u);
+  // Links that need no environment are unaffected.
+  auto user = expand("/home/${USER}", child.ids());
+  ASSERT_TRUE(user) << user.error().message;
+  auto host = expand("/h/@hostname", child.ids());
+  ASSERT_TRUE(host) << host.error().message;
+  // Whether the native or the 32-bit @sys list applies is unknown too.
+  std::vector<std::string> out{"stale"};
+  links_->sys_component_candidates("@sys", child.ids(), out);
+  EXPECT_TRUE(out.empty());
+}
+
+TEST_F(LinkServiceTest, ADeadlineMissNeverYieldsTheLowerScopes) {
+  CallerContexts::Options opts;
+  opts.environ_timeout_ms = 0;  // every wait gives up at once; the helper may still finish
+  start("[vars]\nFOO = \"system\"\n", opts);
+  EnvChild child({"FOO=process"});
+  ASSERT_TRUE(child.ok());
+  // Each answer is either the process's value or EAGAIN, never the system's;
+  // a helper that beats the zero wait caches the context, after which every
+  // answer is the process's.
+  int answered = 0;
+  for (int i = 0; i < 200; ++i) {
+    auto r = expand("/x/$FOO", child.ids());
+    if (r) {
+      EXPECT_EQ(*r, "/x/process");
+      ++answered;
+    } else {
+      EXPECT_EQ(r.error().code, EAGAIN);
+      EXPECT_EQ(answered, 0) << "an error after the context was cached";
+    }
+  }
+}
+
 TEST_F(LinkServiceTest, PerHostRulesReadNoCallerAtAll) {
   start("[scopes]\nper_caller = false\n[vars]\nFOO = \"sys\"\n");
   EnvChild a({"FOO=alpha"});
