@@ -34,7 +34,8 @@ class Mount {
   pid_t daemon_pid() const { return pid_; }
   // What the daemon wrote to stderr so far.
   std::string daemon_log() const;
-  // Unmount and stop the daemon now (idempotent).
+  // Unmount and stop the daemon now (idempotent). A daemon that does not exit
+  // 0 after SIGTERM (a crash, a sanitizer report, a hang) fails the current test.
   void stop();
 
  private:
