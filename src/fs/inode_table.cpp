@@ -117,18 +117,31 @@ void InodeTable::attach_handle(Inode& inode, int fd) {
   inode.handle_len_ = static_cast<std::uint8_t>(fh->handle_bytes);
 }
 
+Inode* InodeTable::find_locked(const struct stat& st) const {
+  // Same number, other type: the number was reused and the old inode is stale.
+  auto it = map_.find(Key{st.st_dev, st.st_ino});
+  return it != map_.end() && (*it)->type_ == (st.st_mode & S_IFMT) ? *it : nullptr;
+}
+
+void InodeTable::retrack_locked(Inode& inode, Inode& parent, std::string_view name, std::vector<Inode*>& dead) {
+  if (&inode == root_ || !inode.tracked_) return;
+  Inode::Tracked& t = *inode.tracked_;
+  if (t.parent != &parent) {
+    ++parent.refs_;
+    if (t.parent) unref_locked(t.parent, dead);
+    t.parent = &parent;
+  }
+  if (t.name != name) t.name.assign(name);
+}
+
 Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, const struct stat& st) {
   const Key key{st.st_dev, st.st_ino};
   const mode_t type = st.st_mode & S_IFMT;
-  auto known = [&]() -> Inode* {
-    auto it = map_.find(key);
-    return it != map_.end() && (*it)->type_ == type ? *it : nullptr;
-  };
 
   Inode* inode = nullptr;
   {
     std::lock_guard lock(mu_);
-    if ((inode = known())) ++inode->refs_;
+    if ((inode = find_locked(st))) ++inode->refs_;
   }
   // A new inode is completed (its file handle: a syscall) outside the lock
   // and published only then, so no other thread ever sees it half made.
@@ -143,7 +156,7 @@ Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, c
   {
     std::lock_guard lock(mu_);
     if (!inode) {
-      if ((inode = known())) {
+      if ((inode = find_locked(st))) {
         ++inode->refs_;  // another lookup published it first: ours is dropped
       } else {
         if (auto it = map_.find(key); it != map_.end()) {
@@ -159,15 +172,7 @@ Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, c
         map_.insert(inode);
       }
     }
-    if (inode != root_ && inode->tracked_) {
-      Inode::Tracked& t = *inode->tracked_;
-      if (t.parent != &parent) {
-        ++parent.refs_;
-        if (t.parent) unref_locked(t.parent, dead);
-        t.parent = &parent;
-      }
-      if (t.name != name) t.name.assign(name);
-    }
+    retrack_locked(*inode, parent, name, dead);
   }
   destroy(dead);
 
@@ -175,6 +180,24 @@ Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, c
     ::close(fd);
   else
     cache_.offer(inode->slot_, fd);
+  return inode;
+}
+
+bool InodeTable::contains(dev_t dev, ino_t ino) const {
+  std::lock_guard lock(mu_);
+  return map_.find(Key{dev, ino}) != map_.end();
+}
+
+Inode* InodeTable::ref_known(Inode& parent, std::string_view name, const struct stat& st) {
+  std::vector<Inode*> dead;
+  Inode* inode = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    if (!(inode = find_locked(st))) return nullptr;
+    ++inode->refs_;
+    retrack_locked(*inode, parent, name, dead);
+  }
+  destroy(dead);
   return inode;
 }
 

@@ -119,6 +119,13 @@ class InodeTable {
   // its fstat) and counts one kernel lookup. The table takes `fd` (caching or
   // closing it). Returns the inode.
   Result<Inode*> adopt(Inode& parent, std::string_view name, int fd, const struct stat& st);
+  // The inode already known for `st` (found as `name` in `parent`), with one
+  // more kernel lookup counted, or null when the table has none: no syscall,
+  // so a directory listing can refresh what the kernel holds at the price of
+  // the fstatat that gave `st`.
+  Inode* ref_known(Inode& parent, std::string_view name, const struct stat& st);
+  // Whether the table has an inode for (dev, ino). No syscall.
+  bool contains(dev_t dev, ino_t ino) const;
   // The kernel forgot `n` lookups.
   void forget(Inode& inode, std::uint64_t n);
 
@@ -160,6 +167,8 @@ class InodeTable {
   };
 
   InodeTable(std::size_t fd_budget, bool use_handles) : cache_(fd_budget), use_handles_(use_handles) {}
+  Inode* find_locked(const struct stat& st) const;
+  void retrack_locked(Inode& inode, Inode& parent, std::string_view name, std::vector<Inode*>& dead);
   void attach_handle(Inode& inode, int fd);
   int reopen(Inode& inode);
   int pin(Inode& inode, FdRef& out);

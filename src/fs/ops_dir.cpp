@@ -40,6 +40,44 @@ struct DirHandle {
 
 DirHandle* dir_handle(fuse_file_info* fi) { return reinterpret_cast<DirHandle*>(fi->fh); }
 
+bool is_dot_or_dotdot(const char* name) noexcept {
+  return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+}
+
+// One READDIRPLUS entry: fills `e` with attributes and a node id, counting one
+// kernel lookup, or returns non-zero for a plain entry, which the kernel
+// lists without making a dentry (ENOENT: the name is gone, leave it out).
+//
+// A full lookup per entry (openat + fstatat + file handle + a descriptor in
+// the cache, and an inode the kernel makes and later forgets) made a first
+// scan cost several times its listing, and `find` needs only d_type. So:
+//  - an inode the table already has (the kernel holds it: a scan after a
+//    copy, ls -l again) costs one fstatat and refreshes the kernel's dentry
+//    and attributes, which saves a LOOKUP for whoever stats it next;
+//  - a directory is looked up: a walk is about to enter it;
+//  - any other name the daemon does not know costs no syscall at all: it is
+//    listed plain and looked up if and when someone stats it;
+//  - a symlink is always plain: its st_size is the caller's expansion.
+int plus_entry(fuse_req_t req, Filesystem& fs, Inode& dir, int dir_fd, const struct dirent& de, fuse_entry_param& e) {
+  const char* name = de.d_name;
+  // The kernel never makes dentries from . and .. entries.
+  if (is_dot_or_dotdot(name)) return EINVAL;
+  const bool maybe_dir = de.d_type == DT_DIR || de.d_type == DT_UNKNOWN;
+  // Not a directory: known only if the table has its (dev, ino). A name that
+  // is a mount point has another st_dev than d_ino's and is a directory.
+  if (!maybe_dir && (de.d_type == DT_LNK || !fs.inodes().contains(dir.dev(), de.d_ino))) return EINVAL;
+  if (::fstatat(dir_fd, name, &e.attr, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (S_ISLNK(e.attr.st_mode)) return EINVAL;
+  if (Inode* known = fs.inodes().ref_known(dir, name, e.attr)) {
+    e.ino = fs.inodes().nodeid(*known);
+    e.attr_timeout = fs.attr_timeout_for(*known);
+    e.entry_timeout = fs.config().entry_timeout;
+    return 0;
+  }
+  if (!S_ISDIR(e.attr.st_mode)) return EINVAL;  // replaced since getdents saw it
+  return fs.lookup(req, dir, dir_fd, name, e, false);
+}
+
 void read_directory(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus) {
   Filesystem& fs = fs_of(req);
   Inode& dir_inode = fs.inode(ino);
@@ -73,18 +111,17 @@ void read_directory(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
     size_t entsize = 0;
     if (plus) {
       fuse_entry_param e{};
-      const bool dot = name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
-      int le = dot ? 0 : fs.lookup(req, dir_inode, dfd.get(), name, e, false);
+      int le = plus_entry(req, fs, dir_inode, dfd.get(), *d->entry, e);
       if (le == ENOENT) {  // removed since readdir saw it
         d->entry = nullptr;
         d->offset = next;
         continue;
       }
-      if (dot || le != 0) {
+      if (le != 0) {
         // No node id (ino 0): the kernel lists the name without making a
-        // dentry. For . and .. it never does; for a name the caller may read
-        // but not look up (a directory with r but not x) this is what
-        // readdir(3) gives natively: the names, and stat fails on its own.
+        // dentry. For a name the caller may read but not look up (a
+        // directory with r but not x) this is what readdir(3) gives
+        // natively: the names, and stat fails on its own.
         e = {};
         e.attr.st_ino = d->entry->d_ino;
         e.attr.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
