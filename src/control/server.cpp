@@ -493,6 +493,13 @@ Reply Server::Impl::do_status() {
   r.add("caller_cache_hits", num(cs.hits));
   r.add("caller_cache_misses", num(cs.misses));
   r.add("caller_cache_timeouts", num(cs.timeouts));
+  const auto ls = links.cache_stats();
+  r.add("template_cache_entries", num(ls.template_entries));
+  r.add("template_cache_hits", num(ls.template_hits));
+  r.add("template_cache_misses", num(ls.template_misses));
+  r.add("sys_probe_cache_entries", num(ls.probe_entries));
+  r.add("sys_probe_cache_hits", num(ls.probe_hits));
+  r.add("sys_probe_cache_misses", num(ls.probe_misses));
   return r;
 }
 

@@ -8,6 +8,8 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -21,6 +23,9 @@ namespace {
 
 constexpr std::size_t kShards = 16;
 constexpr std::size_t kMaxTemplatesPerShard = 512;
+constexpr std::size_t kMaxProbesPerShard = 256;
+
+using Clock = std::chrono::steady_clock;
 
 // How much of the caller a template can depend on, cheapest first. Decided
 // once at parse time so the readlink path reads /proc only when it must.
@@ -58,6 +63,94 @@ struct TemplateShard {
   std::mutex mu;
   std::uint64_t generation = 0;
   StringMap<std::shared_ptr<const Parsed>> map;
+};
+
+// Whether an @sys candidate exists, keyed by the link's directory and the
+// candidate's expansion: a readlink of `../@sys/bin` with the first sysname
+// missing otherwise pays a failed path walk in SOURCE every time.
+struct ProbeResult {
+  Clock::time_point expires;
+  bool exists;
+};
+
+struct ProbeShard {
+  std::mutex mu;
+  std::uint64_t generation = 0;
+  StringMap<ProbeResult> map;  // key: see probe_key()
+  // Counted under mu, which is held anyway: shared atomics would add a
+  // cache line that both CPUs write on every probe.
+  std::uint64_t hits = 0, misses = 0;
+};
+
+class ProbeCache {
+ public:
+  explicit ProbeCache(double ttl_seconds)
+      : ttl_(ttl_seconds > 0 ? std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(ttl_seconds))
+                             : Clock::duration::zero()) {}
+
+  bool enabled() const noexcept { return ttl_ > Clock::duration::zero(); }
+
+  // The cached answer, if fresh and from the rules in force.
+  std::optional<bool> find(std::string_view key, std::uint64_t generation, Clock::time_point now) {
+    ProbeShard& sh = shard(key);
+    std::lock_guard lock(sh.mu);
+    if (sh.generation == generation) {
+      if (auto it = sh.map.find(key); it != sh.map.end() && now < it->second.expires) {
+        ++sh.hits;
+        return it->second.exists;
+      }
+    }
+    ++sh.misses;
+    return std::nullopt;
+  }
+
+  void store(std::string_view key, std::uint64_t generation, Clock::time_point now, bool exists) {
+    ProbeShard& sh = shard(key);
+    std::lock_guard lock(sh.mu);
+    if (sh.generation != generation) {
+      if (sh.generation > generation) return;  // a reload happened meanwhile
+      sh.map.clear();
+      sh.generation = generation;
+    }
+    if (auto it = sh.map.find(key); it != sh.map.end()) {
+      it->second = ProbeResult{now + ttl_, exists};
+      return;
+    }
+    // Bounded: expired entries go first; a shard full of live ones starts over.
+    if (sh.map.size() >= kMaxProbesPerShard) {
+      std::erase_if(sh.map, [&](const auto& kv) { return kv.second.expires <= now; });
+      if (sh.map.size() >= kMaxProbesPerShard) sh.map.clear();
+    }
+    sh.map.emplace(std::string(key), ProbeResult{now + ttl_, exists});
+  }
+
+  void clear() {
+    for (ProbeShard& sh : shards_) {
+      std::lock_guard lock(sh.mu);
+      sh.map.clear();
+    }
+  }
+
+  struct Totals {
+    std::size_t entries = 0;
+    std::uint64_t hits = 0, misses = 0;
+  };
+  Totals totals() const {
+    Totals t;
+    for (ProbeShard& sh : shards_) {
+      std::lock_guard lock(sh.mu);
+      t.entries += sh.map.size();
+      t.hits += sh.hits;
+      t.misses += sh.misses;
+    }
+    return t;
+  }
+
+ private:
+  ProbeShard& shard(std::string_view key) const { return shards_[StringHash{}(key) % kShards]; }
+
+  const Clock::duration ttl_;
+  mutable std::array<ProbeShard, kShards> shards_;
 };
 
 // Counts where substituted values came from without building a trace: a
@@ -99,26 +192,82 @@ std::atomic<int> probes_in_flight{0};
 
 class SourceProbe final : public Probe {
  public:
-  SourceProbe(int link_dir_fd, const std::string& source, const std::string& mountpoint) noexcept
-      : dir_fd_(link_dir_fd), source_(source), mountpoint_(mountpoint) {}
+  SourceProbe(LinkDirectory& link_dir, ProbeCache& cache, std::uint64_t generation, const std::string& source,
+              const std::string& mountpoint) noexcept
+      : link_dir_(link_dir), cache_(cache), generation_(generation), source_(source), mountpoint_(mountpoint) {}
 
   bool exists(std::string_view target) const override {
+    if (target.empty() || target.size() >= PATH_MAX) return false;
+    const bool relative = target.front() != '/';
+    std::string* key = nullptr;
+    Clock::time_point now{};
+    if (cache_.enabled() && probe_key(relative, target)) {
+      key = &key_buffer();
+      now = Clock::now();
+      if (auto cached = cache_.find(*key, generation_, now)) return *cached;
+    }
     probes_in_flight.fetch_add(1, std::memory_order_acq_rel);
-    const bool found = check(target);
+    const bool found = relative ? check_relative(target) : check_absolute(target);
     probes_in_flight.fetch_sub(1, std::memory_order_acq_rel);
+    // No directory descriptor: nothing was asked, nothing is known.
+    if (key != nullptr && (!relative || dir_fd_ >= 0)) cache_.store(*key, generation_, now, found);
     return found;
   }
 
  private:
-  bool check(std::string_view target) const {
-    if (target.empty() || target.size() >= PATH_MAX) return false;
-    struct stat st {};
-    if (target.front() != '/') {
-      char path[PATH_MAX];
-      target.copy(path, target.size());
-      path[target.size()] = '\0';
-      return ::fstatat(dir_fd_, path, &st, AT_SYMLINK_NOFOLLOW) == 0;
+  // One buffer per thread: after the first few lookups a key costs no
+  // allocation.
+  static std::string& key_buffer() {
+    thread_local std::string buf;
+    return buf;
+  }
+
+  // The cache key: the directory's (st_dev, st_ino), then the target. An
+  // absolute target does not depend on the directory: zeros.
+  bool probe_key(bool relative, std::string_view target) const {
+    if (relative && !have_identity_) {
+      if (!identity_known_) {
+        identity_known_ = true;
+        have_identity_ = link_dir_.identity(dev_, ino_);
+        if (!have_identity_) {
+          // Ask the descriptor, which a miss needs anyway.
+          struct stat st {};
+          if (directory_fd() >= 0 && ::fstat(dir_fd_, &st) == 0) {
+            dev_ = st.st_dev;
+            ino_ = st.st_ino;
+            have_identity_ = true;
+          }
+        }
+      }
+      if (!have_identity_) return false;
     }
+    const std::uint64_t id[2] = {relative ? static_cast<std::uint64_t>(dev_) : 0,
+                                 relative ? static_cast<std::uint64_t>(ino_) : 0};
+    std::string& key = key_buffer();
+    key.assign(reinterpret_cast<const char*>(id), sizeof id);
+    key.append(target);
+    return true;
+  }
+
+  int directory_fd() const {
+    if (!dir_fd_known_) {
+      dir_fd_known_ = true;
+      dir_fd_ = link_dir_.fd();
+    }
+    return dir_fd_;
+  }
+
+  bool check_relative(std::string_view target) const {
+    if (directory_fd() < 0) return false;
+    char path[PATH_MAX];
+    target.copy(path, target.size());
+    path[target.size()] = '\0';
+    struct stat st {};
+    return ::fstatat(dir_fd_, path, &st, AT_SYMLINK_NOFOLLOW) == 0;
+  }
+
+  bool check_absolute(std::string_view target) const {
+    struct stat st {};
     std::string path;
     if (under(target, mountpoint_)) {
       path.reserve(source_.size() + target.size());
@@ -132,9 +281,17 @@ class SourceProbe final : public Probe {
   static bool under(std::string_view path, std::string_view dir) {
     return path.starts_with(dir) && (path.size() == dir.size() || path[dir.size()] == '/');
   }
-  int dir_fd_;
+
+  LinkDirectory& link_dir_;
+  ProbeCache& cache_;
+  std::uint64_t generation_;
   const std::string& source_;
   const std::string& mountpoint_;
+  // Asked of link_dir_ at most once per expansion, and only when needed.
+  mutable bool identity_known_ = false, have_identity_ = false, dir_fd_known_ = false;
+  mutable dev_t dev_ = 0;
+  mutable ino_t ino_ = 0;
+  mutable int dir_fd_ = -1;
 };
 
 // The request comes from one of our own threads: a probe walked into the
@@ -161,12 +318,16 @@ const Caller& anonymous_caller() {
 
 }  // namespace
 
+bool LinkDirectory::identity(dev_t&, ino_t&) { return false; }
+
 struct LinkService::Impl {
-  Impl(MountState& s, CallerContexts& c) : state(s), contexts(c) {}
+  Impl(MountState& s, CallerContexts& c) : state(s), contexts(c), probes(s.config().entry_timeout) {}
 
   MountState& state;
   CallerContexts& contexts;
   std::array<TemplateShard, kShards> shards;
+  std::atomic<std::uint64_t> template_hits{0}, template_misses{0};
+  ProbeCache probes;
 
   std::shared_ptr<const Parsed> parsed(std::string_view raw, std::uint64_t generation, const Rules& rules) {
     const std::size_t h = StringHash{}(raw);
@@ -174,9 +335,13 @@ struct LinkService::Impl {
     {
       std::lock_guard lock(sh.mu);
       if (sh.generation == generation) {
-        if (auto it = sh.map.find(raw); it != sh.map.end()) return it->second;
+        if (auto it = sh.map.find(raw); it != sh.map.end()) {
+          template_hits.fetch_add(1, std::memory_order_relaxed);
+          return it->second;
+        }
       }
     }
+    template_misses.fetch_add(1, std::memory_order_relaxed);
     // Parse outside the lock; two threads may both parse the same text once.
     auto p = std::make_shared<Parsed>();
     p->tmpl = Template::parse(raw, ParseOptions{rules.families, rules.universes.names});
@@ -230,11 +395,10 @@ struct LinkService::Impl {
     CountingSource counting(resolver);
 
     const MountState::Config& cfg = state.config();
-    const int link_dir_fd = p->tmpl.uses_sys() && !request_from_self(ids.pid) ? link_dir.fd() : -1;
-    SourceProbe probe(link_dir_fd, cfg.source, cfg.mountpoint);
+    SourceProbe probe(link_dir, probes, generation, cfg.source, cfg.mountpoint);
     ExpandOptions opts;
     opts.undefined = rules->undefined;
-    opts.probe = link_dir_fd >= 0 ? &probe : nullptr;
+    opts.probe = p->tmpl.uses_sys() && !request_from_self(ids.pid) ? &probe : nullptr;
     opts.trace = trace;
 
     Counters& counters = state.counters();
@@ -305,6 +469,22 @@ void LinkService::clear_cache() {
     std::lock_guard lock(sh.mu);
     sh.map.clear();
   }
+  impl_->probes.clear();
+}
+
+LinkService::CacheStats LinkService::cache_stats() const {
+  CacheStats s{};
+  for (auto& sh : impl_->shards) {
+    std::lock_guard lock(sh.mu);
+    s.template_entries += sh.map.size();
+  }
+  s.template_hits = impl_->template_hits.load(std::memory_order_relaxed);
+  s.template_misses = impl_->template_misses.load(std::memory_order_relaxed);
+  const auto probes = impl_->probes.totals();
+  s.probe_entries = probes.entries;
+  s.probe_hits = probes.hits;
+  s.probe_misses = probes.misses;
+  return s;
 }
 
 }  // namespace vsymfs::daemon

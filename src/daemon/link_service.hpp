@@ -4,6 +4,8 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -30,6 +32,11 @@ class LinkDirectory {
  public:
   // An fd (O_PATH is fine) of the link's directory inside SOURCE, or -1.
   virtual int fd() = 0;
+  // The directory's (st_dev, st_ino), which keys the @sys probe cache, if
+  // known without a system call: then a cached probe needs no descriptor.
+  // This default says "not known"; the probe then takes fd() and fstat(2)s
+  // it (still cheaper than a failed path walk per candidate).
+  virtual bool identity(dev_t& dev, ino_t& ino);
 
  protected:
   ~LinkDirectory() = default;
@@ -61,8 +68,19 @@ class LinkService {
   // not exist literally: the names to try in order, for this caller.
   void sys_component_candidates(std::string_view name, const RequestIds& ids, std::vector<std::string>& out);
 
-  // Drop parsed templates (rules changed).
+  // Drop parsed templates and @sys probe results (rules changed).
   void clear_cache();
+
+  // For `vsymctl status`. Template hits/misses count parses avoided/done;
+  // probe hits/misses count @sys candidate checks answered from the cache
+  // or asked of SOURCE.
+  struct CacheStats {
+    std::size_t template_entries;
+    std::uint64_t template_hits, template_misses;
+    std::size_t probe_entries;
+    std::uint64_t probe_hits, probe_misses;
+  };
+  CacheStats cache_stats() const;
 
  private:
   struct Impl;

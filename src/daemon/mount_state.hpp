@@ -41,6 +41,11 @@ class MountState {
     std::string rules_path;
     bool rules_path_explicit = false;  // given with -o rules=; missing file is then an error
     bool builtin_rules = false;        // -o builtin_rules: no file at all, not even the default
+    // -o entry_timeout: how long the kernel trusts a name it looked up. An
+    // @sys probe result (whether a candidate exists in SOURCE) is trusted
+    // as long, so a candidate made behind the mount's back shows as late as
+    // a changed name would. 0: every expansion probes.
+    double entry_timeout = 1.0;
   };
 
   // Loads the rules (file, or built-in default when the default path is absent).

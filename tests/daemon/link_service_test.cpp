@@ -100,6 +100,7 @@ class LinkServiceTest : public ::testing::Test {
     MountState::Config cfg;
     cfg.source = root_ + "/src";
     cfg.mountpoint = root_ + "/mnt";
+    cfg.entry_timeout = entry_timeout_;
     if (rules.empty()) {
       cfg.builtin_rules = true;
     } else {
@@ -128,6 +129,7 @@ class LinkServiceTest : public ::testing::Test {
   // A pid that cannot exist: any /proc read of it fails.
   static RequestIds ghost_ids() { return {999'999'999, 0, 0}; }
 
+  double entry_timeout_ = 1.0;  // the @sys probe cache's TTL
   std::string root_;
   std::unique_ptr<MountState> state_;
   std::unique_ptr<CallerContexts> contexts_;
@@ -319,6 +321,111 @@ TEST_F(LinkServiceTest, TheLinkDirectoryIsAskedForOnlyWhenAnAtSysIsProbed) {
   ASSERT_TRUE(links_->expand("@sys/bin", none, root_ids(), out));
   EXPECT_EQ(out, "missing_sys/bin");
   ::close(dfd);
+}
+
+constexpr const char* kSysRules =
+    "[sysname]\nnative = [\"missing_sys\", \"amd64_linux26\"]\ncompat32 = [\"i386_linux26\"]\n";
+
+TEST_F(LinkServiceTest, AtSysProbesAreCachedForTheEntryTimeout) {
+  entry_timeout_ = 1.5;
+  const auto ttl = std::chrono::milliseconds(1500);
+  start(kSysRules);
+  fs::create_directories(root_ + "/src/dir/amd64_linux26/bin");
+  const auto first = Clock::now();
+  auto r = expand("@sys/bin", root_ids());
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(*r, "amd64_linux26/bin");
+  auto s = links_->cache_stats();
+  EXPECT_EQ(s.probe_misses, 2u);  // missing_sys, then amd64_linux26
+  EXPECT_EQ(s.probe_hits, 0u);
+  EXPECT_EQ(s.probe_entries, 2u);
+
+  // The first candidate appears in SOURCE behind the mount's back: within
+  // the TTL the cached answer stands, as a kernel-cached name would...
+  fs::create_directories(root_ + "/src/dir/missing_sys/bin");
+  r = expand("@sys/bin", root_ids());
+  ASSERT_TRUE(r) << r.error().message;
+  ASSERT_LT(Clock::now() - first, ttl) << "the machine stalled for the whole TTL; the test proves nothing";
+  EXPECT_EQ(*r, "amd64_linux26/bin");
+  s = links_->cache_stats();
+  EXPECT_EQ(s.probe_hits, 2u);
+  EXPECT_EQ(s.probe_misses, 2u);
+
+  // ...and after it, the new candidate wins.
+  std::this_thread::sleep_until(first + ttl + std::chrono::milliseconds(50));
+  r = expand("@sys/bin", root_ids());
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(*r, "missing_sys/bin");
+}
+
+TEST_F(LinkServiceTest, AtSysProbesAreKeyedByTheLinksDirectory) {
+  start(kSysRules);
+  fs::create_directories(root_ + "/src/a/amd64_linux26");
+  fs::create_directories(root_ + "/src/b/missing_sys");
+  for (int round = 0; round < 2; ++round) {  // the second round is answered from the cache
+    auto a = expand("@sys", root_ids(), "a");
+    auto b = expand("@sys", root_ids(), "b");
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(*a, "amd64_linux26");
+    EXPECT_EQ(*b, "missing_sys");
+  }
+  EXPECT_EQ(links_->cache_stats().probe_hits, 3u);  // a: two candidates, b: one
+}
+
+TEST_F(LinkServiceTest, ARulesReloadForgetsAtSysProbes) {
+  start(kSysRules);
+  fs::create_directories(root_ + "/src/dir/amd64_linux26");
+  auto r = expand("@sys", root_ids());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, "amd64_linux26");
+  fs::create_directories(root_ + "/src/dir/missing_sys");
+  write_rules(std::string(kSysRules) + "# touched\n");
+  ASSERT_TRUE(state_->reload());
+  r = expand("@sys", root_ids());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, "missing_sys");
+  // clear_cache (vsymctl reload) empties it too.
+  links_->clear_cache();
+  EXPECT_EQ(links_->cache_stats().probe_entries, 0u);
+}
+
+TEST_F(LinkServiceTest, ZeroEntryTimeoutProbesEveryTime) {
+  entry_timeout_ = 0;
+  start(kSysRules);
+  fs::create_directories(root_ + "/src/dir/amd64_linux26");
+  auto r = expand("@sys", root_ids());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, "amd64_linux26");
+  fs::create_directories(root_ + "/src/dir/missing_sys");
+  r = expand("@sys", root_ids());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, "missing_sys");
+  const auto s = links_->cache_stats();
+  EXPECT_EQ(s.probe_entries, 0u);
+  EXPECT_EQ(s.probe_hits + s.probe_misses, 0u);
+}
+
+TEST_F(LinkServiceTest, AtSysProbeCacheStaysBounded) {
+  entry_timeout_ = 3600;  // nothing expires: only the bound limits it
+  start(kSysRules);
+  for (int i = 0; i < 6000; ++i) {
+    auto r = expand(root_ + "/nowhere/" + std::to_string(i) + "/@sys", root_ids());
+    ASSERT_TRUE(r);
+  }
+  const auto s = links_->cache_stats();
+  EXPECT_EQ(s.probe_misses, 12'000u);
+  EXPECT_GT(s.probe_entries, 0u);
+  EXPECT_LE(s.probe_entries, 16u * 256u);
+}
+
+TEST_F(LinkServiceTest, TemplateCacheIsCounted) {
+  start("");
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(expand("/h/@hostname", root_ids()));
+  ASSERT_TRUE(expand("/h/@ostype", root_ids()));
+  const auto s = links_->cache_stats();
+  EXPECT_EQ(s.template_entries, 2u);
+  EXPECT_EQ(s.template_misses, 2u);
+  EXPECT_EQ(s.template_hits, 2u);
 }
 
 TEST_F(LinkServiceTest, SysComponentCandidates) {
