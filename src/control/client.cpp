@@ -100,8 +100,16 @@ Result<Reply> call(const std::string& socket_path, const Request& req, int timeo
 
   Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) return sys_error(errno, "socket");
-  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
-    return sys_error(errno, "cannot connect to " + socket_path);
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    const int err = errno;
+    // Say what the two common failures mean, not just the errno text.
+    if (err == ECONNREFUSED)
+      return make_error(err, "no vsymfs daemon is listening on " + socket_path +
+                                 " (a daemon that was killed leaves its socket behind; the next mount replaces it)");
+    if (err == ENOENT)
+      return make_error(err, "no control socket " + socket_path + " (is a vsymfs daemon serving this mount?)");
+    return sys_error(err, "cannot connect to " + socket_path);
+  }
 
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   if (auto ok = send_all(fd.get(), frame(*payload), deadline); !ok) return ok.error();

@@ -184,7 +184,13 @@ TEST_F(ControlTest, AcknowledgedValuesSurviveSIGKILL) {
   sock[len] = '\0';
   ASSERT_EQ(::kill(m().daemon_pid(), SIGKILL), 0);
   mount_->stop();
-  ::unlink(sock);  // a killed daemon cannot remove its socket
+  // A killed daemon cannot remove its socket; vsymctl says what that means.
+  Outcome stale{};
+  stale.out = capture_as(kRoot, {"/bin/sh", "-c", std::string(vsymctl_bin()) + " --socket '" + sock + "' status 2>&1"},
+                         &stale.status);
+  EXPECT_NE(stale.status, 0);
+  EXPECT_THAT(stale.out, HasSubstr("no vsymfs daemon is listening on " + std::string(sock)));
+  ::unlink(sock);
   mount_ = std::make_unique<Mount>(MountOptions{kRules, {"state=" + state_}, {}});
   const Outcome list = ctl(as(alice_), at({"list", "--user"}));
   for (int i = 0; i < 20; ++i)
