@@ -77,6 +77,10 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // and a change made in SOURCE directly is noticed when the attributes are
   // refreshed (FUSE_CAP_AUTO_INVAL_DATA, within attr_timeout).
   fi->keep_cache = 1;
+  // close() of a read-only descriptor has nothing to report (no data of
+  // ours to write back, and the kernel keeps POSIX locks itself): no FLUSH
+  // round trip, which the closing process would wait for.
+  fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY;
   reply_opened(fs, req, ino, ofd, fi->flags, [&] { return fuse_reply_open(req, fi); });
 }
 
