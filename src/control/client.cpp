@@ -11,25 +11,14 @@
 #include <cstring>
 
 #include "paths.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::control {
 namespace {
 
 Error sys_error(int code, const std::string& what) { return make_error(code, what + ": " + std::strerror(code)); }
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const noexcept { return fd_; }
-
- private:
-  int fd_;
-};
+using Fd = vsymfs::UniqueFd;
 
 using Clock = std::chrono::steady_clock;
 

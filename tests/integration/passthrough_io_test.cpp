@@ -26,6 +26,7 @@
 #include <gtest/gtest.h>
 
 #include "mount_fixture.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace {
 
@@ -69,19 +70,7 @@ void spit(const std::string& path, const std::string& data) {
   return ::testing::AssertionSuccess();
 }
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
+using Fd = vsymfs::UniqueFd;
 
 // Every data test runs twice: with passthrough (the default) and without.
 class PassthroughIo : public ::testing::TestWithParam<bool> {
