@@ -1,0 +1,97 @@
+// The inode table's lookups that a directory listing uses: an inode the
+// table already has is found and counted without a syscall, an unknown one
+// is not made up, and counting keeps an inode alive exactly as long as the
+// kernel's lookups do.
+#include "inode_table.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+namespace {
+
+namespace stdfs = std::filesystem;
+using vsymfs::fs::Inode;
+using vsymfs::fs::InodeTable;
+
+class InodeTableTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/inode_table_test.XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    std::ofstream(dir_ + "/file") << "x";
+    stdfs::create_directory(dir_ + "/sub");
+    auto t = InodeTable::create(dir_, 16, true);
+    ASSERT_TRUE(t) << t.error().message;
+    table_ = std::move(*t);
+  }
+  void TearDown() override {
+    table_.reset();
+    stdfs::remove_all(dir_);
+  }
+  struct stat stat_of(const std::string& name) {
+    struct stat st {};
+    EXPECT_EQ(::lstat((dir_ + "/" + name).c_str(), &st), 0) << name;
+    return st;
+  }
+  // Looks `name` up the way a LOOKUP does: one counted kernel lookup.
+  Inode* adopt(const std::string& name) {
+    int fd = ::open((dir_ + "/" + name).c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    EXPECT_GE(fd, 0) << name;
+    auto inode = table_->adopt(table_->root(), name, fd, stat_of(name));
+    EXPECT_TRUE(inode);
+    return inode ? *inode : nullptr;
+  }
+
+  std::string dir_;
+  std::unique_ptr<InodeTable> table_;
+};
+
+TEST_F(InodeTableTest, ContainsOnlyWhatWasLookedUp) {
+  const struct stat file = stat_of("file"), sub = stat_of("sub");
+  EXPECT_FALSE(table_->contains(file.st_dev, file.st_ino));
+  Inode* inode = adopt("file");
+  ASSERT_NE(inode, nullptr);
+  EXPECT_TRUE(table_->contains(file.st_dev, file.st_ino));
+  EXPECT_FALSE(table_->contains(sub.st_dev, sub.st_ino));
+  table_->forget(*inode, 1);
+  EXPECT_FALSE(table_->contains(file.st_dev, file.st_ino)) << "forgotten inodes must leave the table";
+}
+
+TEST_F(InodeTableTest, RefKnownFindsAKnownInodeAndCountsOneMoreLookup) {
+  Inode* inode = adopt("file");
+  ASSERT_NE(inode, nullptr);
+  const std::size_t size = table_->size();
+  EXPECT_EQ(table_->ref_known(table_->root(), "file", stat_of("file")), inode);
+  EXPECT_EQ(table_->size(), size) << "a known inode must not be added again";
+  // Two lookups now: the first forget leaves it, the second removes it.
+  const struct stat st = stat_of("file");
+  table_->forget(*inode, 1);
+  EXPECT_TRUE(table_->contains(st.st_dev, st.st_ino));
+  table_->forget(*inode, 1);
+  EXPECT_FALSE(table_->contains(st.st_dev, st.st_ino));
+}
+
+TEST_F(InodeTableTest, RefKnownMakesNothingUp) {
+  EXPECT_EQ(table_->ref_known(table_->root(), "sub", stat_of("sub")), nullptr);
+  const struct stat st = stat_of("sub");
+  EXPECT_FALSE(table_->contains(st.st_dev, st.st_ino));
+
+  // The same number with another type is a reused number, not the inode.
+  Inode* inode = adopt("file");
+  ASSERT_NE(inode, nullptr);
+  struct stat as_dir = stat_of("file");
+  as_dir.st_mode = S_IFDIR | 0755;
+  EXPECT_EQ(table_->ref_known(table_->root(), "file", as_dir), nullptr);
+  table_->forget(*inode, 1);
+}
+
+}  // namespace
