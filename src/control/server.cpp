@@ -446,6 +446,10 @@ Reply Server::Impl::do_universe(const ucred& peer) {
   const auto rt = runtime();
   const auto caller = contexts.full(peer.pid, peer.uid, peer.gid);
   if (!rules || !caller) return Reply::failure(make_error(EIO, "no rules or caller context"));
+  // The same rule as for links: a universe chosen without the environment
+  // that may choose it would be a wrong answer.
+  if (caller->environ_late)
+    return Reply::failure(make_error(EAGAIN, "your environment was not read in time; try again"));
   const ScopedResolver resolver(*rules, state.host(), *caller, rt.get());
   const Value u = resolver.universe();
   Reply reply;

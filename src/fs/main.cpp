@@ -263,6 +263,7 @@ int main(int argc, char** argv) {
   cfg.rules_path = o.rules_path;  // "" = the default path when it exists, else built-in
   cfg.rules_path_explicit = o.rules_explicit;
   cfg.builtin_rules = o.builtin_rules;
+  cfg.entry_timeout = o.entry_timeout;  // also the @sys probe cache's staleness bound
   auto state = daemon::MountState::create(cfg);
   if (!state) startup.fail(kRules, state.error().message);
 

@@ -66,22 +66,22 @@ class ServerTest : public ::testing::Test {
     fs::remove_all(root_, ec);
   }
 
-  void start() {
+  void start(daemon::CallerContexts::Options context_opts = {}) {
     auto state = daemon::MountState::create({root_ + "/src", root_ + "/mnt", rules_, true});
     ASSERT_TRUE(state.ok()) << state.error().message;
     state_ = std::move(state.value());
-    contexts_ = std::make_unique<daemon::CallerContexts>();
+    contexts_ = std::make_unique<daemon::CallerContexts>(context_opts);
     links_ = std::make_unique<daemon::LinkService>(*state_, *contexts_);
     auto server = Server::start(*state_, *links_, *contexts_, {socket_, state_path_});
     ASSERT_TRUE(server.ok()) << server.error().message;
     server_ = std::move(server.value());
   }
-  void restart() {
+  void restart(daemon::CallerContexts::Options context_opts = {}) {
     server_.reset();
     links_.reset();
     contexts_.reset();
     state_.reset();
-    start();
+    start(context_opts);
   }
 
   Reply ask(const Request& req) {
@@ -189,6 +189,18 @@ TEST_F(ServerTest, StatusAndUniverse) {
   ASSERT_TRUE(universe.ok());
   ASSERT_NE(universe.find("env_var"), nullptr);
   EXPECT_EQ(*universe.find("env_var"), "UNIVERSE");
+}
+
+// A universe reported without the environment that may choose it would be
+// a wrong answer, as for links: refusing every /proc read (max_queued = 0)
+// makes the environment late, deterministically.
+TEST_F(ServerTest, UniverseFailsWhenTheEnvironmentIsNotReadInTime) {
+  daemon::CallerContexts::Options late;
+  late.max_queued = 0;
+  restart(late);
+  const Reply universe = ask({Op::Universe, ScopeArg::All, "", "", "", ""});
+  EXPECT_EQ(universe.error, EAGAIN);
+  EXPECT_NE(universe.message.find("not read in time"), std::string::npos) << universe.message;
 }
 
 TEST_F(ServerTest, CredentialsComeFromTheKernel) {

@@ -293,6 +293,29 @@ TEST_F(VariantLinks, ManyCallersAtOnceEachGetTheirOwn) {
 
 // Editing the rules file changes what links expand to, without a remount;
 // an invalid edit leaves the old rules in force.
+// Whether an @sys candidate exists is cached for the mount's entry_timeout,
+// the same bound the kernel's name cache has: -o entry_timeout=0 sees a
+// candidate made behind the mount's back at once, a long timeout does not.
+TEST(VariantLinksSysProbe, CandidatesAreTrustedForEntryTimeout) {
+  for (const char* timeout : {"0", "30"}) {
+    SCOPED_TRACE(std::string("entry_timeout=") + timeout);
+    MountOptions opts;
+    opts.rules_text = "[sysname]\nnative = [\"missing_sys\", \"amd64_linux26\"]\ncompat32 = [\"i386_linux26\"]\n";
+    opts.extra_opts = {std::string("entry_timeout=") + timeout};
+    Mount m(opts);
+    fs::create_directories(m.src("amd64_linux26"));
+    fs::create_symlink("@sys", m.src("sysdir"));
+    auto readlink_now = [&] {
+      char buf[PATH_MAX];
+      ssize_t n = ::readlink(m.mnt("sysdir").c_str(), buf, sizeof buf);
+      return n < 0 ? std::string("error: ") + std::strerror(errno) : std::string(buf, static_cast<std::size_t>(n));
+    };
+    ASSERT_EQ(readlink_now(), "amd64_linux26");
+    fs::create_directories(m.src("missing_sys"));
+    EXPECT_EQ(readlink_now(), std::string(timeout) == "0" ? "missing_sys" : "amd64_linux26") << m.daemon_log();
+  }
+}
+
 TEST(VariantLinksReload, RulesFileEditsArePickedUp) {
   MountOptions opts;
   opts.rules_text = "[vars]\nWHERE = \"before\"\n";
