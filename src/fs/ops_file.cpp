@@ -4,6 +4,8 @@
 // passthrough (passthrough.hpp) that descriptor also becomes the inode's
 // backing file, and read/write then never reach this file.
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -37,6 +39,26 @@ fuse_bufvec fd_range(size_t size, int fd, off_t pos) {
 // file must not (Passthrough::acquire).
 bool may_hold_fsetid(Filesystem& fs, fuse_req_t req) {
   return fs.config().single_user || fuse_req_ctx(req)->uid == 0;
+}
+
+// Whether close() on a file of this filesystem can report anything. The
+// local filesystems below have no ->flush operation: their close() returns 0
+// whatever happened, so a FLUSH round trip (which the closing process waits
+// for) would only echo that. Every other filesystem (NFS, CIFS, Ceph, FUSE,
+// f2fs, unknown ones) keeps its FLUSH, where close() reports write-back and
+// quota errors. Asked of the open file itself: SOURCE may contain other mounts.
+bool close_reports_nothing(int fd) {
+  struct statfs sf {};
+  if (::fstatfs(fd, &sf) != 0) return false;
+  switch (static_cast<unsigned long>(sf.f_type)) {
+    case EXT4_SUPER_MAGIC:  // also ext2 and ext3
+    case XFS_SUPER_MAGIC:
+    case BTRFS_SUPER_MAGIC:
+    case TMPFS_MAGIC:
+      return true;
+    default:
+      return false;
+  }
 }
 
 // Registers the open with the passthrough registry (when on) and replies;
@@ -79,8 +101,9 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fi->keep_cache = 1;
   // close() of a read-only descriptor has nothing to report (no data of
   // ours to write back, and the kernel keeps POSIX locks itself): no FLUSH
-  // round trip, which the closing process would wait for.
-  fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY;
+  // round trip, which the closing process would wait for. Neither has a
+  // writable one on a filesystem whose close() cannot fail.
+  fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY || close_reports_nothing(ofd);
   reply_opened(fs, req, ino, ofd, fi->flags, [&] { return fuse_reply_open(req, fi); });
 }
 
@@ -104,6 +127,7 @@ void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode
     return (void)fuse_reply_err(req, err);
   }
   fi->fh = static_cast<uint64_t>(ofd);
+  fi->noflush = close_reports_nothing(ofd);
   if (!reply_opened(fs, req, e.ino, ofd, fi->flags, [&] { return fuse_reply_create(req, &e, fi); }))
     fs.inodes().forget(fs.inode(e.ino), 1);
 }
