@@ -92,11 +92,19 @@ class ProbeCache {
 
   // The cached answer, if fresh and from the rules in force.
   std::optional<bool> find(std::string_view key, std::uint64_t generation, Clock::time_point now) {
-    ProbeShard& sh = shard(key);
+    const std::size_t h = StringHash{}(key);
+    Local& l = local_slot(h);
+    if (l.owner == id_ && l.epoch == epoch_.load(std::memory_order_acquire) && l.generation == generation &&
+        now < l.expires && l.key == key) {
+      local_hits_.fetch_add(1, std::memory_order_relaxed);
+      return l.exists;
+    }
+    ProbeShard& sh = shards_[h % kShards];
     std::lock_guard lock(sh.mu);
     if (sh.generation == generation) {
       if (auto it = sh.map.find(key); it != sh.map.end() && now < it->second.expires) {
         ++sh.hits;
+        remember(l, key, generation, it->second);
         return it->second.exists;
       }
     }
@@ -105,15 +113,18 @@ class ProbeCache {
   }
 
   void store(std::string_view key, std::uint64_t generation, Clock::time_point now, bool exists) {
-    ProbeShard& sh = shard(key);
+    const std::size_t h = StringHash{}(key);
+    ProbeShard& sh = shards_[h % kShards];
     std::lock_guard lock(sh.mu);
     if (sh.generation != generation) {
       if (sh.generation > generation) return;  // a reload happened meanwhile
       sh.map.clear();
       sh.generation = generation;
     }
+    const ProbeResult result{now + ttl_, exists};
+    remember(local_slot(h), key, generation, result);
     if (auto it = sh.map.find(key); it != sh.map.end()) {
-      it->second = ProbeResult{now + ttl_, exists};
+      it->second = result;
       return;
     }
     // Bounded: expired entries go first; a shard full of live ones starts over.
@@ -121,7 +132,7 @@ class ProbeCache {
       std::erase_if(sh.map, [&](const auto& kv) { return kv.second.expires <= now; });
       if (sh.map.size() >= kMaxProbesPerShard) sh.map.clear();
     }
-    sh.map.emplace(std::string(key), ProbeResult{now + ttl_, exists});
+    sh.map.emplace(std::string(key), result);
   }
 
   void clear() {
@@ -129,6 +140,10 @@ class ProbeCache {
       std::lock_guard lock(sh.mu);
       sh.map.clear();
     }
+    // Then every thread's copies. In this order a copy made from an entry
+    // just before its shard was cleared carries the old epoch (copies read
+    // the epoch under the shard lock).
+    epoch_.fetch_add(1, std::memory_order_acq_rel);
   }
 
   struct Totals {
@@ -143,14 +158,49 @@ class ProbeCache {
       t.hits += sh.hits;
       t.misses += sh.misses;
     }
+    t.hits += local_hits_.load(std::memory_order_relaxed);
     return t;
   }
 
  private:
-  ProbeShard& shard(std::string_view key) const { return shards_[StringHash{}(key) % kShards]; }
+  // A per-thread copy of recent answers, in front of the shards: every
+  // readlink of one @sys link probes the same candidates, and with one
+  // worker per CPU two workers otherwise meet on the same shard lock for
+  // each of them (2 processes: 0.53-0.91x a plain readlink, bimodal). A copy
+  // keeps the shared entry's expiry and dies with clear() (epoch) and with
+  // a rules reload (generation), so the staleness bound is unchanged.
+  struct Local {
+    std::uint64_t owner = 0, epoch = 0, generation = 0;
+    Clock::time_point expires{};
+    bool exists = false;
+    std::string key;
+  };
+  static constexpr std::size_t kLocalSlots = 64;
+
+  static Local& local_slot(std::size_t hash) {
+    thread_local std::array<Local, kLocalSlots> slots;
+    return slots[(hash / kShards) % kLocalSlots];
+  }
+
+  void remember(Local& l, std::string_view key, std::uint64_t generation, const ProbeResult& r) const {
+    l.owner = id_;
+    l.epoch = epoch_.load(std::memory_order_acquire);
+    l.generation = generation;
+    l.expires = r.expires;
+    l.exists = r.exists;
+    l.key.assign(key);
+  }
+
+  static std::uint64_t next_id() {
+    static std::atomic<std::uint64_t> ids{0};
+    return ids.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
 
   const Clock::duration ttl_;
+  const std::uint64_t id_ = next_id();  // thread-local copies belong to one cache
+  std::atomic<std::uint64_t> epoch_{0};
   mutable std::array<ProbeShard, kShards> shards_;
+  alignas(64) std::atomic<std::uint64_t> local_hits_{0};
 };
 
 // Counts where substituted values came from without building a trace: a

@@ -384,9 +384,29 @@ TEST_F(LinkServiceTest, ARulesReloadForgetsAtSysProbes) {
   r = expand("@sys", root_ids());
   ASSERT_TRUE(r);
   EXPECT_EQ(*r, "missing_sys");
-  // clear_cache (vsymctl reload) empties it too.
+  // clear_cache (vsymctl reload) empties it too, including the copy this
+  // thread keeps of each answer.
+  ASSERT_EQ(::rmdir((root_ + "/src/dir/missing_sys").c_str()), 0);
   links_->clear_cache();
   EXPECT_EQ(links_->cache_stats().probe_entries, 0u);
+  r = expand("@sys", root_ids());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, "amd64_linux26");
+}
+
+// Each worker keeps a copy of recent answers; a copy made on one thread must
+// not answer on another before that one has asked, and the counts add up.
+TEST_F(LinkServiceTest, AtSysProbeAnswersAreSharedAcrossWorkerThreads) {
+  start(kSysRules);
+  fs::create_directories(root_ + "/src/dir/amd64_linux26");
+  ASSERT_EQ(*expand("@sys", root_ids()), "amd64_linux26");  // two misses, stored
+  std::string other;
+  std::thread([&] { other = *expand("@sys", root_ids()); }).join();  // two shared hits
+  EXPECT_EQ(other, "amd64_linux26");
+  ASSERT_EQ(*expand("@sys", root_ids()), "amd64_linux26");  // two hits on this thread's copies
+  const auto s = links_->cache_stats();
+  EXPECT_EQ(s.probe_misses, 2u);
+  EXPECT_EQ(s.probe_hits, 4u);
 }
 
 TEST_F(LinkServiceTest, ZeroEntryTimeoutProbesEveryTime) {
