@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Tests of bench/run's pure part: samples kept by repetition, paired
+ratios, and the PASS/FAIL verdicts with their clear/noisy word.
+
+    run_test.py PATH_TO_BENCH_RUN
+
+No mounts and no root: the harness is loaded as a module and fed made-up
+measurements whose right answers are worked out by hand below.
+"""
+import importlib.machinery
+import importlib.util
+import sys
+import types
+import unittest
+
+run = None  # the bench/run module, loaded in main
+
+
+def load_harness(path):
+    # bench/run has no .py suffix, so name its loader explicitly.
+    loader = importlib.machinery.SourceFileLoader("bench_run", path)
+    spec = importlib.util.spec_from_loader("bench_run", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def metric(key, label, systems, reps, values, higher_better=True, group="metadata", unit="ops/s"):
+    """A Metric with values[system] = one entry per repetition (None: not measured)."""
+    m = run.Metric(key, label, group, unit, list(systems), higher_better, reps)
+    for name, per_rep in values.items():
+        for rep, v in enumerate(per_rep):
+            if v is not None:
+                m.add(name, rep, v)
+    return m
+
+
+def fake_bench(metrics, procs=(1,), missing=()):
+    systems = {n: types.SimpleNamespace(missing="not installed" if n in missing else None)
+               for n in run.ALL_SYSTEMS}
+    return types.SimpleNamespace(metrics=metrics, cfg={"procs": list(procs)}, systems=systems, fd_budget={})
+
+
+class MetricAlignmentTest(unittest.TestCase):
+    def test_a_skipped_repetition_leaves_a_hole_not_a_shift(self):
+        m = run.Metric("k", "k", "data", "MB/s", ["vsymfs"], True, 3)
+        m.add("vsymfs", 0, 10.0)
+        m.add("vsymfs", 2, 30.0)
+        self.assertEqual(m.aligned("vsymfs"), [10.0, None, 30.0])
+        self.assertEqual(m.samples("vsymfs"), [10.0, 30.0])
+        self.assertEqual(m.median("vsymfs"), 20.0)
+
+    def test_a_system_never_measured_is_all_holes(self):
+        m = run.Metric("k", "k", "data", "MB/s", ["vsymfs", "bindfs"], True, 2)
+        m.add("vsymfs", 1, 5.0)
+        self.assertEqual(m.aligned("bindfs"), [None, None])
+        self.assertIsNone(m.median("bindfs"))
+
+    def test_an_error_makes_the_median_missing(self):
+        m = run.Metric("k", "k", "data", "MB/s", ["vsymfs"], True, 2)
+        m.add("vsymfs", 0, 5.0)
+        m.fail("vsymfs", "fio exited 1")
+        self.assertEqual(m.aligned("vsymfs"), [5.0, None])
+        self.assertIsNone(m.median("vsymfs"))
+
+    def test_a_repetition_outside_the_run_is_refused(self):
+        m = run.Metric("k", "k", "data", "MB/s", ["vsymfs"], True, 2)
+        with self.assertRaises(ValueError):
+            m.add("vsymfs", 2, 1.0)
+
+
+class PairedRatiosTest(unittest.TestCase):
+    def test_pairs(self):
+        cases = [
+            # a, b, higher_better, expected
+            ([200, 300], [100, 300], True, [2.0, 1.0]),
+            # Times: b / a, so 2.0 still means a was twice as good.
+            ([1.0, 4.0], [2.0, 2.0], False, [2.0, 0.5]),
+            # A hole on either side is a hole, and later reps stay in place.
+            ([100, None, 300], [50, 100, None], True, [2.0, None, None]),
+            ([None, 90], [10, 30], True, [None, 3.0]),
+            # A zero divisor has no ratio.
+            ([5, 5], [0, 5], True, [None, 1.0]),
+            ([0.0, 2.0], [1.0, 1.0], False, [None, 0.5]),
+            ([], [], True, []),
+        ]
+        for a, b, higher, want in cases:
+            with self.subTest(a=a, b=b, higher_better=higher):
+                self.assertEqual(run.paired_ratios(a, b, higher), want)
+
+    def test_unequal_lengths_are_refused(self):
+        with self.assertRaises(ValueError):
+            run.paired_ratios([1, 2], [1], True)
+
+
+class VerdictTest(unittest.TestCase):
+    def test_verdicts(self):
+        at_least = lambda want: (lambda x: x >= want)  # noqa: E731
+        cases = [
+            # ratios, want, pass, clear, median, min, max, n
+            ([1.2, 1.1, 1.3], 1.0, True, True, 1.2, 1.1, 1.3, 3),
+            ([0.7, 0.8, 0.6], 0.9, False, True, 0.7, 0.6, 0.8, 3),
+            # The median passes, one repetition does not: noisy.
+            ([0.95, 1.04, 1.02], 1.0, True, False, 1.02, 0.95, 1.04, 3),
+            # The median fails, one repetition passes: noisy.
+            ([0.93, 1.04, 0.95], 1.0, False, False, 0.95, 0.93, 1.04, 3),
+            # Exactly at the target passes, and min == want is still clear.
+            ([0.9, 0.9, 1.0], 0.9, True, True, 0.9, 0.9, 1.0, 3),
+            # Holes are skipped, not counted.
+            ([None, 1.5, None, 1.1], 1.0, True, True, 1.3, 1.1, 1.5, 2),
+            # One repetition: a verdict, but no telling whether it is solid.
+            ([None, 0.5], 0.8, False, None, 0.5, 0.5, 0.5, 1),
+            # Nothing paired: FAIL, and nothing to agree with.
+            ([None, None], 1.0, False, None, None, None, None, 0),
+            ([], 1.0, False, None, None, None, None, 0),
+        ]
+        for ratios, want, ok, clear, med, lo, hi, n in cases:
+            with self.subTest(ratios=ratios, want=want):
+                v = run.verdict(ratios, at_least(want))
+                self.assertIs(v["pass"], ok)
+                self.assertIs(v["clear"], clear)
+                for field, expected in (("median", med), ("min", lo), ("max", hi)):
+                    if expected is None:
+                        self.assertIsNone(v[field])
+                    else:
+                        self.assertAlmostEqual(v[field], expected)
+                self.assertEqual(v["n"], n)
+
+    def test_result_words(self):
+        cases = [
+            ([1.2, 1.1, 1.3], 1.0, "PASS (clear)"),
+            ([0.93, 1.04, 0.95], 1.0, "FAIL (noisy: 0.93–1.04)"),
+            ([0.95, 1.04, 1.02], 1.0, "PASS (noisy: 0.95–1.04)"),
+            ([0.5, 0.6], 0.8, "FAIL (clear)"),
+            ([0.85], 0.8, "PASS (1 rep)"),
+            ([None], 0.8, "FAIL"),
+        ]
+        for ratios, want, text in cases:
+            with self.subTest(ratios=ratios):
+                row = run.target_row("t", "m", ratios, lambda x, w=want: x >= w, want)
+                self.assertEqual(run.result_text(row), text)
+
+    def test_paired_cell(self):
+        row = run.target_row("t", "m", [0.93, None, 1.04, 0.95], lambda x: x >= 1.0, 1.0)
+        self.assertEqual(run.paired_text(row), "0.95 (0.93–1.04, 3 reps)")
+        self.assertEqual(run.paired_text(run.target_row("t", "m", [None], lambda x: True, 1.0)), "—")
+
+
+class TargetsTest(unittest.TestCase):
+    def rows_by_target(self, bench):
+        return {r["target"]: r for r in run.targets(bench)}
+
+    def test_best_peer_is_paired_per_repetition_across_holes(self):
+        # bindfs has the best median (200 vs 150) and misses rep 1. Paired:
+        # rep 0 -> 210/200 = 1.05, rep 2 -> 190/180 = 1.055..., so PASS clear.
+        # Had bindfs's rep-2 sample shifted into rep 1, rep 1 would pair
+        # 120/180 and rep 2 nothing: a FAIL.
+        m = metric("stat_p1", "warm stat, 1 proc", ["native", "vsymfs", "bindfs", "mergerfs"], 3, {
+            "native": [500, 500, 500],
+            "vsymfs": [210, 120, 190],
+            "bindfs": [200, None, 180],
+            "mergerfs": [150, 150, 150],
+        })
+        row = self.rows_by_target(fake_bench([m]))["vsymfs >= best FUSE peer: warm stat, 1 proc"]
+        self.assertEqual(row["scores"][1], None)
+        self.assertAlmostEqual(row["scores"][0], 1.05)
+        self.assertAlmostEqual(row["scores"][2], 190 / 180)
+        self.assertTrue(row["pass"])
+        self.assertIs(row["clear"], True)
+        self.assertEqual(row["reps"], 2)
+        self.assertIn("bindfs", row["measured"])
+
+    def test_times_pair_as_peer_time_over_vsymfs_time(self):
+        m = metric("tree_rm", "rm -r of the tree", ["native", "vsymfs", "bindfs"], 3, {
+            "native": [0.1, 0.1, 0.1],
+            "vsymfs": [0.50, 0.40, 0.60],
+            "bindfs": [0.45, 0.48, 0.50],
+        }, higher_better=False, group="workload", unit="s")
+        row = self.rows_by_target(fake_bench([m]))["vsymfs >= best FUSE peer: rm -r of the tree"]
+        # 0.45/0.50 = 0.9, 0.48/0.40 = 1.2, 0.50/0.60 = 0.833: median 0.9.
+        self.assertAlmostEqual(row["median"], 0.9)
+        self.assertFalse(row["pass"])
+        self.assertIs(row["clear"], False)
+        self.assertEqual(run.result_text(row), "FAIL (noisy: 0.83–1.20)")
+
+    def test_ratio_rows_pair_two_metrics_of_one_repetition(self):
+        plain = metric("readlink_plain_p1", "readlink, plain link, 1 proc", ["native", "vsymfs"], 3, {
+            "native": [1000, 1000, 1000], "vsymfs": [200, 100, 300]})
+        user = metric("readlink_user_p1", "readlink, ${USER} link, 1 proc", ["vsymfs"], 3, {
+            "vsymfs": [190, 95, 280]})
+        rows = self.rows_by_target(fake_bench([plain, user]))
+        row = rows["variant readlink (user) >= 0.9 x vsymfs plain readlink, 1p"]
+        # Per rep 0.95, 0.95, 0.933: clear, although the medians alone (190
+        # vs 200) say the same; the range is what a shifted pairing would spoil.
+        self.assertTrue(row["pass"])
+        self.assertIs(row["clear"], True)
+        self.assertAlmostEqual(row["min"], 280 / 300)
+        self.assertEqual(row["want"], 0.9)
+
+    def test_missing_vsymfs_is_a_fail_with_no_word(self):
+        m = metric("stat_p1", "warm stat, 1 proc", ["native", "vsymfs", "bindfs"], 2, {
+            "native": [500, 500], "bindfs": [200, 200]})
+        m.fail("vsymfs", "metabench: 3 failed ops")
+        row = self.rows_by_target(fake_bench([m]))["vsymfs >= best FUSE peer: warm stat, 1 proc"]
+        self.assertFalse(row["pass"])
+        self.assertIsNone(row["clear"])
+        self.assertEqual(row["measured"], "vsymfs ERR")
+        self.assertEqual(run.result_text(row), "FAIL")
+
+    def test_memory_limits_and_summary(self):
+        rss = metric("rss_per_inode", "rss", ["vsymfs"], 1, {"vsymfs": [236.0]},
+                     higher_better=False, group="memory", unit="B/entry")
+        fds = metric("fds", "fds", ["vsymfs"], 1, {"vsymfs": [9000]},
+                     higher_better=False, group="memory", unit="fds")
+        stat = metric("stat_p1", "warm stat, 1 proc", ["native", "vsymfs", "bindfs"], 3, {
+            "native": [1000, 1000, 1000], "vsymfs": [850, 700, 900], "bindfs": [800, 800, 800]})
+        bench = fake_bench([stat, rss, fds])
+        bench.fd_budget["vsymfs"] = 8256
+        rows = self.rows_by_target(bench)
+        self.assertEqual(run.result_text(rows["daemon RSS < 300 bytes per cached inode"]), "PASS (1 rep)")
+        self.assertEqual(run.result_text(rows["daemon open fds within budget"]), "FAIL (1 rep)")
+        # best peer: 1.0625, 0.875, 1.125 -> PASS noisy; vs native 0.85, 0.7,
+        # 0.9 against 0.8 -> PASS noisy.
+        self.assertEqual(run.result_text(rows["vsymfs >= best FUSE peer: warm stat, 1 proc"]),
+                         "PASS (noisy: 0.88–1.12)")
+        self.assertEqual(run.result_text(rows["warm stat >= 0.8 x native, 1p"]), "PASS (noisy: 0.70–0.90)")
+        self.assertEqual(run.summary_line(list(rows.values())),
+                         "3 of 4 targets pass (0 clear); 1 fail (0 clear); 2 rest on a single repetition")
+
+    def test_summary_counts_clear_verdicts(self):
+        rows = [run.target_row("a", "", [1.1, 1.2], lambda x: x >= 1, 1.0),
+                run.target_row("b", "", [0.9, 1.2], lambda x: x >= 1, 1.0),
+                run.target_row("c", "", [0.5, 0.6], lambda x: x >= 1, 1.0)]
+        self.assertEqual(run.summary_line(rows), "2 of 3 targets pass (1 clear); 1 fail (1 clear)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit("usage: run_test.py PATH_TO_BENCH_RUN")
+    run = load_harness(sys.argv.pop(1))
+    unittest.main()
