@@ -140,6 +140,15 @@ class VerdictTest(unittest.TestCase):
                 row = run.target_row("t", "m", ratios, lambda x, w=want: x >= w, want)
                 self.assertEqual(run.result_text(row), text)
 
+    def test_a_ratio_never_reads_as_the_wrong_side_of_the_target(self):
+        # 0.997 rounds to 1.00, which would read as meeting ">= 1.0"; 0.968
+        # rounds to 0.97, still below, so it keeps two decimals.
+        row = run.target_row("t", "m", [0.997, 0.968, 0.999], lambda x: x >= 1.0, 1.0)
+        self.assertEqual(run.paired_text(row), "0.997 (0.97–0.999, 3 reps)")
+        self.assertEqual(run.result_text(row), "FAIL (clear)")
+        row = run.target_row("t", "m", [0.7996, 0.9, 1.0], lambda x: x >= 0.8, 0.8)
+        self.assertEqual(run.result_text(row), "PASS (noisy: 0.7996–1.00)")
+
     def test_paired_cell(self):
         row = run.target_row("t", "m", [0.93, None, 1.04, 0.95], lambda x: x >= 1.0, 1.0)
         self.assertEqual(run.paired_text(row), "0.95 (0.93–1.04, 3 reps)")
