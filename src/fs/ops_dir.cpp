@@ -48,33 +48,33 @@ bool is_dot_or_dotdot(const char* name) noexcept {
 // kernel lookup, or returns non-zero for a plain entry, which the kernel
 // lists without making a dentry (ENOENT: the name is gone, leave it out).
 //
-// A full lookup per entry (openat + fstatat + file handle + a descriptor in
-// the cache, and an inode the kernel makes and later forgets) made a first
-// scan cost several times its listing, and `find` needs only d_type. So:
-//  - an inode the table already has (the kernel holds it: a scan after a
-//    copy, ls -l again) costs one fstatat and refreshes the kernel's dentry
-//    and attributes, which saves a LOOKUP for whoever stats it next;
-//  - a directory is looked up: a walk is about to enter it;
-//  - any other name the daemon does not know costs no syscall at all: it is
-//    listed plain and looked up if and when someone stats it;
+// The kernel asks READDIRPLUS for the first chunk of every directory it
+// lists (READDIRPLUS_AUTO), whoever lists it, and find, rm -r, cp -a and
+// grep -r never stat what they list. So attributes go only where a walk is
+// about to need them:
+//  - a directory is looked up (a known one costs one fstatat): the walk
+//    enters it next;
+//  - every other name is listed plain, at no syscall, and looked up if and
+//    when someone stats it. That includes files the kernel already holds:
+//    refreshing their entries (an fstatat each) saved a later LOOKUP only
+//    for a stat after the entry timeout, and made `find` over a 20,000-file
+//    tree just copied in 3.3x slower (0.040 s vs 0.012 s; bindfs 0.010 s),
+//    rm -r of it 0.55 s vs 0.43 s, for 7 % on such an `ls -lR`
+//    (0.455 s vs 0.486 s; 5 runs each, medians, side by side);
 //  - a symlink is always plain: its st_size is the caller's expansion.
 int plus_entry(fuse_req_t req, Filesystem& fs, Inode& dir, int dir_fd, const struct dirent& de, fuse_entry_param& e) {
   const char* name = de.d_name;
   // The kernel never makes dentries from . and .. entries.
   if (is_dot_or_dotdot(name)) return EINVAL;
-  const bool maybe_dir = de.d_type == DT_DIR || de.d_type == DT_UNKNOWN;
-  // Not a directory: known only if the table has its (dev, ino). A name that
-  // is a mount point has another st_dev than d_ino's and is a directory.
-  if (!maybe_dir && (de.d_type == DT_LNK || !fs.inodes().contains(dir.dev(), de.d_ino))) return EINVAL;
+  if (de.d_type != DT_DIR && de.d_type != DT_UNKNOWN) return EINVAL;
   if (::fstatat(dir_fd, name, &e.attr, AT_SYMLINK_NOFOLLOW) != 0) return errno;
-  if (S_ISLNK(e.attr.st_mode)) return EINVAL;
+  if (!S_ISDIR(e.attr.st_mode)) return EINVAL;  // DT_UNKNOWN, or replaced since getdents saw it
   if (Inode* known = fs.inodes().ref_known(dir, name, e.attr)) {
     e.ino = fs.inodes().nodeid(*known);
     e.attr_timeout = fs.attr_timeout_for(*known);
     e.entry_timeout = fs.config().entry_timeout;
     return 0;
   }
-  if (!S_ISDIR(e.attr.st_mode)) return EINVAL;  // replaced since getdents saw it
   return fs.lookup(req, dir, dir_fd, name, e, false);
 }
 
