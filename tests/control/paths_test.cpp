@@ -7,10 +7,10 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "common/temp_dir.hpp"
 #include "vsymfs_config.h"
 
 namespace vsymfs::control {
@@ -51,9 +51,8 @@ TEST(Paths, LongMountpointsFallBackToAHashThatFitsASocketAddress) {
 }
 
 TEST(Paths, CreatedDirectoriesAre0755WhateverTheUmask) {
-  char tmpl[] = "/tmp/vsymfs-paths-test-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string root = tmpl;
+  const vsymfs::test::TempDir tmp("vsymfs-paths-test");
+  const std::string& root = tmp.path();
   const mode_t old = ::umask(077);
   const auto ok = ensure_directory(root + "/a/b");
   ::umask(old);
@@ -68,7 +67,6 @@ TEST(Paths, CreatedDirectoriesAre0755WhateverTheUmask) {
   const auto not_dir = ensure_directory(root + "/file/sub");
   ASSERT_FALSE(not_dir.ok());
   EXPECT_EQ(not_dir.error().code, ENOTDIR);
-  std::system(("rm -rf '" + root + "'").c_str());
 }
 
 TEST(Paths, ParentDirectory) {

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "client.hpp"
+#include "common/temp_dir.hpp"
 #include "store.hpp"
 
 namespace vsymfs::control {
@@ -45,10 +46,6 @@ int as_uid(uid_t uid, const std::function<int()>& fn) {
 class ServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/vsymfs-server-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
-    ::chmod(root_.c_str(), 0755);
     fs::create_directories(root_ + "/src/d");
     fs::create_directories(root_ + "/mnt");
     rules_ = root_ + "/rules.toml";
@@ -62,8 +59,6 @@ class ServerTest : public ::testing::Test {
     links_.reset();
     contexts_.reset();
     state_.reset();
-    std::error_code ec;
-    fs::remove_all(root_, ec);
   }
 
   void start(daemon::CallerContexts::Options context_opts = {}) {
@@ -90,7 +85,12 @@ class ServerTest : public ::testing::Test {
     return reply.ok() ? reply.value() : Reply::failure(reply.error());
   }
 
-  std::string root_, rules_, socket_, state_path_;
+  // Under /tmp whatever $TMPDIR says, and 0755: the socket in it must be
+  // reachable by another uid (CredentialsComeFromTheKernel) and its path
+  // must fit a socket address.
+  const vsymfs::test::TempDir tmp_{"vsymfs-server-test", 0755, "/tmp"};
+  const std::string& root_ = tmp_.path();
+  std::string rules_, socket_, state_path_;
   std::unique_ptr<daemon::MountState> state_;
   std::unique_ptr<daemon::CallerContexts> contexts_;
   std::unique_ptr<daemon::LinkService> links_;

@@ -6,38 +6,27 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "common/temp_dir.hpp"
+
 namespace vsymfs::control {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/vsymfs-store-test-XXXXXX";
-    const char* p = ::mkdtemp(tmpl);
-    if (p == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = p;
-  }
-  ~TempDir() { std::system(("rm -rf '" + path_ + "'").c_str()); }
-  const std::string& path() const { return path_; }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> out;
-    if (DIR* d = ::opendir(path_.c_str())) {
-      while (dirent* e = ::readdir(d))
-        if (std::string(e->d_name) != "." && std::string(e->d_name) != "..") out.emplace_back(e->d_name);
-      ::closedir(d);
-    }
-    return out;
-  }
+using vsymfs::test::TempDir;
 
- private:
-  std::string path_;
-};
+std::vector<std::string> entries(const std::string& dir) {
+  std::vector<std::string> out;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d))
+      if (std::string(e->d_name) != "." && std::string(e->d_name) != "..") out.emplace_back(e->d_name);
+    ::closedir(d);
+  }
+  return out;
+}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path);
@@ -67,7 +56,7 @@ TEST(Store, SerializeParseRoundTrip) {
 }
 
 TEST(Store, SaveThenLoadRoundTripsAndLeavesNoTemporaries) {
-  TempDir dir;
+  const TempDir dir("vsymfs-store-test");
   const StateFile file(dir.path() + "/sub/dir/state.toml");  // directories are created
   ASSERT_TRUE(file.save(sample()).ok());
   auto loaded = file.load();
@@ -87,7 +76,7 @@ TEST(Store, SaveThenLoadRoundTripsAndLeavesNoTemporaries) {
 }
 
 TEST(Store, MissingFileIsEmpty) {
-  TempDir dir;
+  const TempDir dir("vsymfs-store-test");
   auto loaded = StateFile(dir.path() + "/absent.toml").load();
   ASSERT_TRUE(loaded.ok());
   EXPECT_TRUE(loaded->vars.users.empty());
@@ -98,7 +87,7 @@ TEST(Store, MissingFileIsEmpty) {
 // A write that fails (the temporary cannot be renamed over a directory)
 // must leave the old state file exactly as it was.
 TEST(Store, FailedSaveKeepsTheOldFileIntact) {
-  TempDir dir;
+  const TempDir dir("vsymfs-store-test");
   const std::string path = dir.path() + "/state.toml";
   const StateFile file(path);
   ASSERT_TRUE(file.save(sample()).ok());
@@ -131,7 +120,7 @@ TEST(Store, FailedSaveKeepsTheOldFileIntact) {
 }
 
 TEST(Store, CorruptFileIsMovedAsideNotOverwritten) {
-  TempDir dir;
+  const TempDir dir("vsymfs-store-test");
   const std::string path = dir.path() + "/state.toml";
   const std::string garbage = "version = 1\n[system\nARCH = \"x\"\n";
   write_file(path, garbage);
@@ -140,7 +129,7 @@ TEST(Store, CorruptFileIsMovedAsideNotOverwritten) {
   EXPECT_TRUE(loaded->vars.system.empty());
   EXPECT_NE(loaded->warning.find(path + ":"), std::string::npos) << loaded->warning;  // file:line:col
   EXPECT_NE(loaded->warning.find(".corrupt-"), std::string::npos) << loaded->warning;
-  const auto names = dir.entries();
+  const auto names = entries(dir.path());
   ASSERT_EQ(names.size(), 1u);
   EXPECT_EQ(names[0].rfind("state.toml.corrupt-", 0), 0u) << names[0];
   EXPECT_EQ(read_file(dir.path() + "/" + names[0]), garbage);

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "common/temp_dir.hpp"
+
 namespace {
 
 using ::testing::HasSubstr;
@@ -120,7 +122,8 @@ TEST(VsymctlExpand, Table) {
 }
 
 TEST(VsymctlExpand, UndefinedPolicyErrorAndProbing) {
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() / ("vsymctl-test-" + std::to_string(::getpid()));
+  const vsymfs::test::TempDir tmp("vsymctl-test");
+  const std::filesystem::path dir = tmp.path();
   std::filesystem::create_directories(dir / "probe/i386_linux26");
   const std::string rules = (dir / "rules.toml").string();
   std::ofstream(rules) << "[syntax]\nundefined = \"error\"\n";
@@ -136,12 +139,11 @@ TEST(VsymctlExpand, UndefinedPolicyErrorAndProbing) {
   EXPECT_EQ(probed.status, 0);
   EXPECT_EQ(probed.out, "i386_linux26\n");
   EXPECT_NE(first.out, probed.out) << "the native list must not start with the 32-bit name";
-  std::filesystem::remove_all(dir);
 }
 
 TEST(VsymctlCheck, OkAndErrors) {
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() / ("vsymctl-check-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  const vsymfs::test::TempDir tmp("vsymctl-check");
+  const std::filesystem::path dir = tmp.path();
   const std::string good = (dir / "good.toml").string();
   const std::string bad = (dir / "bad.toml").string();
   std::ofstream(good) << "[vars]\nA = \"1\"\n";
@@ -160,7 +162,6 @@ TEST(VsymctlCheck, OkAndErrors) {
   const Outcome missing = vsymctl({"check", (dir / "absent.toml").string()});
   EXPECT_EQ(missing.status, 1);
   EXPECT_NE(missing.err, "");
-  std::filesystem::remove_all(dir);
 }
 
 TEST(VsymctlDaemonCommands, OutsideAMountExitWithNoDaemon) {

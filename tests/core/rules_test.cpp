@@ -19,6 +19,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/temp_dir.hpp"
 #include "vsymfs/link_template.hpp"
 #include "vsymfs/resolver.hpp"
 
@@ -308,21 +309,15 @@ TEST(RulesErrors, ControlCharactersInNamesAreEscaped) {
 
 class RulesFileTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/vsymfs-rules-test.XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
   fs::path write(const std::string& name, const std::string& text) {
     const fs::path p = dir_ / name;
     std::ofstream(p, std::ios::binary) << text;
     return p;
   }
-  fs::path dir_;
+  // 0755 under /tmp: UnreadableFile's unprivileged child must reach the
+  // file, so that its EACCES comes from the file's mode, not the directory's.
+  const vsymfs::test::TempDir tmp_{"vsymfs-rules-test", 0755, "/tmp"};
+  const fs::path dir_ = tmp_.path();
 };
 
 TEST_F(RulesFileTest, LoadsAFileAndNamesItInErrors) {

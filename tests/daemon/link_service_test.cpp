@@ -20,6 +20,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/temp_dir.hpp"
 #include "vsymfs_config.h"
 
 namespace vsymfs::daemon {
@@ -73,9 +74,6 @@ class EnvChild {
 class LinkServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/vsymfs-link-service-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
     fs::create_directories(root_ + "/src/dir");
     fs::create_directories(root_ + "/mnt");
   }
@@ -83,8 +81,6 @@ class LinkServiceTest : public ::testing::Test {
     links_.reset();
     contexts_.reset();
     state_.reset();
-    std::error_code ec;
-    fs::remove_all(root_, ec);
   }
 
   std::string rules_path() const { return root_ + "/rules.toml"; }
@@ -130,7 +126,8 @@ class LinkServiceTest : public ::testing::Test {
   static RequestIds ghost_ids() { return {999'999'999, 0, 0}; }
 
   double entry_timeout_ = 1.0;  // the @sys probe cache's TTL
-  std::string root_;
+  const vsymfs::test::TempDir tmp_{"vsymfs-link-service"};
+  const std::string& root_ = tmp_.path();
   std::unique_ptr<MountState> state_;
   std::unique_ptr<CallerContexts> contexts_;
   std::unique_ptr<LinkService> links_;
@@ -564,9 +561,8 @@ TEST_F(LinkServiceTest, WatcherReloadsWhenTheFileIsReplaced) {
 }
 
 TEST(MountStateCreate, RulesFileChoices) {
-  char tmpl[] = "/tmp/vsymfs-mount-state-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
+  const vsymfs::test::TempDir tmp("vsymfs-mount-state");
+  const std::string& dir = tmp.path();
 
   MountState::Config missing;
   missing.rules_path = dir + "/absent.toml";
@@ -599,7 +595,6 @@ TEST(MountStateCreate, RulesFileChoices) {
     EXPECT_EQ((*i)->rules()->origin, default_rules().origin);
     EXPECT_EQ((*i)->rules_file(), VSYMFS_DEFAULT_RULES_PATH);
   }
-  fs::remove_all(dir);
 }
 
 // Not a benchmark (bench/ has those), but the numbers the hot path is judged

@@ -8,12 +8,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 #include <gtest/gtest.h>
+
+#include "common/temp_dir.hpp"
 
 namespace {
 
@@ -24,18 +25,11 @@ using vsymfs::fs::InodeTable;
 class InodeTableTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/inode_table_test.XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
     std::ofstream(dir_ + "/file") << "x";
     stdfs::create_directory(dir_ + "/sub");
     auto t = InodeTable::create(dir_, 16, true);
     ASSERT_TRUE(t) << t.error().message;
     table_ = std::move(*t);
-  }
-  void TearDown() override {
-    table_.reset();
-    stdfs::remove_all(dir_);
   }
   struct stat stat_of(const std::string& name) {
     struct stat st {};
@@ -51,7 +45,9 @@ class InodeTableTest : public ::testing::Test {
     return inode ? *inode : nullptr;
   }
 
-  std::string dir_;
+  // Declared first, so removed last: after the table has closed its descriptors.
+  const vsymfs::test::TempDir tmp_{"inode_table_test"};
+  const std::string& dir_ = tmp_.path();
   std::unique_ptr<InodeTable> table_;
 };
 
