@@ -22,12 +22,14 @@
 #include <string>
 #include <vector>
 
+#include "common/temp_dir.hpp"
 #include "mount_fixture.hpp"
 
 namespace vsymfs::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using vsymfs::test::TempDir;
 
 struct User {
   uid_t uid;
@@ -68,23 +70,6 @@ std::string read_link_as(const As& who, const std::string& path) {
   return r.out;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/vsymfs-ctl-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 // The daemon watches its rules file: replace it in one step so it never
 // sees a half-written file.
 void replace_file(const std::string& path, const std::string& text) {
@@ -119,7 +104,7 @@ class ControlTest : public ::testing::Test {
   }
 
   User alice_{}, bob_{};
-  TempDir state_dir_;
+  const TempDir state_dir_{"vsymfs-ctl"};
   std::string state_;
   std::unique_ptr<Mount> mount_;
 };
@@ -290,7 +275,7 @@ TEST_F(ControlTest, StatusAndDiscoveryByXattr) {
 // Several mounts at once: vsymctl finds, from any path inside a mount, the
 // daemon of that mount, and each keeps its own values.
 TEST_F(ControlTest, SeveralMountsEachAnswerForTheirOwnTree) {
-  TempDir other_state;
+  const TempDir other_state("vsymfs-ctl");
   Mount second(MountOptions{kRules, {"state=" + other_state.path() + "/state.toml"}, {}});
   for (Mount* mt : {&m(), &second}) {
     ASSERT_EQ(::mkdir(mt->src("deep").c_str(), 0755), 0);

@@ -43,14 +43,13 @@ bool is_mounted(const std::string& mnt, dev_t parent_dev) {
 
 }  // namespace
 
-Mount::Mount(const MountOptions& opts) {
-  char tmpl[] = "/tmp/vsymfs-it-XXXXXX";
-  if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-  root_ = tmpl;
-  ::chmod(root_.c_str(), 0755);  // other uids must be able to reach the mount
-  src_ = root_ + "/src";
-  mnt_ = root_ + "/mnt";
-  log_ = root_ + "/daemon.log";
+// Under /tmp whatever $TMPDIR says, and 0755: the tests run_as() other uids,
+// which must be able to reach the mount.
+Mount::Mount(const MountOptions& opts) : tmp_("vsymfs-it", 0755, "/tmp") {
+  const std::string& root = tmp_.path();
+  src_ = root + "/src";
+  mnt_ = root + "/mnt";
+  log_ = root + "/daemon.log";
   fs::create_directory(src_);
   fs::create_directory(mnt_);
   ::chmod(src_.c_str(), 0755);
@@ -58,7 +57,7 @@ Mount::Mount(const MountOptions& opts) {
   std::vector<std::string> args{vsymfs_bin(), "-f"};
   std::string o = "allow_other";
   if (!opts.rules_text.empty()) {
-    rules_ = root_ + "/rules.toml";
+    rules_ = root + "/rules.toml";
     std::ofstream(rules_) << opts.rules_text;
     o += ",rules=" + rules_;
   } else {
@@ -72,7 +71,7 @@ Mount::Mount(const MountOptions& opts) {
   args.push_back(mnt_);
 
   struct stat parent {};
-  ::stat(root_.c_str(), &parent);
+  ::stat(root.c_str(), &parent);
 
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
@@ -148,11 +147,7 @@ void Mount::stop() {
   ::umount2(mnt_.c_str(), MNT_DETACH);
 }
 
-Mount::~Mount() {
-  stop();
-  std::error_code ec;
-  fs::remove_all(root_, ec);
-}
+Mount::~Mount() { stop(); }
 
 int run_as(const As& who, const std::function<int()>& fn) {
   pid_t pid = ::fork();

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "common/temp_dir.hpp"
+
 namespace vsymfs::testing {
 
 struct MountOptions {
@@ -25,7 +27,7 @@ class Mount {
   Mount(const Mount&) = delete;
   Mount& operator=(const Mount&) = delete;
 
-  const std::string& root() const { return root_; }  // temporary directory
+  const std::string& root() const { return tmp_.path(); }  // temporary directory
   const std::string& src() const { return src_; }    // SOURCE
   const std::string& mnt() const { return mnt_; }    // MOUNTPOINT
   const std::string& rules_path() const { return rules_; }
@@ -39,7 +41,9 @@ class Mount {
   void stop();
 
  private:
-  std::string root_, src_, mnt_, rules_, log_;
+  // Removed after ~Mount has unmounted, and also when the constructor throws.
+  vsymfs::test::TempDir tmp_;
+  std::string src_, mnt_, rules_, log_;
   pid_t pid_ = -1;
 };
 

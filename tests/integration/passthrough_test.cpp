@@ -30,6 +30,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "common/temp_dir.hpp"
 #include "mount_fixture.hpp"
 
 namespace {
@@ -611,9 +612,6 @@ bool wait_until(const std::function<bool()>& cond) {
 class Process : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/vsymfs-proc-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
     src_ = dir_ + "/src";
     mnt_ = dir_ + "/mnt";
     ::mkdir(src_.c_str(), 0755);
@@ -624,10 +622,12 @@ class Process : public ::testing::Test {
   }
   void TearDown() override {
     if (mounted_at(mnt_)) ::umount2(mnt_.c_str(), MNT_DETACH);
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
-  std::string dir_, src_, mnt_, own_opts_;
+  // Under /tmp whatever $TMPDIR says: the control socket in it must fit a
+  // socket address.
+  const vsymfs::test::TempDir tmp_{"vsymfs-proc", 0700, "/tmp"};
+  const std::string& dir_ = tmp_.path();
+  std::string src_, mnt_, own_opts_;
 };
 
 TEST_F(Process, HelpAndVersion) {
