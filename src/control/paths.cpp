@@ -2,9 +2,11 @@
 
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <cstdio>
 
@@ -78,15 +80,71 @@ Result<void> ensure_directory(const std::string& dir) {
   return {};
 }
 
-std::string default_socket_path(std::string_view mountpoint) {
-  const std::string dir = VSYMFS_RUN_DIR;
+DaemonUser DaemonUser::current() {
+  DaemonUser u;
+  u.euid = ::geteuid();
+  auto env = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(v != nullptr ? v : "");
+  };
+  u.xdg_runtime_dir = env("XDG_RUNTIME_DIR");
+  u.xdg_state_home = env("XDG_STATE_HOME");
+  u.home = env("HOME");
+  return u;
+}
+
+namespace {
+
+bool absolute(const std::string& path) { return !path.empty() && path.front() == '/'; }
+
+}  // namespace
+
+std::string run_directory(const DaemonUser& who) {
+  if (who.euid == 0) return VSYMFS_RUN_DIR;
+  if (absolute(who.xdg_runtime_dir)) return who.xdg_runtime_dir + "/vsymfs";
+  return "/tmp/vsymfs-" + std::to_string(who.euid);
+}
+
+Result<std::string> state_directory(const DaemonUser& who) {
+  if (who.euid == 0) return std::string(VSYMFS_STATE_DIR);
+  if (absolute(who.xdg_state_home)) return who.xdg_state_home + "/vsymfs";
+  if (absolute(who.home)) return who.home + "/.local/state/vsymfs";
+  return make_error(ENOENT, "no place for run-time values: HOME and XDG_STATE_HOME are not set (or not absolute); "
+                            "set one, or pass -o state=PATH");
+}
+
+std::string default_socket_path(std::string_view mountpoint, const DaemonUser& who) {
+  const std::string dir = run_directory(who);
   constexpr std::size_t kSunPath = sizeof(sockaddr_un{}.sun_path) - 1;  // keep the NUL
   const std::size_t room = kSunPath > dir.size() + 6 ? kSunPath - dir.size() - 6 : 18;
   return dir + "/" + escape_mountpoint(mountpoint, room) + ".sock";
 }
 
-std::string default_state_path(std::string_view mountpoint) {
-  return std::string(VSYMFS_STATE_DIR) + "/" + escape_mountpoint(mountpoint, 200) + ".toml";
+Result<std::string> default_state_path(std::string_view mountpoint, const DaemonUser& who) {
+  auto dir = state_directory(who);
+  if (!dir) return dir.error();
+  return *dir + "/" + escape_mountpoint(mountpoint, 200) + ".toml";
+}
+
+Result<void> ensure_private_directory(const std::string& dir) {
+  if (dir.empty() || dir == "/" || dir == ".") return {};
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) {
+    if (errno != ENOENT) return make_error(errno, "cannot inspect " + dir + ": " + std::strerror(errno));
+    // Parents as any mkdir -p makes them (e.g. ~/.local/state); only the
+    // last one holds our files.
+    if (auto ok = ensure_directory(parent_directory(dir)); !ok) return ok;
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+      return make_error(errno, "cannot create " + dir + ": " + std::strerror(errno));
+    if (::lstat(dir.c_str(), &st) != 0) return make_error(errno, "cannot inspect " + dir + ": " + std::strerror(errno));
+  }
+  if (!S_ISDIR(st.st_mode)) return make_error(ENOTDIR, "refusing to use " + dir + ": not a directory (a symlink?)");
+  if (st.st_uid != ::geteuid())
+    return make_error(EPERM, "refusing to use " + dir + ": it belongs to uid " + std::to_string(st.st_uid) +
+                                 ", not to uid " + std::to_string(::geteuid()));
+  if ((st.st_mode & 077) != 0 && ::chmod(dir.c_str(), 0700) != 0)
+    return make_error(errno, "cannot make " + dir + " private: " + std::strerror(errno));
+  return {};
 }
 
 }  // namespace vsymfs::control

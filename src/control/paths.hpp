@@ -2,6 +2,8 @@
 // from the mountpoint so a restarted daemon finds its state again.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -27,9 +29,36 @@ std::string parent_directory(const std::string& path);
 // must reach the sockets.
 Result<void> ensure_directory(const std::string& dir);
 
-// VSYMFS_RUN_DIR/<escaped>.sock (fits in sockaddr_un.sun_path).
-std::string default_socket_path(std::string_view mountpoint);
-// VSYMFS_STATE_DIR/<escaped>.toml
-std::string default_state_path(std::string_view mountpoint);
+// Who the daemon runs as, and the variables that place a non-root daemon's
+// files (the XDG base directories; relative values are ignored, as that
+// specification says).
+struct DaemonUser {
+  uid_t euid = 0;
+  std::string xdg_runtime_dir;  // $XDG_RUNTIME_DIR
+  std::string xdg_state_home;   // $XDG_STATE_HOME
+  std::string home;             // $HOME
+  static DaemonUser current();  // geteuid() and the environment
+};
+
+// Where control sockets go. Root: VSYMFS_RUN_DIR, shared by every mount and
+// reachable by every user. Anyone else cannot write there: their own
+// $XDG_RUNTIME_DIR/vsymfs, else /tmp/vsymfs-UID (which must then be theirs
+// alone, see ensure_private_directory).
+std::string run_directory(const DaemonUser& who);
+// Where run-time values persist. Root: VSYMFS_STATE_DIR. Anyone else:
+// $XDG_STATE_HOME/vsymfs, else $HOME/.local/state/vsymfs; an error when
+// neither is set (then -o state=PATH is needed).
+Result<std::string> state_directory(const DaemonUser& who);
+
+// run_directory()/<escaped>.sock (fits in sockaddr_un.sun_path).
+std::string default_socket_path(std::string_view mountpoint, const DaemonUser& who = DaemonUser::current());
+// state_directory()/<escaped>.toml
+Result<std::string> default_state_path(std::string_view mountpoint, const DaemonUser& who = DaemonUser::current());
+
+// mkdir -p of a directory only its owner may use (0700), for a non-root
+// daemon's socket and state. An existing one must be a real directory (not a
+// symlink) owned by the effective uid and closed to group and others:
+// /tmp/vsymfs-UID made by someone else first would let them take the socket.
+Result<void> ensure_private_directory(const std::string& dir);
 
 }  // namespace vsymfs::control

@@ -524,9 +524,25 @@ const std::string& Server::socket_path() const noexcept { return impl_->socket_p
 Result<std::unique_ptr<Server>> Server::start(daemon::MountState& state, daemon::LinkService& links,
                                               daemon::CallerContexts& contexts, ServerOptions opts) {
   const std::string& mp = state.config().mountpoint;
-  auto impl = std::make_unique<Impl>(state, links, contexts,
-                                     opts.socket_path.empty() ? default_socket_path(mp) : opts.socket_path,
-                                     opts.state_path.empty() ? default_state_path(mp) : opts.state_path);
+  // Defaults by who we are: a non-root daemon keeps both in directories of
+  // its own (paths.hpp), made private before anything is put there.
+  const DaemonUser who = DaemonUser::current();
+  std::string socket_path = opts.socket_path, state_path = opts.state_path;
+  if (socket_path.empty()) {
+    socket_path = default_socket_path(mp, who);
+    if (who.euid != 0) {
+      if (auto ok = ensure_private_directory(run_directory(who)); !ok) return ok.error();
+    }
+  }
+  if (state_path.empty()) {
+    auto p = default_state_path(mp, who);
+    if (!p) return p.error();
+    state_path = std::move(*p);
+    if (who.euid != 0) {
+      if (auto ok = ensure_private_directory(parent_directory(state_path)); !ok) return ok.error();
+    }
+  }
+  auto impl = std::make_unique<Impl>(state, links, contexts, std::move(socket_path), std::move(state_path));
 
   // Run-time values first: a daemon that cannot read its state must not
   // start empty and then overwrite the file on the first change.

@@ -218,8 +218,13 @@ vsymfs options:
                            back to reads and writes through the daemon when
                            unavailable) (default)
     -o nopassthrough       every read and write goes through the daemon
-    -o socket=PATH         control socket (default: derived from MOUNTPOINT)
-    -o state=PATH          run-time variables file (default: derived from MOUNTPOINT)
+    -o socket=PATH         control socket (default: derived from MOUNTPOINT, in
+                           )" VSYMFS_RUN_DIR R"(, or for a non-root daemon in
+                           $XDG_RUNTIME_DIR/vsymfs or /tmp/vsymfs-UID)
+    -o state=PATH          run-time variables file (default: derived from
+                           MOUNTPOINT, in )" VSYMFS_STATE_DIR R"(, or for a non-root
+                           daemon in $XDG_STATE_HOME/vsymfs or
+                           ~/.local/state/vsymfs)
     -o entry_timeout=S     kernel name cache timeout in seconds (default 1)
     -o attr_timeout=S      kernel attribute cache timeout in seconds (default 1)
     -o negative_timeout=S  cache "no such file" for S seconds (default 0)

@@ -34,20 +34,91 @@ TEST(Paths, MountpointsEscapeLikeSystemd) {
   for (const Case& c : cases) EXPECT_EQ(escape_mountpoint(c.mountpoint, 200), c.escaped) << c.mountpoint;
 }
 
+const DaemonUser kRoot{};
+
+std::string state_path_or_error(std::string_view mountpoint, const DaemonUser& who) {
+  auto p = default_state_path(mountpoint, who);
+  return p ? *p : "error: " + p.error().message;
+}
+
 TEST(Paths, DistinctMountpointsNeverShareASocket) {
   // "-" is escaped, so "/a-b" and "/a/b" cannot collide.
-  EXPECT_NE(default_socket_path("/a-b"), default_socket_path("/a/b"));
-  EXPECT_NE(default_state_path("/a-b"), default_state_path("/a/b"));
+  EXPECT_NE(default_socket_path("/a-b", kRoot), default_socket_path("/a/b", kRoot));
+  EXPECT_NE(state_path_or_error("/a-b", kRoot), state_path_or_error("/a/b", kRoot));
 }
 
 TEST(Paths, LongMountpointsFallBackToAHashThatFitsASocketAddress) {
   const std::string deep = "/" + std::string(300, 'd') + "/tree";
-  const std::string sock = default_socket_path(deep);
+  const std::string sock = default_socket_path(deep, kRoot);
   EXPECT_LT(sock.size(), sizeof(sockaddr_un{}.sun_path));
   EXPECT_EQ(sock.rfind(std::string(VSYMFS_RUN_DIR) + "/m-", 0), 0u) << sock;
-  EXPECT_NE(default_socket_path(deep + "2"), sock);
-  EXPECT_EQ(default_socket_path(deep), sock) << "stable across restarts";
-  EXPECT_EQ(default_state_path("/srv/tree"), std::string(VSYMFS_STATE_DIR) + "/srv-tree.toml");
+  EXPECT_NE(default_socket_path(deep + "2", kRoot), sock);
+  EXPECT_EQ(default_socket_path(deep, kRoot), sock) << "stable across restarts";
+  EXPECT_EQ(state_path_or_error("/srv/tree", kRoot), std::string(VSYMFS_STATE_DIR) + "/srv-tree.toml");
+  // A long runtime directory leaves less room, and the name still fits.
+  const DaemonUser user{1000, "/run/user/1000/" + std::string(60, 'r'), "", "/home/u"};
+  const std::string user_sock = default_socket_path(deep, user);
+  EXPECT_LT(user_sock.size(), sizeof(sockaddr_un{}.sun_path)) << user_sock;
+}
+
+// A daemon that is not root cannot write /run/vsymfs or /var/lib/vsymfs:
+// it keeps its socket and state where its user's files go.
+TEST(Paths, ANonRootDaemonUsesItsUsersDirectories) {
+  const DaemonUser xdg{1000, "/run/user/1000", "/home/u/state", "/home/u"};
+  EXPECT_EQ(default_socket_path("/srv/tree", xdg), "/run/user/1000/vsymfs/srv-tree.sock");
+  EXPECT_EQ(state_path_or_error("/srv/tree", xdg), "/home/u/state/vsymfs/srv-tree.toml");
+
+  const DaemonUser home_only{1000, "", "", "/home/u"};
+  EXPECT_EQ(default_socket_path("/srv/tree", home_only), "/tmp/vsymfs-1000/srv-tree.sock");
+  EXPECT_EQ(state_path_or_error("/srv/tree", home_only), "/home/u/.local/state/vsymfs/srv-tree.toml");
+
+  // Relative values are invalid (XDG Base Directory specification): ignored.
+  const DaemonUser relative{1000, "run", "state", "/home/u"};
+  EXPECT_EQ(default_socket_path("/srv/tree", relative), "/tmp/vsymfs-1000/srv-tree.sock");
+  EXPECT_EQ(state_path_or_error("/srv/tree", relative), "/home/u/.local/state/vsymfs/srv-tree.toml");
+
+  const DaemonUser homeless{1000, "/run/user/1000", "", ""};
+  const auto none = default_state_path("/srv/tree", homeless);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.error().message.find("-o state="), std::string::npos) << none.error().message;
+}
+
+TEST(Paths, APrivateDirectoryIsMadeOrCheckedAndNeverSomeoneElses) {
+  const vsymfs::test::TempDir tmp("vsymfs-paths-test");
+  const std::string& root = tmp.path();
+  const mode_t old = ::umask(0);
+  const auto made = ensure_private_directory(root + "/a/private");
+  ::umask(old);
+  ASSERT_TRUE(made.ok()) << made.error().message;
+  struct stat st {};
+  ASSERT_EQ(::stat((root + "/a/private").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+
+  // An existing one of ours that others could enter is closed.
+  ASSERT_EQ(::mkdir((root + "/open").c_str(), 0777), 0);
+  ASSERT_EQ(::chmod((root + "/open").c_str(), 0777), 0);
+  ASSERT_TRUE(ensure_private_directory(root + "/open").ok());
+  ASSERT_EQ(::stat((root + "/open").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+
+  // A symlink is refused, even to a directory of ours.
+  ASSERT_EQ(::symlink((root + "/open").c_str(), (root + "/link").c_str()), 0);
+  const auto link = ensure_private_directory(root + "/link");
+  ASSERT_FALSE(link.ok());
+  EXPECT_EQ(link.error().code, ENOTDIR);
+}
+
+// As /tmp/vsymfs-UID made first by another user would be.
+TEST(Paths, SomeoneElsesPrivateDirectoryIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give a directory away";
+  const vsymfs::test::TempDir tmp("vsymfs-paths-test");
+  const std::string& root = tmp.path();
+  ASSERT_EQ(::mkdir((root + "/theirs").c_str(), 0700), 0);
+  ASSERT_EQ(::chown((root + "/theirs").c_str(), ::geteuid() + 1, static_cast<gid_t>(-1)), 0);
+  const auto theirs = ensure_private_directory(root + "/theirs");
+  ASSERT_FALSE(theirs.ok());
+  EXPECT_EQ(theirs.error().code, EPERM);
+  EXPECT_NE(theirs.error().message.find("belongs to uid"), std::string::npos) << theirs.error().message;
 }
 
 TEST(Paths, CreatedDirectoriesAre0755WhateverTheUmask) {
