@@ -96,6 +96,11 @@ int Filesystem::become_caller(fuse_req_t req) {
   return ThreadIdentity::become(c->uid, c->gid, caller->groups);
 }
 
+mode_t Filesystem::creation_mode(fuse_req_t req, mode_t mode) {
+  const mode_t mask = fuse_req_ctx(req)->umask & 0777;
+  return ThreadIdentity::use_umask(mask) == 0 ? mode : mode & ~mask;
+}
+
 bool Filesystem::reserve_open_file() noexcept {
   if (open_files_.fetch_add(1, std::memory_order_relaxed) >= cfg_.max_open_files) {
     open_files_.fetch_sub(1, std::memory_order_relaxed);

@@ -29,6 +29,8 @@ struct FsConfig {
   double attr_timeout = 1.0;
   double negative_timeout = 0.0;
   bool single_user = false;
+  // Ask the kernel to enforce POSIX ACLs (FUSE_POSIX_ACL), as SOURCE does.
+  bool posix_acl = true;
   // Open files and directories hold a descriptor each for their lifetime;
   // beyond this many, open/create/opendir fail with ENFILE so the inode
   // cache and the control socket always have descriptors left.
@@ -53,6 +55,9 @@ class Filesystem {
   void set_control_socket(std::string path) { control_socket_ = std::move(path); }
   // Whether INIT turned on FUSE_CAP_CACHE_SYMLINKS (decided once per mount).
   void set_kernel_caches_symlinks(bool on) noexcept { kernel_caches_symlinks_.store(on); }
+  // Whether the kernel enforces POSIX ACLs on this mount (decided at INIT).
+  void set_kernel_enforces_acls(bool on) noexcept { kernel_acls_.store(on); }
+  bool kernel_enforces_acls() const noexcept { return kernel_acls_.load(std::memory_order_relaxed); }
   // Kernel passthrough for open files (passthrough.hpp), or null when off.
   // Set before the session starts; not owned.
   void set_passthrough(Passthrough* p) noexcept { passthrough_ = p; }
@@ -69,6 +74,12 @@ class Filesystem {
   // Switches this worker thread to the caller's fsuid/fsgid/groups (no-op
   // with single_user, or when the thread already has them). 0 or an errno.
   int become_caller(fuse_req_t req);
+  // The mode to create a file, directory or node with, after making the
+  // caller's umask this thread's: the kernel leaves the umask to us
+  // (FUSE_DONT_MASK) so that, as natively, SOURCE applies it only where the
+  // parent directory has no default ACL. Masked here when the thread cannot
+  // have a umask of its own.
+  mode_t creation_mode(fuse_req_t req, mode_t mode);
 
   // Opens `name` in `parent` (O_PATH) and fills `e` for a reply, counting one
   // kernel lookup. 0 or an errno (ENOENT when absent). @sys components are
@@ -100,6 +111,7 @@ class Filesystem {
   std::string control_socket_;
   std::atomic<std::size_t> open_files_{0};
   std::atomic<bool> kernel_caches_symlinks_{false};
+  std::atomic<bool> kernel_acls_{false};
   Passthrough* passthrough_ = nullptr;
 
   fuse_session* session_ = nullptr;

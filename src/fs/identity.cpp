@@ -1,5 +1,7 @@
 #include "identity.hpp"
 
+#include <sched.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -73,6 +75,24 @@ int ThreadIdentity::become(uid_t uid, gid_t gid, std::span<const gid_t> groups) 
 int ThreadIdentity::become_daemon() { return become(g_daemon.uid, g_daemon.gid, g_daemon.groups); }
 
 unsigned long ThreadIdentity::switches() noexcept { return t_state.switches; }
+
+int ThreadIdentity::use_umask(mode_t mask) {
+  // What this thread's private umask is, once it has one.
+  thread_local bool own = false;
+  thread_local mode_t current = 0;
+  if (!own) {
+    if (::unshare(CLONE_FS) != 0) return errno;
+    own = true;
+    ::umask(mask);
+    current = mask;
+    return 0;
+  }
+  if (mask != current) {
+    ::umask(mask);
+    current = mask;
+  }
+  return 0;
+}
 
 ScopedDaemonIdentity::ScopedDaemonIdentity() {
   if (!g_can_switch) return;

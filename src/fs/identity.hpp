@@ -43,6 +43,13 @@ class ThreadIdentity {
 
   // How many identity switches this thread made (tests / debug logs).
   static unsigned long switches() noexcept;
+
+  // Makes `mask` the umask the source filesystem applies to what this thread
+  // creates. The first call gives the thread a umask of its own
+  // (unshare(CLONE_FS)), so one caller's umask never reaches a creation in
+  // another thread; later calls skip the syscall when the mask is unchanged.
+  // Returns 0 or an errno (then nothing changed).
+  static int use_umask(mode_t mask);
 };
 
 // Runs a scope with the daemon's identity and capabilities, then puts the

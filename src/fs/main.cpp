@@ -247,7 +247,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &hup, nullptr);
   setup_logging(o);
 
-  // Modes arrive already masked by the caller's umask; ours must not mask again.
+  // Modes arrive masked by the caller's umask, or (FUSE_DONT_MASK) with it
+  // beside them, and a worker then makes it its own for that creation
+  // (ThreadIdentity::use_umask). Ours must never mask again.
   ::umask(0);
   const bool can_switch = fs::ThreadIdentity::init();
   if (!can_switch && !o.single_user) {
@@ -277,6 +279,7 @@ int main(int argc, char** argv) {
   fcfg.attr_timeout = o.attr_timeout;
   fcfg.negative_timeout = o.negative_timeout;
   fcfg.single_user = o.single_user;
+  fcfg.posix_acl = o.acl;
   fcfg.max_open_files = plan.max_open_files;
   fs::Filesystem filesystem(fcfg, **inodes, **state, contexts, links);
 

@@ -151,11 +151,13 @@ void read_directory(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
 }  // namespace
 
 void mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-  make_entry(req, parent, name, [&](int pfd) { return ::mknodat(pfd, name, mode, rdev); });
+  Filesystem& fs = fs_of(req);
+  make_entry(req, parent, name, [&](int pfd) { return ::mknodat(pfd, name, fs.creation_mode(req, mode), rdev); });
 }
 
 void mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  make_entry(req, parent, name, [&](int pfd) { return ::mkdirat(pfd, name, mode); });
+  Filesystem& fs = fs_of(req);
+  make_entry(req, parent, name, [&](int pfd) { return ::mkdirat(pfd, name, fs.creation_mode(req, mode)); });
 }
 
 void symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {

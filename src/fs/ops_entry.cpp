@@ -34,10 +34,22 @@ void init(void* userdata, fuse_conn_info* conn) {
   // Cached file pages are dropped when SOURCE changed them behind our back
   // (seen as a new mtime or size): open() keeps the cache otherwise.
   if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+  // With default_permissions alone the kernel checks mode bits only, and
+  // refuses what only an ACL on SOURCE grants (a named user's read on a 0600
+  // file). With FUSE_POSIX_ACL it reads ACLs through getxattr, caches them
+  // with the attributes and checks them as SOURCE would; SOURCE itself keeps
+  // the mode in sync and applies default ACLs to what is created.
+  const bool acls = fs.config().posix_acl && (conn->capable & FUSE_CAP_POSIX_ACL);
+  if (acls) conn->want |= FUSE_CAP_POSIX_ACL;
+  fs.set_kernel_enforces_acls(acls);
+  // The caller's umask comes with each create, mkdir and mknod, and the
+  // worker makes it the one SOURCE applies (Filesystem::creation_mode):
+  // natively a default ACL replaces the umask, which the kernel cannot know.
+  if (conn->capable & FUSE_CAP_DONT_MASK) conn->want |= FUSE_CAP_DONT_MASK;
   // 1 MiB writes: libfuse 3.14's request buffer holds that many pages.
   conn->max_write = 1u << 20;
-  spdlog::info("kernel protocol {}.{}, symlink caching {}", conn->proto_major, conn->proto_minor,
-               cache_links ? "on" : "off");
+  spdlog::info("kernel protocol {}.{}, symlink caching {}, POSIX ACLs {}", conn->proto_major, conn->proto_minor,
+               cache_links ? "on" : "off", acls ? "enforced" : "not enforced (mode bits only)");
 }
 
 void lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) {

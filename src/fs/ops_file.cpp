@@ -114,7 +114,7 @@ void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode
   FdRef pfd;
   if (int e = fs.inodes().fd(parent, pfd); e != 0) return (void)fuse_reply_err(req, e);
   if (!fs.reserve_open_file()) return (void)fuse_reply_err(req, ENFILE);
-  int ofd = ::openat(pfd.get(), name, open_flags(fi->flags) | O_CREAT, mode);
+  int ofd = ::openat(pfd.get(), name, open_flags(fi->flags) | O_CREAT, fs.creation_mode(req, mode));
   if (ofd < 0) {
     int e = errno;
     fs.release_open_file();

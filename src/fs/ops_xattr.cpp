@@ -24,6 +24,18 @@ namespace {
 
 bool is_virtual(std::string_view name) { return name == control::kXattrRaw || name == control::kXattrControl; }
 
+bool is_acl(std::string_view name) { return name == "system.posix_acl_access" || name == "system.posix_acl_default"; }
+
+// The error for a getxattr that failed. When the kernel enforces ACLs it asks
+// for them before permission checks, and takes any answer but "no such
+// attribute" as a failed check: a file on a filesystem without ACLs (or
+// mounted noacl) inside SOURCE would refuse every access. Such a file has no
+// ACL, so that is what the kernel hears.
+int getxattr_error(const Filesystem& fs, std::string_view name, int err) {
+  if (err == EOPNOTSUPP && fs.kernel_enforces_acls() && is_acl(name)) return ENODATA;
+  return err;
+}
+
 // getxattr's size protocol: 0 asks for the length, too small is ERANGE.
 void reply_value(fuse_req_t req, std::string_view value, size_t size) {
   if (size == 0) return (void)fuse_reply_xattr(req, value.size());
@@ -62,12 +74,12 @@ void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   const ProcFdPath path(fd.get());
   if (size == 0) {
     ssize_t n = ::getxattr(path.c_str(), name, nullptr, 0);
-    if (n < 0) return (void)fuse_reply_err(req, errno);
+    if (n < 0) return (void)fuse_reply_err(req, getxattr_error(fs, name, errno));
     return (void)fuse_reply_xattr(req, static_cast<size_t>(n));
   }
   auto buf = std::make_unique<char[]>(size);
   ssize_t n = ::getxattr(path.c_str(), name, buf.get(), size);
-  if (n < 0) return (void)fuse_reply_err(req, errno);
+  if (n < 0) return (void)fuse_reply_err(req, getxattr_error(fs, name, errno));
   fuse_reply_buf(req, buf.get(), static_cast<size_t>(n));
 }
 

@@ -76,6 +76,9 @@ Result<bool> apply_own_option(std::string_view opt, Options& o) {
   } else if (key == "passthrough" || key == "nopassthrough") {
     if (auto r = no_value(); !r) return r.error();
     o.passthrough = key == "passthrough";
+  } else if (key == "acl" || key == "noacl") {
+    if (auto r = no_value(); !r) return r.error();
+    o.acl = key == "acl";
   } else if (key == "fd_budget") {
     if (auto r = need_value(); !r) return r.error();
     auto n = parse_count(key, value, 16, 1u << 20);
@@ -218,6 +221,10 @@ vsymfs options:
                            back to reads and writes through the daemon when
                            unavailable) (default)
     -o nopassthrough       every read and write goes through the daemon
+    -o acl                 the kernel checks POSIX ACLs of SOURCE's files along
+                           with their modes, as SOURCE would (default)
+    -o noacl               the kernel checks modes only: access that only an
+                           ACL grants is refused
     -o socket=PATH         control socket (default: derived from MOUNTPOINT, in
                            )" VSYMFS_RUN_DIR R"(, or for a non-root daemon in
                            $XDG_RUNTIME_DIR/vsymfs or /tmp/vsymfs-UID)
