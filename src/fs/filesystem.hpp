@@ -30,7 +30,7 @@ struct FsConfig {
   double negative_timeout = 0.0;
   bool single_user = false;
   // Ask the kernel to enforce POSIX ACLs (FUSE_POSIX_ACL), as SOURCE does.
-  bool posix_acl = true;
+  bool posix_acl = false;
   // Open files and directories hold a descriptor each for their lifetime;
   // beyond this many, open/create/opendir fail with ENFILE so the inode
   // cache and the control socket always have descriptors left.

@@ -36,9 +36,12 @@ void init(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
   // With default_permissions alone the kernel checks mode bits only, and
   // refuses what only an ACL on SOURCE grants (a named user's read on a 0600
-  // file). With FUSE_POSIX_ACL it reads ACLs through getxattr, caches them
-  // with the attributes and checks them as SOURCE would; SOURCE itself keeps
-  // the mode in sync and applies default ACLs to what is created.
+  // file). With FUSE_POSIX_ACL (-o acl) it reads ACLs through getxattr,
+  // caches them with the attributes and checks them as SOURCE would; SOURCE
+  // itself keeps the mode in sync and applies default ACLs to what is
+  // created. Not the default: the kernel makes the root inode before INIT
+  // and never caches its ACL, so every path walk through the root by a
+  // caller who does not own it costs a GETXATTR round trip (vsymfs(8)).
   const bool acls = fs.config().posix_acl && (conn->capable & FUSE_CAP_POSIX_ACL);
   if (acls) conn->want |= FUSE_CAP_POSIX_ACL;
   fs.set_kernel_enforces_acls(acls);

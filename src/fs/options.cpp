@@ -222,9 +222,11 @@ vsymfs options:
                            unavailable) (default)
     -o nopassthrough       every read and write goes through the daemon
     -o acl                 the kernel checks POSIX ACLs of SOURCE's files along
-                           with their modes, as SOURCE would (default)
+                           with their modes, as SOURCE would (costs a round
+                           trip per path walk through the mount's root for
+                           callers who do not own it; see vsymfs(8))
     -o noacl               the kernel checks modes only: access that only an
-                           ACL grants is refused
+                           ACL grants is refused (default)
     -o socket=PATH         control socket (default: derived from MOUNTPOINT, in
                            )" VSYMFS_RUN_DIR R"(, or for a non-root daemon in
                            $XDG_RUNTIME_DIR/vsymfs or /tmp/vsymfs-UID)

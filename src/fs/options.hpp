@@ -41,7 +41,7 @@ struct Options {
   double negative_timeout = 0.0;   // -o negative_timeout=S
   bool use_handles = true;         // -o no_handles: re-resolve by (parent, name) instead
   bool passthrough = true;         // -o passthrough / -o nopassthrough: kernel passthrough file I/O
-  bool acl = true;                 // -o acl / -o noacl: the kernel enforces POSIX ACLs of SOURCE
+  bool acl = false;                // -o acl / -o noacl: the kernel enforces POSIX ACLs of SOURCE
 
   bool foreground = false;  // -f
   bool debug = false;       // -d (implies -f)

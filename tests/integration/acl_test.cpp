@@ -1,6 +1,7 @@
-// POSIX ACLs of SOURCE's files, through a real mount: the kernel checks them
-// (FUSE_POSIX_ACL) as SOURCE would, so an ACL grants and denies through the
-// mount exactly what it does natively.
+// POSIX ACLs of SOURCE's files, through a real mount with -o acl: the kernel
+// checks them (FUSE_POSIX_ACL) as SOURCE would, so an ACL grants and denies
+// through the mount exactly what it does natively. Without it (the default)
+// the kernel checks mode bits only.
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -71,13 +72,15 @@ int open_as_nobody(const std::string& path, int flags = O_RDONLY) {
   });
 }
 
+const MountOptions kAcl{.extra_opts = {"acl"}};
+
 void write_file(const std::string& path, mode_t mode) {
   std::ofstream(path) << "contents\n";
   ASSERT_EQ(::chmod(path.c_str(), mode), 0);
 }
 
 TEST(Acl, ANamedUsersGrantWorksThroughTheMountAsNatively) {
-  Mount m;
+  Mount m(kAcl);
   write_file(m.src("f"), 0600);
   set_acl(m.src("f"), kAccess, nobody_may(4));
   ASSERT_EQ(open_as_nobody(m.src("f")), 0) << "natively the ACL lets nobody read";
@@ -86,7 +89,7 @@ TEST(Acl, ANamedUsersGrantWorksThroughTheMountAsNatively) {
 }
 
 TEST(Acl, ANamedUsersDenialWorksThroughTheMountAsNatively) {
-  Mount m;
+  Mount m(kAcl);
   write_file(m.src("f"), 0644);
   set_acl(m.src("f"), kAccess, acl_xattr({{kUserObj, 6, kNoId}, {kUser, 0, kNobody}, {kGroupObj, 4, kNoId},
                                           {kMask, 4, kNoId}, {kOther, 4, kNoId}}));
@@ -95,7 +98,7 @@ TEST(Acl, ANamedUsersDenialWorksThroughTheMountAsNatively) {
 }
 
 TEST(Acl, AnAclSetOrChangedThroughTheMountTakesEffectAtOnce) {
-  Mount m;
+  Mount m(kAcl);
   write_file(m.src("f"), 0600);
   ASSERT_EQ(open_as_nobody(m.mnt("f")), EACCES);
   set_acl(m.mnt("f"), kAccess, nobody_may(4));
@@ -111,7 +114,7 @@ TEST(Acl, AnAclSetOrChangedThroughTheMountTakesEffectAtOnce) {
 }
 
 TEST(Acl, NewEntriesInheritTheDirectorysDefaultAcl) {
-  Mount m;
+  Mount m(kAcl);
   ASSERT_EQ(::mkdir(m.src("shared").c_str(), 0700), 0);
   const std::string dflt = acl_xattr(
       {{kUserObj, 7, kNoId}, {kUser, 7, kNobody}, {kGroupObj, 0, kNoId}, {kMask, 7, kNoId}, {kOther, 0, kNoId}});
@@ -130,11 +133,13 @@ TEST(Acl, NewEntriesInheritTheDirectorysDefaultAcl) {
 }
 
 // Where the parent has no default ACL the caller's umask applies, as
-// natively: the daemon applies it now (the kernel leaves it to the daemon so
-// that a default ACL can replace it). Callers with different umasks take
-// turns on the same workers; none may see another's.
+// natively: with -o acl the daemon applies it (the kernel leaves it to the
+// daemon so that a default ACL can replace it), without it the kernel does.
+// Callers with different umasks take turns on the same workers; none may see
+// another's.
 TEST(Acl, TheCallersUmaskAppliesWhereThereIsNoDefaultAcl) {
-  Mount m;
+  for (const MountOptions& opts : {kAcl, MountOptions{}}) {
+  Mount m(opts);
   ASSERT_EQ(::mkdir(m.src("plain").c_str(), 0777), 0);
   ASSERT_EQ(::chmod(m.src("plain").c_str(), 0777), 0);
   for (int i = 0; i < 20; ++i) {
@@ -158,12 +163,13 @@ TEST(Acl, TheCallersUmaskAppliesWhereThereIsNoDefaultAcl) {
     ASSERT_EQ(::stat(m.src("plain/p" + n).c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0777, 0666 & ~mask) << "fifo " << i;
   }
+  }
 }
 
 // A filesystem without ACLs inside SOURCE answers the kernel's ACL question
 // with EOPNOTSUPP, which the kernel would take as a failed permission check.
 TEST(Acl, FilesOnAFilesystemWithoutAclsInsideSourceStayReachable) {
-  Mount m;
+  Mount m(kAcl);
   ASSERT_EQ(::mkdir(m.src("ram").c_str(), 0755), 0);
   if (::mount("vsymfs-test", m.src("ram").c_str(), "ramfs", 0, "mode=0755") != 0)
     GTEST_SKIP() << "cannot mount a ramfs: " << std::strerror(errno);
@@ -179,13 +185,21 @@ TEST(Acl, FilesOnAFilesystemWithoutAclsInsideSourceStayReachable) {
   ::umount2(m.src("ram").c_str(), MNT_DETACH);
 }
 
-// -o noacl: the kernel checks mode bits only, as before ACL support.
-TEST(Acl, NoaclChecksModeBitsOnly) {
-  Mount m(MountOptions{.extra_opts = {"noacl"}});
-  write_file(m.src("f"), 0600);
-  set_acl(m.src("f"), kAccess, nobody_may(4));
-  EXPECT_EQ(open_as_nobody(m.mnt("f")), EACCES);
-  EXPECT_NE(m.daemon_log().find("POSIX ACLs not enforced"), std::string::npos) << m.daemon_log();
+// By default (and with -o noacl) the kernel checks mode bits only: what only
+// an ACL grants is refused, and what an ACL denies is still refused, by
+// SOURCE, since the daemon acts as the caller.
+TEST(Acl, WithoutAclTheKernelChecksModeBitsAndAclDenialsStillHold) {
+  for (const MountOptions& opts : {MountOptions{}, MountOptions{.extra_opts = {"noacl"}}}) {
+    Mount m(opts);
+    write_file(m.src("granted"), 0600);
+    set_acl(m.src("granted"), kAccess, nobody_may(4));
+    EXPECT_EQ(open_as_nobody(m.mnt("granted")), EACCES);
+    write_file(m.src("denied"), 0644);
+    set_acl(m.src("denied"), kAccess, acl_xattr({{kUserObj, 6, kNoId}, {kUser, 0, kNobody}, {kGroupObj, 4, kNoId},
+                                                 {kMask, 4, kNoId}, {kOther, 4, kNoId}}));
+    EXPECT_EQ(open_as_nobody(m.mnt("denied")), EACCES);
+    EXPECT_NE(m.daemon_log().find("POSIX ACLs not enforced"), std::string::npos) << m.daemon_log();
+  }
 }
 
 }  // namespace
