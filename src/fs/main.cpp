@@ -311,7 +311,11 @@ int main(int argc, char** argv) {
   }
   if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
     server->reset();  // _exit below runs no destructors: remove the socket now
-    startup.fail(kMount, "cannot mount " + o.source + " on " + o.mountpoint + held_fuse_messages());
+    std::string hint;
+    if (::geteuid() != 0 && ::access("/dev/fuse", R_OK | W_OK) != 0)
+      hint = "; users can mount only where /dev/fuse is open to them (Debian's default is mode 0666; here it is "
+             "not), so run vsymfs as root or ask for that";
+    startup.fail(kMount, "cannot mount " + o.source + " on " + o.mountpoint + held_fuse_messages() + hint);
   }
 
   // The hooks go in before the loop reads INIT; whether the kernel takes
