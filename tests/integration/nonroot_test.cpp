@@ -170,6 +170,20 @@ TEST_F(NonRootDaemon, StartsWithItsDefaultsAndKeepsItsFilesInTheUsersDirectories
   ASSERT_EQ(::lstat((root_ + "/src/made-by-nobody").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, kNobody);
 
+  // Without CAP_SYS_ADMIN the kernel takes no backing files: reads and
+  // writes go through the daemon (the passthrough fallback), and must work.
+  EXPECT_NE(slurp(root_ + "/daemon.log").find("passthrough: off"), std::string::npos) << slurp(root_ + "/daemon.log");
+  const std::string data(300000, 'v');
+  status = run_as(nobody, [&] {
+    const int fd = ::open((root_ + "/mnt/data").c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return 10;
+    if (::write(fd, data.data(), data.size()) != static_cast<ssize_t>(data.size())) return 11;
+    if (::close(fd) != 0) return 12;
+    return slurp(root_ + "/mnt/data") == data ? 0 : 13;
+  });
+  EXPECT_EQ(status, 0) << "10 open, 11 write, 12 close, 13 read back";
+  EXPECT_EQ(slurp(root_ + "/src/data"), data);
+
   // The socket: in $XDG_RUNTIME_DIR/vsymfs, which only nobody may enter.
   const std::string run = root_ + "/run/vsymfs";
   ASSERT_EQ(::stat(run.c_str(), &st), 0) << "no " << run;
