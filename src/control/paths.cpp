@@ -126,6 +126,73 @@ Result<std::string> default_state_path(std::string_view mountpoint, const Daemon
   return *dir + "/" + escape_mountpoint(mountpoint, 200) + ".toml";
 }
 
+namespace {
+
+// mountinfo escapes space, tab, newline and backslash as \ooo.
+std::string unescape_mountinfo(std::string_view field) {
+  std::string out;
+  out.reserve(field.size());
+  for (std::size_t i = 0; i < field.size(); ++i) {
+    const auto octal = [&](std::size_t k, char max) { return field[k] >= '0' && field[k] <= max; };
+    if (field[i] == '\\' && i + 3 < field.size() && octal(i + 1, '3') && octal(i + 2, '7') && octal(i + 3, '7')) {
+      out += static_cast<char>((field[i + 1] - '0') * 64 + (field[i + 2] - '0') * 8 + (field[i + 3] - '0'));
+      i += 3;
+    } else {
+      out += field[i];
+    }
+  }
+  return out;
+}
+
+bool within(std::string_view path, std::string_view dir) {
+  if (dir == "/") return !path.empty() && path.front() == '/';
+  return path.starts_with(dir) && (path.size() == dir.size() || path[dir.size()] == '/');
+}
+
+}  // namespace
+
+std::optional<std::string> path_in_filesystem(std::string_view mountinfo, std::string_view path,
+                                              std::string_view fstype) {
+  std::size_t best_length = 0;
+  bool found = false, best_matches = false;
+  std::string best_root, best_point;
+  while (!mountinfo.empty()) {
+    const std::size_t eol = mountinfo.find('\n');
+    std::string_view line = mountinfo.substr(0, eol);
+    mountinfo = eol == std::string_view::npos ? std::string_view{} : mountinfo.substr(eol + 1);
+    // id parent major:minor root mountpoint options [optional...] - type source superoptions
+    std::string_view fields[5];
+    std::size_t n = 0;
+    std::string_view rest = line;
+    while (n < 5 && !rest.empty()) {
+      const std::size_t sp = rest.find(' ');
+      fields[n++] = rest.substr(0, sp);
+      rest = sp == std::string_view::npos ? std::string_view{} : rest.substr(sp + 1);
+    }
+    const std::size_t dash = rest.find(" - ");
+    if (n < 5 || dash == std::string_view::npos) continue;
+    std::string_view after = rest.substr(dash + 3);
+    const std::string_view type = after.substr(0, after.find(' '));
+    const std::string point = unescape_mountinfo(fields[4]);
+    if (!within(path, point)) continue;
+    if (found && point.size() < best_length) continue;
+    found = true;
+    best_length = point.size();
+    best_point = point;
+    best_root = unescape_mountinfo(fields[3]);
+    best_matches = type == fstype;
+  }
+  if (!found || !best_matches) return std::nullopt;
+  std::string rel = best_root == "/" ? "" : best_root.substr(1);
+  std::string_view tail = path.substr(best_point == "/" ? 0 : best_point.size());
+  while (!tail.empty() && tail.front() == '/') tail.remove_prefix(1);
+  if (!tail.empty()) {
+    if (!rel.empty()) rel += '/';
+    rel.append(tail);
+  }
+  return rel.empty() ? std::string(".") : rel;
+}
+
 Result<void> ensure_private_directory(const std::string& dir) {
   if (dir.empty() || dir == "/" || dir == ".") return {};
   struct stat st {};

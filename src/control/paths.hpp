@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -54,6 +55,17 @@ Result<std::string> state_directory(const DaemonUser& who);
 std::string default_socket_path(std::string_view mountpoint, const DaemonUser& who = DaemonUser::current());
 // state_directory()/<escaped>.toml
 Result<std::string> default_state_path(std::string_view mountpoint, const DaemonUser& who = DaemonUser::current());
+
+// Where `path` (absolute, without symlinks, "." or "..") lies inside the
+// filesystem mounted there, from the text of /proc/self/mountinfo: the
+// mount whose mount point is the longest prefix of `path` (the last one
+// listed when several stack), if its type is `fstype`; then its root inside
+// that filesystem joined with the rest of `path`, without a leading slash
+// ("." for the filesystem's root). For a bind mount of a subdirectory that
+// is the subdirectory's path, not the path the client walked. Nothing when
+// no mount of that type holds `path`.
+std::optional<std::string> path_in_filesystem(std::string_view mountinfo, std::string_view path,
+                                              std::string_view fstype);
 
 // mkdir -p of a directory only its owner may use (0700), for a non-root
 // daemon's socket and state. An existing one must be a real directory (not a

@@ -103,7 +103,7 @@ Result<void> check_request(const Request& r) {
   if (r.op == Op::Explain) {
     if (r.raw.empty()) return bad("explain needs the link text");
     if (has_nul(r.raw) || has_nul(r.dir)) return bad("link text and directory must not contain NUL");
-    if (r.dir.empty() || r.dir[0] != '/') return bad("explain needs an absolute directory");
+    if (r.dir.empty()) return bad("explain needs the link's directory");
   }
   return {};
 }

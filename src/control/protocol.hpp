@@ -19,8 +19,10 @@
 //     set       scope (user|system), name, value
 //     unset     scope (user|system), name
 //     list      scope (user|system|all)                    optional, default all
-//     explain   raw (a link's text), dir (absolute path of the link's
-//               directory as the client sees it)
+//     explain   raw (a link's text), dir (the link's directory: its path
+//               inside the mounted filesystem, relative and without a
+//               leading slash ("." for the root), which holds through bind
+//               mounts; or its absolute path as the client sees it)
 //     reload, universe, status                              no fields
 // Names are variable names ([A-Za-z_][A-Za-z0-9_]*); a value must be valid
 // UTF-8 (it is persisted as TOML); raw and dir may be any bytes but NUL.

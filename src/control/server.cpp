@@ -389,7 +389,9 @@ Reply Server::Impl::do_list(const Request& req, const ucred& peer) {
 Reply Server::Impl::do_explain(const Request& req, const ucred& peer) {
   const std::string& mp = state.config().mountpoint;
   std::string rel;
-  if (req.dir == mp) {
+  if (!req.dir.empty() && req.dir.front() != '/') {
+    rel = req.dir;  // inside the filesystem: what clients send, right through bind mounts
+  } else if (req.dir == mp) {
     rel = ".";
   } else if (req.dir.size() > mp.size() && req.dir.compare(0, mp.size(), mp) == 0 &&
              (mp == "/" || req.dir[mp.size()] == '/')) {

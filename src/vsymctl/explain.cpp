@@ -7,8 +7,10 @@
 
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <iostream>
 #include <map>
+#include <sstream>
 
 #include "client.hpp"
 #include "daemon_ops.hpp"
@@ -57,6 +59,26 @@ Result<std::string> raw_text(const std::string& path) {
   return buf;
 }
 
+// The text of /proc/self/mountinfo, read once ("" when unreadable).
+const std::string& mountinfo() {
+  static const std::string text = [] {
+    std::ifstream in("/proc/self/mountinfo");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }();
+  return text;
+}
+
+// How the daemon is to find `dir`: its path inside the mounted filesystem
+// when /proc/self/mountinfo says where the mount it lies on starts (so a
+// bind mount of the mount, or of a directory in it, works), else the path
+// as walked (the daemon then matches its own mountpoint).
+std::string dir_for_daemon(const std::string& dir) {
+  if (auto inside = control::path_in_filesystem(mountinfo(), dir, "fuse.vsymfs")) return *inside;
+  return dir;
+}
+
 // Asks the link's daemon where each value came from; prints the trace.
 // Returns false when the daemon could not be asked (already reported).
 bool print_provenance(const std::string& link, const std::string& dir, const std::string& raw,
@@ -72,7 +94,8 @@ bool print_provenance(const std::string& link, const std::string& dir, const std
   }
   control::Reply reply;
   const Connect where{"", socket};
-  if (request(where, {control::Op::Explain, control::ScopeArg::All, "", "", raw, dir}, reply) != kExitOk)
+  if (request(where, {control::Op::Explain, control::ScopeArg::All, "", "", raw, dir_for_daemon(dir)}, reply) !=
+      kExitOk)
     return false;
   // The daemon expands for this very process, so it normally agrees with
   // readlink; it may not if a value changed in between.

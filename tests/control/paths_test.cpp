@@ -140,6 +140,35 @@ TEST(Paths, CreatedDirectoriesAre0755WhateverTheUmask) {
   EXPECT_EQ(not_dir.error().code, ENOTDIR);
 }
 
+// Shapes from a real /proc/self/mountinfo: a vsymfs mount, a bind mount of a
+// directory inside it, a mount point with a space, an over-mount.
+constexpr std::string_view kMountinfo =
+    "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+    "40 22 0:50 / /tree rw,nosuid,nodev,relatime shared:20 - fuse.vsymfs /srv/tree rw,user_id=0\n"
+    "41 22 0:50 /projects/apollo /home/alice/apollo rw,relatime shared:20 - fuse.vsymfs /srv/tree rw\n"
+    "42 22 0:50 /a\\040b /mnt/with\\040space rw shared:20 - fuse.vsymfs /srv/tree rw\n"
+    "43 40 0:51 / /tree/tmp rw shared:21 - tmpfs tmpfs rw\n"
+    "44 22 0:52 / /stacked rw - tmpfs tmpfs rw\n"
+    "45 22 0:50 /x /stacked rw shared:20 - fuse.vsymfs /srv/tree rw\n";
+
+TEST(Paths, ADirectoryIsFoundInsideTheMountedFilesystem) {
+  auto in = [](std::string_view path) {
+    auto p = path_in_filesystem(kMountinfo, path, "fuse.vsymfs");
+    return p ? *p : std::string("<none>");
+  };
+  EXPECT_EQ(in("/tree"), ".");
+  EXPECT_EQ(in("/tree/bin/x"), "bin/x");
+  EXPECT_EQ(in("/home/alice/apollo"), "projects/apollo") << "a bind mount names its root inside the filesystem";
+  EXPECT_EQ(in("/home/alice/apollo/src"), "projects/apollo/src");
+  EXPECT_EQ(in("/mnt/with space/d"), "a b/d") << "mountinfo escapes spaces as \\040";
+  EXPECT_EQ(in("/stacked/y"), "x/y") << "the last of stacked mounts is the one in use";
+  EXPECT_EQ(in("/tree/tmp/f"), "<none>") << "a tmpfs mounted inside the mount";
+  EXPECT_EQ(in("/home/alice"), "<none>");
+  EXPECT_EQ(in("/treehouse"), "<none>") << "a prefix must end at a slash";
+  EXPECT_EQ(path_in_filesystem("garbage\n\n- -\n", "/tree", "fuse.vsymfs"), std::nullopt);
+  EXPECT_EQ(path_in_filesystem("", "/tree", "fuse.vsymfs"), std::nullopt);
+}
+
 TEST(Paths, ParentDirectory) {
   EXPECT_EQ(parent_directory("/run/vsymfs/x.sock"), "/run/vsymfs");
   EXPECT_EQ(parent_directory("/x"), "/");

@@ -88,7 +88,7 @@ TEST(Protocol, MalformedRequestsAreRefusedWithAReason) {
        EINVAL},
       {"surrogate", "VSYMFS1 set\n" + field("scope", "user") + field("name", "X") + field("value", "\xed\xa0\x80"),
        EINVAL},
-      {"explain relative dir", "VSYMFS1 explain\n" + field("raw", "a") + field("dir", "rel"), EINVAL},
+      {"explain empty dir", "VSYMFS1 explain\n" + field("raw", "a") + field("dir", ""), EINVAL},
       {"explain empty raw", "VSYMFS1 explain\n" + field("raw", "") + field("dir", "/"), EINVAL},
       {"explain NUL", "VSYMFS1 explain\n" + field("raw", std::string("a\0b", 3)) + field("dir", "/"), EINVAL},
       {"length too big", "VSYMFS1 list\nscope 99\nall\n", EINVAL},
@@ -114,7 +114,13 @@ TEST(Protocol, MalformedRequestsAreRefusedWithAReason) {
 TEST(Protocol, EncoderRefusesWhatTheDecoderWould) {
   EXPECT_FALSE(encode_request({Op::Set, ScopeArg::User, "bad-name", "v", "", ""}).ok());
   EXPECT_FALSE(encode_request({Op::Set, ScopeArg::All, "N", "v", "", ""}).ok());
-  EXPECT_FALSE(encode_request({Op::Explain, ScopeArg::All, "", "", "x", "relative"}).ok());
+  EXPECT_FALSE(encode_request({Op::Explain, ScopeArg::All, "", "", "x", ""}).ok());
+  // A directory inside the mounted filesystem (what vsymctl sends) is relative.
+  auto inside = encode_request({Op::Explain, ScopeArg::All, "", "", "x", "proj/d1"});
+  ASSERT_TRUE(inside.ok());
+  auto back = decode_request(*inside);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->dir, "proj/d1");
   auto big = encode_request({Op::Explain, ScopeArg::All, "", "", std::string(kMaxRequestSize, 'a'), "/"});
   ASSERT_FALSE(big.ok());
   EXPECT_EQ(big.error().code, EMSGSIZE);

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/xattr.h>
@@ -236,6 +237,24 @@ TEST_F(ControlTest, ExplainWalksThePathAndNamesEveryScope) {
   const Outcome plain = ctl(kRoot, {"explain", outside});
   EXPECT_THAT(plain.out, HasSubstr("(plain symlink: not on a vsymfs mount)"));
   EXPECT_THAT(plain.out, HasSubstr("${WHERE} = d1  (system)"));
+}
+
+// A bind mount of a directory of the mount (a container's view, a user's
+// shortcut) is not under the daemon's mountpoint; explain still finds the
+// link's directory, by where the bind mount starts inside the filesystem.
+TEST_F(ControlTest, ExplainWorksThroughABindMount) {
+  std::filesystem::create_directories(m().src("proj/d1"));
+  ASSERT_EQ(::symlink("${WHERE}", m().src("proj/inner").c_str()), 0);
+  const std::string bind = state_dir_.path() + "/bind";
+  std::filesystem::create_directories(bind);
+  if (::mount(m().mnt("proj").c_str(), bind.c_str(), nullptr, MS_BIND, nullptr) != 0)
+    GTEST_SKIP() << "cannot bind mount: " << std::strerror(errno);
+  const Outcome out = ctl(kRoot, {"explain", bind + "/inner"});
+  ::umount2(bind.c_str(), MNT_DETACH);
+  EXPECT_EQ(out.status, 0) << out.out;
+  EXPECT_THAT(out.out, HasSubstr(bind + "/inner -> d1  (vsymfs)"));
+  EXPECT_THAT(out.out, HasSubstr("${WHERE} = d1  (system)"));
+  EXPECT_THAT(out.out, HasSubstr("resolved: " + bind + "/d1"));
 }
 
 TEST_F(ControlTest, UniverseAndRun) {
