@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -309,6 +310,37 @@ TEST(PassthroughActive, ReadsAndWritesBypassTheDaemon) {
   EXPECT_GE(std::stoul(match[1]), 1u);
   EXPECT_EQ(match[2], "0");
   EXPECT_EQ(match[3], "0");
+}
+
+// A file the kernel will not take as a backing file (one on an overlayfs
+// mounted inside SOURCE is stacked too deep: ELOOP) is read and written
+// through the daemon instead, intact; the refusal is logged once and the
+// other files keep passthrough.
+TEST(PassthroughActive, AFileTheKernelRefusesAsBackingIsServedByTheDaemon) {
+  Mount m;
+  for (const char* d : {"lower", "upper", "work"}) ASSERT_EQ(::mkdir((m.root() + "/" + d).c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(m.src("ovl").c_str(), 0755), 0);
+  const std::string opts = "lowerdir=" + m.root() + "/lower,upperdir=" + m.root() + "/upper,workdir=" + m.root() + "/work";
+  if (::mount("overlay", m.src("ovl").c_str(), "overlay", 0, opts.c_str()) != 0)
+    GTEST_SKIP() << "cannot mount an overlayfs: " << std::strerror(errno);
+  const std::string data = random_bytes(3u << 20, 7);
+  spit(m.mnt("ovl/f"), data);
+  EXPECT_TRUE(same_bytes(slurp(m.mnt("ovl/f")), data));
+  EXPECT_TRUE(same_bytes(slurp(m.src("ovl/f")), data));
+  spit(m.mnt("plain"), data);  // not stacked: passthrough as usual
+  EXPECT_TRUE(same_bytes(slurp(m.mnt("plain")), data));
+  const bool on = m.daemon_log().find("passthrough: on") != std::string::npos;
+  m.stop();
+  ::umount2(m.src("ovl").c_str(), MNT_DETACH);
+  if (!on) GTEST_SKIP() << "the kernel or daemon has no passthrough here:\n" << m.daemon_log();
+  const std::string log = m.daemon_log();
+  EXPECT_NE(log.find("such files use plain FUSE I/O (logged once)"), std::string::npos) << log;
+  std::smatch match;
+  ASSERT_TRUE(std::regex_search(
+      log, match, std::regex(R"(passthrough on: (\d+) backing files opened; (\d+) reads and (\d+) writes reached the daemon)")))
+      << log;
+  EXPECT_GE(std::stoul(match[1]), 1u) << "the file outside the overlay";
+  EXPECT_GT(std::stoul(match[3]), 0u) << "the overlay file's writes";
 }
 
 // -o nopassthrough: every read goes through the daemon.
