@@ -478,6 +478,7 @@ Reply Server::Impl::do_status() {
   r.add("rules_generation", num(state.rules_generation()));
   r.add("per_caller", rules && rules->per_caller ? "yes" : "no");
   r.add("kernel_symlink_cache", rules && rules->kernel_may_cache_symlinks() ? "on" : "off");
+  for (auto& [key, value] : state.fs_status()) r.add(key, value);
   r.add("socket", socket_path);
   r.add("state_file", store.path());
   std::size_t user_vars = 0;

@@ -194,4 +194,18 @@ void MountState::watch_loop(int inotify_fd, int stop_fd) {
   }
 }
 
+void MountState::set_fs_status(std::function<StatusLines()> provider) {
+  std::lock_guard lock(mu_);
+  fs_status_ = std::move(provider);
+}
+
+MountState::StatusLines MountState::fs_status() const {
+  std::function<StatusLines()> provider;
+  {
+    std::lock_guard lock(mu_);
+    provider = fs_status_;
+  }
+  return provider ? provider() : StatusLines{};
+}
+
 }  // namespace vsymfs::daemon

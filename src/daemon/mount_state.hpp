@@ -12,6 +12,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "vsymfs/caller.hpp"
 #include "vsymfs/result.hpp"
@@ -86,6 +88,13 @@ class MountState {
 
   Counters& counters() noexcept { return counters_; }
 
+  // What the FUSE layer settled with the kernel (passthrough, ACLs), as
+  // `vsymctl status` lines. The provider must outlive every caller of
+  // fs_status(): the daemon clears it (nullptr) before tearing the layer down.
+  using StatusLines = std::vector<std::pair<std::string, std::string>>;
+  void set_fs_status(std::function<StatusLines()> provider);
+  StatusLines fs_status() const;
+
  private:
   explicit MountState(Config cfg);
   void notify_change();
@@ -97,9 +106,10 @@ class MountState {
   std::atomic<std::shared_ptr<const Rules>> rules_;
   std::atomic<std::shared_ptr<const RuntimeVars>> runtime_;
   std::atomic<std::uint64_t> generation_{0};
-  mutable std::mutex mu_;  // guards loaded_at_, on_change_
+  mutable std::mutex mu_;  // guards loaded_at_, on_change_, fs_status_
   std::chrono::system_clock::time_point loaded_at_{};
   std::function<void()> on_change_;
+  std::function<StatusLines()> fs_status_;
   Counters counters_;
 
   std::string rules_file_;       // what reload() reads; "" = built-in only

@@ -330,6 +330,12 @@ int main(int argc, char** argv) {
     }
   }
 
+  fs::Passthrough* const pt = passthrough.get();
+  (*state)->set_fs_status([&filesystem, pt] {
+    return daemon::MountState::StatusLines{
+        {"posix_acls", filesystem.kernel_enforces_acls() ? "enforced (-o acl)" : "mode bits only"},
+        {"passthrough", pt != nullptr ? pt->summary() : "off"}};
+  });
   filesystem.set_control_socket((*server)->socket_path());
   filesystem.attach_session(se);
   if (auto w = (*state)->start_watching(); !w)
@@ -369,6 +375,7 @@ int main(int argc, char** argv) {
   reloader.join();
   (*state)->stop_watching();
   server->reset();
+  (*state)->set_fs_status(nullptr);
   filesystem.detach_session();
   if (passthrough) spdlog::info("{}", passthrough->summary());
   fuse_session_unmount(se);

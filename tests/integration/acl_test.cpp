@@ -81,6 +81,10 @@ void write_file(const std::string& path, mode_t mode) {
 
 TEST(Acl, ANamedUsersGrantWorksThroughTheMountAsNatively) {
   Mount m(kAcl);
+  int status = -1;
+  EXPECT_NE(capture_as(As{}, {vsymctl_bin(), "-m", m.mnt(), "status"}, &status).find("posix_acls: enforced"),
+            std::string::npos);
+  EXPECT_EQ(status, 0);
   write_file(m.src("f"), 0600);
   set_acl(m.src("f"), kAccess, nobody_may(4));
   ASSERT_EQ(open_as_nobody(m.src("f")), 0) << "natively the ACL lets nobody read";
