@@ -288,7 +288,7 @@ TEST_F(ControlTest, StatusAndDiscoveryByXattr) {
   EXPECT_THAT(status.out, HasSubstr("readlinks: "));
   // What the FUSE layer settled with the kernel.
   EXPECT_THAT(status.out, HasSubstr("posix_acls: mode bits only\n"));
-  EXPECT_THAT(status.out, ::testing::ContainsRegex("passthrough: (off|passthrough (on|off): [0-9]+ backing files opened)"));
+  EXPECT_THAT(status.out, ::testing::ContainsRegex("passthrough: (off|(on|off); [0-9]+ backing files opened; [0-9]+ reads)"));
 
   // Outside any mount: exit 3, "no daemon".
   EXPECT_EQ(ctl(as(bob_), {"--mount", "/tmp", "status"}).status, 3);
