@@ -153,17 +153,18 @@ bool within(std::string_view path, std::string_view dir) {
 
 std::optional<std::string> path_in_filesystem(std::string_view mountinfo, std::string_view path,
                                               std::string_view fstype) {
-  std::size_t best_length = 0;
-  bool found = false, best_matches = false;
-  std::string best_root, best_point;
+  struct Mount {
+    std::string root, point;
+    bool wanted_type;
+  };
+  std::optional<Mount> best;  // the mount holding `path` with the longest mount point
   while (!mountinfo.empty()) {
     const std::size_t eol = mountinfo.find('\n');
-    std::string_view line = mountinfo.substr(0, eol);
+    std::string_view rest = mountinfo.substr(0, eol);
     mountinfo = eol == std::string_view::npos ? std::string_view{} : mountinfo.substr(eol + 1);
     // id parent major:minor root mountpoint options [optional...] - type source superoptions
     std::string_view fields[5];
     std::size_t n = 0;
-    std::string_view rest = line;
     while (n < 5 && !rest.empty()) {
       const std::size_t sp = rest.find(' ');
       fields[n++] = rest.substr(0, sp);
@@ -171,20 +172,14 @@ std::optional<std::string> path_in_filesystem(std::string_view mountinfo, std::s
     }
     const std::size_t dash = rest.find(" - ");
     if (n < 5 || dash == std::string_view::npos) continue;
-    std::string_view after = rest.substr(dash + 3);
-    const std::string_view type = after.substr(0, after.find(' '));
-    const std::string point = unescape_mountinfo(fields[4]);
-    if (!within(path, point)) continue;
-    if (found && point.size() < best_length) continue;
-    found = true;
-    best_length = point.size();
-    best_point = point;
-    best_root = unescape_mountinfo(fields[3]);
-    best_matches = type == fstype;
+    std::string point = unescape_mountinfo(fields[4]);
+    if (!within(path, point) || (best && point.size() < best->point.size())) continue;
+    const std::string_view type = rest.substr(dash + 3, rest.substr(dash + 3).find(' '));
+    best = Mount{unescape_mountinfo(fields[3]), std::move(point), type == fstype};
   }
-  if (!found || !best_matches) return std::nullopt;
-  std::string rel = best_root == "/" ? "" : best_root.substr(1);
-  std::string_view tail = path.substr(best_point == "/" ? 0 : best_point.size());
+  if (!best || !best->wanted_type) return std::nullopt;
+  std::string rel = best->root == "/" ? "" : best->root.substr(1);
+  std::string_view tail = path.substr(best->point == "/" ? 0 : best->point.size());
   while (!tail.empty() && tail.front() == '/') tail.remove_prefix(1);
   if (!tail.empty()) {
     if (!rel.empty()) rel += '/';

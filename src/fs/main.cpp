@@ -332,13 +332,9 @@ int main(int argc, char** argv) {
 
   fs::Passthrough* const pt = passthrough.get();
   (*state)->set_fs_status([&filesystem, pt] {
-    // "passthrough on: N backing files opened; ..." -> "on; N backing files opened; ..."
-    std::string io = pt != nullptr ? pt->summary() : "off";
-    if (constexpr std::string_view kWord = "passthrough "; io.starts_with(kWord)) io.erase(0, kWord.size());
-    if (const auto colon = io.find(": "); colon != std::string::npos) io.replace(colon, 2, "; ");
     return daemon::MountState::StatusLines{
         {"posix_acls", filesystem.kernel_enforces_acls() ? "enforced (-o acl)" : "mode bits only"},
-        {"passthrough", io}};
+        {"passthrough", pt != nullptr ? pt->status() : "off"}};
   });
   filesystem.set_control_socket((*server)->socket_path());
   filesystem.attach_session(se);

@@ -284,7 +284,13 @@ Passthrough::Shard& Passthrough::shard_of(std::uint64_t nodeid) noexcept {
 }
 
 std::string Passthrough::summary() const {
-  return "passthrough " + std::string(enabled() && registering_.load() ? "on" : "off") + ": " +
+  std::string s = status();
+  s.replace(s.find(';'), 1, ":");
+  return "passthrough " + s;
+}
+
+std::string Passthrough::status() const {
+  return std::string(enabled() && registering_.load() ? "on" : "off") + "; " +
          std::to_string(backing_files_opened()) + " backing files opened; " + std::to_string(reads_seen()) +
          " reads and " + std::to_string(writes_seen()) + " writes reached the daemon";
 }

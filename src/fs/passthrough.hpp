@@ -86,7 +86,8 @@ class Passthrough {
   std::uint64_t reads_seen() const noexcept { return reads_seen_.load(std::memory_order_relaxed); }
   std::uint64_t writes_seen() const noexcept { return writes_seen_.load(std::memory_order_relaxed); }
   std::uint64_t backing_files_opened() const noexcept { return backing_opened_.load(std::memory_order_relaxed); }
-  std::string summary() const;
+  std::string summary() const;  // "passthrough " + status(), for the log
+  std::string status() const;   // "on; N backing files opened; ...", for vsymctl status
 
  private:
   struct InodeIo {
