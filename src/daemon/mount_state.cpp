@@ -1,13 +1,18 @@
 #include "mount_state.hpp"
 
 #include <poll.h>
+#include <pwd.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <climits>
+#include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -25,7 +30,103 @@ bool file_exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
+// The kernel's limit on links followed in one path walk.
+constexpr int kMaxLinks = 40;
+
+void push_components(std::string_view path, std::deque<std::string>& todo) {
+  std::deque<std::string> parts;
+  std::size_t i = 0;
+  while (i < path.size()) {
+    const std::size_t slash = path.find('/', i);
+    const std::size_t end = slash == std::string_view::npos ? path.size() : slash;
+    if (end > i) parts.emplace_back(path.substr(i, end - i));
+    i = end + 1;
+  }
+  todo.insert(todo.begin(), parts.begin(), parts.end());
+}
+
+std::string owner_name(uid_t uid) {
+  std::vector<char> buf(4096);
+  passwd pw{};
+  passwd* res = nullptr;
+  if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &res) == 0 && res != nullptr)
+    return std::to_string(uid) + " (" + pw.pw_name + ")";
+  return std::to_string(uid);
+}
+
+std::string octal_mode(mode_t mode) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
+  return buf;
+}
+
 }  // namespace
+
+Result<void> check_rules_file_trusted(const std::string& path, uid_t self) {
+  if (path.empty()) return make_error(ENOENT, "empty rules file path");
+  std::deque<std::string> todo;
+  if (path[0] != '/') {
+    char cwd[PATH_MAX];
+    if (::getcwd(cwd, sizeof cwd) == nullptr)
+      return make_error(errno, path + ": cannot tell where it is: getcwd: " + std::strerror(errno));
+    push_components(path, todo);
+    push_components(cwd, todo);
+  } else {
+    push_components(path, todo);
+  }
+  const std::string fix_owner = self == 0 ? "root" : "root or uid " + std::to_string(self);
+  const auto refuse = [&](const std::string& what, const std::string& why, const std::string& fix) {
+    return make_error(EPERM, "refusing rules file " + path + ": " + what + " " + why +
+                                 ", so others could change this mount's rules ([locked] values included); " + fix);
+  };
+  const auto trusted_owner = [&](const struct stat& st) { return st.st_uid == 0 || st.st_uid == self; };
+  const auto writable_by_others = [](const struct stat& st) { return (st.st_mode & (S_IWGRP | S_IWOTH)) != 0; };
+
+  std::string cur = "/";  // a directory, every symbolic link before it resolved
+  struct stat st {};
+  if (::lstat("/", &st) != 0) return make_error(errno, std::string("/: ") + std::strerror(errno));
+  if (!trusted_owner(st)) return refuse("/", "belongs to uid " + owner_name(st.st_uid), "chown root /");
+  if (writable_by_others(st) && (st.st_mode & S_ISVTX) == 0)
+    return refuse("/", "is writable by others (mode " + octal_mode(st.st_mode) + ")", "chmod go-w /");
+  int links = 0;
+  while (!todo.empty()) {
+    const std::string name = std::move(todo.front());
+    todo.pop_front();
+    if (name == ".") continue;
+    if (name == "..") {  // cur holds no symbolic link: its parent is textual
+      const auto slash = cur.rfind('/');
+      cur = slash == 0 || slash == std::string::npos ? "/" : cur.substr(0, slash);
+      continue;
+    }
+    const std::string next = cur == "/" ? "/" + name : cur + "/" + name;
+    if (::lstat(next.c_str(), &st) != 0) return make_error(errno, next + ": " + std::strerror(errno));
+    if (!trusted_owner(st))
+      return refuse(next, "belongs to uid " + owner_name(st.st_uid), "chown " + fix_owner + " " + next);
+    if (S_ISLNK(st.st_mode)) {
+      // Who may change the link is settled: its directory and its owner
+      // were checked. Where it leads is checked next.
+      if (++links > kMaxLinks) return make_error(ELOOP, path + ": too many levels of symbolic links");
+      char target[PATH_MAX];
+      const ssize_t n = ::readlink(next.c_str(), target, sizeof target);
+      if (n < 0) return make_error(errno, next + ": " + std::strerror(errno));
+      const std::string_view t(target, static_cast<std::size_t>(n));
+      if (!t.empty() && t.front() == '/') cur = "/";
+      push_components(t, todo);
+      continue;
+    }
+    if (S_ISDIR(st.st_mode)) {
+      if (writable_by_others(st) && (st.st_mode & S_ISVTX) == 0)
+        return refuse(next, "is writable by others (mode " + octal_mode(st.st_mode) + ")", "chmod go-w " + next);
+      cur = next;
+      continue;
+    }
+    if (!todo.empty()) return make_error(ENOTDIR, next + ": " + std::strerror(ENOTDIR));
+    if (writable_by_others(st))
+      return refuse(next, "is writable by others (mode " + octal_mode(st.st_mode) + ")", "chmod go-w " + next);
+    cur = next;
+  }
+  return {};
+}
 
 MountState::MountState(Config cfg) : cfg_(std::move(cfg)) {}
 
@@ -63,6 +164,10 @@ Result<std::shared_ptr<const Rules>> MountState::load_rules() const {
     // The default path is optional: without it the built-in rules serve.
     return std::shared_ptr<const Rules>(std::make_shared<const Rules>(default_rules()));
   }
+  // As sshd does for its files: rules that another user could have written
+  // are not taken (a daemon serving other users would follow them). Checked
+  // at every load, as the file may have been replaced since.
+  if (auto trusted = check_rules_file_trusted(rules_file_, ::geteuid()); !trusted) return std::move(trusted).error();
   auto loaded = load_rules_file(rules_file_);
   if (!loaded) {
     Error e = std::move(loaded).error();

@@ -4,6 +4,8 @@
 // atomically (std::atomic<std::shared_ptr>).
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -32,6 +34,17 @@ struct Counters {
   std::atomic<std::uint64_t> reload_failures{0};
 };
 
+// Whether a rules file can be trusted: nobody but root and `self` (the
+// daemon's user) can change what is read at `path`. Every directory the path
+// is resolved through, every symbolic link on the way and the file itself
+// must belong to root or `self` and must not be writable by group or others
+// (ACL grants show in the group bits), as sshd's StrictModes requires. One
+// exception: a directory with the sticky bit (/tmp), where nobody can
+// remove or replace an entry they do not own (the entry below is checked in
+// turn). EPERM names the first offender and how to fix it; ENOENT, ELOOP,
+// ENOTDIR as a path walk gives them.
+Result<void> check_rules_file_trusted(const std::string& path, uid_t self);
+
 class MountState {
  public:
   struct Config {
@@ -50,7 +63,9 @@ class MountState {
     double entry_timeout = 1.0;
   };
 
-  // Loads the rules (file, or built-in default when the default path is absent).
+  // Loads the rules (file, or built-in default when the default path is
+  // absent). A rules file that check_rules_file_trusted refuses (for the
+  // daemon's effective uid) is an error, at start and at every reload.
   static Result<std::unique_ptr<MountState>> create(Config cfg);
   ~MountState();
   MountState(const MountState&) = delete;

@@ -242,5 +242,107 @@ TEST_F(ServerTest, AStaleSocketFileIsReplaced) {
   EXPECT_TRUE(ask({Op::Status, ScopeArg::All, "", "", "", ""}).ok());
 }
 
+// The rules file: nobody but root and the daemon's own user may be able to
+// change it (issue 18, hardening: a root daemon took a user-owned file and
+// reloaded it whenever that user edited it).
+class RulesFileTrust : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fs::create_directories(dir_);
+    ::chmod(dir_.c_str(), 0755);
+    write_file(file_, "[vars]\nWHERE = \"trusted\"\n");
+    ::chmod(file_.c_str(), 0644);
+  }
+  Result<void> check(const std::string& path) { return daemon::check_rules_file_trusted(path, ::geteuid()); }
+  static void expect_refused(const Result<void>& r, const std::string& names) {
+    ASSERT_FALSE(r.ok()) << "trusted, but should not be: " << names;
+    EXPECT_EQ(r.error().code, EPERM) << r.error().message;
+    EXPECT_THAT(r.error().message, HasSubstr(names));
+  }
+
+  const vsymfs::test::TempDir tmp_{"vsymfs-rules-trust", 0755, "/tmp"};
+  const std::string dir_ = tmp_.path() + "/etc";
+  const std::string file_ = dir_ + "/rules.toml";
+};
+
+TEST_F(RulesFileTrust, AFileOnlyRootOrTheDaemonCanChangeIsTaken) {
+  EXPECT_TRUE(check(file_).ok()) << check(file_).error().message;
+  // Writable by everyone, but sticky (as /tmp above it): nobody can replace
+  // an entry of ours in it.
+  ::chmod(dir_.c_str(), 01777);
+  EXPECT_TRUE(check(file_).ok()) << "a sticky directory protects entries of others";
+}
+
+TEST_F(RulesFileTrust, AFileOrADirectoryAboveWritableByOthersIsRefused) {
+  ::chmod(file_.c_str(), 0666);
+  expect_refused(check(file_), file_ + " is writable by others (mode 0666)");
+  ::chmod(file_.c_str(), 0664);
+  expect_refused(check(file_), file_ + " is writable by others (mode 0664)");
+  ::chmod(file_.c_str(), 0644);
+  ::chmod(dir_.c_str(), 0777);
+  expect_refused(check(file_), dir_ + " is writable by others (mode 0777)");
+  ::chmod(dir_.c_str(), 0775);
+  expect_refused(check(file_), dir_ + " is writable by others");
+}
+
+TEST_F(RulesFileTrust, AFileOrADirectoryOfAnotherUserIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give files to another uid";
+  ASSERT_EQ(::chown(file_.c_str(), 65534, 65534), 0);
+  expect_refused(check(file_), file_ + " belongs to uid 65534");
+  EXPECT_TRUE(daemon::check_rules_file_trusted(file_, 65534).ok()) << "a daemon run by that uid trusts its own file";
+  ASSERT_EQ(::chown(file_.c_str(), 0, 0), 0);
+  ASSERT_EQ(::chown(dir_.c_str(), 65534, 65534), 0);
+  expect_refused(check(file_), dir_ + " belongs to uid 65534");
+}
+
+TEST_F(RulesFileTrust, LinksAreFollowedAndWhereTheyLeadIsChecked) {
+  const std::string open_dir = tmp_.path() + "/open";
+  fs::create_directories(open_dir);
+  write_file(open_dir + "/rules.toml", "[vars]\n");
+  ::chmod(open_dir.c_str(), 0777);
+  ASSERT_EQ(::symlink("../open/./rules.toml", (dir_ + "/via-open").c_str()), 0);
+  expect_refused(check(dir_ + "/via-open"), open_dir + " is writable by others");
+  ASSERT_EQ(::symlink(file_.c_str(), (open_dir + "/back").c_str()), 0);
+  expect_refused(check(open_dir + "/back"), open_dir + " is writable by others");
+  ASSERT_EQ(::symlink("rules.toml", (dir_ + "/alias").c_str()), 0);
+  EXPECT_TRUE(check(dir_ + "/alias").ok());
+  ASSERT_EQ(::symlink("loop", (dir_ + "/loop").c_str()), 0);
+  auto loop = check(dir_ + "/loop");
+  ASSERT_FALSE(loop.ok());
+  EXPECT_EQ(loop.error().code, ELOOP);
+  auto missing = check(dir_ + "/absent.toml");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, ENOENT);
+  if (::geteuid() == 0) {
+    ASSERT_EQ(::lchown((dir_ + "/alias").c_str(), 65534, 65534), 0);
+    expect_refused(check(dir_ + "/alias"), dir_ + "/alias belongs to uid 65534");
+  }
+}
+
+// The daemon itself: an untrusted file is refused at start, and at a reload
+// the old rules stay in force.
+TEST_F(RulesFileTrust, TheDaemonRefusesAtStartAndKeepsItsRulesAtReload) {
+  const vsymfs::test::TempDir mount{"vsymfs-rules-trust-mnt", 0755, "/tmp"};
+  fs::create_directories(mount.path() + "/src");
+  fs::create_directories(mount.path() + "/mnt");
+  const daemon::MountState::Config cfg{mount.path() + "/src", mount.path() + "/mnt", file_, true};
+  auto state = daemon::MountState::create(cfg);
+  ASSERT_TRUE(state.ok()) << state.error().message;
+  ::chmod(file_.c_str(), 0666);
+  write_file(file_, "[locked]\nWHERE = \"attacker\"\n");
+  ::chmod(file_.c_str(), 0666);
+  const auto generation = (*state)->rules_generation();
+  auto reloaded = (*state)->reload();
+  ASSERT_FALSE(reloaded.ok());
+  EXPECT_EQ(reloaded.error().code, EPERM);
+  EXPECT_EQ((*state)->rules_generation(), generation);
+  EXPECT_EQ((*state)->rules()->system.at("WHERE"), "trusted");
+
+  auto refused = daemon::MountState::create(cfg);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, EPERM);
+  EXPECT_THAT(refused.error().message, HasSubstr("refusing rules file " + file_));
+}
+
 }  // namespace
 }  // namespace vsymfs::control
