@@ -1,14 +1,18 @@
 #include "client.hpp"
 
 #include <poll.h>
+#include <sys/auxv.h>
+#include <sys/personality.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "paths.hpp"
 #include "vsymfs/unique_fd.hpp"
@@ -78,6 +82,56 @@ Result<std::string> find_socket(const std::string& path) {
   return std::string(buf, static_cast<std::size_t>(n));
 }
 
+namespace {
+
+// Whether an old daemon refused the process fields it does not know.
+bool refused_process_fields(const Reply& reply) {
+  if (reply.error != EINVAL) return false;
+  for (const char* key : {"environ", "secure", "compat"})
+    if (reply.message.rfind(std::string("unexpected field '") + key + "'", 0) == 0) return true;
+  return false;
+}
+
+// One connection, one request, one reply.
+Result<Reply> call_once(const std::string& socket_path, const sockaddr_un& addr, const std::string& framed,
+                        Clock::time_point deadline) {
+  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) return sys_error(errno, "socket");
+  // A daemon whose listen queue is full makes connect wait; not past the
+  // deadline (for unix sockets connect waits at most SO_SNDTIMEO).
+  const auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now()).count();
+  if (left <= 0) return make_error(ETIMEDOUT, "the daemon did not answer in time");
+  const timeval tv{static_cast<time_t>(left / 1000000), static_cast<suseconds_t>(left % 1000000)};
+  (void)::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    const int err = errno;
+    // Say what the common failures mean, not just the errno text.
+    if (err == ECONNREFUSED)
+      return make_error(err, "no vsymfs daemon is listening on " + socket_path +
+                                 " (a daemon that was killed leaves its socket behind; the next mount replaces it)");
+    if (err == ENOENT)
+      return make_error(err, "no control socket " + socket_path + " (is a vsymfs daemon serving this mount?)");
+    if (err == EAGAIN) return make_error(ETIMEDOUT, "the daemon accepted no connection in time (" + socket_path + ")");
+    return sys_error(err, "cannot connect to " + socket_path);
+  }
+
+  auto sent = send_all(fd.get(), framed, deadline);
+  // A daemon that refuses the connection (too many of this uid's open)
+  // replies and closes at once, maybe before the request is sent: its reply
+  // is still there to read.
+  if (!sent && sent.error().code != EPIPE && sent.error().code != ECONNRESET) return sent.error();
+  unsigned char header[kFrameHeader];
+  if (auto ok = recv_exact(fd.get(), reinterpret_cast<char*>(header), sizeof header, deadline); !ok)
+    return sent ? ok.error() : sent.error();
+  const std::uint32_t len = frame_length(header);
+  if (len > kMaxReplySize) return make_error(EMSGSIZE, "the daemon's reply is larger than the limit");
+  std::string body(len, '\0');
+  if (auto ok = recv_exact(fd.get(), body.data(), body.size(), deadline); !ok) return ok.error();
+  return decode_reply(body);
+}
+
+}  // namespace
+
 Result<Reply> call(const std::string& socket_path, const Request& req, int timeout_ms) {
   auto payload = encode_request(req);
   if (!payload) return payload.error();
@@ -87,29 +141,49 @@ Result<Reply> call(const std::string& socket_path, const Request& req, int timeo
     return make_error(ENAMETOOLONG, "bad control socket path '" + socket_path + "'");
   std::memcpy(addr.sun_path, socket_path.data(), socket_path.size());
 
-  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (fd.get() < 0) return sys_error(errno, "socket");
-  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    const int err = errno;
-    // Say what the two common failures mean, not just the errno text.
-    if (err == ECONNREFUSED)
-      return make_error(err, "no vsymfs daemon is listening on " + socket_path +
-                                 " (a daemon that was killed leaves its socket behind; the next mount replaces it)");
-    if (err == ENOENT)
-      return make_error(err, "no control socket " + socket_path + " (is a vsymfs daemon serving this mount?)");
-    return sys_error(err, "cannot connect to " + socket_path);
-  }
-
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  if (auto ok = send_all(fd.get(), frame(*payload), deadline); !ok) return ok.error();
-  unsigned char header[kFrameHeader];
-  if (auto ok = recv_exact(fd.get(), reinterpret_cast<char*>(header), sizeof header, deadline); !ok)
-    return ok.error();
-  const std::uint32_t len = frame_length(header);
-  if (len > kMaxReplySize) return make_error(EMSGSIZE, "the daemon's reply is larger than the limit");
-  std::string body(len, '\0');
-  if (auto ok = recv_exact(fd.get(), body.data(), body.size(), deadline); !ok) return ok.error();
-  return decode_reply(body);
+  auto pause = std::chrono::milliseconds(10);
+  bool process_fields = req.has_environ || req.secure || req.compat32;
+  for (;;) {
+    auto reply = call_once(socket_path, addr, frame(*payload), deadline);
+    if (!reply) return reply;
+    if (reply->error == EAGAIN && Clock::now() + pause < deadline) {
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(250));
+      continue;
+    }
+    if (process_fields && refused_process_fields(*reply)) {
+      Request plain = req;
+      plain.has_environ = false;
+      plain.environ.clear();
+      plain.secure = plain.compat32 = false;
+      payload = encode_request(plain);
+      if (!payload) return payload.error();
+      process_fields = false;
+      continue;
+    }
+    return reply;
+  }
+}
+
+void describe_self(Request& req) {
+  req.secure = ::getauxval(AT_SECURE) != 0 || ::getuid() != ::geteuid() || ::getgid() != ::getegid();
+  const int persona = ::personality(0xffffffff);
+  req.compat32 = sizeof(void*) == 4 || (persona != -1 && (persona & PER_MASK) == PER_LINUX32);
+  req.environ.clear();
+  // A set-id vsymctl's environment is its invoker's: the daemon would treat
+  // a secure process so, and so does it here.
+  req.has_environ = !req.secure;
+  if (req.secure) return;
+  std::size_t total = 0;
+  for (char** e = ::environ; e != nullptr && *e != nullptr; ++e) {
+    const std::string_view entry(*e);
+    const std::size_t eq = entry.find('=');
+    if (eq == std::string_view::npos || eq == 0) continue;  // no variable: nothing can match it
+    if (total + entry.size() + 1 > kMaxEnvironSize) break;
+    total += entry.size() + 1;
+    req.environ.emplace_back(entry);
+  }
 }
 
 }  // namespace vsymfs::control

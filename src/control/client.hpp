@@ -19,6 +19,18 @@ Result<std::string> find_socket(const std::string& path);
 //   ECONNREFUSED, ENOENT, EACCES...  the daemon cannot be reached
 //   ETIMEDOUT                        no reply within timeout_ms
 //   EPROTO, EMSGSIZE                 the reply is malformed
+// A daemon that answers EAGAIN (too many connections of this uid open) is
+// asked again, with growing pauses, until timeout_ms has passed. A daemon
+// older than the process fields (it refuses them as unexpected) is asked
+// once more without them; it then reads what it wants from /proc itself.
 Result<Reply> call(const std::string& socket_path, const Request& req, int timeout_ms = 10000);
+
+// Fills the process fields of an explain or universe request with this
+// process's own facts: its environment (the `environ` it was started with;
+// none in secure-execution mode), whether it is in secure-execution mode
+// (AT_SECURE, or real and effective ids differ), whether it is 32-bit (its
+// own build, or the PER_LINUX32 personality). The environment is cut at
+// kMaxEnvironSize between entries, as the daemon cuts /proc/<pid>/environ.
+void describe_self(Request& req);
 
 }  // namespace vsymfs::control

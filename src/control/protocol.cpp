@@ -104,8 +104,60 @@ Result<void> check_request(const Request& r) {
     if (r.raw.empty()) return bad("explain needs the link text");
     if (has_nul(r.raw) || has_nul(r.dir)) return bad("link text and directory must not contain NUL");
     if (r.dir.empty()) return bad("explain needs the link's directory");
+    if (r.raw.size() > kMaxPathField || r.dir.size() > kMaxPathField)
+      return make_error(ENAMETOOLONG, "link text or directory longer than PATH_MAX-1");
+  }
+  const bool takes_process = r.op == Op::Explain || r.op == Op::Universe;
+  if (!takes_process && (r.has_environ || r.secure || r.compat32))
+    return bad(std::string(to_string(r.op)) + " takes no process fields");
+  if (r.has_environ) {
+    std::size_t total = 0;
+    for (const std::string& entry : r.environ) {
+      const std::size_t eq = entry.find('=');
+      if (eq == std::string::npos || eq == 0 || has_nul(entry))
+        return bad("environment entries must be NAME=value without NUL");
+      total += entry.size() + 1;
+    }
+    if (total > kMaxEnvironSize)
+      return make_error(EMSGSIZE, "environment of " + std::to_string(total) + " bytes exceeds the limit of " +
+                                      std::to_string(kMaxEnvironSize));
   }
   return {};
+}
+
+// "1"/"0" for the flag fields; absent means false.
+Result<bool> flag_from(std::string_view key, std::string_view text, bool seen) {
+  if (!seen || text == "0") return false;
+  if (text == "1") return true;
+  return bad("field '" + std::string(key) + "' must be 0 or 1");
+}
+
+// The environ field: entries each followed by a NUL.
+Result<void> split_environ(std::string_view text, std::vector<std::string>& out) {
+  out.clear();
+  if (text.size() > kMaxEnvironSize)
+    return make_error(EMSGSIZE, "environment of " + std::to_string(text.size()) + " bytes exceeds the limit of " +
+                                    std::to_string(kMaxEnvironSize));
+  if (!text.empty() && text.back() != '\0') return bad("environment entries must each end with a NUL");
+  while (!text.empty()) {
+    const std::size_t nul = text.find('\0');
+    out.emplace_back(text.substr(0, nul));
+    text.remove_prefix(nul + 1);
+  }
+  return {};
+}
+
+void put_process_fields(std::string& out, const Request& req) {
+  if (req.has_environ) {
+    std::string env;
+    for (const std::string& entry : req.environ) {
+      env += entry;
+      env += '\0';
+    }
+    put_field(out, "environ", env);
+  }
+  if (req.secure) put_field(out, "secure", "1");
+  if (req.compat32) put_field(out, "compat", "1");
 }
 
 }  // namespace
@@ -195,9 +247,12 @@ Result<std::string> encode_request(const Request& req) {
     case Op::Explain:
       put_field(out, "raw", req.raw);
       put_field(out, "dir", req.dir);
+      put_process_fields(out, req);
+      break;
+    case Op::Universe:
+      put_process_fields(out, req);
       break;
     case Op::Reload:
-    case Op::Universe:
     case Op::Status:
       break;
   }
@@ -225,17 +280,22 @@ Result<Request> decode_request(std::string_view payload) {
     bool required;
     bool seen = false;
   };
-  std::string scope_text;
+  std::string scope_text, environ_text, secure_text, compat32_text;
   std::vector<Slot> slots;
+  const std::vector<Slot> process = {
+      {"environ", &environ_text, false}, {"secure", &secure_text, false}, {"compat", &compat32_text, false}};
   switch (req.op) {
     case Op::Set:
       slots = {{"scope", &scope_text, true}, {"name", &req.name, true}, {"value", &req.value, true}};
       break;
     case Op::Unset: slots = {{"scope", &scope_text, true}, {"name", &req.name, true}}; break;
     case Op::List: slots = {{"scope", &scope_text, false}}; break;
-    case Op::Explain: slots = {{"raw", &req.raw, true}, {"dir", &req.dir, true}}; break;
+    case Op::Explain:
+      slots = {{"raw", &req.raw, true}, {"dir", &req.dir, true}};
+      slots.insert(slots.end(), process.begin(), process.end());
+      break;
+    case Op::Universe: slots = process; break;
     case Op::Reload:
-    case Op::Universe:
     case Op::Status: break;
   }
   for (const auto& [key, value] : parsed->fields) {
@@ -251,6 +311,21 @@ Result<Request> decode_request(std::string_view payload) {
   for (const Slot& s : slots)
     if (s.required && !s.seen)
       return bad(std::string(to_string(req.op)) + " needs the field '" + std::string(s.key) + "'");
+  const auto seen = [&](std::string_view key) {
+    for (const Slot& s : slots)
+      if (s.key == key) return s.seen;
+    return false;
+  };
+  if (seen("environ")) {
+    if (auto ok = split_environ(environ_text, req.environ); !ok) return ok.error();
+    req.has_environ = true;
+  }
+  auto secure = flag_from("secure", secure_text, seen("secure"));
+  if (!secure) return secure.error();
+  req.secure = *secure;
+  auto compat32 = flag_from("compat", compat32_text, seen("compat"));
+  if (!compat32) return compat32.error();
+  req.compat32 = *compat32;
 
   if (req.op == Op::Set || req.op == Op::Unset || req.op == Op::List) {
     if (scope_text.empty() && req.op == Op::List) scope_text = "all";

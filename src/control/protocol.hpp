@@ -22,10 +22,26 @@
 //     explain   raw (a link's text), dir (the link's directory: its path
 //               inside the mounted filesystem, relative and without a
 //               leading slash ("." for the root), which holds through bind
-//               mounts; or its absolute path as the client sees it)
-//     reload, universe, status                              no fields
+//               mounts; or its absolute path as the client sees it),
+//               and the optional process fields below
+//     universe  the optional process fields below
+//     reload, status                                        no fields
 // Names are variable names ([A-Za-z_][A-Za-z0-9_]*); a value must be valid
-// UTF-8 (it is persisted as TOML); raw and dir may be any bytes but NUL.
+// UTF-8 (it is persisted as TOML); raw and dir may be any bytes but NUL, at
+// most PATH_MAX-1 (a link's text cannot be longer).
+//
+// Process fields (explain, universe; each optional): what the client says
+// about its own process, which the daemon uses instead of reading anything
+// from /proc (a pid names whoever holds it by now, not necessarily who
+// connected). Each describes only the client, to the client.
+//     environ   the client's environment: "NAME=value" entries, each
+//               followed by a NUL (as in /proc/<pid>/environ), at most
+//               kMaxEnvironSize bytes. Absent: the daemon uses no process
+//               scope for this request (an old client, a secure one).
+//     secure    "1": the client runs in secure-execution mode (set-id,
+//               file capabilities); "0" or absent: it does not
+//     compat    "1": the client is a 32-bit process (personality or
+//               executable); "0" or absent: it is not
 //
 // Reply verbs: `ok` (fields depend on the request, in a meaningful order,
 // keys may repeat) or `error` with the fields `errno` (decimal) and
@@ -45,7 +61,11 @@ namespace vsymfs::control {
 
 inline constexpr std::string_view kMagic = "VSYMFS1";
 inline constexpr std::size_t kFrameHeader = 4;
-inline constexpr std::size_t kMaxRequestSize = 8 * 1024;
+// The daemon reads no more of /proc/<pid>/environ than this either.
+inline constexpr std::size_t kMaxEnvironSize = 256 * 1024;
+// raw and dir are each shorter than PATH_MAX (4096).
+inline constexpr std::size_t kMaxPathField = 4095;
+inline constexpr std::size_t kMaxRequestSize = 16 * 1024 + kMaxEnvironSize;
 inline constexpr std::size_t kMaxReplySize = 1024 * 1024;
 inline constexpr std::size_t kMaxWord = 32;
 
@@ -62,6 +82,11 @@ struct Request {
   std::string value;               // set
   std::string raw;                 // explain
   std::string dir;                 // explain
+  // explain, universe: the process fields (see above).
+  bool has_environ = false;            // `environ` was sent
+  std::vector<std::string> environ{};  // "NAME=value" entries, in order
+  bool secure = false;
+  bool compat32 = false;
 };
 
 struct Field {

@@ -1,8 +1,12 @@
 // The daemon's control server: one thread, a poll loop over non-blocking
-// connections, one request per connection. Every connection has a deadline,
-// so a client that connects and stalls costs a slot for a few seconds and
-// never blocks anyone else. Requests are decoded strictly (protocol.hpp) and
-// authorised by SO_PEERCRED, never by anything the client says.
+// connections, one request per connection. Every connection has a deadline
+// and an idle timeout, and one uid holds at most kMaxConnectionsPerUid of
+// the slots, so a client that connects and stalls costs its own user a slot
+// for a few seconds and never blocks anyone else. Requests are decoded
+// strictly (protocol.hpp) and authorised by SO_PEERCRED, never by anything
+// the client says. explain and universe use the environment the client sent
+// about itself, never /proc/<pid>: once the client has exited, its pid may
+// belong to another user's process.
 #include "server.hpp"
 
 #include <fcntl.h>
@@ -22,6 +26,7 @@
 #include <ctime>
 #include <exception>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -35,10 +40,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// A client gets this long to send its request and read the reply.
-constexpr auto kConnectionDeadline = std::chrono::seconds(5);
-// Beyond this many open connections new ones wait in the listen backlog.
-constexpr std::size_t kMaxConnections = 64;
+// Connections taken from the listen queue per wakeup: a flood of connects
+// must not keep the loop from serving the connections it has.
+constexpr int kMaxAcceptsPerWake = 128;
+// A refusal is logged at most this often (a flood must not flood the log).
+constexpr auto kRefusalLogInterval = std::chrono::seconds(10);
 
 Error sys_error(int code, const std::string& what) { return make_error(code, what + ": " + std::strerror(code)); }
 
@@ -92,11 +98,36 @@ bool is_admin(const ucred& peer) noexcept { return peer.uid == 0 || peer.uid == 
 struct Connection {
   int fd = -1;
   ucred peer{};
-  Clock::time_point deadline;
-  std::string in;          // frame header + payload received so far
-  std::string out;         // the framed reply, once there is one
+  Clock::time_point accepted;
+  Clock::time_point last_active;  // accepted, or the last byte received or sent
+  std::string in;                 // frame header + payload received so far
+  std::string out;                // the framed reply, once there is one
   std::size_t sent = 0;
 };
+
+// The supplementary groups of a socket's peer when it connected, from the
+// kernel; only the primary group if the kernel cannot say.
+std::vector<gid_t> peer_groups(int fd, gid_t gid) {
+  std::vector<gid_t> groups(32);
+  for (int tries = 0; tries < 4; ++tries) {
+    auto len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) == 0) {
+      groups.resize(len / sizeof(gid_t));
+      return groups;
+    }
+    if (errno != ERANGE || len <= groups.size() * sizeof(gid_t)) break;
+    groups.resize(len / sizeof(gid_t));
+  }
+  return {gid};
+}
+
+// Replies to a connection that gets no slot, and closes it. The reply is
+// small and the socket new, so a non-blocking send takes it whole.
+void refuse(int fd, const Error& e) {
+  const std::string bytes = frame(encode_reply(Reply::failure(e)));
+  (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  ::close(fd);
+}
 
 }  // namespace
 
@@ -105,6 +136,7 @@ struct Server::Impl {
   daemon::LinkService& links;
   daemon::CallerContexts& contexts;
   std::string socket_path;
+  ServerOptions opts;
   StateFile store;
   int listen_fd = -1;
   int wake_fd = -1;
@@ -113,11 +145,17 @@ struct Server::Impl {
   ino_t socket_ino = 0;
   std::vector<Connection> conns;
   Clock::time_point accept_paused_until{};
+  // Only the server thread touches these (status is served there too).
+  std::uint64_t refused = 0;    // connections refused for want of a slot
+  std::uint64_t evicted = 0;    // connections closed to make room for another uid's
+  std::uint64_t timed_out = 0;  // connections closed at their deadline or idle timeout
+  Clock::time_point refusal_logged{};
   std::thread thread;
 
   Impl(daemon::MountState& s, daemon::LinkService& l, daemon::CallerContexts& c, std::string sock,
-       std::string state_path)
-      : state(s), links(l), contexts(c), socket_path(std::move(sock)), store(std::move(state_path)) {}
+       ServerOptions o, std::string state_path)
+      : state(s), links(l), contexts(c), socket_path(std::move(sock)), opts(std::move(o)),
+        store(std::move(state_path)) {}
 
   ~Impl() {
     for (Connection& c : conns) ::close(c.fd);
@@ -136,18 +174,24 @@ struct Server::Impl {
   Result<void> bind_socket();
   void loop();
   void accept_new();
+  void admit(int fd, const ucred& peer);
+  void log_refusal(const std::string& why);
+  Clock::time_point deadline(const Connection& c) const {
+    return std::min(c.accepted + opts.connection_deadline, c.last_active + opts.idle_timeout);
+  }
   // Returns false when the connection is finished (closed by the caller).
   bool on_readable(Connection& c);
   bool on_writable(Connection& c);
   void respond(Connection& c, const Reply& reply);
-  Reply handle(const Request& req, const ucred& peer);
+  Reply handle(Request& req, const Connection& c);
+  std::shared_ptr<const Caller> peer_caller(Request& req, const Connection& c);
 
   Reply do_set(const Request& req, const ucred& peer);
   Reply do_unset(const Request& req, const ucred& peer);
   Reply do_list(const Request& req, const ucred& peer);
-  Reply do_explain(const Request& req, const ucred& peer);
+  Reply do_explain(Request& req, const Connection& c);
   Reply do_reload(const ucred& peer);
-  Reply do_universe(const ucred& peer);
+  Reply do_universe(Request& req, const Connection& c);
   Reply do_status();
 
   std::shared_ptr<const RuntimeVars> runtime() const {
@@ -197,13 +241,14 @@ void Server::Impl::loop() {
   for (;;) {
     fds.clear();
     fds.push_back({wake_fd, POLLIN, 0});
+    // Always accepting (unless out of descriptors): who gets a slot is
+    // decided per uid once the kernel has told us the peer's (admit).
     const bool paused = Clock::now() < accept_paused_until;
-    const bool accepting = conns.size() < kMaxConnections && !paused;
-    fds.push_back({listen_fd, static_cast<short>(accepting ? POLLIN : 0), 0});
+    fds.push_back({listen_fd, static_cast<short>(paused ? 0 : POLLIN), 0});
     auto next_deadline = paused ? accept_paused_until : Clock::time_point::max();
     for (const Connection& c : conns) {
       fds.push_back({c.fd, static_cast<short>(c.out.empty() ? POLLIN : POLLOUT), 0});
-      next_deadline = std::min(next_deadline, c.deadline);
+      next_deadline = std::min(next_deadline, deadline(c));
     }
     int timeout = -1;
     if (next_deadline != Clock::time_point::max()) {
@@ -225,8 +270,11 @@ void Server::Impl::loop() {
       Connection& c = conns[i];
       const short rev = n > 0 ? fds[i + 2].revents : 0;
       bool alive = true;
-      if (now >= c.deadline || (rev & (POLLERR | POLLNVAL))) {
+      if (rev & (POLLERR | POLLNVAL)) {
+        alive = false;
+      } else if (now >= deadline(c)) {
         alive = false;  // a stalled or dribbling client loses its slot
+        ++timed_out;
       } else if ((rev & (POLLIN | POLLHUP)) && c.out.empty()) {
         alive = on_readable(c);
       } else if (rev & POLLOUT) {
@@ -244,7 +292,7 @@ void Server::Impl::loop() {
 }
 
 void Server::Impl::accept_new() {
-  while (conns.size() < kMaxConnections) {
+  for (int i = 0; i < kMaxAcceptsPerWake; ++i) {
     const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EMFILE || errno == ENFILE) {
@@ -257,16 +305,61 @@ void Server::Impl::accept_new() {
       }
       return;
     }
-    Connection c;
-    c.fd = fd;
-    socklen_t len = sizeof c.peer;
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c.peer, &len) != 0) {
+    ucred peer{};
+    socklen_t len = sizeof peer;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0) {
       ::close(fd);
       continue;
     }
-    c.deadline = Clock::now() + kConnectionDeadline;
-    conns.push_back(std::move(c));
+    admit(fd, peer);
   }
+}
+
+// Gives the new connection a slot, or refuses it. One uid holds at most
+// kMaxConnectionsPerUid slots. When every slot is taken, the uid with the
+// most connections gives up its oldest, but only to a uid that holds fewer:
+// a user with a few uids (subordinate ids) cannot starve a user with one.
+void Server::Impl::admit(int fd, const ucred& peer) {
+  std::unordered_map<uid_t, std::size_t> per_uid;
+  for (const Connection& c : conns) ++per_uid[c.peer.uid];
+  const std::size_t mine = per_uid.contains(peer.uid) ? per_uid[peer.uid] : 0;
+  if (mine >= kMaxConnectionsPerUid) {
+    ++refused;
+    log_refusal("uid " + std::to_string(peer.uid) + " has " + std::to_string(mine) + " connections open");
+    refuse(fd, make_error(EAGAIN, "too many control connections of uid " + std::to_string(peer.uid) +
+                                      " are open (at most " + std::to_string(kMaxConnectionsPerUid) +
+                                      " at a time); try again"));
+    return;
+  }
+  if (conns.size() >= kMaxConnections) {
+    std::size_t most = 0;
+    for (const auto& [uid, n] : per_uid) most = std::max(most, n);
+    if (most <= mine) {
+      ++refused;
+      log_refusal("all " + std::to_string(kMaxConnections) + " connections are taken");
+      refuse(fd, make_error(EAGAIN, "the daemon has too many control connections open; try again"));
+      return;
+    }
+    // conns is in order of acceptance: the oldest connection of a uid that
+    // holds the most.
+    const auto oldest = std::find_if(conns.begin(), conns.end(),
+                                     [&](const Connection& c) { return per_uid[c.peer.uid] == most; });
+    ::close(oldest->fd);
+    conns.erase(oldest);
+    ++evicted;
+  }
+  Connection c;
+  c.fd = fd;
+  c.peer = peer;
+  c.accepted = c.last_active = Clock::now();
+  conns.push_back(std::move(c));
+}
+
+void Server::Impl::log_refusal(const std::string& why) {
+  const auto now = Clock::now();
+  if (refusal_logged != Clock::time_point{} && now - refusal_logged < kRefusalLogInterval) return;
+  refusal_logged = now;
+  spdlog::warn("control server: refusing connections: {} ({} refused so far)", why, refused);
 }
 
 bool Server::Impl::on_readable(Connection& c) {
@@ -278,6 +371,7 @@ bool Server::Impl::on_readable(Connection& c) {
       unsigned char header[kFrameHeader];
       std::memcpy(header, c.in.data(), kFrameHeader);
       const std::uint32_t len = frame_length(header);
+      if (len <= kMaxRequestSize && c.in.size() == kFrameHeader) c.in.reserve(kFrameHeader + len);
       if (len > kMaxRequestSize) {
         respond(c, Reply::failure(make_error(EMSGSIZE, "request of " + std::to_string(len) +
                                                            " bytes exceeds the limit of " +
@@ -293,19 +387,21 @@ bool Server::Impl::on_readable(Connection& c) {
         reply = Reply::failure(req.error());
       } else {
         try {
-          reply = handle(*req, c.peer);
+          reply = handle(*req, c);
         } catch (const std::exception& e) {
           // Nothing may escape the server thread; the state is unchanged
           // because every change is built aside and published last.
           reply = Reply::failure(make_error(EIO, std::string("internal error: ") + e.what()));
         }
       }
+      std::string().swap(c.in);  // the request is done with; only the reply stays
       respond(c, reply);
       return on_writable(c);
     }
     const ssize_t n = ::recv(c.fd, buf, std::min(sizeof buf, want - c.in.size()), 0);
     if (n > 0) {
       c.in.append(buf, static_cast<std::size_t>(n));
+      c.last_active = Clock::now();
       continue;
     }
     if (n == 0) return false;  // closed before a whole request arrived: nothing to answer
@@ -318,6 +414,7 @@ bool Server::Impl::on_writable(Connection& c) {
     const ssize_t n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
     if (n < 0) return errno == EAGAIN || errno == EINTR;
     c.sent += static_cast<std::size_t>(n);
+    c.last_active = Clock::now();
   }
   return false;  // reply sent in full: one request per connection
 }
@@ -330,14 +427,14 @@ void Server::Impl::respond(Connection& c, const Reply& reply) {
   c.sent = 0;
 }
 
-Reply Server::Impl::handle(const Request& req, const ucred& peer) {
+Reply Server::Impl::handle(Request& req, const Connection& c) {
   switch (req.op) {
-    case Op::Set: return do_set(req, peer);
-    case Op::Unset: return do_unset(req, peer);
-    case Op::List: return do_list(req, peer);
-    case Op::Explain: return do_explain(req, peer);
-    case Op::Reload: return do_reload(peer);
-    case Op::Universe: return do_universe(peer);
+    case Op::Set: return do_set(req, c.peer);
+    case Op::Unset: return do_unset(req, c.peer);
+    case Op::List: return do_list(req, c.peer);
+    case Op::Explain: return do_explain(req, c);
+    case Op::Reload: return do_reload(c.peer);
+    case Op::Universe: return do_universe(req, c);
     case Op::Status: return do_status();
   }
   return Reply::failure(make_error(EINVAL, "unknown operation"));
@@ -386,7 +483,28 @@ Reply Server::Impl::do_list(const Request& req, const ucred& peer) {
   return reply;
 }
 
-Reply Server::Impl::do_explain(const Request& req, const ucred& peer) {
+// The client as it connected: its ids and groups from the kernel, its
+// environment (and secure-execution mode, 32-bit personality) as it says.
+// Nothing is read from /proc/<pid>: the client may have exited, and its pid
+// may by now belong to another user's process. The environment is the
+// client's word about itself, answered to itself only; a client that sent
+// none (an older vsymctl, a set-id one) gets no process scope, as a FUSE
+// caller whose environment cannot be read, and so does a client outside
+// our pid namespace (pid 0), as for its links.
+std::shared_ptr<const Caller> Server::Impl::peer_caller(Request& req, const Connection& c) {
+  Caller who;
+  who.pid = c.peer.pid;
+  who.uid = who.ruid = c.peer.uid;  // the kernel reports effective ids only
+  who.gid = who.rgid = c.peer.gid;
+  who.groups = peer_groups(c.fd, c.peer.gid);
+  who.secure = req.secure;
+  who.compat32 = req.compat32;
+  who.environ_known = req.has_environ && !req.secure;
+  if (who.environ_known) who.environ = std::move(req.environ);
+  return contexts.described(std::move(who));
+}
+
+Reply Server::Impl::do_explain(Request& req, const Connection& c) {
   const std::string& mp = state.config().mountpoint;
   std::string rel;
   if (!req.dir.empty() && req.dir.front() != '/') {
@@ -399,8 +517,7 @@ Reply Server::Impl::do_explain(const Request& req, const ucred& peer) {
   } else {
     return Reply::failure(make_error(EXDEV, req.dir + " is not inside this mount (" + mp + ")"));
   }
-  const auto who = contexts.identity(peer.pid, peer.uid, peer.gid);
-  if (!who) return Reply::failure(make_error(EIO, "cannot read the caller's identity"));
+  const auto who = peer_caller(req, c);
   const PeerFsIdentity as_peer(*who);
   // The client's path is untrusted: it must stay inside SOURCE.
   open_how how{};
@@ -411,8 +528,7 @@ Reply Server::Impl::do_explain(const Request& req, const ucred& peer) {
 
   std::string out;
   std::vector<Substitution> trace;
-  const daemon::RequestIds ids{peer.pid, peer.uid, peer.gid};
-  const Result<void> expanded = links.explain(req.raw, dir_fd, ids, out, trace);
+  const Result<void> expanded = links.explain(req.raw, dir_fd, *who, out, trace);
   ::close(dir_fd);
   Reply reply;
   if (expanded) {
@@ -443,15 +559,11 @@ Reply Server::Impl::do_reload(const ucred& peer) {
   return reply;
 }
 
-Reply Server::Impl::do_universe(const ucred& peer) {
+Reply Server::Impl::do_universe(Request& req, const Connection& c) {
   const auto rules = state.rules();
   const auto rt = runtime();
-  const auto caller = contexts.full(peer.pid, peer.uid, peer.gid);
-  if (!rules || !caller) return Reply::failure(make_error(EIO, "no rules or caller context"));
-  // The same rule as for links: a universe chosen without the environment
-  // that may choose it would be a wrong answer.
-  if (caller->environ_late)
-    return Reply::failure(make_error(EAGAIN, "your environment was not read in time; try again"));
+  const auto caller = peer_caller(req, c);
+  if (!rules) return Reply::failure(make_error(EIO, "no rules"));
   const ScopedResolver resolver(*rules, state.host(), *caller, rt.get());
   const Value u = resolver.universe();
   Reply reply;
@@ -481,6 +593,9 @@ Reply Server::Impl::do_status() {
   for (auto& [key, value] : state.fs_status()) r.add(key, value);
   r.add("socket", socket_path);
   r.add("state_file", store.path());
+  r.add("control_connections_refused", num(refused));
+  r.add("control_connections_evicted", num(evicted));
+  r.add("control_connections_timed_out", num(timed_out));
   std::size_t user_vars = 0;
   for (const auto& [uid, table] : rt->users) user_vars += table.size();
   r.add("runtime_users", num(rt->users.size()));
@@ -545,7 +660,7 @@ Result<std::unique_ptr<Server>> Server::start(daemon::MountState& state, daemon:
       if (auto ok = ensure_private_directory(parent_directory(state_path)); !ok) return ok.error();
     }
   }
-  auto impl = std::make_unique<Impl>(state, links, contexts, std::move(socket_path), std::move(state_path));
+  auto impl = std::make_unique<Impl>(state, links, contexts, std::move(socket_path), opts, std::move(state_path));
 
   // Run-time values first: a daemon that cannot read its state must not
   // start empty and then overwrite the file on the first change.

@@ -1,7 +1,12 @@
 // The daemon's control socket: `vsymctl` talks to it. Requests are
-// authenticated by the kernel (SO_PEERCRED), never by what they claim.
+// authenticated by the kernel (SO_PEERCRED, SO_PEERGROUPS), never by what
+// they claim. What a client says about its own process (its environment)
+// is used for answers to that client only, and the daemon never reads
+// another process's /proc for a request: a pid names whoever holds it now.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -20,7 +25,20 @@ namespace vsymfs::control {
 struct ServerOptions {
   std::string socket_path;  // "" = default_socket_path(mountpoint)
   std::string state_path;   // "" = default_state_path(mountpoint)
+  // A connection is closed this long after it was accepted, or once it
+  // has gone this long without a byte received or sent (tests change them).
+  std::chrono::milliseconds connection_deadline{5000};
+  std::chrono::milliseconds idle_timeout{2000};
 };
+
+// Connection limits: at most kMaxConnections open at once (each holds a
+// descriptor and up to kMaxRequestSize bytes), and at most
+// kMaxConnectionsPerUid of them for one uid, so one user's idle connections
+// never keep another user out. A uid at its limit is refused (EAGAIN, which
+// vsymctl retries); when all slots are taken, a newcomer whose uid holds
+// fewer than the busiest uid takes that uid's oldest connection's slot.
+inline constexpr std::size_t kMaxConnections = 64;
+inline constexpr std::size_t kMaxConnectionsPerUid = 8;
 
 // default_socket_path(mountpoint) and default_state_path(mountpoint) are in
 // paths.hpp.

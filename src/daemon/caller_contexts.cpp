@@ -585,6 +585,12 @@ std::shared_ptr<const Caller> CallerContexts::full(pid_t pid, uid_t uid, gid_t g
   return impl_->lookup_full(pid, uid, gid);
 }
 
+std::shared_ptr<const Caller> CallerContexts::described(Caller caller) {
+  auto c = std::make_shared<Caller>(std::move(caller));
+  impl_->fill_names(*c);
+  return c;
+}
+
 CallerContexts::Options::ImageKey CallerContexts::image_key() const noexcept { return impl_->key_in_use; }
 
 void CallerContexts::set_timeout_counter(std::atomic<std::uint64_t>* counter) noexcept {

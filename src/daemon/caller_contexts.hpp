@@ -61,6 +61,13 @@ class CallerContexts {
   // Everything (names, environment, secure, compat32), for expansions.
   std::shared_ptr<const Caller> full(pid_t pid, uid_t uid, gid_t gid);
 
+  // A context for a caller known by other means than a FUSE request: a
+  // control-socket client, whose ids and groups the kernel reported
+  // (SO_PEERCRED, SO_PEERGROUPS) and which sent its own environment. Fills
+  // in the NSS names (cached as for named()); reads nothing from /proc and
+  // caches nothing about the process.
+  std::shared_ptr<const Caller> described(Caller caller);
+
   // hits/misses count full() lookups; timeouts count environment reads
   // abandoned after environ_timeout_ms (or refused because every helper was
   // busy): each one handed out a context with environ_late set.

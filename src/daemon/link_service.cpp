@@ -408,14 +408,17 @@ struct LinkService::Impl {
     return p;
   }
 
-  std::shared_ptr<const Caller> caller_for(Needs needs, const Rules& rules, const RequestIds& ids) {
+  // `given`: a caller described by the control server (not owned).
+  std::shared_ptr<const Caller> caller_for(Needs needs, const Rules& rules, const RequestIds& ids,
+                                           const Caller* given) {
     if (!rules.per_caller || needs <= Needs::Host) return nullptr;
+    if (given != nullptr) return std::shared_ptr<const Caller>(std::shared_ptr<const Caller>(), given);
     if (needs == Needs::Identity) return contexts.named(ids.pid, ids.uid, ids.gid);
     return contexts.full(ids.pid, ids.uid, ids.gid);
   }
 
   Result<void> run(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids, std::string& out,
-                   std::vector<Substitution>* trace) {
+                   std::vector<Substitution>* trace, const Caller* given = nullptr) {
     // Generation first, then rules: see MountState::reload.
     const std::uint64_t generation = state.rules_generation();
     const std::shared_ptr<const Rules> rules = state.rules();
@@ -428,7 +431,7 @@ struct LinkService::Impl {
       return {};
     }
 
-    const std::shared_ptr<const Caller> caller_ptr = caller_for(p->needs, *rules, ids);
+    const std::shared_ptr<const Caller> caller_ptr = caller_for(p->needs, *rules, ids, given);
     const Caller& caller = caller_ptr ? *caller_ptr : anonymous_caller();
     if (caller.environ_late) {
       // Expanding now would quietly use the lower scopes, and the same
@@ -484,6 +487,14 @@ Result<void> LinkService::explain(std::string_view raw, int link_dir_fd, const R
   trace.clear();
   KnownDirectory dir(link_dir_fd);
   return impl_->run(raw, dir, ids, out, &trace);
+}
+
+Result<void> LinkService::explain(std::string_view raw, int link_dir_fd, const Caller& caller, std::string& out,
+                                  std::vector<Substitution>& trace) {
+  trace.clear();
+  KnownDirectory dir(link_dir_fd);
+  // pid 0: no FUSE request of ours to tell apart from the caller's.
+  return impl_->run(raw, dir, RequestIds{0, caller.uid, caller.gid}, out, &trace, &caller);
 }
 
 bool LinkService::per_caller() const noexcept { return impl_->state.rules()->per_caller; }

@@ -60,6 +60,12 @@ class LinkService {
   Result<void> explain(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out,
                        std::vector<Substitution>& trace);
 
+  // The same for a caller known by other means than a FUSE request (a
+  // control-socket client: kernel-reported ids and the environment it sent).
+  // Nothing of the caller's is read from /proc.
+  Result<void> explain(std::string_view raw, int link_dir_fd, const Caller& caller, std::string& out,
+                       std::vector<Substitution>& trace);
+
   // Whether symlink expansions may differ between callers under the rules in
   // force now (then symlink attributes get attr_timeout 0).
   bool per_caller() const noexcept;

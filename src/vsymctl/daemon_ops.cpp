@@ -71,7 +71,9 @@ int run_reload(const Connect& where) {
 
 int run_universe(const Connect& where) {
   Reply reply;
-  if (int rc = request(where, {Op::Universe, ScopeArg::All, "", "", "", ""}, reply); rc != kExitOk) return rc;
+  Request req{Op::Universe, ScopeArg::All, "", "", "", ""};
+  control::describe_self(req);  // the universe our environment chooses
+  if (int rc = request(where, req, reply); rc != kExitOk) return rc;
   const std::string* universe = reply.find("universe");
   const std::string* scope = reply.find("scope");
   std::cout << (universe ? *universe : "") << " (" << (scope ? *scope : "?") << ")\n";

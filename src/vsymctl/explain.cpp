@@ -94,11 +94,13 @@ bool print_provenance(const std::string& link, const std::string& dir, const std
   }
   control::Reply reply;
   const Connect where{"", socket};
-  if (request(where, {control::Op::Explain, control::ScopeArg::All, "", "", raw, dir_for_daemon(dir)}, reply) !=
-      kExitOk)
-    return false;
-  // The daemon expands for this very process, so it normally agrees with
-  // readlink; it may not if a value changed in between.
+  control::Request req{control::Op::Explain, control::ScopeArg::All, "", "", raw, dir_for_daemon(dir)};
+  // Our own environment travels with the request: the daemon reads nothing
+  // of ours from /proc.
+  control::describe_self(req);
+  if (request(where, req, reply) != kExitOk) return false;
+  // The daemon expands for this process's ids and environment, so it
+  // normally agrees with readlink; it may not if a value changed in between.
   if (const std::string* err = reply.find("error")) {
     std::cout << "  daemon:    " << *err << '\n';
   } else if (const std::string* exp = reply.find("expansion"); exp != nullptr && *exp != expansion) {

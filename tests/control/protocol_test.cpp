@@ -123,7 +123,92 @@ TEST(Protocol, EncoderRefusesWhatTheDecoderWould) {
   EXPECT_EQ(back->dir, "proj/d1");
   auto big = encode_request({Op::Explain, ScopeArg::All, "", "", std::string(kMaxRequestSize, 'a'), "/"});
   ASSERT_FALSE(big.ok());
-  EXPECT_EQ(big.error().code, EMSGSIZE);
+  EXPECT_EQ(big.error().code, ENAMETOOLONG);
+  Request env{Op::Universe, ScopeArg::All, "", "", "", ""};
+  env.has_environ = true;
+  env.environ = {"A=" + std::string(kMaxEnvironSize, 'a')};
+  auto huge = encode_request(env);
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.error().code, EMSGSIZE);
+}
+
+// explain and universe carry what the client says about its own process:
+// the daemon reads nothing of the client's from /proc.
+TEST(Protocol, ProcessFieldsRoundTrip) {
+  Request explain{Op::Explain, ScopeArg::All, "", "", "${HOME}", "."};
+  explain.has_environ = true;
+  explain.environ = {"HOME=/home/a", "EMPTY=", "MULTI=a=b\nc"};
+  explain.compat32 = true;
+  auto payload = encode_request(explain);
+  ASSERT_TRUE(payload.ok()) << payload.error().message;
+  const std::string wire = std::string("HOME=/home/a") + '\0' + "EMPTY=" + '\0' + "MULTI=a=b\nc" + '\0';
+  EXPECT_NE(payload->find(field("environ", wire)), std::string::npos) << *payload;
+  auto back = decode_request(*payload);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_TRUE(back->has_environ);
+  EXPECT_EQ(back->environ, explain.environ);
+  EXPECT_FALSE(back->secure);
+  EXPECT_TRUE(back->compat32);
+
+  // An empty environment is not the same as none.
+  Request universe{Op::Universe, ScopeArg::All, "", "", "", ""};
+  universe.has_environ = true;
+  auto empty = decode_request(*encode_request(universe));
+  ASSERT_TRUE(empty.ok()) << empty.error().message;
+  EXPECT_TRUE(empty->has_environ);
+  EXPECT_TRUE(empty->environ.empty());
+  auto none = decode_request(*encode_request({Op::Universe, ScopeArg::All, "", "", "", ""}));
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_environ);
+
+  Request secure{Op::Universe, ScopeArg::All, "", "", "", ""};
+  secure.secure = true;
+  auto sec = decode_request(*encode_request(secure));
+  ASSERT_TRUE(sec.ok());
+  EXPECT_TRUE(sec->secure);
+  EXPECT_FALSE(sec->has_environ);
+}
+
+TEST(Protocol, MalformedProcessFieldsAreRefused) {
+  const std::string explain = "VSYMFS1 explain\n" + field("raw", "x") + field("dir", ".");
+  const std::vector<Malformed> cases = {
+      {"environ on set",
+       "VSYMFS1 set\n" + field("scope", "user") + field("name", "X") + field("value", "v") +
+           field("environ", std::string("A=1\0", 4)),
+       EINVAL},
+      {"secure on status", "VSYMFS1 status\n" + field("secure", "1"), EINVAL},
+      {"no final NUL", explain + field("environ", "A=1"), EINVAL},
+      {"entry without =", explain + field("environ", std::string("A=1\0B\0", 6)), EINVAL},
+      {"entry without name", explain + field("environ", std::string("=1\0", 3)), EINVAL},
+      {"empty entry", explain + field("environ", std::string("A=1\0\0", 5)), EINVAL},
+      {"secure 2", explain + field("secure", "2"), EINVAL},
+      {"compat yes", explain + field("compat", "yes"), EINVAL},
+      {"environ twice", explain + field("environ", "") + field("environ", ""), EINVAL},
+      {"environ too big", explain + field("environ", std::string(kMaxEnvironSize, 'A').replace(0, 2, "A=") + '\0'),
+       EMSGSIZE},
+      {"raw longer than PATH_MAX-1",
+       "VSYMFS1 explain\n" + field("raw", std::string(kMaxPathField + 1, 'r')) + field("dir", "."), ENAMETOOLONG},
+      {"dir longer than PATH_MAX-1",
+       "VSYMFS1 explain\n" + field("raw", "x") + field("dir", std::string(kMaxPathField + 1, 'd')), ENAMETOOLONG},
+  };
+  for (const Malformed& c : cases) {
+    auto r = decode_request(c.payload);
+    ASSERT_FALSE(r.ok()) << c.what;
+    EXPECT_EQ(r.error().code, c.code) << c.what << ": " << r.error().message;
+  }
+  // "0" is the same as absent.
+  auto zero = decode_request(explain + field("secure", "0") + field("compat", "0"));
+  ASSERT_TRUE(zero.ok()) << zero.error().message;
+  EXPECT_FALSE(zero->secure);
+  EXPECT_FALSE(zero->compat32);
+  // The largest environment and the longest link text fit in one request.
+  Request big{Op::Explain, ScopeArg::All, "", "", std::string(kMaxPathField, 'r'), std::string(kMaxPathField, 'd')};
+  big.has_environ = true;
+  big.environ = {std::string(kMaxEnvironSize - 1, 'V').replace(0, 2, "V=")};
+  auto fits = encode_request(big);
+  ASSERT_TRUE(fits.ok()) << fits.error().message;
+  EXPECT_LE(fits->size(), kMaxRequestSize);
+  ASSERT_TRUE(decode_request(*fits).ok());
 }
 
 TEST(Protocol, RepliesRoundTrip) {

@@ -2,17 +2,28 @@
 // a real socket, the real client.
 #include "server.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "client.hpp"
 #include "common/temp_dir.hpp"
@@ -62,12 +73,15 @@ class ServerTest : public ::testing::Test {
   }
 
   void start(daemon::CallerContexts::Options context_opts = {}) {
+    ServerOptions sopts = server_opts_;
+    sopts.socket_path = socket_;
+    sopts.state_path = state_path_;
     auto state = daemon::MountState::create({root_ + "/src", root_ + "/mnt", rules_, true});
     ASSERT_TRUE(state.ok()) << state.error().message;
     state_ = std::move(state.value());
     contexts_ = std::make_unique<daemon::CallerContexts>(context_opts);
     links_ = std::make_unique<daemon::LinkService>(*state_, *contexts_);
-    auto server = Server::start(*state_, *links_, *contexts_, {socket_, state_path_});
+    auto server = Server::start(*state_, *links_, *contexts_, sopts);
     ASSERT_TRUE(server.ok()) << server.error().message;
     server_ = std::move(server.value());
   }
@@ -91,6 +105,7 @@ class ServerTest : public ::testing::Test {
   const vsymfs::test::TempDir tmp_{"vsymfs-server-test", 0755, "/tmp"};
   const std::string& root_ = tmp_.path();
   std::string rules_, socket_, state_path_;
+  ServerOptions server_opts_;  // timeouts for start(); the paths are set there
   std::unique_ptr<daemon::MountState> state_;
   std::unique_ptr<daemon::CallerContexts> contexts_;
   std::unique_ptr<daemon::LinkService> links_;
@@ -191,16 +206,196 @@ TEST_F(ServerTest, StatusAndUniverse) {
   EXPECT_EQ(*universe.find("env_var"), "UNIVERSE");
 }
 
-// A universe reported without the environment that may choose it would be
-// a wrong answer, as for links: refusing every /proc read (max_queued = 0)
-// makes the environment late, deterministically.
-TEST_F(ServerTest, UniverseFailsWhenTheEnvironmentIsNotReadInTime) {
-  daemon::CallerContexts::Options late;
-  late.max_queued = 0;
-  restart(late);
-  const Reply universe = ask({Op::Universe, ScopeArg::All, "", "", "", ""});
-  EXPECT_EQ(universe.error, EAGAIN);
-  EXPECT_NE(universe.message.find("not read in time"), std::string::npos) << universe.message;
+// explain and universe use the environment the client sent about itself,
+// never /proc/<pid> (the pid may belong to someone else by now): none sent
+// (an older vsymctl) means no process scope, and so does a client that says
+// it runs set-id.
+TEST_F(ServerTest, ExplainAndUniverseUseTheEnvironmentTheClientSent) {
+  write_file(rules_, "[universe]\nnames = [\"att\", \"ucb\"]\ndefault = \"att\"\nenv = \"UNIVERSE\"\n"
+                     "[vars]\nWHERE = \"d1\"\n");
+  restart();
+  Request explain{Op::Explain, ScopeArg::All, "", "", "${WHERE}", root_ + "/mnt"};
+  Reply r = ask(explain);
+  ASSERT_NE(r.find("expansion"), nullptr) << r.message;
+  EXPECT_EQ(*r.find("expansion"), "d1");
+  EXPECT_EQ(*r.find("scope"), "system");
+
+  explain.has_environ = true;
+  explain.environ = {"OTHER=x", "WHERE=sent"};
+  r = ask(explain);
+  ASSERT_NE(r.find("expansion"), nullptr) << r.message;
+  EXPECT_EQ(*r.find("expansion"), "sent");
+  EXPECT_EQ(*r.find("scope"), "process");
+
+  explain.secure = true;
+  r = ask(explain);
+  ASSERT_NE(r.find("expansion"), nullptr) << r.message;
+  EXPECT_EQ(*r.find("expansion"), "d1") << "a secure client gets no process scope";
+
+  Request universe{Op::Universe, ScopeArg::All, "", "", "", ""};
+  r = ask(universe);
+  ASSERT_TRUE(r.ok()) << r.message;
+  EXPECT_EQ(*r.find("universe"), "att");
+  universe.has_environ = true;
+  universe.environ = {"UNIVERSE=ucb"};
+  r = ask(universe);
+  ASSERT_TRUE(r.ok()) << r.message;
+  EXPECT_EQ(*r.find("universe"), "ucb");
+  EXPECT_EQ(*r.find("scope"), "process");
+}
+
+// Opens `n` connections to `socket` that send nothing, from a child running
+// as `uid`, and holds them until released.
+class IdleConnections {
+ public:
+  IdleConnections(const std::string& socket, uid_t uid, int n) {
+    int ready[2];
+    if (::pipe2(ready, O_CLOEXEC) != 0) return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::close(ready[0]);
+      if (::setresgid(uid, uid, uid) != 0 || ::setresuid(uid, uid, uid) != 0) ::_exit(99);
+      sockaddr_un addr{};
+      addr.sun_family = AF_UNIX;
+      std::strncpy(addr.sun_path, socket.c_str(), sizeof addr.sun_path - 1);
+      int count = 0;
+      for (int i = 0; i < n; ++i) {
+        const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        // A full listen queue (a daemon that stopped accepting): give up on
+        // this one after a while rather than wait for a slot.
+        const timeval tv{0, 500'000};
+        ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) ++count;
+      }
+      (void)!::write(ready[1], &count, sizeof count);
+      for (;;) ::pause();  // until killed (a pipe would be inherited by the next holder)
+    }
+    ::close(ready[1]);
+    pollfd p{ready[0], POLLIN, 0};
+    if (::poll(&p, 1, 120'000) == 1 && ::read(ready[0], &connected_, sizeof connected_) != sizeof connected_)
+      connected_ = -1;
+    ::close(ready[0]);
+  }
+  ~IdleConnections() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  IdleConnections(const IdleConnections&) = delete;
+  IdleConnections& operator=(const IdleConnections&) = delete;
+  int connected() const { return connected_; }
+
+ private:
+  pid_t pid_ = -1;
+  int connected_ = -1;
+};
+
+std::uint64_t status_number(const Reply& status, const std::string& key) {
+  const std::string* v = status.find(key);
+  return v == nullptr ? ~std::uint64_t{0} : std::stoull(*v);
+}
+
+// The attack of issue 18, finding 8: one user's 128 idle connections made
+// another user's `vsymctl set` wait for their deadlines. Here nothing frees
+// a slot by itself (60 s timeouts), so before the per-uid limit the set
+// timed out; now it is answered at once and the surplus is refused.
+TEST_F(ServerTest, OneUsersIdleConnectionsDoNotKeepAnotherUserOut) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as other uids";
+  server_opts_.connection_deadline = server_opts_.idle_timeout = std::chrono::seconds(60);
+  restart();
+  IdleConnections attacker(socket_, 65534, 128);
+  ASSERT_EQ(attacker.connected(), 128);
+  const int rc = as_uid(65533, [&] {
+    auto r = call(socket_, {Op::Set, ScopeArg::User, "V", "victim", "", ""}, 20'000);
+    return r.ok() && r->ok() ? 0 : 1;
+  });
+  EXPECT_EQ(rc, 0) << "another uid's set was not answered";
+  EXPECT_EQ(state_->runtime()->users.at(65533).at("V"), "victim");
+  const Reply status = ask({Op::Status, ScopeArg::All, "", "", "", ""});
+  EXPECT_EQ(status_number(status, "control_connections_refused"), 128 - kMaxConnectionsPerUid);
+  EXPECT_EQ(status_number(status, "control_connections_timed_out"), 0u);
+}
+
+// A user with many uids (subordinate ids in a user namespace) fills every
+// slot; a uid holding fewer still gets in, in the place of the oldest
+// connection of a uid that holds the most.
+TEST_F(ServerTest, WhenEverySlotIsTakenANewUidStillGetsIn) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as other uids";
+  server_opts_.connection_deadline = server_opts_.idle_timeout = std::chrono::seconds(60);
+  restart();
+  std::vector<std::unique_ptr<IdleConnections>> attackers;
+  const std::size_t uids = kMaxConnections / kMaxConnectionsPerUid;
+  for (std::size_t i = 0; i < uids; ++i) {
+    attackers.push_back(std::make_unique<IdleConnections>(socket_, static_cast<uid_t>(60001 + i),
+                                                          static_cast<int>(kMaxConnectionsPerUid)));
+    ASSERT_EQ(attackers.back()->connected(), static_cast<int>(kMaxConnectionsPerUid));
+  }
+  const int rc = as_uid(65533, [&] {
+    auto r = call(socket_, {Op::Set, ScopeArg::User, "V", "victim", "", ""}, 20'000);
+    return r.ok() && r->ok() ? 0 : 1;
+  });
+  EXPECT_EQ(rc, 0) << "a new uid was kept out by a full table";
+  const Reply status = ask({Op::Status, ScopeArg::All, "", "", "", ""});
+  EXPECT_GE(status_number(status, "control_connections_evicted"), 1u);
+  EXPECT_EQ(status_number(status, "control_connections_refused"), 0u);
+}
+
+// A connection that sends nothing is closed after the idle timeout, long
+// before its overall deadline.
+TEST_F(ServerTest, AnIdleConnectionIsClosedBeforeItsDeadline) {
+  server_opts_.connection_deadline = std::chrono::seconds(600);
+  server_opts_.idle_timeout = std::chrono::milliseconds(200);
+  restart();
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket_.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::send(fd, "\0\0", 2, MSG_NOSIGNAL), 2);  // half a frame header, then silence
+  pollfd p{fd, POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 60'000), 1) << "still open after 60 s";
+  char c;
+  EXPECT_EQ(::recv(fd, &c, 1, 0), 0) << "closed without a reply";
+  ::close(fd);
+  EXPECT_EQ(status_number(ask({Op::Status, ScopeArg::All, "", "", "", ""}), "control_connections_timed_out"), 1u);
+}
+
+// A uid at its limit is refused with EAGAIN; vsymctl asks again and gets in
+// once one of its own connections closes.
+TEST_F(ServerTest, AUserAtTheLimitIsRetriedUntilASlotFrees) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to ask as another uid while this one is at its limit";
+  server_opts_.connection_deadline = server_opts_.idle_timeout = std::chrono::seconds(60);
+  restart();
+  ::chmod(root_.c_str(), 0755);
+  std::vector<int> held;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket_.c_str(), sizeof addr.sun_path - 1);
+  for (std::size_t i = 0; i < kMaxConnectionsPerUid; ++i) {
+    held.push_back(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ASSERT_EQ(::connect(held.back(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+  }
+  std::optional<Result<Reply>> got;
+  std::thread client([&] { got = call(socket_, {Op::Set, ScopeArg::User, "RETRIED", "yes", "", ""}, 60'000); });
+  // Wait until the server has refused it at least once (asked by another uid).
+  const auto refused = [&] {
+    return as_uid(65534, [&] {
+      auto r = call(socket_, {Op::Status, ScopeArg::All, "", "", "", ""}, 10'000);
+      if (!r.ok() || !r->ok()) return 255;
+      return static_cast<int>(std::min<std::uint64_t>(status_number(*r, "control_connections_refused"), 200));
+    });
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  int seen = 0;
+  while ((seen = refused()) == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_GE(seen, 1);
+  EXPECT_LT(seen, 255);
+  for (int fd : held) ::close(fd);
+  client.join();
+  ASSERT_TRUE(got.has_value() && got->ok()) << (got && !got->ok() ? got->error().message : "");
+  EXPECT_TRUE((*got)->ok()) << (*got)->message;
+  EXPECT_EQ(state_->runtime()->users.at(::geteuid()).at("RETRIED"), "yes");
 }
 
 TEST_F(ServerTest, CredentialsComeFromTheKernel) {
@@ -240,6 +435,63 @@ TEST_F(ServerTest, AStaleSocketFileIsReplaced) {
   ASSERT_TRUE(server.ok()) << server.error().message;
   server_ = std::move(server.value());
   EXPECT_TRUE(ask({Op::Status, ScopeArg::All, "", "", "", ""}).ok());
+}
+
+TEST(Client, DescribeSelfSendsThisProcesssOwnEnvironment) {
+  ::setenv("VSYMFS_DESCRIBE_SELF", "yes", 1);
+  Request req{Op::Universe, ScopeArg::All, "", "", "", ""};
+  describe_self(req);
+  EXPECT_TRUE(req.has_environ);
+  EXPECT_FALSE(req.secure);
+  EXPECT_FALSE(req.compat32);
+  EXPECT_THAT(req.environ, ::testing::Contains("VSYMFS_DESCRIBE_SELF=yes"));
+  ::unsetenv("VSYMFS_DESCRIBE_SELF");
+}
+
+// A daemon from before the process fields refuses them as unexpected; the
+// client asks once more without them (that daemon then reads /proc itself,
+// as it always did).
+TEST(Client, AnOldDaemonIsAskedAgainWithoutTheProcessFields) {
+  const vsymfs::test::TempDir dir{"vsymfs-client-test", 0700, "/tmp"};
+  const std::string path = dir.path() + "/old.sock";
+  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  std::vector<std::string> seen;
+  std::thread old_daemon([&] {
+    for (int i = 0; i < 2; ++i) {
+      pollfd p{listener, POLLIN, 0};
+      if (::poll(&p, 1, 20'000) != 1) return;  // the client did not come back
+      const int c = ::accept(listener, nullptr, nullptr);
+      unsigned char header[kFrameHeader];
+      if (::recv(c, header, sizeof header, MSG_WAITALL) != sizeof header) return;
+      std::string payload(frame_length(header), '\0');
+      if (::recv(c, payload.data(), payload.size(), MSG_WAITALL) != static_cast<ssize_t>(payload.size())) return;
+      seen.push_back(payload);
+      Reply r;
+      if (payload.find("\nenviron ") != std::string::npos) {
+        r = Reply::failure(make_error(EINVAL, "unexpected field 'environ' for universe"));
+      } else {
+        r.add("universe", "att");
+      }
+      const std::string bytes = frame(encode_reply(r));
+      (void)::send(c, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      ::close(c);
+    }
+  });
+  Request req{Op::Universe, ScopeArg::All, "", "", "", ""};
+  describe_self(req);
+  auto reply = call(path, req, 20'000);
+  old_daemon.join();
+  ::close(listener);
+  ASSERT_TRUE(reply.ok()) << reply.error().message;
+  EXPECT_TRUE(reply->ok()) << reply->message;
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_NE(seen[0].find("\nenviron "), std::string::npos);
+  EXPECT_EQ(seen[1], "VSYMFS1 universe\n");
 }
 
 // The rules file: nobody but root and the daemon's own user may be able to

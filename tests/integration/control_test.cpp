@@ -375,7 +375,7 @@ TEST_F(ControlTest, MalformedRawRequestsGetErrorsAndChangeNothing) {
       {"length past the end", framed("VSYMFS1 set\nscope 6\nsystem\nname 6\nSTABLE\nvalue 99\nno\n")},
       {"extra field", framed("VSYMFS1 unset\nscope 6\nsystem\nname 6\nSTABLE\nforce 1\n1\n")},
       {"non-UTF-8 value", framed("VSYMFS1 set\nscope 6\nsystem\nname 6\nSTABLE\nvalue 1\n\xff\n")},
-      {"oversized", framed(std::string(9000, 'x'))},
+      {"oversized", framed(std::string(300000, 'x'))},
   };
   for (const auto& [what, bytes] : bad) {
     RawSocket s(socket);
