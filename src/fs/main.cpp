@@ -38,6 +38,7 @@
 #include "options.hpp"
 #include "passthrough.hpp"
 #include "server.hpp"
+#include "service_notify.hpp"
 #include "vsymfs_config.h"
 
 namespace {
@@ -346,10 +347,14 @@ int main(int argc, char** argv) {
     for (;;) {
       int sig = 0;
       if (sigwait(&hup, &sig) != 0 || stopping.load()) return;
-      if (auto r = (*state)->reload(); r)
+      fs::service::reloading();
+      if (auto r = (*state)->reload(); r) {
         spdlog::info("SIGHUP: rules reloaded from {}", (*state)->rules()->origin);
-      else
+        fs::service::reloaded("serving; rules reloaded from " + (*state)->rules()->origin);
+      } else {
         spdlog::error("SIGHUP: rules not reloaded, the old rules stay in force: {}", r.error().message);
+        fs::service::reloaded("serving; rules not reloaded: " + r.error().message);
+      }
     }
   });
 
@@ -358,6 +363,7 @@ int main(int argc, char** argv) {
                o.source, o.mountpoint, (*state)->rules()->origin, plan.budget, plan.max_open_files,
                o.single_user ? "single-user" : "per-caller", o.use_handles ? "file handle" : "name");
   startup.succeeded();
+  fs::service::ready("serving " + o.source + " on " + o.mountpoint + " (rules from " + (*state)->rules()->origin + ")");
 
   int rc = 0;
   if (o.single_thread) {
@@ -370,6 +376,7 @@ int main(int argc, char** argv) {
     fuse_loop_cfg_destroy(lcfg);
   }
 
+  fs::service::stopping();
   stopping = true;
   pthread_kill(reloader.native_handle(), SIGHUP);
   reloader.join();
