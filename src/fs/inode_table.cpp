@@ -1,9 +1,12 @@
 #include "inode_table.hpp"
 
 #include <fcntl.h>
+#include <linux/mount.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <utility>
 
@@ -13,6 +16,53 @@ namespace vsymfs::fs {
 
 namespace {
 constexpr std::uint64_t kRootNodeId = 1;  // FUSE_ROOT_ID; this file does not include FUSE
+
+int read_link(int fd, std::string& out) {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlinkat(fd, "", buf, sizeof buf);
+  if (n < 0) return errno;
+  if (static_cast<std::size_t>(n) >= sizeof buf) return ENAMETOOLONG;
+  out.assign(buf, static_cast<std::size_t>(n));
+  return 0;
+}
+
+// A directory descriptor on a private clone of the mount `root_fd` is on,
+// made read-only and noatime: the kernel updates no atime through a
+// read-only mount. The clone is attached nowhere (no one else sees it) and
+// goes away with the descriptor. Needs CAP_SYS_ADMIN. -errno on failure.
+int open_quiet_clone(int root_fd) {
+  const int tree =
+      static_cast<int>(::syscall(SYS_open_tree, root_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
+  if (tree < 0) return -errno;
+  struct mount_attr attr {};
+  attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOATIME;
+  attr.attr_clr = MOUNT_ATTR__ATIME;
+  if (::syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) {
+    int e = errno;
+    ::close(tree);
+    return -e;
+  }
+  // open_by_handle_at wants a real (not O_PATH) descriptor on the mount.
+  int dir = ::openat(tree, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int e = errno;
+  ::close(tree);
+  return dir >= 0 ? dir : -e;
+}
+
+}  // namespace
+
+bool LinkText::get(std::uint64_t serial, std::string& out) const {
+  std::lock_guard lock(mu_);
+  if (!valid_ || serial_ != serial) return false;
+  out = text_;
+  return true;
+}
+
+void LinkText::put(std::uint64_t serial, std::string_view text) {
+  std::lock_guard lock(mu_);
+  serial_ = serial;
+  text_.assign(text);
+  valid_ = true;
 }
 
 Inode::~Inode() {
@@ -58,7 +108,13 @@ Result<std::unique_ptr<InodeTable>> InodeTable::create(const std::string& source
   t->root_->refs_ = 1;  // never forgotten
   t->root_->in_map_ = true;
   t->root_fd_ = fd;
+  t->root_dev_ = st.st_dev;
   t->map_.insert(t->root_);
+  const int quiet = open_quiet_clone(fd);
+  if (quiet >= 0)
+    t->quiet_fd_ = quiet;
+  else
+    t->quiet_error_ = -quiet;
   return t;
 }
 
@@ -69,6 +125,7 @@ InodeTable::~InodeTable() {
   }
   delete root_;
   for (auto& [id, fd] : mount_fds_) ::close(fd);
+  if (quiet_fd_ >= 0) ::close(quiet_fd_);
   ::close(root_fd_);
 }
 
@@ -150,6 +207,7 @@ Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, c
     fresh = std::make_unique<Inode>(st.st_dev, st.st_ino, type);
     if (use_handles_) attach_handle(*fresh, fd);
     if (fresh->is_symlink() || !fresh->has_handle()) fresh->tracked_ = std::make_unique<Inode::Tracked>();
+    if (fresh->is_symlink()) fresh->tracked_->link = std::make_unique<LinkText>();
   }
 
   std::vector<Inode*> dead;
@@ -310,6 +368,13 @@ int InodeTable::fd(Inode& inode, FdRef& out) {
   return pin(inode, out);
 }
 
+std::uint64_t InodeTable::serial(const Inode& inode, const FdRef& ref) noexcept {
+  // Stable while `ref` pins the slot; 0 (never a real serial) for the root
+  // and for a reference that pins nothing.
+  if (ref.inode_ != &inode) return 0;
+  return inode.slot_.serial.load(std::memory_order_relaxed);
+}
+
 int InodeTable::parent_fd(Inode& inode, FdRef& out) {
   out.reset();
   Inode* parent = nullptr;
@@ -341,6 +406,33 @@ void InodeTable::moved(Inode& new_parent, std::string_view new_name, const struc
     t.name.assign(new_name);
   }
   destroy(dead);
+}
+
+int InodeTable::read_link_quietly(int fd, dev_t dev, ino_t ino, std::string& out) {
+  // Only SOURCE's own filesystem decodes on the clone; a filesystem mounted
+  // inside SOURCE is not part of it.
+  if (quiet_fd_ < 0 || dev != root_dev_) return read_link(fd, out);
+  alignas(struct file_handle) std::byte buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+  auto* fh = reinterpret_cast<struct file_handle*>(buf);
+  fh->handle_bytes = MAX_HANDLE_SZ;
+  int mount_id = 0;
+  if (::name_to_handle_at(fd, "", fh, &mount_id, AT_EMPTY_PATH) != 0) return read_link(fd, out);
+  int qfd = -1;
+  {
+    // open_by_handle_at needs CAP_DAC_READ_SEARCH, which a caller's fsuid
+    // clears; the text only gives the caller a length it may already lstat.
+    ScopedDaemonIdentity as_daemon;
+    qfd = ::open_by_handle_at(quiet_fd_, fh, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  }
+  if (qfd < 0) return read_link(fd, out);
+  // The same file (a handle names one inode of one filesystem; checked all
+  // the same, it costs a syscall per link, not per stat).
+  struct stat st {};
+  const bool same =
+      ::fstatat(qfd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == dev && st.st_ino == ino;
+  const int e = read_link(same ? qfd : fd, out);
+  ::close(qfd);
+  return e;
 }
 
 std::vector<std::uint64_t> InodeTable::symlink_nodeids() const {

@@ -272,6 +272,9 @@ int main(int argc, char** argv) {
 
   auto inodes = fs::InodeTable::create(o.source, plan.budget, o.use_handles);
   if (!inodes) startup.fail(kPaths, inodes.error().message);
+  if (int e = (*inodes)->quiet_links_error(); e != 0)
+    spdlog::info("stat of a symlink may update its atime the first time the daemon meets it (no read-only clone of "
+                 "SOURCE's mount: {}; vsymfs(8), SYMLINK TIMES)", std::strerror(e));
 
   daemon::CallerContexts contexts;
   daemon::LinkService links(**state, contexts);

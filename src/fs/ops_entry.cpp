@@ -104,7 +104,7 @@ void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   FdRef fd;
   if (int e = fs.inodes().fd(inode, fd); e != 0) return (void)fuse_reply_err(req, e);
-  if (int e = fs.stat_inode(req, inode, fd.get(), st); e != 0) return (void)fuse_reply_err(req, e);
+  if (int e = fs.stat_inode(req, inode, fd, st); e != 0) return (void)fuse_reply_err(req, e);
   fuse_reply_attr(req, &st, fs.attr_timeout_for(inode));
 }
 
@@ -171,7 +171,7 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
     if (int e = set_times(fd.get(), open_fd, *attr, to_set); e != 0) return (void)fuse_reply_err(req, e);
   }
   struct stat st {};
-  if (int e = fs.stat_inode(req, inode, fd.get(), st); e != 0) return (void)fuse_reply_err(req, e);
+  if (int e = fs.stat_inode(req, inode, fd, st); e != 0) return (void)fuse_reply_err(req, e);
   fuse_reply_attr(req, &st, fs.attr_timeout_for(inode));
 }
 

@@ -68,7 +68,8 @@ void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   if (name == control::kXattrRaw) {
     if (!inode.is_symlink()) return (void)fuse_reply_err(req, ENODATA);
     std::string raw;
-    if (int e = Filesystem::read_raw_link(fd.get(), raw); e != 0) return (void)fuse_reply_err(req, e);
+    // Like lstat, reading the raw text leaves the link's atime alone.
+    if (int e = fs.raw_link_text(inode, fd, raw); e != 0) return (void)fuse_reply_err(req, e);
     return reply_value(req, raw, size);
   }
   const ProcFdPath path(fd.get());
