@@ -39,6 +39,7 @@
 #include "passthrough.hpp"
 #include "server.hpp"
 #include "service_notify.hpp"
+#include "uring_transport.hpp"
 #include "vsymfs_config.h"
 
 namespace {
@@ -313,6 +314,12 @@ int main(int argc, char** argv) {
     else
       spdlog::warn("passthrough: off, {}; file I/O goes through the daemon", cap.error().message);
   }
+  // Whether requests may come over io_uring; -o uring fails here without it.
+  auto transport = fs::UringTransport::create(o.uring, o.single_thread);
+  if (!transport) {
+    server->reset();
+    startup.fail(kMount, transport.error().message);
+  }
   if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
     server->reset();  // _exit below runs no destructors: remove the socket now
     std::string hint;
@@ -323,22 +330,28 @@ int main(int argc, char** argv) {
   }
 
   // The hooks go in before the loop reads INIT; whether the kernel takes
-  // passthrough is known only from INIT, and every refusal falls back to
-  // plain FUSE reads and writes (logged once).
+  // passthrough or io_uring is known only from INIT, and every refusal falls
+  // back to plain FUSE reads and writes, or /dev/fuse reads (logged once).
+  // The io_uring transport, when it may be used, owns the hooks and calls
+  // passthrough's.
   if (passthrough) {
-    if (auto r = passthrough->install(se); r) {
+    if (auto r = (*transport)->install(se, passthrough.get()); r) {
       filesystem.set_passthrough(passthrough.get());
     } else {
       spdlog::warn("passthrough: off, {}", r.error().message);
       passthrough.reset();
     }
   }
+  if (!passthrough)
+    if (auto r = (*transport)->install(se, nullptr); !r) spdlog::warn("io_uring: off, {}", r.error().message);
 
   fs::Passthrough* const pt = passthrough.get();
-  (*state)->set_fs_status([&filesystem, pt] {
+  fs::UringTransport* const tr = transport->get();
+  (*state)->set_fs_status([&filesystem, pt, tr] {
     return daemon::MountState::StatusLines{
         {"posix_acls", filesystem.kernel_enforces_acls() ? "enforced (-o acl)" : "mode bits only"},
-        {"passthrough", pt != nullptr ? pt->status() : "off"}};
+        {"passthrough", pt != nullptr ? pt->status() : "off"},
+        {"transport", tr->status()}};
   });
   filesystem.set_control_socket((*server)->socket_path());
   filesystem.attach_session(se);
@@ -380,6 +393,7 @@ int main(int argc, char** argv) {
   }
 
   fs::service::stopping();
+  (*transport)->stop();  // no request runs past this point
   stopping = true;
   pthread_kill(reloader.native_handle(), SIGHUP);
   reloader.join();

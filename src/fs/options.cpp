@@ -79,6 +79,9 @@ Result<bool> apply_own_option(std::string_view opt, Options& o) {
   } else if (key == "acl" || key == "noacl") {
     if (auto r = no_value(); !r) return r.error();
     o.acl = key == "acl";
+  } else if (key == "uring" || key == "no_uring") {
+    if (auto r = no_value(); !r) return r.error();
+    o.uring = key == "uring" ? UringMode::on : UringMode::off;
   } else if (key == "fd_budget") {
     if (auto r = need_value(); !r) return r.error();
     auto n = parse_count(key, value, 16, 1u << 20);
@@ -177,6 +180,8 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
   for (std::string* p : {&o.source, &o.mountpoint})
     while (p->size() > 1 && p->back() == '/') p->pop_back();
   if (o.builtin_rules && o.rules_explicit) return bad("options rules= and builtin_rules contradict each other");
+  // io_uring serves requests on a thread per CPU queue: not one thread.
+  if (o.single_thread && o.uring == UringMode::on) return bad("options -s and uring contradict each other");
 
   if (!has_mount_option(mount_opts, "default_permissions")) mount_opts.emplace_back("default_permissions");
   if (!has_mount_option(mount_opts, "fsname")) {
@@ -227,6 +232,14 @@ vsymfs options:
                            callers who do not own it; see vsymfs(8))
     -o noacl               the kernel checks modes only: access that only an
                            ACL grants is refused (default)
+    -o uring               take requests from the kernel over FUSE io_uring, on
+                           threads that serve the callers of one CPU each; the
+                           mount fails where the kernel does not offer it (root
+                           turns it on: echo Y >
+                           /sys/module/fuse/parameters/enable_uring)
+    -o no_uring            take every request by reading /dev/fuse
+                           (default: io_uring when the kernel offers it at
+                           mount time and -s is not given, else /dev/fuse)
     -o socket=PATH         control socket (default: derived from MOUNTPOINT, in
                            )" VSYMFS_RUN_DIR R"(, or for a non-root daemon in
                            $XDG_RUNTIME_DIR/vsymfs or /tmp/vsymfs-UID)

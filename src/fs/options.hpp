@@ -24,6 +24,13 @@ namespace vsymfs::fs {
 // helper threads with a time limit, and locks are kept by the kernel.
 unsigned default_max_threads() noexcept;
 
+// How requests travel between the kernel and the daemon (uring_transport.hpp).
+enum class UringMode {
+  automatic,  // io_uring when the kernel offers it at mount time, else /dev/fuse
+  on,         // -o uring: io_uring or no mount
+  off,        // -o no_uring: /dev/fuse only
+};
+
 struct Options {
   std::string source;      // absolute
   std::string mountpoint;  // absolute
@@ -42,6 +49,7 @@ struct Options {
   bool use_handles = true;         // -o no_handles: re-resolve by (parent, name) instead
   bool passthrough = true;         // -o passthrough / -o nopassthrough: kernel passthrough file I/O
   bool acl = false;                // -o acl / -o noacl: the kernel enforces POSIX ACLs of SOURCE
+  UringMode uring = UringMode::automatic;  // -o uring / -o no_uring
 
   bool foreground = false;  // -f
   bool debug = false;       // -d (implies -f)

@@ -121,7 +121,7 @@ Passthrough::Passthrough(const std::string& source) {
 }
 
 Result<void> Passthrough::install(fuse_session* se) {
-  dev_fd_ = fuse_session_fd(se);
+  attach(se);
   fuse_custom_io io{};
   io.read = read_hook;
   io.writev = writev_hook;

@@ -54,6 +54,12 @@ class Passthrough {
   // Call after fuse_session_mount and before the loop. The session's
   // userdata must be the Filesystem that owns this object.
   Result<void> install(fuse_session* se);
+  // Instead of install(), for a transport that owns the session's hooks
+  // (uring_transport.hpp) and calls the two below on every request it reads
+  // and every reply before it is sent.
+  void attach(fuse_session* se) noexcept { dev_fd_ = fuse_session_fd(se); }
+  void on_request(const void* buf, size_t len);
+  void on_reply(struct iovec* iov, int count);
 
   // True from the INIT reply on when the kernel offered passthrough and we
   // turned it on. Never goes back to false: the registry then tracks every
@@ -101,8 +107,6 @@ class Passthrough {
 
   static ssize_t read_hook(int fd, void* buf, size_t len, void* userdata);
   static ssize_t writev_hook(int fd, struct iovec* iov, int count, void* userdata);
-  void on_request(const void* buf, size_t len);
-  void on_reply(struct iovec* iov, int count);
   int open_backing(int fd, bool drop_fsetid);
   void close_backing(int backing_id);
   Shard& shard_of(std::uint64_t nodeid) noexcept;

@@ -15,6 +15,7 @@ namespace {
 
 using vsymfs::fs::Options;
 using vsymfs::fs::parse_options;
+using vsymfs::fs::UringMode;
 using ::testing::HasSubstr;
 
 Options ok(const std::vector<std::string>& args) {
@@ -89,6 +90,17 @@ TEST(Options, Flags) {
   EXPECT_TRUE(ok({"-V"}).show_version);
 }
 
+TEST(Options, UringTransport) {
+  EXPECT_EQ(ok({"/a", "/b"}).uring, UringMode::automatic);  // io_uring where the kernel offers it
+  Options on = ok({"-o", "uring", "/a", "/b"});
+  EXPECT_EQ(on.uring, UringMode::on);
+  EXPECT_EQ(on.fuse_mount_options.find("uring"), std::string::npos);  // ours, not libfuse's
+  EXPECT_EQ(ok({"-o", "no_uring", "/a", "/b"}).uring, UringMode::off);
+  EXPECT_EQ(ok({"-o", "uring,no_uring", "/a", "/b"}).uring, UringMode::off);  // the last word wins
+  EXPECT_EQ(ok({"-o", "no_uring", "/a", "/b", "-o", "uring"}).uring, UringMode::on);
+  EXPECT_EQ(ok({"-s", "-o", "no_uring", "/a", "/b"}).uring, UringMode::off);
+}
+
 struct Bad {
   std::vector<std::string> args;
   const char* message;
@@ -107,6 +119,8 @@ TEST(Options, ErrorsNameTheOffendingWord) {
       {{"-o", "rules=", "/a", "/b"}, "rules needs a value"},
       {{"-o", "single_user=yes", "/a", "/b"}, "single_user takes no value"},
       {{"-o", "passthrough=1", "/a", "/b"}, "passthrough takes no value"},
+      {{"-o", "uring=1", "/a", "/b"}, "uring takes no value"},
+      {{"-s", "-o", "uring", "/a", "/b"}, "-s and uring contradict"},
       {{"-o", "rules=/r,builtin_rules", "/a", "/b"}, "contradict"},
       {{"-o", "writeback_cache", "/a", "/b"}, "writeback_cache is not supported"},
   };
@@ -121,7 +135,7 @@ TEST(Options, ErrorsNameTheOffendingWord) {
 TEST(Options, HelpMentionsEveryOwnOption) {
   const std::string help = vsymfs::fs::usage_text();
   for (const char* opt : {"rules=", "builtin_rules", "single_user", "fd_budget=", "no_handles", "threads=", "socket=",
-                          "state=", "entry_timeout=", "attr_timeout=", "negative_timeout=", "passthrough", "nopassthrough", "-f",
+                          "state=", "entry_timeout=", "attr_timeout=", "negative_timeout=", "passthrough", "nopassthrough", "uring", "no_uring", "-f",
                           "-d", "-s"})
     EXPECT_THAT(help, HasSubstr(opt));
 }
