@@ -28,6 +28,10 @@ std::string vsymfs_bin() {
   const char* p = std::getenv("VSYMFS_BIN");
   return p ? p : "vsymfs";
 }
+bool uring_run() {
+  const char* p = std::getenv("VSYMFS_TEST_URING");
+  return p != nullptr && std::string(p) == "1";
+}
 std::string vsymctl_bin() {
   const char* p = std::getenv("VSYMCTL_BIN");
   return p ? p : "vsymctl";
@@ -63,6 +67,9 @@ Mount::Mount(const MountOptions& opts) : tmp_("vsymfs-it", 0755, "/tmp") {
   } else {
     o += ",builtin_rules";
   }
+  // The io_uring run of the suite (with_uring): before the test's own
+  // options, so that a test that names its transport keeps it.
+  if (uring_run()) o += ",uring";
   for (const auto& e : opts.extra_opts) o += "," + e;
   args.push_back("-o");
   args.push_back(o);

@@ -66,5 +66,8 @@ std::string capture_as(const As& who, const std::vector<std::string>& argv, int*
 // Path of the vsymfs / vsymctl binaries under test (from the environment).
 std::string vsymfs_bin();
 std::string vsymctl_bin();
+// Whether this is the suite's io_uring run (VSYMFS_TEST_URING=1, set by
+// with_uring): every Mount then asks for -o uring before its own options.
+bool uring_run();
 
 }  // namespace vsymfs::testing
