@@ -315,7 +315,7 @@ ssize_t UringTransport::reply(int fd, struct iovec* iov, int count) {
     }
   }
   const ssize_t n = ::writev(fd, iov, count);
-  if (asked) finish_start(n >= 0);
+  if (asked) finish_start(n >= 0 ? 0 : errno);
   if (must_exit_) {
     // Through the signal handler libfuse installed: a clean unmount.
     spdlog::error("-o uring: io_uring could not be had ({}); stopping", why_not_);
@@ -405,9 +405,9 @@ bool UringTransport::start_rings(iovec& init_reply) {
   return true;
 }
 
-void UringTransport::finish_start(bool init_written) {
-  if (!init_written) {
-    refuse("the kernel did not take the INIT reply");
+void UringTransport::finish_start(int init_error) {
+  if (init_error != 0) {
+    refuse("the kernel did not take the INIT reply (" + errno_text(init_error) + ")");
     stop_threads();
     return;
   }

@@ -87,7 +87,7 @@ class UringTransport {
   static ssize_t fill_entry(Ring& r, const struct iovec* iov, int count);
   ssize_t reply(int fd, struct iovec* iov, int count);
   bool start_rings(struct iovec& init_reply);
-  void finish_start(bool init_written);
+  void finish_start(int init_error);
   void refuse(const std::string& why);
   void serve(Ring& r);
   int prepare(Ring& r);
