@@ -85,30 +85,24 @@ std::string read_enable_uring() {
   return v;
 }
 
-// Possible CPUs as the kernel counts them (num_possible_cpus()): it keeps
-// that many queues, and a request goes to the queue of its caller's CPU.
-unsigned possible_cpus() {
-  std::ifstream in("/sys/devices/system/cpu/possible");
+// The CPUs of a sysfs CPU list ("0-3,8"), or none when it cannot be read.
+std::vector<unsigned> read_cpu_list(const char* path) {
+  std::ifstream in(path);
   std::string list;
-  unsigned n = 0;
-  if (std::getline(in, list)) {
-    std::size_t pos = 0;
-    while (pos < list.size()) {
-      std::size_t comma = list.find(',', pos);
-      std::string range = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-      pos = comma == std::string::npos ? list.size() : comma + 1;
-      unsigned a = 0, b = 0;
-      if (std::sscanf(range.c_str(), "%u-%u", &a, &b) == 2 && b >= a)
-        n += b - a + 1;
-      else if (std::sscanf(range.c_str(), "%u", &a) == 1)
-        n += 1;
-    }
+  std::vector<unsigned> cpus;
+  if (!std::getline(in, list)) return cpus;
+  std::size_t pos = 0;
+  while (pos < list.size()) {
+    const std::size_t comma = std::min(list.find(',', pos), list.size());
+    const std::string range = list.substr(pos, comma - pos);
+    pos = comma + 1;
+    unsigned a = 0, b = 0;
+    const int n = std::sscanf(range.c_str(), "%u-%u", &a, &b);
+    if (n == 1) b = a;
+    if (n >= 1 && b >= a && b - a < 65536)
+      for (unsigned c = a; c <= b; ++c) cpus.push_back(c);
   }
-  if (n == 0) {
-    const long c = ::sysconf(_SC_NPROCESSORS_CONF);
-    n = c > 0 ? static_cast<unsigned>(c) : 1;
-  }
-  return n;
+  return cpus;
 }
 
 int setup_ring(io_uring& ring) {
@@ -376,15 +370,26 @@ bool UringTransport::start_rings(iovec& init_reply) {
     refuse("eventfd: " + errno_text(errno));
     return false;
   }
-  queues_ = possible_cpus();
-  threads_per_queue_ = kThreadsPerQueue;
-  for (unsigned q = 0; q < queues_; ++q)
-    for (unsigned t = 0; t < threads_per_queue_; ++t) {
+  // The kernel keeps a queue per possible CPU (num_possible_cpus()) and
+  // uses a request's CPU number as its queue's index. A CPU that is not
+  // online gets one thread: nobody runs there unless it comes online.
+  const std::vector<unsigned> possible = read_cpu_list("/sys/devices/system/cpu/possible");
+  const std::vector<unsigned> online = read_cpu_list("/sys/devices/system/cpu/online");
+  if (!possible.empty()) {
+    queues_ = static_cast<unsigned>(possible.size());
+  } else {
+    const long n = ::sysconf(_SC_NPROCESSORS_CONF);
+    queues_ = n > 0 ? static_cast<unsigned>(n) : 1;
+  }
+  for (unsigned q = 0; q < queues_; ++q) {
+    const bool is_online = online.empty() || std::find(online.begin(), online.end(), q) != online.end();
+    for (unsigned t = 0; t < (is_online ? kThreadsPerQueue : 1); ++t) {
       auto r = std::make_unique<Ring>();
       r->qid = q;
       r->payload_sz = payload_sz_;
       rings_.push_back(std::move(r));
     }
+  }
   for (auto& r : rings_) r->thread = std::thread([this, ring = r.get()] { serve(*ring); });
 
   std::string failure;
@@ -439,8 +444,8 @@ void UringTransport::finish_start(int init_error) {
     why_not_.clear();
   }
   active_.store(true, std::memory_order_release);
-  spdlog::info("io_uring: on, {} CPU queues of {} threads (requests are served on their caller's CPU)", queues_,
-               threads_per_queue_);
+  spdlog::info("io_uring: on, {} CPU queues, {} ring threads (requests are served on their caller's CPU)", queues_,
+               rings_.size());
 }
 
 void UringTransport::report(std::size_t& counter) {
@@ -634,8 +639,8 @@ std::string UringTransport::status() const {
   if (active_.load(std::memory_order_acquire)) {
     std::uint64_t served = 0;
     for (auto& r : rings_) served += r->served.load(std::memory_order_relaxed);
-    return "io_uring; " + std::to_string(queues_) + " CPU queues of " + std::to_string(threads_per_queue_) +
-           " threads; " + std::to_string(served) + " requests served on the ring";
+    return "io_uring; " + std::to_string(queues_) + " CPU queues, " + std::to_string(rings_.size()) +
+           " ring threads; " + std::to_string(served) + " requests served on the ring";
   }
   std::lock_guard lock(mu_);
   return "/dev/fuse (" + why_not_ + ")";

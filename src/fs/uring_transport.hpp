@@ -116,7 +116,6 @@ class UringTransport {
 
   std::vector<std::unique_ptr<Ring>> rings_;
   unsigned queues_ = 0;
-  unsigned threads_per_queue_ = 0;
 
   mutable std::mutex mu_;  // guards what follows; startup and status only
   std::condition_variable cv_;

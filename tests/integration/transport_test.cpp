@@ -97,7 +97,7 @@ std::string transport_line(const Mount& m) {
 }
 
 std::uint64_t served_on_ring(const std::string& transport) {
-  // "io_uring; 2 CPU queues of 2 threads; 123 requests served on the ring"
+  // "io_uring; 2 CPU queues, 4 ring threads; 123 requests served on the ring"
   const auto end = transport.find(" requests served on the ring");
   if (end == std::string::npos) return 0;
   const auto start = transport.rfind(' ', end - 1);
