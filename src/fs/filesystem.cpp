@@ -40,6 +40,9 @@ Filesystem::~Filesystem() { detach_session(); }
 
 void Filesystem::attach_session(fuse_session* se) {
   session_ = se;
+  // The mount is up: from now on a probe that reaches it by any path goes
+  // on in SOURCE instead of calling into it.
+  links_.note_mounted();
   inval_thread_ = std::thread([this] { invalidation_loop(); });
   state_.set_on_change([this] { on_rules_changed(); });
 }
@@ -171,6 +174,19 @@ int Filesystem::expand_text(fuse_req_t req, Inode& link, const std::string& raw,
   return r ? 0 : r.error().code;
 }
 
+bool Filesystem::entry_size_is_used() const noexcept {
+  // A LOOKUP (and the lookup that ends SYMLINK, LINK, CREATE, MKNOD and
+  // MKDIR) runs while the kernel holds the parent's lock or the new dentry:
+  // no expansion, and so no @sys probe, should run there unless its result
+  // is used. With per-caller links the kernel keeps a symlink's attributes
+  // for 0 s (every stat asks GETATTR, which holds no lock and computes the
+  // size) and does not cache link bodies (whose length is the size), so
+  // the entry's size is never read: the raw text's length stands. Only
+  // when attributes or bodies are cached must the entry carry the
+  // expansion's length (vsymfs(8), VARIANT LINKS, "Symlink sizes").
+  return kernel_caches_symlinks_.load(std::memory_order_relaxed) || !links_.per_caller();
+}
+
 int Filesystem::stat_inode(fuse_req_t req, Inode& inode, const FdRef& fd, struct stat& st) {
   if (::fstatat(fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
   if (S_ISLNK(st.st_mode)) {
@@ -217,7 +233,7 @@ int Filesystem::lookup(fuse_req_t req, Inode& parent, int parent_fd, const char*
   }
   auto inode = inodes_.adopt(parent, real_name, fd, e.attr);  // takes fd
   if (!inode) return inode.error().code;
-  if (S_ISLNK(e.attr.st_mode)) {
+  if (S_ISLNK(e.attr.st_mode) && entry_size_is_used()) {
     // The text is cached with the inode, so it is adopted first. Its
     // descriptor is the one just opened, or one the table already held for
     // this inode number, which being open kept the number from being

@@ -85,6 +85,10 @@ class Filesystem {
   // kernel lookup. 0 or an errno (ENOENT when absent). @sys components are
   // tried when the literal name does not exist and `sys_ok`.
   int lookup(fuse_req_t req, Inode& parent, int parent_fd, const char* name, fuse_entry_param& e, bool sys_ok);
+  // Whether a symlink's size in an entry reply (LOOKUP and the lookups that
+  // end SYMLINK, LINK, CREATE...) can reach anyone: only then is the link
+  // expanded there.
+  bool entry_size_is_used() const noexcept;
   // Attributes of an inode for a reply, symlink st_size adjusted to the
   // caller's expansion.
   // `fd` is the inode's own (InodeTable::fd).
