@@ -499,7 +499,7 @@ Result<void> LinkService::explain(std::string_view raw, int link_dir_fd, const C
                                   std::vector<Substitution>& trace) {
   trace.clear();
   KnownDirectory dir(link_dir_fd);
-  // pid 0: no FUSE request of ours to tell apart from the caller's.
+  // pid 0: the caller is described by the request; nothing is read from /proc.
   return impl_->run(raw, dir, RequestIds{0, caller.uid, caller.gid}, out, &trace, &caller);
 }
 
