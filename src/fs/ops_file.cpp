@@ -5,6 +5,7 @@
 // backing file, and read/write then never reach this file.
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -20,7 +21,8 @@ namespace {
 int file_fd(const fuse_file_info* fi) { return static_cast<int>(fi->fh); }
 
 // O_NOFOLLOW would refuse the /proc/self/fd magic link itself; the kernel has
-// already resolved the caller's path, so it has nothing left to protect.
+// already resolved the caller's path, so it has nothing left to protect (the
+// magic link reaches the inode we hold, never a link's target).
 int open_flags(int flags) { return (flags & ~O_NOFOLLOW) | O_CLOEXEC; }
 
 // One buffer that is a file range: libfuse reads or writes it straight from
@@ -107,6 +109,18 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   reply_opened(fs, req, ino, ofd, fi->flags, [&] { return fuse_reply_open(req, fi); });
 }
 
+// The kernel sends CREATE for a name it believes absent, but SOURCE may have
+// one by now: a link, a FIFO or a file planted there directly (or by another
+// mount) after a cached negative lookup or between LOOKUP and CREATE. The
+// daemon never opens what it finds: following a link itself would walk the
+// raw text from SOURCE (out of it, and without the caller's expansion), and
+// opening a FIFO or device could block a worker. It creates exclusively
+// (O_EXCL, O_NOFOLLOW), so the file it opens is always the regular file it
+// has just made. When the name exists and the caller did not ask for O_EXCL,
+// the answer is ESTALE: the kernel then repeats the open once with a fresh
+// lookup (LOOKUP_REVAL), finds what is there and opens it as natively,
+// following a link through the mount (its expansion) or refusing it with
+// ELOOP under O_NOFOLLOW. With O_EXCL the caller gets EEXIST, as natively.
 void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode, fuse_file_info* fi) {
   Filesystem& fs = fs_of(req);
   Inode& parent = fs.inode(parent_ino);
@@ -114,17 +128,28 @@ void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode
   FdRef pfd;
   if (int e = fs.inodes().fd(parent, pfd); e != 0) return (void)fuse_reply_err(req, e);
   if (!fs.reserve_open_file()) return (void)fuse_reply_err(req, ENFILE);
-  int ofd = ::openat(pfd.get(), name, open_flags(fi->flags) | O_CREAT, fs.creation_mode(req, mode));
+  const int flags = open_flags(fi->flags) | O_CREAT | O_EXCL | O_NOFOLLOW;
+  int ofd = ::openat(pfd.get(), name, flags, fs.creation_mode(req, mode));
   if (ofd < 0) {
     int e = errno;
     fs.release_open_file();
+    if (e == EEXIST && !(fi->flags & O_EXCL)) e = ESTALE;
     return (void)fuse_reply_err(req, e);
   }
-  fuse_entry_param e;
-  if (int err = fs.lookup(req, parent, pfd.get(), name, e, false); err != 0) {
+  auto fail = [&](int err) {
     ::close(ofd);
     fs.release_open_file();
-    return (void)fuse_reply_err(req, err);
+    fuse_reply_err(req, err);
+  };
+  struct stat st {};
+  if (::fstat(ofd, &st) != 0) return fail(errno);
+  fuse_entry_param e;
+  if (int err = fs.lookup(req, parent, pfd.get(), name, e, false); err != 0) return fail(err);
+  if (e.attr.st_dev != st.st_dev || e.attr.st_ino != st.st_ino) {
+    // Renamed away and replaced between our create and lookup: answer for
+    // what the name is now, as above.
+    fs.inodes().forget(fs.inode(e.ino), 1);
+    return fail(ESTALE);
   }
   fi->fh = static_cast<uint64_t>(ofd);
   fi->noflush = close_reports_nothing(ofd);
