@@ -37,10 +37,10 @@ fuse_bufvec fd_range(size_t size, int fd, off_t pos) {
   return v;
 }
 
-// A root identity keeps set-id bits on write (CAP_FSETID); the backing
-// file must not (Passthrough::acquire).
-bool may_hold_fsetid(Filesystem& fs, fuse_req_t req) {
-  return fs.config().single_user || fuse_req_ctx(req)->uid == 0;
+// The filesystem type of an open file (statfs f_type), 0 when unknown.
+long file_system_type(int fd) {
+  struct statfs sf {};
+  return ::fstatfs(fd, &sf) == 0 ? static_cast<long>(sf.f_type) : 0;
 }
 
 // Whether close() on a file of this filesystem can report anything. The
@@ -49,10 +49,8 @@ bool may_hold_fsetid(Filesystem& fs, fuse_req_t req) {
 // for) would only echo that. Every other filesystem (NFS, CIFS, Ceph, FUSE,
 // f2fs, unknown ones) keeps its FLUSH, where close() reports write-back and
 // quota errors. Asked of the open file itself: SOURCE may contain other mounts.
-bool close_reports_nothing(int fd) {
-  struct statfs sf {};
-  if (::fstatfs(fd, &sf) != 0) return false;
-  switch (static_cast<unsigned long>(sf.f_type)) {
+bool close_reports_nothing(long fs_type) {
+  switch (static_cast<unsigned long>(fs_type)) {
     case EXT4_SUPER_MAGIC:  // also ext2 and ext3
     case XFS_SUPER_MAGIC:
     case BTRFS_SUPER_MAGIC:
@@ -66,9 +64,9 @@ bool close_reports_nothing(int fd) {
 // Registers the open with the passthrough registry (when on) and replies;
 // undoes everything when the kernel no longer waits for the reply.
 template <typename Reply>
-bool reply_opened(Filesystem& fs, fuse_req_t req, fuse_ino_t ino, int ofd, int flags, Reply&& reply) {
+bool reply_opened(Filesystem& fs, fuse_ino_t ino, const Passthrough::OpenedFile& file, Reply&& reply) {
   Passthrough* pt = fs.passthrough();
-  const int backing_id = pt ? pt->acquire(ino, ofd, flags, may_hold_fsetid(fs, req)) : 0;
+  const int backing_id = pt ? pt->acquire(ino, file) : 0;
   int r;
   {
     Passthrough::ReplyMark mark(backing_id);
@@ -77,7 +75,7 @@ bool reply_opened(Filesystem& fs, fuse_req_t req, fuse_ino_t ino, int ofd, int f
   if (r != -ENOENT) return true;
   // Interrupted: no release will come.
   if (pt) pt->release(ino);
-  ::close(ofd);
+  ::close(file.fd);
   fs.release_open_file();
   return false;
 }
@@ -105,8 +103,14 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // ours to write back, and the kernel keeps POSIX locks itself): no FLUSH
   // round trip, which the closing process would wait for. Neither has a
   // writable one on a filesystem whose close() cannot fail.
-  fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY || close_reports_nothing(ofd);
-  reply_opened(fs, req, ino, ofd, fi->flags, [&] { return fuse_reply_open(req, fi); });
+  Passthrough::OpenedFile file{.fd = ofd, .flags = fi->flags};
+  if ((fi->flags & O_ACCMODE) == O_RDONLY) {
+    fi->noflush = 1;
+  } else {
+    file.fs_type = file_system_type(ofd);
+    fi->noflush = close_reports_nothing(file.fs_type);
+  }
+  reply_opened(fs, ino, file, [&] { return fuse_reply_open(req, fi); });
 }
 
 // The kernel sends CREATE for a name it believes absent, but SOURCE may have
@@ -152,8 +156,9 @@ void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode
     return fail(ESTALE);
   }
   fi->fh = static_cast<uint64_t>(ofd);
-  fi->noflush = close_reports_nothing(ofd);
-  if (!reply_opened(fs, req, e.ino, ofd, fi->flags, [&] { return fuse_reply_create(req, &e, fi); }))
+  const Passthrough::OpenedFile file{.fd = ofd, .flags = fi->flags, .st = &st, .fs_type = file_system_type(ofd)};
+  fi->noflush = close_reports_nothing(file.fs_type);
+  if (!reply_opened(fs, e.ino, file, [&] { return fuse_reply_create(req, &e, fi); }))
     fs.inodes().forget(fs.inode(e.ino), 1);
 }
 
