@@ -19,6 +19,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/exec_probe.hpp"
+
 namespace vsymfs::daemon {
 namespace {
 
@@ -308,18 +310,9 @@ TEST(CallerContexts, Linux32PersonalityIsCompat32) {
   EXPECT_FALSE(c->secure);
 }
 
-std::string helper32() {
-  if (const char* p = std::getenv("VSYMFS_HELPER32"); p && *p) return p;
-  char self[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) return {};
-  std::string dir(self, static_cast<std::size_t>(n));
-  return dir.substr(0, dir.rfind('/')) + "/caller_probe32";
-}
-
 TEST(CallerContexts, ThirtyTwoBitExecutableIsCompat32) {
-  const std::string helper = helper32();
-  if (helper.empty() || ::access(helper.c_str(), X_OK) != 0) GTEST_SKIP() << "no 32-bit helper built (gcc-multilib missing)";
+  if (const auto probe = test::probe_exec32(); !probe) GTEST_SKIP() << probe.reason;
+  const std::string helper = test::helper32_path();
   // The helper writes its ready byte to stdout: point stdout at fd 3.
   Child child("", {"VSYMFS_A=32"}, [] { ::dup2(3, 1); }, {helper, "wait"});
   ASSERT_TRUE(child.wait_ready());

@@ -22,6 +22,7 @@
 #include <gtest/gtest.h>
 
 #include "child_process.hpp"
+#include "common/exec_probe.hpp"
 #include "mount_fixture.hpp"
 
 namespace vsymfs::testing {
@@ -249,20 +250,12 @@ TEST_F(VariantLinks, PersonalityLinux32SeesThirtyTwoBitValues) {
   EXPECT_EQ(sys.out, "i386_linux26\n");  // the 32-bit list, with its own fallback
 }
 
-// The -m32 helper built next to the daemon tests, when the compiler can.
-std::string helper32() {
-  if (const char* p = std::getenv("VSYMFS_HELPER32"); p && *p) return p;
-  char self[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) return {};
-  fs::path dir = fs::path(std::string(self, static_cast<std::size_t>(n))).parent_path();
-  return (dir.parent_path() / "daemon" / "caller_probe32").string();
-}
-
+// The -m32 helper from tests/common, where the compiler can build it and the
+// kernel runs it (common/exec_probe.hpp says why not, as the SKIP).
 TEST_F(VariantLinks, ThirtyTwoBitExecutableSeesThirtyTwoBitValues) {
   if (!host_is_x86_64()) GTEST_SKIP() << "the 32-bit names below are x86's";
-  const std::string helper = helper32();
-  if (::access(helper.c_str(), X_OK) != 0) GTEST_SKIP() << "no 32-bit helper built (gcc-multilib missing)";
+  if (const auto probe = vsymfs::test::probe_exec32(); !probe) GTEST_SKIP() << probe.reason;
+  const std::string helper = vsymfs::test::helper32_path();
   auto r = run(as(alice_, {helper, "readlink", mount_->mnt("machine")}));
   ASSERT_TRUE(r) << r.status;
   EXPECT_EQ(r.out, "i686");
