@@ -306,7 +306,7 @@ TEST(ProcReaders, ReadAChildsEnvironment) {
     ::close(ready[0]);
     // exec so /proc shows this environment, not the test's
     ::dup2(ready[1], 3);
-    const char* argv[] = {"/bin/sh", "-c", "echo >&3; sleep 5; :", nullptr};
+    const char* argv[] = {"/bin/sh", "-c", "echo >&3; sleep 30; :", nullptr};  // killed below
     const char* envp[] = {"VSYMFS_A=1", "VSYMFS_B=two words", nullptr};
     ::execve(argv[0], const_cast<char* const*>(argv), const_cast<char* const*>(envp));
     ::_exit(127);
