@@ -16,6 +16,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/exec_probe.hpp"
+
 namespace vsymfs::daemon::proc {
 namespace {
 
@@ -304,7 +306,7 @@ TEST(ProcReaders, ReadAChildsEnvironment) {
     ::close(ready[0]);
     // exec so /proc shows this environment, not the test's
     ::dup2(ready[1], 3);
-    const char* argv[] = {"/bin/sh", "-c", "echo >&3; sleep 5; :", nullptr};
+    const char* argv[] = {"/bin/sh", "-c", "echo >&3; sleep 30; :", nullptr};  // killed below
     const char* envp[] = {"VSYMFS_A=1", "VSYMFS_B=two words", nullptr};
     ::execve(argv[0], const_cast<char* const*>(argv), const_cast<char* const*>(envp));
     ::_exit(127);
@@ -364,22 +366,13 @@ TEST(ProcReaders, AGoneProcessIsAnErrorNotACrash) {
   EXPECT_FALSE(read_exe_elf_class(pid));
 }
 
-// The 32-bit helper from meson (VSYMFS_HELPER32), else beside this binary.
-std::string helper32() {
-  if (const char* p = std::getenv("VSYMFS_HELPER32"); p && *p) return p;
-  char self[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) return {};
-  std::string dir(self, static_cast<std::size_t>(n));
-  return dir.substr(0, dir.rfind('/')) + "/caller_probe32";
-}
-
 // A real 32-bit process: its auxv uses 4-byte words. The helper is built
-// only where the compiler can target 32-bit (gcc-multilib).
+// only where the compiler can target 32-bit (gcc-multilib), and some
+// kernels refuse to run it: common/exec_probe.hpp says which, as the SKIP.
 TEST(ProcReaders, ThirtyTwoBitProcessHasFourByteAuxv) {
-  const std::string helper_path = helper32();
+  if (const auto probe = vsymfs::test::probe_exec32(); !probe) GTEST_SKIP() << probe.reason;
+  const std::string helper_path = vsymfs::test::helper32_path();
   const char* helper = helper_path.c_str();
-  if (helper_path.empty() || ::access(helper, X_OK) != 0) GTEST_SKIP() << "no 32-bit helper built (gcc-multilib missing)";
   int ready[2];
   ASSERT_EQ(::pipe(ready), 0);
   pid_t pid = ::fork();
