@@ -39,6 +39,11 @@ class ScopedResolver final : public ValueSource {
   // Whether the process scope is in use for this caller (not secure, pid != 0,
   // environment known, rules per_caller).
   bool process_scope_active() const noexcept;
+  // Whether the values the caller's user set at run time (`vsymctl set`)
+  // apply: not to a secure-execution caller, nor to one whose process the
+  // daemon cannot see (pid 0: its secure-execution mode is unknown). The
+  // [user.NAME] tables of the rules apply to every caller.
+  bool runtime_user_scope_active() const noexcept;
 
  private:
   // implementation-defined members (numbers formatted into small inline buffers)

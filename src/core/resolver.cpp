@@ -96,6 +96,10 @@ bool ScopedResolver::process_scope_active() const noexcept {
   return rules_.per_caller && caller_.pid != 0 && !caller_.secure && caller_.environ_known;
 }
 
+bool ScopedResolver::runtime_user_scope_active() const noexcept {
+  return rules_.per_caller && caller_.pid != 0 && !caller_.secure;
+}
+
 std::optional<Value> ScopedResolver::variable(std::string_view name) const {
   if (auto v = find_in(rules_.locked, name, Scope::Locked)) return v;
 
@@ -115,7 +119,12 @@ std::optional<Value> ScopedResolver::variable(std::string_view name) const {
   }
 
   if (per_caller) {
-    if (runtime_ != nullptr) {
+    // What a user set at run time is the user's choice, like the
+    // environment: a set-id or file-capability program started by that
+    // user must not follow it (`vsymctl set CONF ../../evil` would steer a
+    // setgid program's /etc/app/${CONF}). The administrator's [user.NAME]
+    // tables below still apply.
+    if (runtime_ != nullptr && runtime_user_scope_active()) {
       if (const auto it = runtime_->users.find(caller_.uid); it != runtime_->users.end()) {
         if (auto v = find_in(it->second, name, Scope::User)) return v;
       }

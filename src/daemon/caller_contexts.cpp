@@ -374,7 +374,7 @@ struct CallerContexts::Impl {
       c->ruid = st->ruid;
       c->rgid = st->rgid;
       c->groups = std::move(st->groups);
-      c->secure = st->ruid != st->euid || st->rgid != st->egid;
+      c->secure = proc::status_says_secure(*st);
     }
     return c;
   }

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/personality.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -389,6 +390,44 @@ TEST(CallerContexts, ConcurrentCallersAgree) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(wrong.load(), 0);
+}
+
+// Issue 18, finding 4: a program with privileges its user lacks is secure
+// even when its real and effective ids agree, for the contexts that read
+// only the status (templates with identity builtins alone).
+TEST(CallerContexts, StatusShowsCapabilitiesAndSavedIdsAsSecure) {
+  if (!is_root()) GTEST_SKIP() << "needs root to give a child capabilities and split ids";
+  struct Case {
+    const char* name;
+    std::function<void()> become;
+    bool secure;
+  };
+  const std::vector<Case> cases = {
+      {"capabilities kept after setresuid",
+       [] {
+         if (::prctl(PR_SET_KEEPCAPS, 1) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+             ::setresuid(65534, 65534, 65534) != 0)
+           ::_exit(99);
+       },
+       true},
+      {"saved uid root", [] { if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 0) != 0) ::_exit(99); }, true},
+      {"saved gid differs", [] { if (::setresgid(65534, 65534, 0) != 0 || ::setresuid(65534, 65534, 65534) != 0) ::_exit(99); }, true},
+      {"an ordinary user", [] { if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) ::_exit(99); }, false},
+  };
+  for (const Case& c : cases) {
+    Child child("", {}, [&] {
+      ::setgroups(0, nullptr);
+      c.become();
+      // No exec: it would recompute the capabilities and ids.
+      if (::write(3, "r", 1) != 1) ::_exit(98);
+      ::sleep(30);
+      ::_exit(0);
+    });
+    ASSERT_TRUE(child.wait_ready()) << c.name;
+    CallerContexts ctx;
+    EXPECT_EQ(ctx.named(child.pid(), 65534, 65534)->secure, c.secure) << c.name;
+    EXPECT_EQ(ctx.full(child.pid(), 65534, 65534)->secure, c.secure) << c.name;
+  }
 }
 
 }  // namespace
