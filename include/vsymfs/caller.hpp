@@ -41,7 +41,8 @@ struct Caller {
   // EAGAIN instead of quietly using the lower scopes.
   bool environ_late = false;
   // "NAME=value" strings as in /proc/<pid>/environ, in order; the first
-  // definition of a name wins (as getenv does).
+  // definition of a name wins (as getenv does). The daemon keeps only the
+  // variables its rules can take (environment_name_used()).
   std::vector<std::string> environ;
 
   // A 32-bit process (PER_LINUX32 personality or a 32-bit ELF executable).

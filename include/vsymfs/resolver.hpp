@@ -18,6 +18,12 @@ namespace vsymfs {
 // The identity builtins: never taken from a process environment.
 bool is_identity_builtin(std::string_view name) noexcept;  // USER UID GID GROUP HOME
 
+// Whether these rules can ever take the environment variable `name` from a
+// caller's environment: an allowed, not denied, not identity-builtin name,
+// or the variable that chooses the universe. A daemon may drop every other
+// variable of an environment it keeps.
+bool environment_name_used(const Rules& rules, std::string_view name) noexcept;
+
 class ScopedResolver final : public ValueSource {
  public:
   // `runtime` may be null (no run-time values). All references must outlive

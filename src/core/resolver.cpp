@@ -79,6 +79,15 @@ bool is_identity_builtin(std::string_view name) noexcept {
   return name == "USER" || name == "UID" || name == "GID" || name == "GROUP" || name == "HOME";
 }
 
+bool environment_name_used(const Rules& rules, std::string_view name) noexcept {
+  if (!rules.per_caller) return false;
+  if (!rules.universes.names.empty()) {
+    if (!rules.universes.env_var.empty() && name == rules.universes.env_var) return true;
+    if (name == "UNIVERSE") return false;  // then the caller's universe, never the variable
+  }
+  return !is_identity_builtin(name) && name_matches_any(rules.env_allow, name) && !name_matches_any(rules.env_deny, name);
+}
+
 ScopedResolver::ScopedResolver(const Rules& rules, const HostInfo& host, const Caller& caller,
                                const RuntimeVars* runtime) noexcept
     : rules_(rules), host_(host), caller_(caller), runtime_(runtime) {

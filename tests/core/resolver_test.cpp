@@ -205,6 +205,43 @@ TEST(ScopedResolver, AllowAndDenyPatterns) {
   }
 }
 
+// The daemon keeps only the variables environment_name_used() accepts: it
+// must accept every name the process scope or the universe can take, or a
+// link would expand differently from the cache than from a fresh read.
+TEST(ScopedResolver, EnvironmentNameUsedAgreesWithTheResolver) {
+  struct Case {
+    std::vector<std::string> allow, deny;
+    std::string universe_var;
+    bool per_caller;
+  };
+  const std::vector<Case> cases = {
+      {{"*"}, {}, "UNIVERSE", true},          {{"*"}, {"LD_*", "SECRET*"}, "UNIVERSE", true},
+      {{"PROJ_*"}, {}, "UNIVERSE", true},     {{}, {}, "UNIVERSE", true},
+      {{"PROJ_*"}, {"*"}, "ATT_UCB", true},   {{"*"}, {}, "", true},
+      {{"*"}, {}, "UNIVERSE", false},
+  };
+  const std::vector<std::string> names = {"PROJ_A", "LD_PRELOAD", "SECRET_KEY", "UNIVERSE", "ATT_UCB",
+                                          "USER",   "HOME",       "OTHER",      "PROJ_"};
+  for (const Case& c : cases) {
+    for (const std::string& name : names) {
+      Fixture f;
+      f.rules.env_allow = c.allow;
+      f.rules.env_deny = c.deny;
+      f.rules.universes.env_var = c.universe_var;
+      f.rules.per_caller = c.per_caller;
+      // "ucb" is a declared universe, so the universe variable takes it.
+      f.caller.environ = {name + "=ucb"};
+      const ScopedResolver r = f.resolver();
+      const auto v = r.variable(name);
+      const bool as_variable = v && v->scope == Scope::Process;
+      const bool as_universe = r.universe().scope == Scope::Process;
+      const bool used = environment_name_used(f.rules, name);
+      EXPECT_EQ(used, as_variable || as_universe) << name << " allow=" << (c.allow.empty() ? "" : c.allow[0])
+                                                  << " universe var=" << c.universe_var;
+    }
+  }
+}
+
 TEST(ScopedResolver, IdentityBuiltinsNeverComeFromTheEnvironment) {
   Fixture f;
   f.caller.environ = {"USER=root", "UID=0", "GID=0", "GROUP=root", "HOME=/root"};
