@@ -53,6 +53,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <functional>
 #include <atomic>
 #include <chrono>
@@ -134,11 +135,26 @@ struct ThreadEntry {
   std::size_t slot;     // index into ProcEntry::callers
 };
 
+// How many of the latest exec/exit events a shard remembers (see Shard).
+constexpr std::uint64_t kForgottenRing = 64;
+
 struct Shard {
   std::mutex mu;
-  // Bumped whenever an exec/exit event drops an entry here: a context read
-  // while this changed may describe the old image and is not stored.
+  // Bumped whenever an exec/exit event drops an entry here, and the pid it
+  // named remembered in `forgotten` (at seq % kForgottenRing): a context
+  // read while that pid's event came in may describe the old image and is
+  // not stored. Other pids' events (a busy machine has many) do not matter.
   std::uint64_t seq = 0;
+  std::array<pid_t, kForgottenRing> forgotten{};
+
+  // Whether an event for `pid` came in after `since` (a value of seq). When
+  // more events came in than the ring holds, it cannot tell: yes.
+  bool forgot_since(pid_t pid, std::uint64_t since) const noexcept {
+    if (seq - since >= kForgottenRing) return seq != since;
+    for (std::uint64_t s = since + 1; s <= seq; ++s)
+      if (forgotten[s % kForgottenRing] == pid) return true;
+    return false;
+  }
   std::unordered_map<IdKey, IdEntry, IdKeyHash> ids;
   std::unordered_map<pid_t, ThreadEntry> threads;  // by thread id
   std::unordered_map<pid_t, ProcEntry> procs;      // by thread group id
@@ -426,6 +442,7 @@ struct CallerContexts::Impl {
     sh.threads.erase(pid);
     if (auto it = sh.procs.find(pid); it != sh.procs.end()) erase_proc(sh, it);
     ++sh.seq;
+    sh.forgotten[sh.seq % kForgottenRing] = pid;
   }
 
   void forget_all() {
@@ -436,7 +453,7 @@ struct CallerContexts::Impl {
         environ_bytes_used.fetch_sub(it->second.bytes, std::memory_order_relaxed);
         it = sh.procs.erase(it);
       }
-      ++sh.seq;
+      sh.seq += kForgottenRing;  // every pid counts as forgotten
     }
   }
 
@@ -886,7 +903,7 @@ struct CallerContexts::Impl {
                    std::uint64_t stamp, std::size_t slot, std::uint64_t tseq) {
     Shard& ts = shard_for(pid);
     std::lock_guard lock(ts.mu);
-    if (ts.seq != tseq) return;  // an exec/exit event for this thread came in between
+    if (ts.forgot_since(pid, tseq)) return;  // an exec/exit event for this thread came in between
     if (ts.threads.size() >= per_shard) ts.threads.clear();
     ts.threads.insert_or_assign(pid, ThreadEntry{named->uid, named->gid, image, std::move(named), tgid, stamp, slot});
   }
@@ -902,7 +919,7 @@ struct CallerContexts::Impl {
       Shard& ps = shard_for(tgid);
       std::lock_guard lock(ps.mu);
       // An exec/exit event came in between, or a reload changed what is kept.
-      if (ps.seq != pseq || pe.filter != filter_stamp.load(std::memory_order_acquire)) {
+      if (ps.forgot_since(tgid, pseq) || pe.filter != filter_stamp.load(std::memory_order_acquire)) {
         unreserve(pe.bytes);
         return;
       }
