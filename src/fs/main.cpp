@@ -277,7 +277,10 @@ int main(int argc, char** argv) {
     spdlog::info("stat of a symlink may update its atime the first time the daemon meets it (no read-only clone of "
                  "SOURCE's mount: {}; vsymfs(8), SYMLINK TIMES)", std::strerror(e));
 
-  daemon::CallerContexts contexts;
+  daemon::CallerContexts::Options copts;
+  copts.max_environ_bytes = o.environ_cache;
+  daemon::CallerContexts contexts(copts);
+  contexts.follow_rules(**state);  // keep only the variables the rules can take
   daemon::LinkService links(**state, contexts);
   fs::FsConfig fcfg;
   fcfg.entry_timeout = o.entry_timeout;

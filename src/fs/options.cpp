@@ -3,6 +3,7 @@
 #include "vsymfs_config.h"
 
 #include <charconv>
+#include <cstdint>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -29,6 +30,23 @@ Result<unsigned long> parse_count(std::string_view key, std::string_view value, 
     return bad("option " + std::string(key) + "=" + std::string(value) + ": expected a whole number from " +
                std::to_string(min) + " to " + std::to_string(max));
   return n;
+}
+
+// A byte count with an optional binary suffix: 512, 64k, 32m, 1g.
+Result<std::size_t> parse_bytes(std::string_view key, std::string_view value) {
+  constexpr std::uint64_t kMax = std::uint64_t{1} << 40;
+  std::uint64_t n = 0;
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+  std::string_view suffix(end, static_cast<std::size_t>(value.data() + value.size() - end));
+  unsigned shift = 0;
+  if (suffix == "k" || suffix == "K") shift = 10;
+  else if (suffix == "m" || suffix == "M") shift = 20;
+  else if (suffix == "g" || suffix == "G") shift = 30;
+  else if (!suffix.empty()) ec = std::errc::invalid_argument;
+  if (ec != std::errc{} || end == value.data() || n > (kMax >> shift))
+    return bad("option " + std::string(key) + "=" + std::string(value) +
+               ": expected a number of bytes up to 1024g, optionally followed by k, m or g");
+  return static_cast<std::size_t>(n << shift);
 }
 
 Result<double> parse_seconds(std::string_view key, std::string_view value) {
@@ -87,6 +105,11 @@ Result<bool> apply_own_option(std::string_view opt, Options& o) {
     auto n = parse_count(key, value, 16, 1u << 20);
     if (!n) return n.error();
     o.fd_budget = *n;
+  } else if (key == "environ_cache") {
+    if (auto r = need_value(); !r) return r.error();
+    auto n = parse_bytes(key, value);
+    if (!n) return n.error();
+    o.environ_cache = *n;
   } else if (key == "threads") {
     if (auto r = need_value(); !r) return r.error();
     auto n = parse_count(key, value, 1, 1024);
@@ -221,6 +244,8 @@ vsymfs options:
     -o no_handles          find inodes again by parent and name instead of
                            file handles (for sources without name_to_handle_at)
     -o threads=N           at most N worker threads (default: one per CPU, at least 2)
+    -o environ_cache=BYTES callers' environments kept at most, together; k, m, g
+                           suffixes (default 32m; 0: read /proc on every request)
     -o passthrough         let the kernel read and write open files on SOURCE
                            directly (Linux 6.9+, needs CAP_SYS_ADMIN; falls
                            back to reads and writes through the daemon when

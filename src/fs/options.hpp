@@ -50,6 +50,7 @@ struct Options {
   bool passthrough = true;         // -o passthrough / -o nopassthrough: kernel passthrough file I/O
   bool acl = false;                // -o acl / -o noacl: the kernel enforces POSIX ACLs of SOURCE
   UringMode uring = UringMode::automatic;  // -o uring / -o no_uring
+  std::size_t environ_cache = std::size_t{32} << 20;  // -o environ_cache=BYTES[k|m|g]: kept environments
 
   bool foreground = false;  // -f
   bool debug = false;       // -d (implies -f)

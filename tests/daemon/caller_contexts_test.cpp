@@ -5,6 +5,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,7 +15,11 @@
 #include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <latch>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,6 +27,8 @@
 #include <gtest/gtest.h>
 
 #include "common/exec_probe.hpp"
+#include "common/temp_dir.hpp"
+#include "mount_state.hpp"
 #include "proc_events.hpp"
 
 namespace vsymfs::daemon {
@@ -486,6 +494,223 @@ TEST(CallerContexts, ConcurrentCallersAgree) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(wrong.load(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Issue 18, finding 6: the environment is kept per process, only what the
+// rules can take, within a byte limit.
+
+pid_t this_thread() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+// Every thread of one process gets the same context from one read, and the
+// kept bytes do not grow with the number of threads.
+TEST(CallerContexts, ThreadsOfOneProcessShareOneEnvironment) {
+  CallerContexts ctx;
+  const auto first = ctx.full(::getpid(), ::geteuid(), ::getegid());
+  ASSERT_TRUE(first->environ_known);
+  const auto after_first = ctx.stats();
+  EXPECT_EQ(after_first.misses, 1u);
+  EXPECT_EQ(after_first.processes, 1u);
+  EXPECT_GT(after_first.environ_bytes, 0u);
+
+  constexpr int kThreads = 32;
+  std::vector<std::shared_ptr<const Caller>> got(kThreads);
+  std::vector<pid_t> tids(kThreads);
+  std::latch all_done(kThreads);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      tids[static_cast<std::size_t>(i)] = this_thread();
+      got[static_cast<std::size_t>(i)] = ctx.full(this_thread(), ::geteuid(), ::getegid());
+      all_done.arrive_and_wait();  // alive together: every thread id is distinct
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kThreads; ++i) {
+    EXPECT_NE(tids[static_cast<std::size_t>(i)], ::getpid());
+    EXPECT_EQ(got[static_cast<std::size_t>(i)], first) << "thread " << i << " has a context of its own";
+  }
+  const auto s = ctx.stats();
+  EXPECT_EQ(s.misses, 1u) << "a thread read the environment again";
+  EXPECT_EQ(s.processes, 1u);
+  EXPECT_EQ(s.environ_bytes, after_first.environ_bytes);
+}
+
+// A thread acting as another user (setfsuid, as file servers do) gets a
+// context of its own, with the same environment and no second read.
+TEST(CallerContexts, AnotherIdentityInTheSameProcessReusesTheRead) {
+  if (!is_root()) GTEST_SKIP() << "needs root to switch a thread's filesystem ids";
+  CallerContexts ctx;
+  const auto root = ctx.full(::getpid(), 0, 0);
+  ASSERT_TRUE(root->environ_known);
+  std::shared_ptr<const Caller> other;
+  std::thread t([&] {
+    ::syscall(SYS_setfsgid, 65534);
+    ::syscall(SYS_setfsuid, 65534);
+    other = ctx.full(this_thread(), 65534, 65534);
+    ::syscall(SYS_setfsuid, 0);
+    ::syscall(SYS_setfsgid, 0);
+  });
+  t.join();
+  ASSERT_TRUE(other);
+  EXPECT_NE(other, root);
+  EXPECT_EQ(other->uid, 65534u);
+  EXPECT_EQ(other->environ, root->environ);
+  EXPECT_EQ(ctx.stats().misses, 1u);
+  EXPECT_EQ(ctx.stats().processes, 1u);
+}
+
+TEST(CallerContexts, EnvironmentsStayWithinTheByteLimit) {
+  constexpr std::size_t kLimit = 100 * 1024;
+  CallerContexts::Options opts;
+  opts.max_environ_bytes = kLimit;
+  CallerContexts ctx(opts);
+  constexpr int kChildren = 20;  // 20 x 16 KiB: three times the limit
+  std::vector<std::unique_ptr<Child>> children;
+  for (int i = 0; i < kChildren; ++i) {
+    children.push_back(std::make_unique<Child>(
+        kWaitScript, std::vector<std::string>{"VSYMFS_N=" + std::to_string(i), "PAD=" + std::string(16 * 1024, 'p')}));
+    ASSERT_TRUE(children.back()->wait_ready());
+    const auto c = ctx.full(children.back()->pid(), ::geteuid(), ::getegid());
+    ASSERT_TRUE(c->environ_known);
+    EXPECT_TRUE(has(c->environ, "VSYMFS_N=" + std::to_string(i)));
+    const auto s = ctx.stats();
+    EXPECT_LE(s.environ_bytes, kLimit) << "after child " << i;
+    EXPECT_EQ(s.environ_bytes_limit, kLimit);
+  }
+  const auto s = ctx.stats();
+  EXPECT_GT(s.evictions, 0u);
+  EXPECT_LT(s.processes, static_cast<std::size_t>(kChildren));
+  EXPECT_GE(s.processes, 3u) << "room for several was left unused";
+  // An evicted process is read again, and right.
+  const std::uint64_t misses = s.misses;
+  for (int i = 0; i < kChildren; ++i) {
+    const auto c = ctx.full(children[static_cast<std::size_t>(i)]->pid(), ::geteuid(), ::getegid());
+    EXPECT_TRUE(has(c->environ, "VSYMFS_N=" + std::to_string(i))) << "child " << i;
+    EXPECT_LE(ctx.stats().environ_bytes, kLimit);
+  }
+  EXPECT_GT(ctx.stats().misses, misses);
+}
+
+TEST(CallerContexts, AnEnvironmentLargerThanTheLimitIsUsedButNotKept) {
+  for (const std::size_t limit : {std::size_t{0}, std::size_t{4096}}) {
+    CallerContexts::Options opts;
+    opts.max_environ_bytes = limit;
+    CallerContexts ctx(opts);
+    Child child(kWaitScript, {"VSYMFS_A=1", "PAD=" + std::string(8 * 1024, 'p')});
+    ASSERT_TRUE(child.wait_ready());
+    for (int round = 0; round < 2; ++round) {
+      const auto c = ctx.full(child.pid(), ::geteuid(), ::getegid());
+      EXPECT_TRUE(has(c->environ, "VSYMFS_A=1")) << "limit " << limit;
+    }
+    const auto s = ctx.stats();
+    EXPECT_EQ(s.processes, 0u) << "limit " << limit;
+    EXPECT_EQ(s.environ_bytes, 0u) << "limit " << limit;
+    EXPECT_EQ(s.misses, 2u) << "limit " << limit;
+  }
+}
+
+TEST(CallerContexts, WithEventsAnExitedProcessGivesItsBytesBack) {
+  CallerContexts::Options opts;
+  opts.image_key = CallerContexts::Options::ImageKey::Events;
+  CallerContexts ctx(opts);
+  if (ctx.image_key() != CallerContexts::Options::ImageKey::Events) GTEST_SKIP() << "needs root";
+  pid_t pid;
+  {
+    Child child(kWaitScript, {"VSYMFS_A=1", "PAD=" + std::string(8 * 1024, 'p')});
+    ASSERT_TRUE(child.wait_ready());
+    pid = child.pid();
+    ASSERT_TRUE(has(ctx.full(pid, ::geteuid(), ::getegid())->environ, "VSYMFS_A=1"));
+    EXPECT_GT(ctx.stats().environ_bytes, 8u * 1024);
+  }  // killed and reaped: its exit event drops the entry
+  ctx.full(pid, ::geteuid(), ::getegid());  // applies the queued events first
+  const auto s = ctx.stats();
+  EXPECT_LT(s.environ_bytes, 4096u) << "the dead process's environment is still counted";
+}
+
+// Only what the rules can take is kept: allowed and not denied, never an
+// identity builtin, plus the universe variable; each name once. A reload
+// that changes those lists makes the next lookup read again.
+TEST(CallerContexts, OnlyVariablesTheRulesCanTakeAreKept) {
+  const vsymfs::test::TempDir dir("vsymfs-cc");
+  const std::string rules = dir.path() + "/rules.toml";
+  auto write_rules = [&](const std::string& process, const std::string& vars) {
+    std::ofstream(rules + ".new") << "[process]\n" << process << "\n[universe]\nnames = [\"att\", \"ucb\"]\nenv = \"UNI\"\n"
+                                  << "[vars]\n" << vars << "\n";
+    std::filesystem::rename(rules + ".new", rules);
+  };
+  write_rules("allow = [\"VSYMFS_*\"]\ndeny = [\"VSYMFS_SECRET*\"]", "");
+  MountState::Config cfg;
+  cfg.rules_path = rules;
+  cfg.rules_path_explicit = true;
+  auto state = MountState::create(cfg);
+  ASSERT_TRUE(state) << state.error().message;
+
+  Child child(kWaitScript, {"VSYMFS_A=1", "OTHER=2", "VSYMFS_SECRET_KEY=s", "USER=mallory", "UNI=ucb",
+                            "VSYMFS_A=second", "PAD=" + std::string(8 * 1024, 'p')});
+  ASSERT_TRUE(child.wait_ready());
+  CallerContexts ctx;
+  ctx.follow_rules(**state);
+  auto c = ctx.full(child.pid(), ::geteuid(), ::getegid());
+  ASSERT_TRUE(c->environ_known);
+  EXPECT_EQ(c->environ, (std::vector<std::string>{"VSYMFS_A=1", "UNI=ucb"}));
+  EXPECT_LT(ctx.stats().environ_bytes, 4096u) << "the 8 KiB PAD is not allowed and must not be kept";
+
+  // A reload that leaves the lists alone keeps what was read.
+  write_rules("allow = [\"VSYMFS_*\"]\ndeny = [\"VSYMFS_SECRET*\"]", "X = \"1\"");
+  ASSERT_TRUE((*state)->reload());
+  c = ctx.full(child.pid(), ::geteuid(), ::getegid());
+  EXPECT_EQ(ctx.stats().misses, 1u);
+
+  // One that allows more: read again, and the newly allowed names are there.
+  write_rules("allow = [\"*\"]\ndeny = []", "");
+  ASSERT_TRUE((*state)->reload());
+  c = ctx.full(child.pid(), ::geteuid(), ::getegid());
+  EXPECT_EQ(ctx.stats().misses, 2u);
+  EXPECT_TRUE(has(c->environ, "OTHER=2"));
+  EXPECT_TRUE(has(c->environ, "VSYMFS_SECRET_KEY=s"));
+  EXPECT_TRUE(has(c->environ, "VSYMFS_A=1"));
+  EXPECT_FALSE(has(c->environ, "VSYMFS_A=second"));
+  EXPECT_FALSE(has(c->environ, "USER=mallory"));  // never taken from an environment
+  EXPECT_GT(ctx.stats().environ_bytes, 8u * 1024);
+}
+
+// Issue 18, finding 4: a program with privileges its user lacks is secure
+// even when its real and effective ids agree, for the contexts that read
+// only the status (templates with identity builtins alone).
+TEST(CallerContexts, StatusShowsCapabilitiesAndSavedIdsAsSecure) {
+  if (!is_root()) GTEST_SKIP() << "needs root to give a child capabilities and split ids";
+  struct Case {
+    const char* name;
+    std::function<void()> become;
+    bool secure;
+  };
+  const std::vector<Case> cases = {
+      {"capabilities kept after setresuid",
+       [] {
+         if (::prctl(PR_SET_KEEPCAPS, 1) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+             ::setresuid(65534, 65534, 65534) != 0)
+           ::_exit(99);
+       },
+       true},
+      {"saved uid root", [] { if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 0) != 0) ::_exit(99); }, true},
+      {"saved gid differs", [] { if (::setresgid(65534, 65534, 0) != 0 || ::setresuid(65534, 65534, 65534) != 0) ::_exit(99); }, true},
+      {"an ordinary user", [] { if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) ::_exit(99); }, false},
+  };
+  for (const Case& c : cases) {
+    Child child("", {}, [&] {
+      ::setgroups(0, nullptr);
+      c.become();
+      // No exec: it would recompute the capabilities and ids.
+      if (::write(3, "r", 1) != 1) ::_exit(98);
+      ::sleep(30);
+      ::_exit(0);
+    });
+    ASSERT_TRUE(child.wait_ready()) << c.name;
+    CallerContexts ctx;
+    EXPECT_EQ(ctx.named(child.pid(), 65534, 65534)->secure, c.secure) << c.name;
+    EXPECT_EQ(ctx.full(child.pid(), 65534, 65534)->secure, c.secure) << c.name;
+  }
 }
 
 }  // namespace

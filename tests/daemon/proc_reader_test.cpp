@@ -71,6 +71,49 @@ TEST(ParseStatus, RejectsMalformedInput) {
   }
 }
 
+TEST(ParseStatus, ReadsTheThreadGroupAndPermittedCapabilities) {
+  auto s = parse_status(std::string(kStatus) + "CapInh:\t0000000000000000\nCapPrm:\t0000000000002000\n");
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(s->tgid, 42);
+  EXPECT_EQ(s->cap_permitted, 0x2000u);  // cap_net_raw
+  // Both lines are optional (a kernel or a test text without them).
+  auto bare = parse_status("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\n");
+  ASSERT_TRUE(bare);
+  EXPECT_EQ(bare->tgid, 0);
+  EXPECT_EQ(bare->cap_permitted, 0u);
+  // NStgid: is not Tgid:.
+  auto ns = parse_status("NStgid:\t7\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\n");
+  ASSERT_TRUE(ns);
+  EXPECT_EQ(ns->tgid, 0);
+  EXPECT_FALSE(parse_status(std::string(kStatus) + "CapPrm:\tzz\n"));
+  EXPECT_FALSE(parse_status("Tgid:\tx\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\n"));
+}
+
+// Issue 18, finding 4: which statuses mean "more privilege than the user".
+TEST(StatusSaysSecure, SetIdsSavedIdsAndCapabilitiesOfNonRootUsers) {
+  auto ids = [](uid_t r, uid_t e, uid_t s, gid_t rg, gid_t eg, gid_t sg, std::uint64_t caps) {
+    StatusIds st;
+    st.ruid = r, st.euid = e, st.suid = s, st.fsuid = e;
+    st.rgid = rg, st.egid = eg, st.sgid = sg, st.fsgid = eg;
+    st.cap_permitted = caps;
+    return st;
+  };
+  struct Case {
+    const char* what;
+    StatusIds st;
+    bool secure;
+  } cases[] = {
+      {"ordinary user", ids(1000, 1000, 1000, 100, 100, 100, 0), false},
+      {"root", ids(0, 0, 0, 0, 0, 0, 0x1ffffffffffull), false},
+      {"set-user-id", ids(1000, 0, 0, 100, 100, 100, 0x1ffffffffffull), true},
+      {"set-user-id, effective id dropped for now", ids(1000, 1000, 0, 100, 100, 100, 0), true},
+      {"set-group-id", ids(1000, 1000, 1000, 100, 5, 5, 0), true},
+      {"set-group-id, effective gid dropped for now", ids(1000, 1000, 1000, 100, 100, 5, 0), true},
+      {"file capability (cap_net_raw+ep)", ids(1000, 1000, 1000, 100, 100, 100, 0x2000), true},
+  };
+  for (const Case& c : cases) EXPECT_EQ(status_says_secure(c.st), c.secure) << c.what;
+}
+
 // --- stat -----------------------------------------------------------------
 
 // A /proc/<pid>/stat line with the given command name; fields are numbered
