@@ -246,6 +246,34 @@ TEST(Transport, AutoTakesIoUringWhenTheKernelOffersIt) {
   EXPECT_THAT(m->daemon_log(), HasSubstr("requests were served on the ring"));
 }
 
+// When the connection goes away under the daemon (an abort here; an
+// unmount by someone else does the same), the kernel ends every ring entry
+// with ENOTCONN and the /dev/fuse readers with ENODEV: the daemon exits 0
+// by itself, and its log says that its ring threads had ended and why.
+TEST(Transport, AnAbortedConnectionEndsTheRingsAndTheDaemonSaysSo) {
+  if (!kernel_has_uring()) GTEST_SKIP() << "this kernel has no FUSE over io_uring (" << kParam << ")";
+  AutoTransport automatic;
+  std::optional<Mount> m;
+  {
+    EnableUring on(true);
+    m.emplace();
+  }
+  make_link(*m);
+  ASSERT_THAT(transport_line(*m), StartsWith("io_uring; "));
+  ASSERT_EQ(link_text(m->mnt("link")), "target-root");
+  ASSERT_TRUE(m->abort_connection());
+  // It exits without a signal: wait for that (WNOWAIT leaves it to stop()).
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  siginfo_t info{};
+  while (::waitid(P_PID, static_cast<id_t>(m->daemon_pid()), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+         info.si_pid == 0 && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(info.si_pid, m->daemon_pid()) << "the daemon still runs 10 s after its connection was aborted";
+  m->stop();  // reaps it: exit 0, checked by stop
+  EXPECT_THAT(m->daemon_log(), HasSubstr("ring threads had ended before the daemon stopped (the kernel ended their "
+                                         "entries: " + std::string(std::strerror(ENOTCONN)) + ")"));
+}
+
 TEST(Transport, AutoFallsBackToDevFuseWhenTheKernelDoesNotOfferIt) {
   if (!kernel_has_uring()) GTEST_SKIP() << "this kernel has no FUSE over io_uring (" << kParam << ")";
   AutoTransport automatic;
