@@ -33,6 +33,32 @@ bool uring_run() {
   const char* p = std::getenv("VSYMFS_TEST_URING");
   return p != nullptr && std::string(p) == "1";
 }
+bool stop_and_wait(pid_t pid) {
+  if (::kill(pid, SIGSTOP) != 0) return false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  while (std::chrono::steady_clock::now() < deadline) {
+    bool all = true;
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator(dir, ec)) {
+      std::ifstream in(task.path() / "stat");
+      std::string line;
+      std::getline(in, line);
+      // pid (comm) S ...: the comm may hold spaces and parentheses.
+      const auto close = line.rfind(')');
+      if (close == std::string::npos || close + 2 >= line.size()) continue;  // gone meanwhile
+      const std::string comm = line.substr(line.find('(') + 1, close - line.find('(') - 1);
+      if (comm.rfind("iou-", 0) == 0) continue;
+      const char state = line[close + 2];
+      if (state != 'T' && state != 't') all = false;
+    }
+    if (ec) return false;
+    if (all) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
 std::string vsymctl_bin() {
   const char* p = std::getenv("VSYMCTL_BIN");
   return p ? p : "vsymctl";

@@ -109,4 +109,11 @@ std::string vsymctl_bin();
 // with_uring): every Mount then asks for -o uring before its own options.
 bool uring_run();
 
+// Sends SIGSTOP to `pid` and waits (up to 30 s) until every thread of it
+// has stopped. kill() returns before the stop has reached each thread, and
+// a thread still running may answer one more request; a test that needs a
+// daemon that answers nothing waits for this. io_uring's kernel workers
+// (iou-*) take no signals and are not waited for. False on timeout.
+bool stop_and_wait(pid_t pid);
+
 }  // namespace vsymfs::testing

@@ -33,6 +33,7 @@ namespace {
 
 using vsymfs::testing::As;
 using vsymfs::testing::Mount;
+using vsymfs::testing::stop_and_wait;
 using vsymfs::testing::MountOptions;
 using vsymfs::testing::run_as;
 
@@ -287,7 +288,7 @@ TEST(PassthroughActive, ReadsAndWritesBypassTheDaemon) {
     if (m.daemon_log().find("passthrough: on") == std::string::npos)
       GTEST_SKIP() << "the kernel or daemon has no passthrough here:\n" << m.daemon_log();
 
-    ASSERT_EQ(::kill(m.daemon_pid(), SIGSTOP), 0);
+    ASSERT_TRUE(stop_and_wait(m.daemon_pid()));
     auto io = std::async(std::launch::async, [&] {
       std::string buf(8u << 20, '\0');
       return ::pread(fd.get(), buf.data(), buf.size(), 0) == static_cast<ssize_t>(buf.size());

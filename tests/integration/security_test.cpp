@@ -172,7 +172,7 @@ TEST(ProbeOtherFuse, AProbeNeverCallsIntoAnotherFuseFilesystem) {
   Mount other(MountOptions{kProbeRules, {}, {}});
   fs::create_directories(other.src("amd64_linux26"));
   ASSERT_EQ(::symlink((other.mnt() + "/@sys").c_str(), m.src("elsewhere").c_str()), 0);
-  ASSERT_EQ(::kill(other.daemon_pid(), SIGSTOP), 0);
+  ASSERT_TRUE(stop_and_wait(other.daemon_pid()));
   Watchdog dog({&m, &other}, kLimit);
   const std::string text = readlink_as(kNobody, m.mnt("elsewhere"));
   const int st = lstat_as(kRoot, m.mnt("elsewhere"));
@@ -203,7 +203,7 @@ TEST(ProbeTimeBound, AProbeIntoAHungFilesystemIsGivenUpAndTheMountStaysUsable) {
     ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
   } unmount{ovl};
   ASSERT_EQ(::symlink((ovl + "/@sys").c_str(), m.src("hung").c_str()), 0);
-  ASSERT_EQ(::kill(slow.daemon_pid(), SIGSTOP), 0);
+  ASSERT_TRUE(stop_and_wait(slow.daemon_pid()));
   Watchdog dog({&m, &slow}, kLimit);
   const std::string first = readlink_as(kRoot, m.mnt("hung"));
   const std::string again = readlink_as(kNobody, m.mnt("hung"));

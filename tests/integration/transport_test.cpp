@@ -36,6 +36,7 @@ using ::testing::StartsWith;
 using vsymfs::testing::As;
 using vsymfs::testing::capture_as;
 using vsymfs::testing::Mount;
+using vsymfs::testing::stop_and_wait;
 using vsymfs::testing::MountOptions;
 using vsymfs::testing::uring_run;
 using vsymfs::testing::vsymctl_bin;
@@ -372,7 +373,7 @@ TEST(Transport, KilledDaemonDoesNotHangACaller) {
   Mount m;
   make_link(m);
   ASSERT_EQ(link_text(m.mnt("link")), "target-root");
-  ASSERT_EQ(::kill(m.daemon_pid(), SIGSTOP), 0);
+  ASSERT_TRUE(stop_and_wait(m.daemon_pid()));
   Reader r = start_reader(m.mnt("link"), false);
   ASSERT_GT(r.pid, 0);
   const auto deadline = Clock::now() + std::chrono::seconds(10);
@@ -400,7 +401,7 @@ TEST(Transport, KilledDaemonDoesNotHangACaller) {
 TEST(Transport, SignalledCallerDoesNotHang) {
   Mount m;
   make_link(m);
-  ASSERT_EQ(::kill(m.daemon_pid(), SIGSTOP), 0);
+  ASSERT_TRUE(stop_and_wait(m.daemon_pid()));
   Reader r = start_reader(m.mnt("link"), true);
   ASSERT_GT(r.pid, 0);
   const bool blocked = wait_blocked_in_readlink(r.pid, Clock::now() + std::chrono::seconds(10));
