@@ -1,5 +1,6 @@
 #include "paths.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -90,7 +91,40 @@ DaemonUser DaemonUser::current() {
   u.xdg_runtime_dir = env("XDG_RUNTIME_DIR");
   u.xdg_state_home = env("XDG_STATE_HOME");
   u.home = env("HOME");
+  std::string map;
+  if (const int fd = ::open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC); fd >= 0) {
+    char buf[4096];
+    ssize_t n;
+    while (map.size() < 65536 && (n = ::read(fd, buf, sizeof buf)) > 0) map.append(buf, static_cast<std::size_t>(n));
+    ::close(fd);
+    const UidMapView view = parse_uid_map(map, u.euid);
+    u.initial_user_namespace = view.initial;
+    u.outside_uid = view.initial ? DaemonUser::kUnmapped : view.outside;
+  }
+  // No /proc: assume the initial namespace, as before.
   return u;
+}
+
+UidMapView parse_uid_map(std::string_view text, uid_t inside) {
+  UidMapView view;
+  std::size_t lines = 0;
+  bool identity = false;
+  while (!text.empty()) {
+    const std::size_t eol = text.find('\n');
+    const std::string line(text.substr(0, eol));
+    text = eol == std::string_view::npos ? std::string_view{} : text.substr(eol + 1);
+    unsigned long long in = 0, out = 0, count = 0;
+    char extra = 0;
+    const int got = std::sscanf(line.c_str(), " %llu %llu %llu %c", &in, &out, &count, &extra);
+    if (got == EOF) continue;  // a blank line
+    if (got != 3) return UidMapView{};
+    ++lines;
+    identity = in == 0 && out == 0 && count == 4294967295ULL;
+    if (inside >= in && inside - in < count && out + (inside - in) < DaemonUser::kUnmapped)
+      view.outside = static_cast<uid_t>(out + (inside - in));
+  }
+  view.initial = lines == 1 && identity;
+  return view;
 }
 
 namespace {
@@ -100,13 +134,20 @@ bool absolute(const std::string& path) { return !path.empty() && path.front() ==
 }  // namespace
 
 std::string run_directory(const DaemonUser& who) {
-  if (who.euid == 0) return VSYMFS_RUN_DIR;
+  if (who.owns_system_directories()) return VSYMFS_RUN_DIR;
   if (absolute(who.xdg_runtime_dir)) return who.xdg_runtime_dir + "/vsymfs";
+  if (!who.initial_user_namespace) {
+    // Named after the host's user: "vsymfs-0" would be every namespace
+    // root's. Unmapped (should not happen: our own euid is mapped): a name
+    // no host uid has.
+    if (who.outside_uid != DaemonUser::kUnmapped) return "/tmp/vsymfs-" + std::to_string(who.outside_uid);
+    return "/tmp/vsymfs-userns-" + std::to_string(who.euid);
+  }
   return "/tmp/vsymfs-" + std::to_string(who.euid);
 }
 
 Result<std::string> state_directory(const DaemonUser& who) {
-  if (who.euid == 0) return std::string(VSYMFS_STATE_DIR);
+  if (who.owns_system_directories()) return std::string(VSYMFS_STATE_DIR);
   if (absolute(who.xdg_state_home)) return who.xdg_state_home + "/vsymfs";
   if (absolute(who.home)) return who.home + "/.local/state/vsymfs";
   return make_error(ENOENT, "no place for run-time values: HOME and XDG_STATE_HOME are not set (or not absolute); "

@@ -38,15 +38,37 @@ struct DaemonUser {
   std::string xdg_runtime_dir;  // $XDG_RUNTIME_DIR
   std::string xdg_state_home;   // $XDG_STATE_HOME
   std::string home;             // $HOME
-  static DaemonUser current();  // geteuid() and the environment
+  // Whether the daemon's user namespace is the initial one. uid 0 in any
+  // other (`unshare -Ur`, rootless podman) is an unprivileged user of the
+  // host: it cannot write /run, and must not share root's socket names.
+  bool initial_user_namespace = true;
+  // euid as the parent user namespace sees it (the user who made the
+  // namespace), kUnmapped when unknown or not in a user namespace.
+  uid_t outside_uid = kUnmapped;
+  static constexpr uid_t kUnmapped = static_cast<uid_t>(-1);
+
+  // Root of the host: the system-wide run and state directories are ours.
+  bool owns_system_directories() const noexcept { return euid == 0 && initial_user_namespace; }
+  static DaemonUser current();  // geteuid(), /proc/self/uid_map and the environment
 };
 
-// Where control sockets go. Root: VSYMFS_RUN_DIR, shared by every mount and
-// reachable by every user. Anyone else cannot write there: their own
-// $XDG_RUNTIME_DIR/vsymfs, else /tmp/vsymfs-UID (which must then be theirs
-// alone, see ensure_private_directory).
+// What /proc/self/uid_map says: whether it is the initial namespace's
+// identity map ("0 0 4294967295"), and what `inside` is outside
+// (DaemonUser::kUnmapped when no line maps it or the text is malformed).
+struct UidMapView {
+  bool initial = false;
+  uid_t outside = DaemonUser::kUnmapped;
+};
+UidMapView parse_uid_map(std::string_view text, uid_t inside);
+
+// Where control sockets go. Root of the host: VSYMFS_RUN_DIR, shared by
+// every mount and reachable by every user. Anyone else cannot write there,
+// uid 0 of a user namespace included: their own $XDG_RUNTIME_DIR/vsymfs,
+// else /tmp/vsymfs-UID (which must then be theirs alone, see
+// ensure_private_directory), UID being the outside uid in a user namespace
+// (every namespace's root is uid 0: /tmp/vsymfs-0 would be shared).
 std::string run_directory(const DaemonUser& who);
-// Where run-time values persist. Root: VSYMFS_STATE_DIR. Anyone else:
+// Where run-time values persist. Root of the host: VSYMFS_STATE_DIR. Anyone else:
 // $XDG_STATE_HOME/vsymfs, else $HOME/.local/state/vsymfs; an error when
 // neither is set (then -o state=PATH is needed).
 Result<std::string> state_directory(const DaemonUser& who);

@@ -83,6 +83,45 @@ TEST(Paths, ANonRootDaemonUsesItsUsersDirectories) {
   EXPECT_NE(none.error().message.find("-o state="), std::string::npos) << none.error().message;
 }
 
+// uid 0 inside `unshare -Ur` or rootless podman is an ordinary user of the
+// host: /run/vsymfs is not writable (issue 12 found "cannot bind
+// /run/vsymfs/....sock: Permission denied"), and /tmp/vsymfs-0 would be
+// every namespace root's.
+TEST(Paths, RootOfAUserNamespaceIsNotRootOfTheHost) {
+  DaemonUser ns_root{0, "", "", "/home/u"};
+  ns_root.initial_user_namespace = false;
+  ns_root.outside_uid = 1000;
+  EXPECT_FALSE(ns_root.owns_system_directories());
+  EXPECT_EQ(default_socket_path("/srv/tree", ns_root), "/tmp/vsymfs-1000/srv-tree.sock");
+  EXPECT_EQ(state_path_or_error("/srv/tree", ns_root), "/home/u/.local/state/vsymfs/srv-tree.toml");
+  ns_root.xdg_runtime_dir = "/run/user/1000";
+  EXPECT_EQ(default_socket_path("/srv/tree", ns_root), "/run/user/1000/vsymfs/srv-tree.sock");
+  ns_root.outside_uid = DaemonUser::kUnmapped;
+  ns_root.xdg_runtime_dir.clear();
+  EXPECT_EQ(default_socket_path("/srv/tree", ns_root), "/tmp/vsymfs-userns-0/srv-tree.sock");
+  EXPECT_TRUE(kRoot.owns_system_directories());
+}
+
+TEST(Paths, UidMapsAreRead) {
+  const UidMapView initial = parse_uid_map("         0          0 4294967295\n", 0);
+  EXPECT_TRUE(initial.initial);
+  EXPECT_EQ(initial.outside, 0u);
+  const UidMapView unshared = parse_uid_map("         0       1000          1\n", 0);
+  EXPECT_FALSE(unshared.initial);
+  EXPECT_EQ(unshared.outside, 1000u);
+  const UidMapView podman = parse_uid_map("0 1000 1\n1 100000 65536\n", 42);
+  EXPECT_FALSE(podman.initial);
+  EXPECT_EQ(podman.outside, 100041u);
+  EXPECT_EQ(parse_uid_map("0 1000 1\n", 5).outside, DaemonUser::kUnmapped);
+  // An identity map of a part of the range is a user namespace too.
+  EXPECT_FALSE(parse_uid_map("0 0 1000\n", 0).initial);
+  EXPECT_FALSE(parse_uid_map("garbage\n", 0).initial);
+  EXPECT_FALSE(parse_uid_map("", 0).initial);
+  // The daemon's own map, whatever namespace the test runs in, is read.
+  const DaemonUser me = DaemonUser::current();
+  EXPECT_EQ(me.euid, ::geteuid());
+}
+
 TEST(Paths, APrivateDirectoryIsMadeOrCheckedAndNeverSomeoneElses) {
   const vsymfs::test::TempDir tmp("vsymfs-paths-test");
   const std::string& root = tmp.path();
