@@ -5,6 +5,8 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+
 #include <string>
 #include <string_view>
 #include <utility>
@@ -47,6 +49,13 @@ struct Caller {
 
   // A 32-bit process (PER_LINUX32 personality or a 32-bit ELF executable).
   bool compat32 = false;
+
+  // The caller's UTS and mount namespaces when they are not the daemon's
+  // (inode numbers of /proc/<pid>/ns/uts and .../mnt): a caller in a
+  // container. 0: the daemon's own, or unknown (pid 0: a caller the daemon
+  // cannot see gets the daemon's namespaces). docs/containers.md.
+  std::uint64_t uts_ns = 0;
+  std::uint64_t mnt_ns = 0;
 };
 
 // Facts about the host, read once (uname, hostname, domain name).

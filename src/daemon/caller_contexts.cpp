@@ -67,6 +67,7 @@
 #include <vector>
 
 #include "mount_state.hpp"
+#include "namespaces.hpp"
 #include "proc_events.hpp"
 #include "proc_reader.hpp"
 #include "vsymfs/resolver.hpp"
@@ -191,7 +192,7 @@ constexpr std::size_t kProcEntryOverhead = sizeof(std::pair<const pid_t, ProcEnt
 bool same_identity(const Caller& a, const Caller& b) noexcept {
   return a.uid == b.uid && a.gid == b.gid && a.ruid == b.ruid && a.rgid == b.rgid && a.secure == b.secure &&
          a.groups == b.groups && a.user_name == b.user_name && a.group_name == b.group_name &&
-         a.group_names == b.group_names && a.home == b.home;
+         a.group_names == b.group_names && a.home == b.home && a.uts_ns == b.uts_ns && a.mnt_ns == b.mnt_ns;
 }
 
 // The [process] lists and the universe variable: what decides which
@@ -363,6 +364,8 @@ bool kernel_at_least(unsigned major, unsigned minor) {
 struct CallerContexts::Impl {
   explicit Impl(Options o)
       : opts(o), per_shard(std::max<std::size_t>(1, o.max_entries / kShards)), pool(o.helper_threads, o.max_queued) {
+    if (o.caller_accounts)
+      accounts = std::make_unique<CallerAccounts>(std::chrono::milliseconds(o.environ_timeout_ms));
     using Key = Options::ImageKey;
     if (o.image_key == Key::Auto || o.image_key == Key::Events) {
       if (auto ev = ProcEvents::open(std::chrono::milliseconds(500)); ev) {
@@ -462,6 +465,35 @@ struct CallerContexts::Impl {
   Shard shards[kShards];
 
   std::mutex nss_mu;
+  std::unique_ptr<CallerAccounts> accounts;  // null: -o daemon_nss
+
+  // Namespaces other than the daemon's (0 for the daemon's own, or unknown).
+  static void note_namespaces(Caller& c) {
+    if (c.pid == 0) return;
+    const NamespaceIds ids = read_namespace_ids(c.pid);
+    const NamespaceIds& own = own_namespace_ids();
+    c.uts_ns = ids.uts != own.uts ? ids.uts : 0;
+    c.mnt_ns = ids.mnt != own.mnt ? ids.mnt : 0;
+  }
+
+  // A caller in another mount namespace: its own /etc/passwd and
+  // /etc/group, read through its root; numbers when they cannot be read or
+  // do not list the id (the file is untrusted, and the daemon's NSS would
+  // give the host's names).
+  void fill_names_from_own_files(Caller& c) {
+    const std::shared_ptr<const AccountFiles> files = accounts->files(c.pid, c.mnt_ns);
+    const AccountUser* u = files ? files->user(c.uid) : nullptr;
+    c.user_name = u ? u->name : std::to_string(c.uid);
+    c.home = u ? u->home : "";
+    auto group_name = [&](gid_t gid) {
+      const std::string* g = files ? files->group(gid) : nullptr;
+      return g ? *g : std::to_string(gid);
+    };
+    c.group_name = group_name(c.gid);
+    c.group_names = {c.group_name};
+    for (gid_t sup : c.groups)
+      if (sup != c.gid) c.group_names.push_back(group_name(sup));
+  }
   std::unordered_map<uid_t, UserInfo> users;
   std::unordered_map<gid_t, GroupInfo> groups;
 
@@ -511,10 +543,12 @@ struct CallerContexts::Impl {
       c->secure = proc::status_says_secure(*st);
       if (tgid_out != nullptr) *tgid_out = st->tgid;
     }
+    note_namespaces(*c);
     return c;
   }
 
   void fill_names(Caller& c) {
+    if (accounts && c.mnt_ns != 0) return fill_names_from_own_files(c);
     const auto now = Clock::now();
     const auto ttl = std::chrono::milliseconds(opts.nss_ttl_ms);
     auto user = [&](uid_t uid) -> const UserInfo& {

@@ -55,6 +55,11 @@ class CallerContexts {
     // environment larger than the whole limit is used but not kept.
     // 0: no environment is kept, every request reads /proc again.
     std::size_t max_environ_bytes = std::size_t{32} << 20;
+    // A caller in another mount namespace (a container) gets its names
+    // and home from its own /etc/passwd and /etc/group (namespaces.hpp),
+    // or numbers when they cannot be read. false (-o daemon_nss): the
+    // daemon's NSS for every caller.
+    bool caller_accounts = true;
   };
   CallerContexts();
   explicit CallerContexts(Options opts);

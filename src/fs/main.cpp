@@ -308,6 +308,7 @@ int main(int argc, char** argv) {
 
   daemon::CallerContexts::Options copts;
   copts.max_environ_bytes = o.environ_cache;
+  copts.caller_accounts = !o.daemon_nss;
   daemon::CallerContexts contexts(copts);
   contexts.follow_rules(**state);  // keep only the variables the rules can take
   daemon::LinkService links(**state, contexts);

@@ -88,6 +88,9 @@ Result<bool> apply_own_option(std::string_view opt, Options& o) {
   } else if (key == "single_user") {
     if (auto r = no_value(); !r) return r.error();
     o.single_user = true;
+  } else if (key == "daemon_nss") {
+    if (auto r = no_value(); !r) return r.error();
+    o.daemon_nss = true;
   } else if (key == "no_handles") {
     if (auto r = no_value(); !r) return r.error();
     o.use_handles = false;
@@ -246,6 +249,9 @@ vsymfs options:
     -o threads=N           at most N worker threads (default: one per CPU, at least 2)
     -o environ_cache=BYTES callers' environments kept at most, together; k, m, g
                            suffixes (default 32m; 0: read /proc on every request)
+    -o daemon_nss          names and homes of callers in other mount namespaces
+                           (containers) from the daemon's NSS, not from their
+                           own /etc/passwd and /etc/group
     -o passthrough         let the kernel read and write open files on SOURCE
                            directly (Linux 6.9+, needs CAP_SYS_ADMIN; falls
                            back to reads and writes through the daemon when

@@ -39,6 +39,7 @@ struct Options {
   bool rules_explicit = false;     // rules= was given: a missing file is an error
   bool builtin_rules = false;      // -o builtin_rules: ignore the default rules file
   bool single_user = false;        // -o single_user: never switch identity
+  bool daemon_nss = false;         // -o daemon_nss: containers' names from our NSS too
   std::size_t fd_budget = 0;       // -o fd_budget=N (0 = derived from RLIMIT_NOFILE)
   std::string socket_path;         // -o socket=PATH ("" = derived from the mountpoint)
   std::string state_path;          // -o state=PATH ("" = derived from the mountpoint)

@@ -65,6 +65,8 @@ TEST(Options, DefaultsAddedUnlessGiven) {
   EXPECT_EQ(o.fd_budget, 0u);  // derived from RLIMIT_NOFILE at startup
   EXPECT_TRUE(o.use_handles);
   EXPECT_TRUE(o.passthrough);  // falls back at run time when the kernel or privileges lack it
+  EXPECT_FALSE(o.daemon_nss);  // containers' names from their own files
+  EXPECT_TRUE(ok({"-o", "daemon_nss", "/a", "/b"}).daemon_nss);
   Options named = ok({"-o", "fsname=tree,subtype=x", "/a", "/b"});
   EXPECT_EQ(named.fuse_mount_options, "fsname=tree,subtype=x,default_permissions");
 }
