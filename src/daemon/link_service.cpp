@@ -12,7 +12,9 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "namespaces.hpp"
 #include "probe_walk.hpp"
+#include "vsymfs/namespace_hosts.hpp"
 #include "vsymfs/resolver.hpp"
 #include "vsymfs/var_map.hpp"
 
@@ -375,6 +377,21 @@ struct LinkService::Impl {
   ProbeCache probes;
   ProbeWalker walker;
   const Clock::duration probe_budget;
+  UtsReader uts;                 // a container's host name and domain name
+  NamespaceHosts uts_hosts;      // one host per UTS namespace other than ours
+
+  // The host facts for `caller`: the daemon's, unless the caller is in
+  // another UTS namespace (uts_ns != 0: a container) whose names we can
+  // read, then that namespace's. Read again at every expansion (setns and
+  // uname, about a microsecond), so a sethostname there shows at once; the
+  // daemon's own namespace pays the one comparison. With per_caller = false
+  // the kernel caches links: everyone gets the daemon's.
+  std::shared_ptr<const HostInfo> host_for(const Caller& caller, const Rules& rules) {
+    if (caller.uts_ns == 0 || !rules.per_caller) return nullptr;
+    const std::optional<UtsNames> names = uts.read(caller.pid, caller.uts_ns);
+    if (!names) return nullptr;
+    return uts_hosts.get(caller.uts_ns, names->hostname, names->domainname, state.host());
+  }
 
   std::shared_ptr<const Parsed> parsed(std::string_view raw, std::uint64_t generation, const Rules& rules) {
     const std::size_t h = StringHash{}(raw);
@@ -408,8 +425,10 @@ struct LinkService::Impl {
   // `given`: a caller described by the control server (not owned).
   std::shared_ptr<const Caller> caller_for(Needs needs, const Rules& rules, const RequestIds& ids,
                                            const Caller* given) {
-    if (!rules.per_caller || needs <= Needs::Host) return nullptr;
+    if (!rules.per_caller || needs == Needs::Nothing) return nullptr;
     if (given != nullptr) return std::shared_ptr<const Caller>(std::shared_ptr<const Caller>(), given);
+    // Host facts follow the caller's UTS namespace, noted with its identity.
+    if (needs == Needs::Host) return contexts.identity(ids.pid, ids.uid, ids.gid);
     if (needs == Needs::Identity) return contexts.named(ids.pid, ids.uid, ids.gid);
     return contexts.full(ids.pid, ids.uid, ids.gid);
   }
@@ -441,7 +460,8 @@ struct LinkService::Impl {
                                     " was not read in time; the link needs it");
     }
     const std::shared_ptr<const RuntimeVars> runtime = state.runtime();
-    ScopedResolver resolver(*rules, state.host(), caller, runtime.get());
+    const std::shared_ptr<const HostInfo> ns_host = host_for(caller, *rules);
+    ScopedResolver resolver(*rules, ns_host ? *ns_host : state.host(), caller, runtime.get());
     CountingSource counting(resolver);
 
     // Who probes: the caller, whose identity this thread has; or, when

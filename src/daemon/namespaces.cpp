@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sched.h>
+#include <sys/capability.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
@@ -23,6 +24,38 @@
 
 namespace vsymfs::daemon {
 namespace {
+
+// CAP_SYS_ADMIN in the effective set for a scope, then the thread's set as
+// it was: a FUSE worker serves a request with the caller's ids and no
+// effective capabilities (fs/identity.hpp), and setns needs it.
+class ScopedSysAdmin {
+ public:
+  ScopedSysAdmin() : saved_(cap_get_proc()) {
+    if (saved_ == nullptr) return;
+    cap_flag_value_t v = CAP_CLEAR;
+    if (cap_get_flag(saved_, CAP_SYS_ADMIN, CAP_EFFECTIVE, &v) == 0 && v == CAP_SET) {
+      ok_ = true;  // already there
+      return;
+    }
+    cap_t raised = cap_dup(saved_);
+    const cap_value_t admin = CAP_SYS_ADMIN;
+    ok_ = raised != nullptr && cap_set_flag(raised, CAP_EFFECTIVE, 1, &admin, CAP_SET) == 0 && cap_set_proc(raised) == 0;
+    changed_ = ok_;
+    if (raised != nullptr) cap_free(raised);
+  }
+  ~ScopedSysAdmin() {
+    if (changed_) (void)cap_set_proc(saved_);
+    if (saved_ != nullptr) cap_free(saved_);
+  }
+  ScopedSysAdmin(const ScopedSysAdmin&) = delete;
+  ScopedSysAdmin& operator=(const ScopedSysAdmin&) = delete;
+  bool ok() const noexcept { return ok_; }
+
+ private:
+  cap_t saved_;
+  bool ok_ = false;
+  bool changed_ = false;
+};
 
 std::uint64_t ns_inode(const std::string& path) {
   struct stat st {};
@@ -107,7 +140,8 @@ std::optional<UtsNames> UtsReader::read(pid_t pid, std::uint64_t uts) {
   if (!impl_->usable || pid <= 0 || uts == 0) return std::nullopt;
   const std::shared_ptr<UniqueFd> fd = impl_->fd_for(pid, uts);
   if (!fd) return std::nullopt;
-  if (::setns(fd->get(), CLONE_NEWUTS) != 0) return std::nullopt;
+  const ScopedSysAdmin admin;
+  if (!admin.ok() || ::setns(fd->get(), CLONE_NEWUTS) != 0) return std::nullopt;
   utsname u{};
   const int rc = ::uname(&u);
   if (::setns(impl_->own.get(), CLONE_NEWUTS) != 0) {
@@ -197,13 +231,16 @@ struct CallerAccounts::Impl {
     const std::string root_path = "/proc/" + std::to_string(pid) + "/root";
     UniqueFd root(::open(root_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!root) return nullptr;
+    // Each file on its own: one that cannot be used (missing, a link out
+    // of the root, too large, not a regular file) lists nobody.
     UniqueFd pw = open_in_root(root.get(), "etc/passwd");
     UniqueFd gr = open_in_root(root.get(), "etc/group");
     struct stat pst {}, gst {};
-    if (!pw || !gr || ::fstat(pw.get(), &pst) != 0 || ::fstat(gr.get(), &gst) != 0) return nullptr;
+    const bool pw_ok = pw && ::fstat(pw.get(), &pst) == 0;
+    const bool gr_ok = gr && ::fstat(gr.get(), &gst) == 0;
     // Still the namespace we were asked about (the pid may have moved).
     if (read_namespace_ids(pid).mnt != mnt) return nullptr;
-    const FileStamp ps = stamp_of(pst), gs = stamp_of(gst);
+    const FileStamp ps = pw_ok ? stamp_of(pst) : FileStamp{}, gs = gr_ok ? stamp_of(gst) : FileStamp{};
     {
       std::lock_guard lock(mu);
       if (auto it = cache.find(mnt); it != cache.end() && it->second.passwd == ps && it->second.group == gs)
@@ -211,10 +248,8 @@ struct CallerAccounts::Impl {
     }
     std::string text;
     auto files = std::make_shared<AccountFiles>();
-    if (!read_bounded(pw.get(), pst, text)) return nullptr;
-    parse_passwd(text, *files);
-    if (!read_bounded(gr.get(), gst, text)) return nullptr;
-    parse_group(text, *files);
+    if (pw_ok && read_bounded(pw.get(), pst, text)) parse_passwd(text, *files);
+    if (gr_ok && read_bounded(gr.get(), gst, text)) parse_group(text, *files);
     std::lock_guard lock(mu);
     ++reads;
     if (cache.size() >= max && !cache.contains(mnt)) cache.clear();

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <fstream>
+#include <string>
 
 namespace vsymfs::fs {
 
@@ -143,6 +145,12 @@ bool ThreadIdentity::init() {
   // setfsuid/setgroups need CAP_SETUID/CAP_SETGID; in practice that is root.
   g_can_switch = false;
   if (g_daemon.uid != 0) return false;
+  // A user namespace made without privilege (unshare -Ur) denies setgroups
+  // (it maps a single uid anyway): root there cannot take a caller's groups.
+  if (std::ifstream f("/proc/self/setgroups"); f) {
+    std::string word;
+    if (f >> word && word == "deny") return false;
+  }
   for (cap_t& c : g_sets) {  // a second init (tests) starts over
     if (c) cap_free(c);
     c = nullptr;

@@ -39,6 +39,7 @@
 #include "mount_state.hpp"
 #include "options.hpp"
 #include "passthrough.hpp"
+#include "paths.hpp"
 #include "server.hpp"
 #include "service_notify.hpp"
 #include "uring_transport.hpp"
@@ -284,10 +285,14 @@ int main(int argc, char** argv) {
   ::umask(0);
   const bool can_switch = fs::ThreadIdentity::init();
   if (!can_switch && !o.single_user) {
-    spdlog::warn("not running as root: every operation runs as uid {} (as with -o single_user)", ::geteuid());
+    spdlog::warn("cannot switch identity (not root, or root of a user namespace that denies setgroups): every "
+                 "operation runs as uid {} (as with -o single_user)", ::geteuid());
     o.single_user = true;
   }
-  if (!can_switch && o.use_handles) o.use_handles = false;  // open_by_handle_at needs CAP_DAC_READ_SEARCH
+  // open_by_handle_at needs CAP_DAC_READ_SEARCH in the initial user
+  // namespace: root of any other (unshare -Ur, rootless podman) gets EPERM.
+  const bool can_open_handles = can_switch && control::DaemonUser::current().initial_user_namespace;
+  if (!can_open_handles && o.use_handles) o.use_handles = false;
   const FdPlan plan = plan_descriptors(o.fd_budget, o.max_threads);
 
   daemon::MountState::Config cfg;

@@ -141,6 +141,7 @@ Mount::Mount(const MountOptions& opts) : tmp_("vsymfs-it", 0755, "/tmp") {
       struct rlimit rl {opts.nofile_limit, opts.nofile_limit};
       if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::_exit(126);
     }
+    if (opts.before_exec) opts.before_exec();
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

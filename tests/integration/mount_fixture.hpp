@@ -21,6 +21,9 @@ struct MountOptions {
   std::vector<std::string> extra_opts;  // more -o options, e.g. "single_user"
   std::vector<std::string> extra_args;  // more command-line arguments
   unsigned long nofile_limit = 0;       // RLIMIT_NOFILE (soft and hard) for the daemon; 0 = inherit
+  // Runs in the daemon's process after fork, before exec (e.g. to enter
+  // namespaces); only async-signal-safe calls.
+  std::function<void()> before_exec;
 };
 
 class Mount {
