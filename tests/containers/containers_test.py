@@ -101,6 +101,10 @@ compat32 = ["fallback_sys"]
 # What the containers run: a shell and the few programs the scripts call.
 # The vsymfs binary under test is bound in (read-only), so its libraries
 # come along too.
+# uid 0 has a name of its own in the image, so a name from the container's
+# /etc/passwd cannot be mistaken for the host's.
+IMAGE_PASSWD = "ctr-root:x:0:0:root:/root:/bin/sh\n"
+IMAGE_GROUP = "ctr-wheel:x:0:\n"
 IMAGE_PROGRAMS = ["sh", "mkdir", "ln", "chmod", "cat", "readlink", "printf", "id", "uname", "umount", "true"]
 
 
@@ -137,7 +141,7 @@ def ensure_image(binary):
         nss = os.path.join(d, "libnss_files.so.2")
         if os.path.exists(nss):
             files.add(nss)
-    digest = hashlib.sha256()
+    digest = hashlib.sha256((IMAGE_PASSWD + IMAGE_GROUP).encode())
     for f in sorted(files):
         st = os.stat(f)
         digest.update(f"{f} {st.st_size} {st.st_mtime_ns}\n".encode())
@@ -162,15 +166,20 @@ def ensure_image(binary):
             if not os.path.lexists(link) and root + real != link:
                 os.symlink(real, link)
         with open(os.path.join(root, "etc/passwd"), "w") as out:
-            out.write("root:x:0:0:root:/root:/bin/sh\n")
+            out.write(IMAGE_PASSWD)
         with open(os.path.join(root, "etc/group"), "w") as out:
-            out.write("root:x:0:\n")
+            out.write(IMAGE_GROUP)
         with open(os.path.join(root, "etc/nsswitch.conf"), "w") as out:
             out.write("passwd: files\ngroup: files\n")
         tar = os.path.join(d, "rootfs.tar")
         run(["tar", "-C", root, "-cf", tar, "."])
         run(["podman", "import", "--change", "ENV=PATH=/usr/local/bin:/bin:/usr/bin", tar, image], timeout=300)
     log(f"image {image} built from the host's files in {time.monotonic() - t:.1f}s")
+    # Earlier builds (other libraries, an older test): ours to drop.
+    listed = run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"], check=False).stdout.split()
+    for old in listed:
+        if old.startswith("localhost/vsymfs-test:") and old != image:
+            run(["podman", "rmi", old], check=False)
     return image
 
 
@@ -213,8 +222,9 @@ ln -s arch/@sys /src/bin
 ln -s @hostname /src/h
 ln -s '${{COLOR}}' /src/c
 ln -s '${{USER}}' /src/u
+ln -s '${{GROUP}}' /src/g
 vsymfs -o allow_other /src /v
-for l in h c u bin; do printf '%s=%s\\n' $l "$(readlink /v/$l)"; done
+for l in h c u g bin; do printf '%s=%s\\n' $l "$(readlink /v/$l)"; done
 printf 'run=%s\\n' "$(/v/bin/hello)"
 umount /v
 """
@@ -227,9 +237,10 @@ umount /v
     m = parse(r.stdout)
     expect(m.get("h") == "ctr-a", f"@hostname is the container's ({m.get('h')!r})")
     expect(m.get("c") == "red", f"[host.\"ctr-a\"] applies ({m.get('c')!r})")
-    expect(m.get("u") == "root", f"${{USER}} ({m.get('u')!r})")
+    expect(m.get("u") == "ctr-root", f"${{USER}} from the container's /etc/passwd ({m.get('u')!r})")
+    expect(m.get("g") == "ctr-wheel", f"${{GROUP}} from the container's /etc/group ({m.get('g')!r})")
     expect(m.get("bin") == "arch/ctr_sys", f"@sys ({m.get('bin')!r})")
-    expect(m.get("run") == "hello from ctr-a as root", f"a program runs through @sys ({m.get('run')!r})")
+    expect(m.get("run") == "hello from ctr-a as ctr-root", f"a program runs through @sys ({m.get('run')!r})")
 
 
 def case_host(args):
@@ -243,7 +254,7 @@ def case_host(args):
     os.chmod(work, 0o755)
     with open(rules, "w") as f:
         f.write(RULES)
-    for name, target in (("h", "@hostname"), ("c", "${COLOR}"), ("u", "${USER}"), ("d", "@domainname")):
+    for name, target in (("h", "@hostname"), ("c", "${COLOR}"), ("u", "${USER}"), ("g", "${GROUP}")):
         os.symlink(target, os.path.join(src, name))
     daemon = subprocess.Popen([args.vsymfs, "-f", "-o", f"allow_other,rules={rules}", src, mnt],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -251,7 +262,7 @@ def case_host(args):
         wait_for("the host daemon mounts", lambda: mounted(mnt) or daemon.poll() is not None, 15)
         if daemon.poll() is not None:
             raise Failure(f"vsymfs exited {daemon.returncode}: {daemon.stdout.read()}")
-        script = "for l in h c u; do printf '%s=%s\\n' $l \"$(readlink /v/$l)\"; done"
+        script = "for l in h c u g; do printf '%s=%s\\n' $l \"$(readlink /v/$l)\"; done"
         for host, color in (("ctr-a", "red"), ("ctr-b", "blue")):
             t = time.monotonic()
             r = podman(image, args.vsymfs, ["--hostname", host, "-v", f"{mnt}:/v:rslave"], script)
@@ -261,9 +272,11 @@ def case_host(args):
             m = parse(r.stdout)
             expect(m.get("h") == host, f"{host}: @hostname ({m.get('h')!r})")
             expect(m.get("c") == color, f"{host}: [host.\"{host}\"] value ({m.get('c')!r})")
-            expect(m.get("u") == "root", f"{host}: ${{USER}} from the container's /etc/passwd ({m.get('u')!r})")
+            expect(m.get("u") == "ctr-root", f"{host}: ${{USER}} from the container's /etc/passwd ({m.get('u')!r})")
+            expect(m.get("g") == "ctr-wheel", f"{host}: ${{GROUP}} from the container's /etc/group ({m.get('g')!r})")
         own = os.uname().nodename
         expect(os.readlink(os.path.join(mnt, "h")) == own, "the host still sees its own name")
+        expect(os.readlink(os.path.join(mnt, "u")) == "root", "and its own names")
     finally:
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
