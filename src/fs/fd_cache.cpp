@@ -90,6 +90,15 @@ void FdCache::evict_locked() {
   }
 }
 
+void FdCache::evict_unpinned() {
+  std::lock_guard lock(mu_);
+  for (FdSlot* s = tail_; s != nullptr;) {
+    FdSlot* prev = s->prev;
+    close_unpinned_locked(*s);
+    s = prev;
+  }
+}
+
 void FdCache::drop(FdSlot& slot) {
   std::lock_guard lock(mu_);
   const int fd = slot.fd.exchange(-1);

@@ -64,6 +64,9 @@ class FdCache {
   void release(FdSlot& slot) noexcept { slot.pins.fetch_sub(1, std::memory_order_release); }
   // Closes the slot's descriptor for good (the inode is going away).
   void drop(FdSlot& slot);
+  // Closes every descriptor not pinned right now (they point into a
+  // filesystem that is gone).
+  void evict_unpinned();
 
   std::size_t budget() const noexcept { return budget_; }
   std::size_t open_count() const;
