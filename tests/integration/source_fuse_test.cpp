@@ -238,6 +238,7 @@ TEST_F(SourceFuse, StaleHandlesFallBackToParentAndName) {
 TEST_F(SourceFuse, ADeadSourceGivesEnotconnAndServesAgainWhenMountedAgain) {
   Mount m(MountOptions{.source = source_->mountpoint()});
   ASSERT_EQ(read_file(AT_FDCWD, m.mnt("d1/f1")), "d1/f1");
+  Holders holders(m, 4);  // working directories in d0..d3 across the remount
   source_->stop(SIGKILL);
   struct stat st {};
   errno = 0;
@@ -256,6 +257,9 @@ TEST_F(SourceFuse, ADeadSourceGivesEnotconnAndServesAgainWhenMountedAgain) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(got, "d2/f2");
   EXPECT_EQ(read_file(AT_FDCWD, m.mnt("d1/f1")), "d1/f1");
+  // The same files under the new mount keep their inode numbers, so the
+  // directories held since before are found again by name.
+  EXPECT_EQ(holders.open_from_cwd(), (std::vector<std::string>{"d0/f3", "d1/f3", "d2/f3", "d3/f3"}));
   EXPECT_THAT(status_of(m), HasSubstr("source_reopened: 1"));
   EXPECT_THAT(m.daemon_log(), HasSubstr("is there again"));
 }
