@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 METABENCH = None
@@ -110,16 +111,27 @@ class MetabenchTest(unittest.TestCase):
 
     def test_setenv_reaches_proc_environ(self):
         # vsymfs reads /proc/PID/environ, which setenv() does not change, so
-        # metabench must re-execute itself: read the file while it runs (it
-        # re-executes at once and then runs for a second).
+        # metabench must re-execute itself: the variable shows in the file
+        # once it has (it re-executes at once, then runs for a second). Read
+        # the file until it shows, while metabench runs (30 s deadline).
         env = dict(os.environ)
         env.pop("METABENCH_TEST_VAR", None)
-        script = (f'"{METABENCH}" --op stat --dir "{self.files}" --seconds 1 '
-                  '--setenv METABENCH_TEST_VAR=42 >/dev/null & pid=$!; sleep 0.3; '
-                  'tr "\\0" "\\n" < /proc/$pid/environ; wait $pid')
-        p = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=60)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn("METABENCH_TEST_VAR=42", p.stdout.splitlines())
+        p = subprocess.Popen([METABENCH, "--op", "stat", "--dir", self.files, "--seconds", "1",
+                              "--setenv", "METABENCH_TEST_VAR=42"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        seen = False
+        deadline = time.monotonic() + 30
+        while not seen and p.poll() is None and time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{p.pid}/environ", "rb") as f:
+                    seen = b"METABENCH_TEST_VAR=42" in f.read().split(b"\0")
+            except OSError:
+                pass
+            if not seen:
+                time.sleep(0.01)
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertTrue(seen, "METABENCH_TEST_VAR=42 never showed in /proc/PID/environ while metabench ran")
 
 if __name__ == "__main__":
     METABENCH = os.path.abspath(sys.argv.pop(1))

@@ -9,9 +9,12 @@ measurements whose right answers are worked out by hand below.
 """
 import importlib.machinery
 import importlib.util
+import shutil
 import sys
+import tempfile
 import types
 import unittest
+from pathlib import Path
 
 run = None  # the bench/run module, loaded in main
 
@@ -241,6 +244,64 @@ class TargetsTest(unittest.TestCase):
                 run.target_row("b", "", [0.9, 1.2], lambda x: x >= 1, 1.0),
                 run.target_row("c", "", [0.5, 0.6], lambda x: x >= 1, 1.0)]
         self.assertEqual(run.summary_line(rows), "2 of 3 targets pass (1 clear); 1 fail (1 clear)")
+
+
+class LibfusePeerTest(unittest.TestCase):
+    """passthrough_hp comes only from a libfuse 3.18+ tree given on the
+    command line; anything else makes both of its systems missing, saying why."""
+
+    def tree(self, version, with_example=True):
+        d = Path(tempfile.mkdtemp(prefix="libfuse-tree."))
+        self.addCleanup(shutil.rmtree, d, True)
+        (d / "meson.build").write_text(f"project('libfuse3', ['c'],\n        version: '{version}',\n)\n")
+        if with_example:
+            (d / "example").mkdir()
+            (d / "example" / "passthrough_hp.cc").write_text("int main() {}\n")
+        return d
+
+    def test_no_tree_no_peer(self):
+        exe, why = run.build_passthrough_hp(None, Path("/nonexistent"))
+        self.assertIsNone(exe)
+        self.assertIn("--libfuse-src", why)
+
+    def test_not_a_libfuse_tree(self):
+        exe, why = run.build_passthrough_hp(self.tree("3.18.2", with_example=False), Path("/nonexistent"))
+        self.assertIsNone(exe)
+        self.assertIn("is not a libfuse source tree", why)
+
+    def test_a_libfuse_without_io_uring(self):
+        exe, why = run.build_passthrough_hp(self.tree("3.17.4"), Path("/nonexistent"))
+        self.assertIsNone(exe)
+        self.assertIn("libfuse 3.17.4", why)
+        self.assertIn("3.18 or later", why)
+
+    def test_version_read_from_meson_build(self):
+        self.assertEqual(run.libfuse_version(self.tree("3.18.2")), "3.18.2")
+        self.assertEqual(run.version_tuple("3.18.2"), (3, 18))
+        self.assertLess(run.version_tuple("3.9.4"), (3, 18))
+
+    def test_both_passthrough_hp_systems_missing_without_a_binary(self):
+        root = Path(tempfile.mkdtemp(prefix="bench-systems."))
+        self.addCleanup(shutil.rmtree, root, True)
+        systems = run.make_systems([run.HP, run.HP_URING, run.URING], root, root, root / "vsymfs", None, None,
+                                   None, "no libfuse source tree given")
+        self.assertEqual(systems[run.HP].missing, "no libfuse source tree given")
+        self.assertEqual(systems[run.HP_URING].missing, "no libfuse source tree given")
+        self.assertTrue(systems[run.HP_URING].uring)
+        self.assertFalse(systems[run.HP].uring)
+        self.assertTrue(systems[run.URING].uring)
+
+    def test_each_row_names_its_transport(self):
+        root = Path(tempfile.mkdtemp(prefix="bench-systems."))
+        self.addCleanup(shutil.rmtree, root, True)
+        systems = run.make_systems([run.VSYMFS, run.URING, run.HP, run.HP_URING], root, root, root / "vsymfs",
+                                   None, None, root / "passthrough_hp", None)
+        opts = {n: systems[n].command(root / "s", root / "m")[3].split(",") for n in (run.VSYMFS, run.URING)}
+        self.assertIn("no_uring", opts[run.VSYMFS])
+        self.assertIn("uring", opts[run.URING])
+        self.assertEqual(systems[run.HP_URING].command(root / "s", root / "m")[1:3], ["--foreground", "-o"])
+        self.assertIn("io_uring", systems[run.HP_URING].command(root / "s", root / "m")[3].split(","))
+        self.assertNotIn("io_uring", systems[run.HP].command(root / "s", root / "m")[3].split(","))
 
 
 if __name__ == "__main__":

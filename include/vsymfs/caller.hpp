@@ -26,8 +26,12 @@ struct Caller {
   std::vector<std::string> group_names; // names of gid and every supplementary group
   std::string home;
 
-  // Secure-execution mode (AT_SECURE, or real and effective ids differ): the
-  // process scope is ignored entirely.
+  // Secure-execution mode: a set-user-id, set-group-id or file-capability
+  // program (AT_SECURE; real and effective or saved ids differ; or a
+  // non-root process that holds capabilities). Such a process acts with
+  // more privilege than the user who started it, so nothing that user
+  // chose reaches it: the process scope and the user's run-time values
+  // (`vsymctl set`) are ignored; the administrator's tables still apply.
   bool secure = false;
   // The environment could be read (false for pid 0, unreadable, timed out).
   bool environ_known = false;
@@ -37,7 +41,8 @@ struct Caller {
   // EAGAIN instead of quietly using the lower scopes.
   bool environ_late = false;
   // "NAME=value" strings as in /proc/<pid>/environ, in order; the first
-  // definition of a name wins (as getenv does).
+  // definition of a name wins (as getenv does). The daemon keeps only the
+  // variables its rules can take (environment_name_used()).
   std::vector<std::string> environ;
 
   // A 32-bit process (PER_LINUX32 personality or a 32-bit ELF executable).

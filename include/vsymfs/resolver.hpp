@@ -19,6 +19,12 @@ namespace vsymfs {
 // The identity builtins: never taken from a process environment.
 bool is_identity_builtin(std::string_view name) noexcept;  // USER UID GID GROUP HOME
 
+// Whether these rules can ever take the environment variable `name` from a
+// caller's environment: an allowed, not denied, not identity-builtin name,
+// or the variable that chooses the universe. A daemon may drop every other
+// variable of an environment it keeps.
+bool environment_name_used(const Rules& rules, std::string_view name) noexcept;
+
 class ScopedResolver final : public ValueSource {
  public:
   // `runtime` may be null (no run-time values). `host` must have been built
@@ -41,6 +47,11 @@ class ScopedResolver final : public ValueSource {
   // Whether the process scope is in use for this caller (not secure, pid != 0,
   // environment known, rules per_caller).
   bool process_scope_active() const noexcept;
+  // Whether the values the caller's user set at run time (`vsymctl set`)
+  // apply: not to a secure-execution caller, nor to one whose process the
+  // daemon cannot see (pid 0: its secure-execution mode is unknown). The
+  // [user.NAME] tables of the rules apply to every caller.
+  bool runtime_user_scope_active() const noexcept;
 
  private:
   // implementation-defined members (numbers formatted into small inline buffers)

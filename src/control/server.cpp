@@ -628,6 +628,10 @@ Reply Server::Impl::do_status() {
   r.add("caller_cache_hits", num(cs.hits));
   r.add("caller_cache_misses", num(cs.misses));
   r.add("caller_cache_timeouts", num(cs.timeouts));
+  r.add("caller_cache_processes", num(cs.processes));
+  r.add("caller_cache_environ_bytes", num(cs.environ_bytes));
+  r.add("caller_cache_environ_limit", num(cs.environ_bytes_limit));
+  r.add("caller_cache_evictions", num(cs.evictions));
   const auto ls = links.cache_stats();
   r.add("template_cache_entries", num(ls.template_entries));
   r.add("template_cache_hits", num(ls.template_hits));

@@ -79,6 +79,15 @@ bool is_identity_builtin(std::string_view name) noexcept {
   return name == "USER" || name == "UID" || name == "GID" || name == "GROUP" || name == "HOME";
 }
 
+bool environment_name_used(const Rules& rules, std::string_view name) noexcept {
+  if (!rules.per_caller) return false;
+  if (!rules.universes.names.empty()) {
+    if (!rules.universes.env_var.empty() && name == rules.universes.env_var) return true;
+    if (name == "UNIVERSE") return false;  // then the caller's universe, never the variable
+  }
+  return !is_identity_builtin(name) && name_matches_any(rules.env_allow, name) && !name_matches_any(rules.env_deny, name);
+}
+
 ScopedResolver::ScopedResolver(const Rules& rules, const HostView& host, const Caller& caller,
                                const RuntimeVars* runtime) noexcept
     : rules_(rules), view_(host), host_(host.host()), caller_(caller), runtime_(runtime) {
@@ -93,6 +102,10 @@ ScopedResolver::ScopedResolver(const Rules& rules, const HostView& host, const C
 
 bool ScopedResolver::process_scope_active() const noexcept {
   return rules_.per_caller && caller_.pid != 0 && !caller_.secure && caller_.environ_known;
+}
+
+bool ScopedResolver::runtime_user_scope_active() const noexcept {
+  return rules_.per_caller && caller_.pid != 0 && !caller_.secure;
 }
 
 std::optional<Value> ScopedResolver::variable(std::string_view name) const {
@@ -114,7 +127,12 @@ std::optional<Value> ScopedResolver::variable(std::string_view name) const {
   }
 
   if (per_caller) {
-    if (runtime_ != nullptr) {
+    // What a user set at run time is the user's choice, like the
+    // environment: a set-id or file-capability program started by that
+    // user must not follow it (`vsymctl set CONF ../../evil` would steer a
+    // setgid program's /etc/app/${CONF}). The administrator's [user.NAME]
+    // tables below still apply.
+    if (runtime_ != nullptr && runtime_user_scope_active()) {
       if (const auto it = runtime_->users.find(caller_.uid); it != runtime_->users.end()) {
         if (auto v = find_in(it->second, name, Scope::User)) return v;
       }

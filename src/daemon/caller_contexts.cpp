@@ -1,13 +1,29 @@
 // Caching policy (why each piece is safe to reuse):
 //  - identity (groups, real ids) is keyed by (pid, uid, gid) and trusted for
 //    identity_ttl_ms: groups change only through setgroups, which needs
-//    privilege, and a uid/gid change changes the key.
-//  - the full context (environment, AT_SECURE, ELF class, personality) is
-//    keyed by pid. A process caught inside execve gets the environment it
-//    is passing (envp), as the program it is about to run will; that answer
-//    is cached for the old image and dropped when the exec completes. A
-//    forked child that made requests before its execve keeps its cached
-//    (pre-exec) environment for the lookups of that execve.
+//    privilege, and a uid/gid change changes the key. "pid" is the calling
+//    thread's id (FUSE reports threads), and threads may hold different
+//    credentials, so identity stays per thread.
+//  - what belongs to a program image (environment, AT_SECURE, ELF class,
+//    personality) is kept once per *process* (thread group id, from the
+//    thread's status), validated like the thread entries below, and shared
+//    by every thread of that process: a process with 4000 threads costs one
+//    environment, not 4000 (one per distinct identity among its threads,
+//    at most kMaxCallersPerProcess). A thread entry only points at its
+//    process's entry (by a stamp unique to that entry, never reused), so
+//    dropping a process entry frees its environment at once.
+//  - only the variables the rules can take are kept (follow_rules()), and
+//    all kept environments together stay within max_environ_bytes (least
+//    recently used processes go first, a CLOCK over the shards). Not
+//    "referenced by some link": a user can write a link naming any variable
+//    at any moment, and a variable dropped because no link named it yet
+//    could not be told from an absent one; the byte limit is what bounds
+//    memory, whatever an environment holds.
+//  - a process caught inside execve gets the environment it is passing
+//    (envp), as the program it is about to run will; that answer is not
+//    kept (the process's other threads still run the old image). A forked
+//    child that made requests before its execve keeps its cached (pre-exec)
+//    environment for the lookups of that execve.
 //    With the process events connector (the default when we
 //    run as root in the initial namespaces) the kernel's exec and exit
 //    events drop entries, applied before every lookup (a poll of the
@@ -16,15 +32,16 @@
 //    of /proc/<pid>/auxv (its stack and vDSO addresses move on every execve
 //    under ASLR, and a reused pid has had its own execve), or on kernels
 //    before 5.7 /proc/<pid>/stat's starttime (changes on pid reuse) and
-//    arg_start/env_start/env_end (change on every execve). Residual risk:
-//    with address randomisation disabled (setarch -R, randomize_va_space=0)
-//    a process that re-executes the same program with an environment of
-//    exactly the same size keeps its old cached environment (with the auxv
-//    key, so does a reused pid that runs the same program that way). A
-//    forked child that has not exec'd shares its parent's image and
-//    environment, so sharing its key is right. The environment is read as
-//    of execve, as the kernel shows it; later setenv() calls are invisible
-//    to us in any case.
+//    arg_start/env_start/env_end (change on every execve; the process entry
+//    uses these three alone, the thread's starttime being its own). Residual
+//    risk: with address randomisation disabled (setarch -R,
+//    randomize_va_space=0) a process that re-executes the same program with
+//    an environment of exactly the same size keeps its old cached
+//    environment (with the auxv key, so does a reused pid that runs the
+//    same program that way). A forked child that has not exec'd shares its
+//    parent's image and environment, so sharing its key is right. The
+//    environment is read as of execve, as the kernel shows it; later
+//    setenv() calls are invisible to us in any case.
 //  - NSS answers are cached per uid/gid for nss_ttl_ms.
 #include "caller_contexts.hpp"
 
@@ -36,6 +53,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <functional>
 #include <atomic>
 #include <chrono>
@@ -45,10 +63,13 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
+#include "mount_state.hpp"
 #include "proc_events.hpp"
 #include "proc_reader.hpp"
+#include "vsymfs/resolver.hpp"
 
 namespace vsymfs::daemon {
 
@@ -80,23 +101,105 @@ struct IdEntry {
   std::shared_ptr<const Caller> named;  // built on first demand
 };
 
-struct FullEntry {
+// A context (with its own copy of the process's environment) for one
+// identity, and the identity it was built on (compared by value: each
+// thread reads its own).
+struct ProcCaller {
+  std::shared_ptr<const Caller> basis;
+  std::shared_ptr<const Caller> caller;
+};
+
+// One program image of one process, keyed by its thread group id: what all
+// its threads share. Owns the contexts and so the environment: nothing
+// else in the cache refers to them, so erasing the entry frees them.
+struct ProcEntry {
+  std::uint64_t image;   // the process's image key (0 with events)
+  std::uint64_t stamp;   // unique to this entry; thread entries point at it
+  std::uint64_t filter;  // the variable filter the environment was kept with
+  bool environ_known;
+  bool compat32;
+  bool auxv_secure;  // AT_SECURE of this image, fixed at execve
+  bool used;         // looked up since the eviction hand last passed
+  std::size_t bytes;  // counted in environ_bytes
+  std::vector<ProcCaller> callers;  // at most kMaxCallersPerProcess, never empty once stored
+};
+
+// One thread's link to its process's entry.
+struct ThreadEntry {
   uid_t uid;
   gid_t gid;
-  std::uint64_t image;
-  std::shared_ptr<const Caller> identity_basis;  // the identity this context was built on
-  std::shared_ptr<const Caller> caller;
-  bool auxv_secure;  // AT_SECURE of this image, fixed at execve
+  std::uint64_t image;  // the thread's image key (0 with events)
+  std::shared_ptr<const Caller> identity_basis;  // the identity this link was made with
+  pid_t tgid;
+  std::uint64_t stamp;  // ProcEntry::stamp
+  std::size_t slot;     // index into ProcEntry::callers
 };
+
+// How many of the latest exec/exit events a shard remembers (see Shard).
+constexpr std::uint64_t kForgottenRing = 64;
 
 struct Shard {
   std::mutex mu;
-  // Bumped whenever an exec/exit event drops an entry here: a context read
-  // while this changed may describe the old image and is not stored.
+  // Bumped whenever an exec/exit event drops an entry here, and the pid it
+  // named remembered in `forgotten` (at seq % kForgottenRing): a context
+  // read while that pid's event came in may describe the old image and is
+  // not stored. Other pids' events (a busy machine has many) do not matter.
   std::uint64_t seq = 0;
+  std::array<pid_t, kForgottenRing> forgotten{};
+
+  // Whether an event for `pid` came in after `since` (a value of seq). When
+  // more events came in than the ring holds, it cannot tell: yes.
+  bool forgot_since(pid_t pid, std::uint64_t since) const noexcept {
+    if (seq - since >= kForgottenRing) return seq != since;
+    for (std::uint64_t s = since + 1; s <= seq; ++s)
+      if (forgotten[s % kForgottenRing] == pid) return true;
+    return false;
+  }
   std::unordered_map<IdKey, IdEntry, IdKeyHash> ids;
-  std::unordered_map<pid_t, FullEntry> full;
+  std::unordered_map<pid_t, ThreadEntry> threads;  // by thread id
+  std::unordered_map<pid_t, ProcEntry> procs;      // by thread group id
 };
+
+// Distinct identities one process's entry keeps contexts for; a process
+// whose threads hold more (a file server switching ids per thread) gets
+// the others built per request.
+constexpr std::size_t kMaxCallersPerProcess = 8;
+
+// Bytes a string costs beyond its own object: libstdc++ keeps up to 15
+// characters inline.
+std::size_t heap_bytes(const std::string& s) noexcept { return s.capacity() > 15 ? s.capacity() + 1 : 0; }
+
+std::size_t environ_bytes(const std::vector<std::string>& env) noexcept {
+  std::size_t n = sizeof env + env.capacity() * sizeof(std::string);
+  for (const std::string& e : env) n += heap_bytes(e);
+  return n;
+}
+
+// A context and its basis as the cache holds them (the basis is usually
+// shared with the identity cache, counted anyway), with the environment.
+std::size_t caller_bytes(const Caller& c) noexcept {
+  std::size_t n = sizeof(Caller) + 32 + c.groups.capacity() * sizeof(gid_t) +
+                  c.group_names.capacity() * sizeof(std::string);
+  for (const std::string* s : {&c.user_name, &c.group_name, &c.home}) n += heap_bytes(*s);
+  for (const std::string& g : c.group_names) n += heap_bytes(g);
+  return 2 * n + environ_bytes(c.environ);
+}
+
+// The entry itself and its hash node.
+constexpr std::size_t kProcEntryOverhead = sizeof(std::pair<const pid_t, ProcEntry>) + 32;
+
+bool same_identity(const Caller& a, const Caller& b) noexcept {
+  return a.uid == b.uid && a.gid == b.gid && a.ruid == b.ruid && a.rgid == b.rgid && a.secure == b.secure &&
+         a.groups == b.groups && a.user_name == b.user_name && a.group_name == b.group_name &&
+         a.group_names == b.group_names && a.home == b.home;
+}
+
+// The [process] lists and the universe variable: what decides which
+// variables are kept.
+bool same_filter(const Rules& a, const Rules& b) {
+  return a.per_caller == b.per_caller && a.env_allow == b.env_allow && a.env_deny == b.env_deny &&
+         a.universes.env_var == b.universes.env_var && a.universes.names.empty() == b.universes.names.empty();
+}
 
 // What the helper threads read from /proc for one process image.
 struct ProcJob {
@@ -110,6 +213,7 @@ struct ProcJob {
   std::vector<std::string> environ;
   bool auxv_secure = true;  // unknown auxv counts as secure: the process scope stays off
   bool compat32 = false;
+  bool from_execve = false;  // environ is the envp of an execve in progress
 };
 
 // A few threads that do the /proc reads which may block (a process inside
@@ -191,6 +295,7 @@ class ProcPool {
       if (auto in_exec = proc::read_execve_envp(job.pid, env); in_exec && *in_exec) {
         job.environ = std::move(env);
         job.environ_ok = true;
+        job.from_execve = true;
         return;
       }
     }
@@ -323,18 +428,32 @@ struct CallerContexts::Impl {
     if (events->pending() || draining.load(std::memory_order_seq_cst) != 0) drain_events();
   }
 
+  // Erases a process entry; the caller holds its shard's lock.
+  void erase_proc(Shard& sh, std::unordered_map<pid_t, ProcEntry>::iterator it) {
+    environ_bytes_used.fetch_sub(it->second.bytes, std::memory_order_relaxed);
+    sh.procs.erase(it);
+  }
+
+  // A task exec'd, exited, or its id was handed out again: whatever was
+  // kept for that thread id, and for the process if it was one, is void.
   void forget(pid_t pid) {
     Shard& sh = shard_for(pid);
     std::lock_guard lock(sh.mu);
-    sh.full.erase(pid);
+    sh.threads.erase(pid);
+    if (auto it = sh.procs.find(pid); it != sh.procs.end()) erase_proc(sh, it);
     ++sh.seq;
+    sh.forgotten[sh.seq % kForgottenRing] = pid;
   }
 
   void forget_all() {
     for (Shard& sh : shards) {
       std::lock_guard lock(sh.mu);
-      sh.full.clear();
-      ++sh.seq;
+      sh.threads.clear();
+      for (auto it = sh.procs.begin(); it != sh.procs.end();) {
+        environ_bytes_used.fetch_sub(it->second.bytes, std::memory_order_relaxed);
+        it = sh.procs.erase(it);
+      }
+      sh.seq += kForgottenRing;  // every pid counts as forgotten
     }
   }
 
@@ -346,9 +465,22 @@ struct CallerContexts::Impl {
   std::unordered_map<uid_t, UserInfo> users;
   std::unordered_map<gid_t, GroupInfo> groups;
 
-  std::atomic<std::uint64_t> hits{0}, misses{0}, timeouts{0};
+  std::atomic<std::uint64_t> hits{0}, misses{0}, timeouts{0}, evictions{0};
   std::atomic<std::atomic<std::uint64_t>*> external_timeouts{nullptr};
   ProcPool pool;
+
+  // Kept environments: their bytes (see ProcEntry::bytes), the next stamp,
+  // and the eviction hand (a shard index).
+  std::atomic<std::size_t> environ_bytes_used{0};
+  std::atomic<std::uint64_t> next_stamp{1};
+  std::atomic<std::size_t> hand{0};
+
+  // The rules that decide which variables are kept (follow_rules()).
+  std::atomic<const MountState*> rules_state{nullptr};
+  std::atomic<std::uint64_t> seen_generation{0};  // rules generation filter_rules is from
+  std::mutex filter_mu;                           // guards filter_rules; never held with a Shard::mu
+  std::shared_ptr<const Rules> filter_rules;      // null: keep every variable
+  std::atomic<std::uint64_t> filter_stamp{0};     // bumped when the kept set changes
 
   Options::ImageKey key_in_use = Options::ImageKey::Auxv;
   std::unique_ptr<ProcEvents> events;  // null: validate by image key instead
@@ -360,7 +492,9 @@ struct CallerContexts::Impl {
 
   Shard& shard_for(pid_t pid) { return shards[static_cast<std::uint32_t>(pid) % kShards]; }
 
-  std::shared_ptr<const Caller> read_identity(pid_t pid, uid_t uid, gid_t gid) const {
+  // `tgid_out` (may be null) gets the thread group id status reported, or
+  // 0 when status was not read or did not match the request.
+  std::shared_ptr<const Caller> read_identity(pid_t pid, uid_t uid, gid_t gid, pid_t* tgid_out = nullptr) const {
     auto c = std::make_shared<Caller>();
     c->pid = pid;
     c->uid = c->ruid = uid;
@@ -374,7 +508,8 @@ struct CallerContexts::Impl {
       c->ruid = st->ruid;
       c->rgid = st->rgid;
       c->groups = std::move(st->groups);
-      c->secure = st->ruid != st->euid || st->rgid != st->egid;
+      c->secure = proc::status_says_secure(*st);
+      if (tgid_out != nullptr) *tgid_out = st->tgid;
     }
     return c;
   }
@@ -419,8 +554,11 @@ struct CallerContexts::Impl {
   }
 
   // Returns the cached identity entry's pointers, refreshed when stale.
-  // `want_named` also fills the NSS names on first demand.
-  std::shared_ptr<const Caller> lookup_identity(pid_t pid, uid_t uid, gid_t gid, bool want_named) {
+  // `want_named` also fills the NSS names on first demand. `tgid_out` gets
+  // the thread group id when status was read by this call, else 0.
+  std::shared_ptr<const Caller> lookup_identity(pid_t pid, uid_t uid, gid_t gid, bool want_named,
+                                                pid_t* tgid_out = nullptr) {
+    if (tgid_out != nullptr) *tgid_out = 0;
     Shard& sh = shard_for(pid);
     const IdKey key{pid, uid, gid};
     const auto now = Clock::now();
@@ -436,7 +574,7 @@ struct CallerContexts::Impl {
       }
     }
     const bool fresh = !ident;
-    if (fresh) ident = read_identity(pid, uid, gid);
+    if (fresh) ident = read_identity(pid, uid, gid, tgid_out);
     std::shared_ptr<const Caller> named;
     if (want_named) {
       auto n = std::make_shared<Caller>(*ident);
@@ -456,54 +594,181 @@ struct CallerContexts::Impl {
     return want_named ? named : ident;
   }
 
+  // The image keys of the thread making the request: its own, and its
+  // process's (the same but with the Stat key, whose starttime is the
+  // thread's). Both 0 with events, where entries are dropped instead.
+  struct ImageKeys {
+    std::uint64_t thread = 0, process = 0;
+  };
+
+  Result<ImageKeys> image_keys(pid_t pid) const {
+    if (key_in_use == Options::ImageKey::Auxv) {
+      auto h = proc::read_auxv_hash(pid);
+      if (!h) return std::move(h).error();
+      return ImageKeys{*h, *h};
+    }
+    auto id = proc::read_exec_identity(pid);
+    if (!id) return std::move(id).error();
+    std::uint64_t process = 0xcbf29ce484222325ull;
+    for (std::uint64_t v : {id->arg_start, id->env_start, id->env_end}) process = (process ^ v) * 0x100000001B3ull;
+    return ImageKeys{(process ^ id->starttime) * 0x100000001B3ull, process};
+  }
+
+  // Notices a rules reload that changes which variables are kept: the kept
+  // environments then lack variables the new rules take (or hold ones they
+  // no longer do), so they go. One atomic load when nothing changed.
+  void sync_filter() {
+    const MountState* st = rules_state.load(std::memory_order_acquire);
+    if (st == nullptr) return;
+    const std::uint64_t gen = st->rules_generation();
+    if (gen == seen_generation.load(std::memory_order_acquire)) return;
+    bool changed = false;
+    {
+      std::lock_guard lock(filter_mu);
+      if (gen == seen_generation.load(std::memory_order_relaxed)) return;
+      // Generation first, then rules: these rules are at least that new.
+      std::shared_ptr<const Rules> rules = st->rules();
+      changed = !filter_rules || !same_filter(*filter_rules, *rules);
+      filter_rules = std::move(rules);
+      if (changed) filter_stamp.fetch_add(1, std::memory_order_acq_rel);
+      seen_generation.store(gen, std::memory_order_release);
+    }
+    // After the stamp: an environment read with the old filter is refused
+    // by store_proc, or stored before this and erased here.
+    if (changed) forget_procs();
+  }
+
+  void forget_procs() {
+    for (Shard& sh : shards) {
+      std::lock_guard lock(sh.mu);
+      sh.threads.clear();
+      for (auto it = sh.procs.begin(); it != sh.procs.end();) {
+        environ_bytes_used.fetch_sub(it->second.bytes, std::memory_order_relaxed);
+        it = sh.procs.erase(it);
+      }
+    }
+  }
+
+  // Keeps the variables the rules can take, each name once (the first
+  // definition wins, as for getenv). Returns the filter stamp used.
+  std::uint64_t keep_used(std::vector<std::string>& env) {
+    std::shared_ptr<const Rules> rules;
+    std::uint64_t stamp;
+    {
+      std::lock_guard lock(filter_mu);
+      rules = filter_rules;
+      stamp = filter_stamp.load(std::memory_order_relaxed);
+    }
+    // Views into `kept`'s strings, which never move: it has room for all.
+    std::unordered_set<std::string_view> seen;
+    std::vector<std::string> kept;
+    kept.reserve(env.size());
+    for (std::string& entry : env) {
+      const std::size_t eq = entry.find('=');
+      if (eq == std::string::npos) continue;  // never matches a name
+      const std::string_view name(entry.data(), eq);
+      if (rules && !environment_name_used(*rules, name)) continue;
+      if (seen.contains(name)) continue;
+      kept.push_back(std::move(entry));
+      seen.insert(std::string_view(kept.back().data(), eq));
+    }
+    kept.shrink_to_fit();
+    env = std::move(kept);
+    return stamp;
+  }
+
+  // Makes room for `n` more kept bytes, evicting other processes' entries
+  // as needed. False when it cannot (n is above the whole limit).
+  bool reserve(std::size_t n) {
+    const std::size_t limit = opts.max_environ_bytes;
+    if (n > limit) return false;
+    for (int round = 0; round < 4; ++round) {
+      std::size_t cur = environ_bytes_used.load(std::memory_order_relaxed);
+      while (cur + n <= limit) {
+        if (environ_bytes_used.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed)) return true;
+      }
+      evict(cur + n - limit);
+    }
+    return false;
+  }
+
+  void unreserve(std::size_t n) { environ_bytes_used.fetch_sub(n, std::memory_order_relaxed); }
+
+  // A CLOCK over the shards, one shard lock at a time (the caller holds
+  // none): an entry looked up since the hand last passed gets a second
+  // chance. Two turns free anything there is to free.
+  void evict(std::size_t want) {
+    std::size_t freed = 0;
+    for (std::size_t step = 0; step < 2 * kShards && freed < want; ++step) {
+      Shard& sh = shards[hand.fetch_add(1, std::memory_order_relaxed) % kShards];
+      std::lock_guard lock(sh.mu);
+      for (auto it = sh.procs.begin(); it != sh.procs.end() && freed < want;) {
+        if (it->second.used) {
+          it->second.used = false;
+          ++it;
+          continue;
+        }
+        freed += it->second.bytes;
+        evictions.fetch_add(1, std::memory_order_relaxed);
+        environ_bytes_used.fetch_sub(it->second.bytes, std::memory_order_relaxed);
+        it = sh.procs.erase(it);
+      }
+    }
+  }
+
+  // A context for `named` on a process's image.
+  static std::shared_ptr<Caller> build(const Caller& named, pid_t tgid, const ProcEntry& pe,
+                                       std::vector<std::string> environ) {
+    auto c = std::make_shared<Caller>(named);
+    c->pid = tgid;  // shared by the process's threads
+    c->environ = std::move(environ);
+    c->environ_known = pe.environ_known;
+    c->compat32 = pe.compat32;
+    c->secure = named.secure || pe.auxv_secure;
+    return c;
+  }
+
   std::shared_ptr<const Caller> lookup_full(pid_t pid, uid_t uid, gid_t gid) {
     if (pid == 0) return lookup_identity(pid, uid, gid, true);
-    std::uint64_t image = 0;  // with events, entries are dropped instead of compared
+    sync_filter();
+    ImageKeys keys;  // with events, entries are dropped instead of compared
     if (events) {
       sync_events();
     } else {
-      auto key = image_key(pid);
-      if (!key) return lookup_identity(pid, uid, gid, true);  // gone: no process scope
-      image = *key;
+      auto k = image_keys(pid);
+      if (!k) return lookup_identity(pid, uid, gid, true);  // gone: no process scope
+      keys = *k;
     }
+    if (auto hit = cached_full(pid, uid, gid, keys.thread)) return hit;
 
-    Shard& sh = shard_for(pid);
-    if (auto hit = cached_full(sh, pid, uid, gid, image)) return hit;
-
-    auto named = lookup_identity(pid, uid, gid, true);
-    std::shared_ptr<const Caller> cached;
-    bool cached_auxv_secure = true;
-    std::uint64_t seq;
+    pid_t tgid = 0;
+    auto named = lookup_identity(pid, uid, gid, true, &tgid);
+    if (tgid == 0) {
+      // The identity was cached: which process the thread belongs to is
+      // read again, for a thread id may have been handed out anew since.
+      if (auto st = proc::read_status(pid); st) tgid = st->tgid;
+    }
+    if (tgid <= 0) tgid = pid;
+    Shard& ts = shard_for(pid);
+    Shard& ps = shard_for(tgid);
+    std::uint64_t tseq, pseq;
     {
-      std::lock_guard lock(sh.mu);
-      seq = sh.seq;
-      auto it = sh.full.find(pid);
-      if (it != sh.full.end() && it->second.image == image && it->second.uid == uid && it->second.gid == gid) {
-        if (it->second.identity_basis == named) {
-          hits.fetch_add(1, std::memory_order_relaxed);
-          return it->second.caller;
-        }
-        cached = it->second.caller;
-        cached_auxv_secure = it->second.auxv_secure;
-      }
+      std::lock_guard lock(ts.mu);
+      tseq = ts.seq;
     }
-    if (cached) {
-      // Same program image; only the identity was re-read (TTL): keep what
-      // was read from the image, take the new identity.
-      hits.fetch_add(1, std::memory_order_relaxed);
-      auto c = std::make_shared<Caller>(*named);
-      c->environ = cached->environ;
-      c->environ_known = cached->environ_known;
-      c->compat32 = cached->compat32;
-      c->secure = named->secure || cached_auxv_secure;
-      return store_full(pid, uid, gid, image, seq, named, cached_auxv_secure, std::move(c));
+    {
+      std::lock_guard lock(ps.mu);
+      pseq = ps.seq;
     }
+
+    // Another thread of this process (or this one, before its identity
+    // was re-read) has its image's environment kept already.
+    if (auto c = from_process(pid, tgid, keys, named, tseq)) return c;
 
     misses.fetch_add(1, std::memory_order_relaxed);
     auto job = std::make_shared<ProcJob>();
     job->pid = pid;
     job->try_execve_envp = key_in_use != Options::ImageKey::Stat;
-    auto c = std::make_shared<Caller>(*named);
     bool completed = false;
     if (pool.submit(job)) {
       std::unique_lock lock(job->mu);
@@ -516,56 +781,169 @@ struct CallerContexts::Impl {
       // Unknown, not absent: the caller must not quietly get the lower
       // scopes (see Caller::environ_late). Not cached: the next request
       // tries again.
+      auto c = std::make_shared<Caller>(*named);
       c->environ_late = true;
       return c;
     }
-    c->environ = std::move(job->environ);
-    c->environ_known = job->environ_ok;
-    c->compat32 = job->compat32;
-    c->secure = named->secure || job->auxv_secure;
+
+    ProcEntry pe{};
+    pe.image = keys.process;
+    pe.compat32 = job->compat32;
+    pe.auxv_secure = job->auxv_secure;
+    pe.used = true;
+    pe.environ_known = job->environ_ok;
+    if (job->environ_ok) {
+      pe.filter = keep_used(job->environ);
+    } else {
+      job->environ.clear();
+      pe.filter = filter_stamp.load(std::memory_order_acquire);
+    }
+    std::shared_ptr<const Caller> c = build(*named, tgid, pe, std::move(job->environ));
+    // The envp of an execve in progress is this thread's alone: the
+    // process's other threads still run the old image.
+    if (job->from_execve) return c;
     // Apply events that arrived during the read: if the process exec'd
     // meanwhile, what we read may be the old image's and is not cached.
     sync_events();
-    return store_full(pid, uid, gid, image, seq, named, job->auxv_secure, std::move(c));
+    store_proc(pid, tgid, keys, named, std::move(pe), c, tseq, pseq);
+    return c;
   }
 
-  // The common case in one critical section: a fresh identity and a full
-  // context built on exactly that identity. Anything else takes the general
-  // path, which re-checks all of this.
-  std::shared_ptr<const Caller> cached_full(Shard& sh, pid_t pid, uid_t uid, gid_t gid, std::uint64_t image) {
+  // The common case: a fresh identity, the thread's link made with exactly
+  // that identity, and its process entry still there. Anything else takes
+  // the general path, which re-checks all of this.
+  std::shared_ptr<const Caller> cached_full(pid_t pid, uid_t uid, gid_t gid, std::uint64_t image) {
     const auto now = Clock::now();
-    std::lock_guard lock(sh.mu);
-    const auto id = sh.ids.find(IdKey{pid, uid, gid});
-    if (id == sh.ids.end() || !id->second.named ||
-        now - id->second.read_at > std::chrono::milliseconds(opts.identity_ttl_ms))
-      return nullptr;
-    const auto it = sh.full.find(pid);
-    if (it == sh.full.end() || it->second.image != image || it->second.uid != uid || it->second.gid != gid ||
-        it->second.identity_basis != id->second.named)
-      return nullptr;
+    pid_t tgid;
+    std::uint64_t stamp;
+    std::size_t slot;
+    {
+      Shard& sh = shard_for(pid);
+      std::lock_guard lock(sh.mu);
+      const auto id = sh.ids.find(IdKey{pid, uid, gid});
+      if (id == sh.ids.end() || !id->second.named ||
+          now - id->second.read_at > std::chrono::milliseconds(opts.identity_ttl_ms))
+        return nullptr;
+      const auto it = sh.threads.find(pid);
+      if (it == sh.threads.end() || it->second.image != image || it->second.uid != uid || it->second.gid != gid ||
+          it->second.identity_basis != id->second.named)
+        return nullptr;
+      tgid = it->second.tgid;
+      stamp = it->second.stamp;
+      slot = it->second.slot;
+    }
+    Shard& ps = shard_for(tgid);
+    std::lock_guard lock(ps.mu);
+    const auto it = ps.procs.find(tgid);
+    if (it == ps.procs.end() || it->second.stamp != stamp || slot >= it->second.callers.size()) return nullptr;
+    it->second.used = true;
     hits.fetch_add(1, std::memory_order_relaxed);
-    return it->second.caller;
+    return it->second.callers[slot].caller;
   }
 
-  Result<std::uint64_t> image_key(pid_t pid) const {
-    if (key_in_use == Options::ImageKey::Auxv) return proc::read_auxv_hash(pid);
-    auto id = proc::read_exec_identity(pid);
-    if (!id) return std::move(id).error();
-    std::uint64_t h = id->starttime;
-    for (std::uint64_t v : {id->arg_start, id->env_start, id->env_end}) h = (h ^ v) * 0x100000001B3ull;
-    return h;
+  // A context from the process's kept entry, and the thread linked to it;
+  // null when the process has no entry for this image.
+  std::shared_ptr<const Caller> from_process(pid_t pid, pid_t tgid, ImageKeys keys,
+                                             const std::shared_ptr<const Caller>& named, std::uint64_t tseq) {
+    Shard& ps = shard_for(tgid);
+    std::uint64_t stamp = 0;
+    std::size_t slot = 0;
+    std::shared_ptr<const Caller> result;
+    ProcEntry snapshot{};  // what a context for a new identity is built from
+    std::vector<std::string> environ;
+    {
+      std::lock_guard lock(ps.mu);
+      const auto it = ps.procs.find(tgid);
+      if (it == ps.procs.end() || it->second.image != keys.process) return nullptr;
+      ProcEntry& pe = it->second;
+      pe.used = true;
+      for (std::size_t i = 0; i < pe.callers.size(); ++i) {
+        if (same_identity(*pe.callers[i].basis, *named)) {
+          result = pe.callers[i].caller;
+          stamp = pe.stamp;
+          slot = i;
+          break;
+        }
+      }
+      if (!result) {
+        snapshot.environ_known = pe.environ_known;
+        if (!pe.callers.empty()) environ = pe.callers.front().caller->environ;
+        snapshot.compat32 = pe.compat32;
+        snapshot.auxv_secure = pe.auxv_secure;
+        stamp = pe.stamp;
+      }
+    }
+    hits.fetch_add(1, std::memory_order_relaxed);
+    if (result) {
+      link_thread(pid, tgid, keys.thread, named, stamp, slot, tseq);
+      return result;
+    }
+    // A new identity in this process: a context of its own, with the same
+    // environment, kept with the others while there is room.
+    std::shared_ptr<const Caller> c = build(*named, tgid, snapshot, std::move(environ));
+    const std::size_t extra = caller_bytes(*c);
+    if (!reserve(extra)) return c;
+    {
+      std::lock_guard lock(ps.mu);
+      const auto it = ps.procs.find(tgid);
+      if (it != ps.procs.end() && it->second.stamp == stamp && it->second.callers.size() < kMaxCallersPerProcess) {
+        it->second.callers.push_back(ProcCaller{named, c});
+        it->second.bytes += extra;
+        slot = it->second.callers.size() - 1;
+      } else {
+        unreserve(extra);
+        return c;
+      }
+    }
+    link_thread(pid, tgid, keys.thread, named, stamp, slot, tseq);
+    return c;
   }
 
-  std::shared_ptr<const Caller> store_full(pid_t pid, uid_t uid, gid_t gid, std::uint64_t image, std::uint64_t seq,
-                                           std::shared_ptr<const Caller> basis, bool auxv_secure,
-                                           std::shared_ptr<Caller> c) {
-    std::shared_ptr<const Caller> result = std::move(c);
-    Shard& sh = shard_for(pid);
-    std::lock_guard lock(sh.mu);
-    if (sh.seq != seq) return result;  // an exec/exit event came in between
-    if (sh.full.size() >= per_shard) sh.full.clear();
-    sh.full.insert_or_assign(pid, FullEntry{uid, gid, image, std::move(basis), result, auxv_secure});
-    return result;
+  void link_thread(pid_t pid, pid_t tgid, std::uint64_t image, std::shared_ptr<const Caller> named,
+                   std::uint64_t stamp, std::size_t slot, std::uint64_t tseq) {
+    Shard& ts = shard_for(pid);
+    std::lock_guard lock(ts.mu);
+    if (ts.forgot_since(pid, tseq)) return;  // an exec/exit event for this thread came in between
+    if (ts.threads.size() >= per_shard) ts.threads.clear();
+    ts.threads.insert_or_assign(pid, ThreadEntry{named->uid, named->gid, image, std::move(named), tgid, stamp, slot});
+  }
+
+  void store_proc(pid_t pid, pid_t tgid, ImageKeys keys, std::shared_ptr<const Caller> named, ProcEntry pe,
+                  std::shared_ptr<const Caller> c, std::uint64_t tseq, std::uint64_t pseq) {
+    pe.stamp = next_stamp.fetch_add(1, std::memory_order_relaxed);
+    pe.bytes = kProcEntryOverhead + caller_bytes(*c);
+    if (!reserve(pe.bytes)) return;  // larger than the whole limit: used, not kept
+    const std::uint64_t stamp = pe.stamp;
+    pe.callers.push_back(ProcCaller{named, std::move(c)});
+    {
+      Shard& ps = shard_for(tgid);
+      std::lock_guard lock(ps.mu);
+      // An exec/exit event came in between, or a reload changed what is kept.
+      if (ps.forgot_since(tgid, pseq) || pe.filter != filter_stamp.load(std::memory_order_acquire)) {
+        unreserve(pe.bytes);
+        return;
+      }
+      if (auto it = ps.procs.find(tgid); it != ps.procs.end()) erase_proc(ps, it);
+      if (ps.procs.size() >= per_shard) evict_one(ps);
+      ps.procs.emplace(tgid, std::move(pe));
+    }
+    link_thread(pid, tgid, keys.thread, std::move(named), stamp, 0, tseq);
+  }
+
+  // The count bound of one shard (the byte limit is the usual one): the
+  // first entry not used since the hand passed, else any.
+  void evict_one(Shard& sh) {
+    auto victim = sh.procs.begin();
+    for (auto it = sh.procs.begin(); it != sh.procs.end(); ++it) {
+      if (!it->second.used) {
+        victim = it;
+        break;
+      }
+      it->second.used = false;
+    }
+    if (victim == sh.procs.end()) return;
+    evictions.fetch_add(1, std::memory_order_relaxed);
+    erase_proc(sh, victim);
   }
 };
 
@@ -597,12 +975,21 @@ void CallerContexts::set_timeout_counter(std::atomic<std::uint64_t>* counter) no
   impl_->external_timeouts.store(counter, std::memory_order_relaxed);
 }
 
+void CallerContexts::follow_rules(const MountState& state) {
+  impl_->rules_state.store(&state, std::memory_order_release);
+  impl_->sync_filter();
+}
+
 CallerContexts::Stats CallerContexts::stats() const {
   Stats s{};
   for (auto& sh : impl_->shards) {
     std::lock_guard lock(sh.mu);
-    s.entries += sh.ids.size() + sh.full.size();
+    s.entries += sh.ids.size() + sh.threads.size() + sh.procs.size();
+    s.processes += sh.procs.size();
   }
+  s.environ_bytes = impl_->environ_bytes_used.load(std::memory_order_relaxed);
+  s.environ_bytes_limit = impl_->opts.max_environ_bytes;
+  s.evictions = impl_->evictions.load(std::memory_order_relaxed);
   {
     std::lock_guard lock(impl_->nss_mu);
     s.nss_entries = impl_->users.size() + impl_->groups.size();

@@ -3,7 +3,10 @@
 // personality. Cached, but never stale across execve or pid reuse, and a
 // /proc read never blocks a FUSE worker beyond environ_timeout_ms (executing
 // a file through a variant link on this very mount reads /proc of a process
-// that is inside execve on us).
+// that is inside execve on us). The environment is kept once per process
+// (its threads share it), only the variables the rules can use, within a
+// byte limit: a caller cannot make the daemon grow by having threads or a
+// large environment.
 #pragma once
 
 #include <sys/types.h>
@@ -16,6 +19,8 @@
 #include "vsymfs/caller.hpp"
 
 namespace vsymfs::daemon {
+
+class MountState;
 
 class CallerContexts {
  public:
@@ -42,6 +47,14 @@ class CallerContexts {
     // Auto: Events, else Auxv from Linux 5.7 on, else Stat.
     enum class ImageKey : std::uint8_t { Auto, Events, Auxv, Stat };
     ImageKey image_key = ImageKey::Auto;
+    // What the cached environments may hold together, in bytes (the
+    // variables kept, their strings and the cache's bookkeeping for them;
+    // not the allocator's own overhead). One environment is kept per
+    // process, shared by its threads; past the limit the least recently
+    // used processes' entries go (they are read again when needed), and an
+    // environment larger than the whole limit is used but not kept.
+    // 0: no environment is kept, every request reads /proc again.
+    std::size_t max_environ_bytes = std::size_t{32} << 20;
   };
   CallerContexts();
   explicit CallerContexts(Options opts);
@@ -68,10 +81,28 @@ class CallerContexts {
   // caches nothing about the process.
   std::shared_ptr<const Caller> described(Caller caller);
 
-  // hits/misses count full() lookups; timeouts count environment reads
-  // abandoned after environ_timeout_ms (or refused because every helper was
-  // busy): each one handed out a context with environ_late set.
-  struct Stats { std::size_t entries; std::size_t nss_entries; std::uint64_t hits, misses, timeouts; };
+  // Keep only the variables these rules can take from an environment
+  // (environment_name_used(): the [process] allow and deny lists and the
+  // universe variable); the rest is dropped as it is read. A reload that
+  // changes those lists drops the kept environments. `state` must outlive
+  // this object. Without it every variable is kept.
+  void follow_rules(const MountState& state);
+
+  // hits/misses count full() lookups (a miss reads /proc/<pid>/environ);
+  // timeouts count environment reads abandoned after environ_timeout_ms (or
+  // refused because every helper was busy): each one handed out a context
+  // with environ_late set. environ_bytes is what the kept environments hold
+  // now (never above environ_bytes_limit = Options::max_environ_bytes),
+  // processes how many are kept, evictions how many went for the limit.
+  struct Stats {
+    std::size_t entries;
+    std::size_t nss_entries;
+    std::uint64_t hits, misses, timeouts;
+    std::size_t processes = 0;
+    std::size_t environ_bytes = 0;
+    std::size_t environ_bytes_limit = 0;
+    std::uint64_t evictions = 0;
+  };
   Stats stats() const;
 
   // Also count timeouts into this counter (MountState's environ_timeouts);

@@ -1,9 +1,7 @@
 #include "link_service.hpp"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <array>
@@ -14,6 +12,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "probe_walk.hpp"
 #include "vsymfs/resolver.hpp"
 #include "vsymfs/var_map.hpp"
 
@@ -233,18 +232,22 @@ class CountingSource final : public ValueSource {
   mutable std::array<std::uint32_t, 8> counts_{};
 };
 
-// Checks @sys candidates inside SOURCE. A probe must never walk into our own
-// mountpoint: the request would come back to this daemon, and a link whose
-// candidates lead through itself would tie up every worker.
-// Probes running right now, in any thread. Only while one runs can a request
-// be a probe's own echo, so only then is it worth a syscall to ask.
-std::atomic<int> probes_in_flight{0};
-
+// Answers whether an @sys candidate exists, for one expansion: from the
+// cache, else by a walk (probe_walk.hpp) that never calls into a FUSE
+// filesystem. The answer depends on who asks (a 0700 directory exists for
+// its owner only), so the cache key holds the probing identity.
 class SourceProbe final : public Probe {
  public:
-  SourceProbe(LinkDirectory& link_dir, ProbeCache& cache, std::uint64_t generation, const std::string& source,
-              const std::string& mountpoint) noexcept
-      : link_dir_(link_dir), cache_(cache), generation_(generation), source_(source), mountpoint_(mountpoint) {}
+  SourceProbe(LinkDirectory& link_dir, ProbeCache& cache, std::uint64_t generation, ProbeWalker& walker,
+              const ProbeCredentials& creds, bool walk_here, bool store, Clock::duration budget) noexcept
+      : link_dir_(link_dir),
+        cache_(cache),
+        generation_(generation),
+        walker_(walker),
+        creds_(creds),
+        walk_here_(walk_here),
+        store_(store),
+        budget_(budget) {}
 
   bool exists(std::string_view target) const override {
     if (target.empty() || target.size() >= PATH_MAX) return false;
@@ -256,11 +259,19 @@ class SourceProbe final : public Probe {
       now = Clock::now();
       if (auto cached = cache_.find(*key, generation_, now)) return *cached;
     }
-    probes_in_flight.fetch_add(1, std::memory_order_acq_rel);
-    const bool found = relative ? check_relative(target) : check_absolute(target);
-    probes_in_flight.fetch_sub(1, std::memory_order_acq_rel);
+    const int dir = relative ? directory_fd() : -1;
     // No directory descriptor: nothing was asked, nothing is known.
-    if (key != nullptr && (!relative || dir_fd_ >= 0)) cache_.store(*key, generation_, now, found);
+    if (relative && dir < 0) return false;
+    ProbeWalker::Inside inside = walk_here_ ? walker_.inside(dir, target) : ProbeWalker::Inside::Leaves;
+    bool found = inside == ProbeWalker::Inside::Exists;
+    if (inside == ProbeWalker::Inside::Leaves) {
+      // One budget for the whole expansion, however many candidates leave.
+      if (deadline_ == Clock::time_point{}) deadline_ = Clock::now() + budget_;
+      const ProbeWalker::Answer a = walker_.anywhere(dir, target, creds_, deadline_);
+      if (a == ProbeWalker::Answer::Unknown) return false;  // absent this once; not remembered
+      found = a == ProbeWalker::Answer::Exists;
+    }
+    if (key != nullptr && store_) cache_.store(*key, generation_, now, found);
     return found;
   }
 
@@ -272,8 +283,9 @@ class SourceProbe final : public Probe {
     return buf;
   }
 
-  // The cache key: the directory's (st_dev, st_ino), then the target. An
-  // absolute target does not depend on the directory: zeros.
+  // The cache key: the directory's (st_dev, st_ino), the probing identity
+  // (uid, gid, groups), then the target. An absolute target does not depend
+  // on the directory: zeros.
   bool probe_key(bool relative, std::string_view target) const {
     if (relative && !have_identity_) {
       if (!identity_known_) {
@@ -293,8 +305,11 @@ class SourceProbe final : public Probe {
     }
     const std::uint64_t id[2] = {relative ? static_cast<std::uint64_t>(dev_) : 0,
                                  relative ? static_cast<std::uint64_t>(ino_) : 0};
+    const std::uint32_t who[3] = {creds_.uid, creds_.gid, static_cast<std::uint32_t>(creds_.groups.size())};
     std::string& key = key_buffer();
     key.assign(reinterpret_cast<const char*>(id), sizeof id);
+    key.append(reinterpret_cast<const char*>(who), sizeof who);
+    key.append(reinterpret_cast<const char*>(creds_.groups.data()), creds_.groups.size_bytes());
     key.append(target);
     return true;
   }
@@ -307,36 +322,15 @@ class SourceProbe final : public Probe {
     return dir_fd_;
   }
 
-  bool check_relative(std::string_view target) const {
-    if (directory_fd() < 0) return false;
-    char path[PATH_MAX];
-    target.copy(path, target.size());
-    path[target.size()] = '\0';
-    struct stat st {};
-    return ::fstatat(dir_fd_, path, &st, AT_SYMLINK_NOFOLLOW) == 0;
-  }
-
-  bool check_absolute(std::string_view target) const {
-    struct stat st {};
-    std::string path;
-    if (under(target, mountpoint_)) {
-      path.reserve(source_.size() + target.size());
-      path.append(source_).append(target.substr(mountpoint_.size()));
-    } else {
-      path.assign(target);  // another filesystem: ask it directly
-    }
-    return ::lstat(path.c_str(), &st) == 0;
-  }
-
-  static bool under(std::string_view path, std::string_view dir) {
-    return path.starts_with(dir) && (path.size() == dir.size() || path[dir.size()] == '/');
-  }
-
   LinkDirectory& link_dir_;
   ProbeCache& cache_;
   std::uint64_t generation_;
-  const std::string& source_;
-  const std::string& mountpoint_;
+  ProbeWalker& walker_;
+  const ProbeCredentials& creds_;
+  const bool walk_here_;  // this thread has the probing identity
+  const bool store_;
+  const Clock::duration budget_;
+  mutable Clock::time_point deadline_{};
   // Asked of link_dir_ at most once per expansion, and only when needed.
   mutable bool identity_known_ = false, have_identity_ = false, dir_fd_known_ = false;
   mutable dev_t dev_ = 0;
@@ -344,13 +338,9 @@ class SourceProbe final : public Probe {
   mutable int dir_fd_ = -1;
 };
 
-// The request comes from one of our own threads: a probe walked into the
-// mount after all (through a symlink or `..`). Probing again could recurse
-// without end, so such an expansion takes the first @sys candidate.
-bool request_from_self(pid_t tid) noexcept {
-  if (tid <= 0 || probes_in_flight.load(std::memory_order_acquire) == 0) return false;
-  return ::syscall(SYS_tgkill, ::getpid(), tid, 0) == 0;
-}
+// With per_caller = false every caller gets one expansion: probe as someone
+// who may see only what anyone may see.
+constexpr uid_t kNobody = 65534;
 
 class KnownDirectory final : public LinkDirectory {
  public:
@@ -371,13 +361,20 @@ const Caller& anonymous_caller() {
 bool LinkDirectory::identity(dev_t&, ino_t&) { return false; }
 
 struct LinkService::Impl {
-  Impl(MountState& s, CallerContexts& c) : state(s), contexts(c), probes(s.config().entry_timeout) {}
+  Impl(MountState& s, CallerContexts& c, const Options& o)
+      : state(s),
+        contexts(c),
+        probes(s.config().entry_timeout),
+        walker(ProbeWalker::Options{s.config().source, s.config().mountpoint, o.probe_threads, 8}),
+        probe_budget(o.probe_timeout) {}
 
   MountState& state;
   CallerContexts& contexts;
   std::array<TemplateShard, kShards> shards;
   std::atomic<std::uint64_t> template_hits{0}, template_misses{0};
   ProbeCache probes;
+  ProbeWalker walker;
+  const Clock::duration probe_budget;
 
   std::shared_ptr<const Parsed> parsed(std::string_view raw, std::uint64_t generation, const Rules& rules) {
     const std::size_t h = StringHash{}(raw);
@@ -448,11 +445,15 @@ struct LinkService::Impl {
     ScopedResolver resolver(*rules, *host, caller, runtime.get());
     CountingSource counting(resolver);
 
-    const MountState::Config& cfg = state.config();
-    SourceProbe probe(link_dir, probes, generation, cfg.source, cfg.mountpoint);
+    // Who probes: the caller, whose identity this thread has; or, when
+    // every caller gets the same expansion, nobody.
+    const bool as_caller = rules->per_caller;
+    const ProbeCredentials creds = as_caller ? ProbeCredentials{caller.uid, caller.gid, caller.groups}
+                                             : ProbeCredentials{kNobody, kNobody, {}};
+    SourceProbe probe(link_dir, probes, generation, walker, creds, as_caller, trace == nullptr, probe_budget);
     ExpandOptions opts;
     opts.undefined = rules->undefined;
-    opts.probe = p->tmpl.uses_sys() && !request_from_self(ids.pid) ? &probe : nullptr;
+    opts.probe = p->tmpl.uses_sys() ? &probe : nullptr;
     opts.trace = trace;
 
     Counters& counters = state.counters();
@@ -467,9 +468,14 @@ struct LinkService::Impl {
   }
 };
 
-LinkService::LinkService(MountState& state, CallerContexts& contexts) : impl_(std::make_unique<Impl>(state, contexts)) {
+LinkService::LinkService(MountState& state, CallerContexts& contexts) : LinkService(state, contexts, Options{}) {}
+
+LinkService::LinkService(MountState& state, CallerContexts& contexts, Options opts)
+    : impl_(std::make_unique<Impl>(state, contexts, opts)) {
   contexts.set_timeout_counter(&state.counters().environ_timeouts);
 }
+
+void LinkService::note_mounted() { impl_->walker.note_own_mount(); }
 
 LinkService::~LinkService() = default;
 
@@ -494,7 +500,7 @@ Result<void> LinkService::explain(std::string_view raw, int link_dir_fd, const C
                                   std::vector<Substitution>& trace) {
   trace.clear();
   KnownDirectory dir(link_dir_fd);
-  // pid 0: no FUSE request of ours to tell apart from the caller's.
+  // pid 0: the caller is described by the request; nothing is read from /proc.
   return impl_->run(raw, dir, RequestIds{0, caller.uid, caller.gid}, out, &trace, &caller);
 }
 
@@ -547,6 +553,10 @@ LinkService::CacheStats LinkService::cache_stats() const {
   s.probe_entries = probes.entries;
   s.probe_hits = probes.hits;
   s.probe_misses = probes.misses;
+  const ProbeWalker::Stats w = impl_->walker.stats();
+  s.probe_outside = w.outside;
+  s.probe_abandoned = w.abandoned;
+  s.probe_refused = w.refused;
   return s;
 }
 

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -44,19 +45,37 @@ class LinkDirectory {
 
 class LinkService {
  public:
+  struct Options {
+    // How long one expansion may wait for @sys probes that leave SOURCE (on
+    // a probe thread): a candidate not answered by then counts as absent,
+    // that once, and is not remembered.
+    std::chrono::milliseconds probe_timeout{1000};
+    unsigned probe_threads = 4;
+  };
   LinkService(MountState& state, CallerContexts& contexts);
+  LinkService(MountState& state, CallerContexts& contexts, Options opts);
   ~LinkService();
+
+  // The mount is up: probes that reach it by any path continue in SOURCE
+  // (probe_walk.hpp). Call once, after mounting.
+  void note_mounted();
 
   // The expansion of `raw` (the underlying link's text) for this caller.
   // `link_dir_fd` is an fd (O_PATH is fine) of the link's directory inside
-  // SOURCE: @sys candidates with relative targets are probed there; absolute
-  // targets under the mountpoint are translated to SOURCE, so a worker never
-  // calls into its own mount.
+  // SOURCE: @sys candidates with relative targets are probed there. A probe
+  // never calls into this mount or any other FUSE filesystem (see
+  // probe_walk.hpp). Probes run with the calling thread's filesystem
+  // identity, which must be the caller's (the FUSE operations and the
+  // control server switch to it first), and their answers are cached for
+  // that identity only. With `per_caller = false` probes run as nobody
+  // (65534) on a probe thread, so that the one answer every caller gets
+  // shows only what anyone may see.
   Result<void> expand(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out);
   // The same, with the directory found only if a probe needs it.
   Result<void> expand(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids, std::string& out);
 
-  // The same with provenance for `vsymctl explain`.
+  // The same with provenance for `vsymctl explain`. Its probes read the
+  // cache but never fill it: a client can send any text.
   Result<void> explain(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out,
                        std::vector<Substitution>& trace);
 
@@ -85,6 +104,10 @@ class LinkService {
     std::uint64_t template_hits, template_misses;
     std::size_t probe_entries;
     std::uint64_t probe_hits, probe_misses;
+    // Probes that had to leave SOURCE (run on a probe thread), of those the
+    // ones abandoned (deadline, or no thread free), and walks stopped at a
+    // FUSE mount other than ours (or a mount the table does not list).
+    std::uint64_t probe_outside, probe_abandoned, probe_refused;
   };
   CacheStats cache_stats() const;
 

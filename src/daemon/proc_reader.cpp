@@ -85,7 +85,18 @@ Result<StatusIds> parse_status(std::string_view text) {
     if (!take_number(groups, gid)) return make_error(EINVAL, "status: malformed Groups: line");
     ids.groups.push_back(gid);
   }
+  std::string_view tgid;
+  if (find_line(text, "Tgid:", tgid) && (!take_number(tgid, ids.tgid) || !skip_spaces(tgid).empty()))
+    return make_error(EINVAL, "status: malformed Tgid: line");
+  std::string_view caps;
+  if (find_line(text, "CapPrm:", caps) && (!take_number(caps, ids.cap_permitted, 16) || !skip_spaces(caps).empty()))
+    return make_error(EINVAL, "status: malformed CapPrm: line");
   return ids;
+}
+
+bool status_says_secure(const StatusIds& ids) noexcept {
+  if (ids.ruid != ids.euid || ids.ruid != ids.suid || ids.rgid != ids.egid || ids.rgid != ids.sgid) return true;
+  return ids.ruid != 0 && ids.cap_permitted != 0;
 }
 
 Result<ExecIdentity> parse_stat(std::string_view text) {

@@ -28,9 +28,21 @@ struct StatusIds {
   uid_t ruid = 0, euid = 0, suid = 0, fsuid = 0;
   gid_t rgid = 0, egid = 0, sgid = 0, fsgid = 0;
   std::vector<gid_t> groups;  // the Groups: line, as the kernel lists it
+  pid_t tgid = 0;                   // the Tgid: line (the process of this thread); 0 if absent
+  std::uint64_t cap_permitted = 0;  // the CapPrm: line (hex); 0 if absent
 };
-// EINVAL when the Uid:, Gid: or Groups: line is missing or malformed.
+// EINVAL when the Uid:, Gid: or Groups: line is missing or malformed, or
+// the Tgid: or CapPrm: line is present and malformed.
 Result<StatusIds> parse_status(std::string_view text);
+
+// Whether a process runs with more privilege than the user who started it,
+// as far as its status tells: a real id differs from the effective or saved
+// one (set-user-id or set-group-id, also after a temporary seteuid back), or
+// a process of a non-root real user holds capabilities (a file-capability
+// program; also one given ambient capabilities). The kernel's AT_SECURE
+// says the same for the first two at execve; status also serves callers
+// whose auxv we do not read.
+bool status_says_secure(const StatusIds& ids) noexcept;
 
 // The fields of /proc/<pid>/stat that identify one program image of one
 // process: starttime changes on pid reuse; the argument and environment

@@ -32,6 +32,7 @@ int FdCache::insert(FdSlot& slot, int fd) {
     ::close(fd);
     return theirs;
   }
+  slot.serial.fetch_add(1, std::memory_order_relaxed);  // published by the store below
   slot.fd.store(fd);
   // Like a hit: the operation that opened it is about to use it.
   slot.referenced.store(true, std::memory_order_relaxed);
@@ -47,6 +48,7 @@ void FdCache::offer(FdSlot& slot, int fd) {
     ::close(fd);
     return;
   }
+  slot.serial.fetch_add(1, std::memory_order_relaxed);  // published by the store below
   slot.fd.store(fd);
   // Like a hit: the operation that opened it is about to use it.
   slot.referenced.store(true, std::memory_order_relaxed);

@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 
 namespace vsymfs::fs {
@@ -31,6 +32,11 @@ struct FdSlot {
   std::atomic<int> fd{-1};
   std::atomic<int> pins{0};
   std::atomic<bool> referenced{false};  // used since eviction last passed it
+  // How many descriptors the slot has been given. Changes only while the
+  // slot holds none, so while a pin is held it names the descriptor in use:
+  // the same count means the same open file, and an open file keeps its
+  // inode, and so its inode number, from being reused.
+  std::atomic<std::uint64_t> serial{0};
   FdSlot* prev = nullptr;               // list from hot to cold, guarded by FdCache::mu_
   FdSlot* next = nullptr;
 };

@@ -40,6 +40,9 @@ Filesystem::~Filesystem() { detach_session(); }
 
 void Filesystem::attach_session(fuse_session* se) {
   session_ = se;
+  // The mount is up: from now on a probe that reaches it by any path goes
+  // on in SOURCE instead of calling into it.
+  links_.note_mounted();
   inval_thread_ = std::thread([this] { invalidation_loop(); });
   state_.set_on_change([this] { on_rules_changed(); });
 }
@@ -115,6 +118,15 @@ double Filesystem::attr_timeout_for(const Inode& inode) const noexcept {
   return inode.is_symlink() && links_.per_caller() ? 0.0 : cfg_.attr_timeout;
 }
 
+int Filesystem::link_text(Inode& inode, const FdRef& fd, const struct stat& st, std::string& out) {
+  LinkText* cache = inode.link_text();
+  const std::uint64_t serial = InodeTable::serial(inode, fd);
+  if (cache != nullptr && cache->get(serial, out)) return 0;
+  if (int e = inodes_.read_link_quietly(fd.get(), st.st_dev, st.st_ino, out); e != 0) return e;
+  if (cache != nullptr && serial != 0) cache->put(serial, out);
+  return 0;
+}
+
 int Filesystem::read_raw_link(int fd, std::string& out) {
   char buf[PATH_MAX];
   ssize_t n = ::readlinkat(fd, "", buf, sizeof buf);
@@ -148,6 +160,10 @@ class ParentDirectory final : public daemon::LinkDirectory {
 int Filesystem::expand_link(fuse_req_t req, Inode& link, int link_fd, int dir_fd, std::string& out) {
   thread_local std::string raw;
   if (int e = read_raw_link(link_fd, raw); e != 0) return e;
+  return expand_text(req, link, raw, dir_fd, out);
+}
+
+int Filesystem::expand_text(fuse_req_t req, Inode& link, const std::string& raw, int dir_fd, std::string& out) {
   Result<void> r;
   if (dir_fd >= 0) {
     r = links_.expand(raw, dir_fd, ids_of(req), out);
@@ -158,14 +174,34 @@ int Filesystem::expand_link(fuse_req_t req, Inode& link, int link_fd, int dir_fd
   return r ? 0 : r.error().code;
 }
 
-int Filesystem::stat_inode(fuse_req_t req, Inode& inode, int fd, struct stat& st) {
-  if (::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+bool Filesystem::entry_size_is_used() const noexcept {
+  // A LOOKUP (and the lookup that ends SYMLINK, LINK, CREATE, MKNOD and
+  // MKDIR) runs while the kernel holds the parent's lock or the new dentry:
+  // no expansion, and so no @sys probe, should run there unless its result
+  // is used. With per-caller links the kernel keeps a symlink's attributes
+  // for 0 s (every stat asks GETATTR, which holds no lock and computes the
+  // size) and does not cache link bodies (whose length is the size), so
+  // the entry's size is never read: the raw text's length stands. Only
+  // when attributes or bodies are cached must the entry carry the
+  // expansion's length (vsymfs(8), VARIANT LINKS, "Symlink sizes").
+  return kernel_caches_symlinks_.load(std::memory_order_relaxed) || !links_.per_caller();
+}
+
+int Filesystem::stat_inode(fuse_req_t req, Inode& inode, const FdRef& fd, struct stat& st) {
+  if (::fstatat(fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
   if (S_ISLNK(st.st_mode)) {
-    thread_local std::string expansion;
+    thread_local std::string raw, expansion;
     // A failed expansion keeps the raw length: readlink will report the error.
-    if (expand_link(req, inode, fd, -1, expansion) == 0) st.st_size = static_cast<off_t>(expansion.size());
+    if (link_text(inode, fd, st, raw) == 0 && expand_text(req, inode, raw, -1, expansion) == 0)
+      st.st_size = static_cast<off_t>(expansion.size());
   }
   return 0;
+}
+
+int Filesystem::raw_link_text(Inode& inode, const FdRef& fd, std::string& out) {
+  struct stat st {};
+  if (::fstatat(fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  return link_text(inode, fd, st, out);
 }
 
 int Filesystem::lookup(fuse_req_t req, Inode& parent, int parent_fd, const char* name, fuse_entry_param& e,
@@ -195,13 +231,20 @@ int Filesystem::lookup(fuse_req_t req, Inode& parent, int parent_fd, const char*
     ::close(fd);
     return err;
   }
-  if (S_ISLNK(e.attr.st_mode)) {
-    thread_local std::string expansion;
-    // `parent` is the link's directory: the same one readlink will probe in.
-    if (expand_link(req, parent, fd, parent_fd, expansion) == 0) e.attr.st_size = static_cast<off_t>(expansion.size());
-  }
   auto inode = inodes_.adopt(parent, real_name, fd, e.attr);  // takes fd
   if (!inode) return inode.error().code;
+  if (S_ISLNK(e.attr.st_mode) && entry_size_is_used()) {
+    // The text is cached with the inode, so it is adopted first. Its
+    // descriptor is the one just opened, or one the table already held for
+    // this inode number, which being open kept the number from being
+    // reused: the same link either way.
+    thread_local std::string raw, expansion;
+    FdRef lfd;
+    // `parent` is the link's directory: the same one readlink will probe in.
+    if (inodes_.fd(**inode, lfd) == 0 && link_text(**inode, lfd, e.attr, raw) == 0 &&
+        expand_text(req, parent, raw, parent_fd, expansion) == 0)
+      e.attr.st_size = static_cast<off_t>(expansion.size());
+  }
   e.ino = inodes_.nodeid(**inode);
   e.attr_timeout = attr_timeout_for(**inode);
   // An @sys name resolves differently per caller: never cache the name.

@@ -85,14 +85,24 @@ class Filesystem {
   // kernel lookup. 0 or an errno (ENOENT when absent). @sys components are
   // tried when the literal name does not exist and `sys_ok`.
   int lookup(fuse_req_t req, Inode& parent, int parent_fd, const char* name, fuse_entry_param& e, bool sys_ok);
+  // Whether a symlink's size in an entry reply (LOOKUP and the lookups that
+  // end SYMLINK, LINK, CREATE...) can reach anyone: only then is the link
+  // expanded there.
+  bool entry_size_is_used() const noexcept;
   // Attributes of an inode for a reply, symlink st_size adjusted to the
   // caller's expansion.
-  int stat_inode(fuse_req_t req, Inode& inode, int fd, struct stat& st);
+  // `fd` is the inode's own (InodeTable::fd).
+  int stat_inode(fuse_req_t req, Inode& inode, const FdRef& fd, struct stat& st);
   double attr_timeout_for(const Inode& inode) const noexcept;
 
-  // Read the raw link text of a symlink fd (no terminating NUL). errno or 0.
+  // Read the raw link text of a symlink fd (no terminating NUL), as readlink
+  // does: it may update the link's atime. errno or 0.
   static int read_raw_link(int fd, std::string& out);
-  // The expansion of a link for the caller of `req`.
+  // The raw text of the symlink `inode` (descriptor `fd`) for what must not
+  // change its atime (stat, lookup, the raw-text xattr): cached per link,
+  // else read without touching the atime where the daemon can (inode_table.hpp).
+  int raw_link_text(Inode& inode, const FdRef& fd, std::string& out);
+  // The expansion of a link for the caller of `req` (readlink: reads the link).
   int expand_link(fuse_req_t req, Inode& link, int link_fd, int dir_fd, std::string& out);
 
   // Open-descriptor accounting for open files and directories.
@@ -102,6 +112,8 @@ class Filesystem {
  private:
   void on_rules_changed();
   void invalidation_loop();
+  int link_text(Inode& inode, const FdRef& fd, const struct stat& st, std::string& out);
+  int expand_text(fuse_req_t req, Inode& link, const std::string& raw, int dir_fd, std::string& out);
 
   FsConfig cfg_;
   InodeTable& inodes_;

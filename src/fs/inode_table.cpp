@@ -1,13 +1,16 @@
 #include "inode_table.hpp"
 
 #include <fcntl.h>
+#include <linux/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <utility>
@@ -88,7 +91,53 @@ std::string probe_handles(int fd) {
   return same ? std::string() : "open_by_handle_at gave another file";
 }
 
+int read_link(int fd, std::string& out) {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlinkat(fd, "", buf, sizeof buf);
+  if (n < 0) return errno;
+  if (static_cast<std::size_t>(n) >= sizeof buf) return ENAMETOOLONG;
+  out.assign(buf, static_cast<std::size_t>(n));
+  return 0;
+}
+
+// A directory descriptor on a private clone of the mount `root_fd` is on,
+// made read-only and noatime: the kernel updates no atime through a
+// read-only mount. The clone is attached nowhere (no one else sees it) and
+// goes away with the descriptor. Needs CAP_SYS_ADMIN. -errno on failure.
+int open_quiet_clone(int root_fd) {
+  const int tree =
+      static_cast<int>(::syscall(SYS_open_tree, root_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
+  if (tree < 0) return -errno;
+  struct mount_attr attr {};
+  attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOATIME;
+  attr.attr_clr = MOUNT_ATTR__ATIME;
+  if (::syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) {
+    int e = errno;
+    ::close(tree);
+    return -e;
+  }
+  // open_by_handle_at wants a real (not O_PATH) descriptor on the mount.
+  int dir = ::openat(tree, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int e = errno;
+  ::close(tree);
+  return dir >= 0 ? dir : -e;
+}
+
 }  // namespace
+
+bool LinkText::get(std::uint64_t serial, std::string& out) const {
+  std::lock_guard lock(mu_);
+  if (!valid_ || serial_ != serial) return false;
+  out = text_;
+  return true;
+}
+
+void LinkText::put(std::uint64_t serial, std::string_view text) {
+  std::lock_guard lock(mu_);
+  serial_ = serial;
+  text_.assign(text);
+  valid_ = true;
+}
 
 std::string fs_type_name(unsigned long f_type) {
   char hex[32];
@@ -160,6 +209,13 @@ Result<std::unique_ptr<InodeTable>> InodeTable::create(const std::string& source
   t->root_fd_.store(fd);
   t->source_dev_ = st.st_dev;
   t->map_.insert(t->root_);
+  const int quiet = open_quiet_clone(fd);
+  if (quiet >= 0) {
+    t->quiet_fd_ = quiet;
+    t->quiet_dev_ = st.st_dev;
+  } else {
+    t->quiet_error_ = -quiet;
+  }
   return t;
 }
 
@@ -172,6 +228,7 @@ InodeTable::~InodeTable() {
   for (auto& [id, fd] : mount_fds_)
     if (fd >= 0) ::close(fd);
   for (int fd : retired_fds_) ::close(fd);
+  if (quiet_fd_ >= 0) ::close(quiet_fd_);
   ::close(root_fd_.load());
 }
 
@@ -265,6 +322,7 @@ Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, c
     fresh = std::make_unique<Inode>(st.st_dev, st.st_ino, type);
     // Without a handle the inode is found by parent and name alone.
     if (handles_.use) attach_handle(*fresh, fd);
+    if (fresh->is_symlink()) fresh->link_ = std::make_unique<LinkText>();
   }
 
   std::vector<Inode*> dead;
@@ -457,6 +515,13 @@ int InodeTable::fd(Inode& inode, FdRef& out) {
   return pin(inode, out);
 }
 
+std::uint64_t InodeTable::serial(const Inode& inode, const FdRef& ref) noexcept {
+  // Stable while `ref` pins the slot; 0 (never a real serial) for the root
+  // and for a reference that pins nothing.
+  if (ref.inode_ != &inode) return 0;
+  return inode.slot_.serial.load(std::memory_order_relaxed);
+}
+
 int InodeTable::parent_fd(Inode& inode, FdRef& out) {
   out.reset();
   Inode* parent = nullptr;
@@ -525,6 +590,33 @@ bool InodeTable::reopen_source() {
   source_reopens_.fetch_add(1, std::memory_order_relaxed);
   spdlog::warn("SOURCE {} had gone (ENOTCONN) and is there again: opened it anew", source_);
   return true;
+}
+
+int InodeTable::read_link_quietly(int fd, dev_t dev, ino_t ino, std::string& out) {
+  // Only the filesystem the clone was made of decodes there: not one
+  // mounted inside SOURCE, nor SOURCE's filesystem after reopen_source().
+  if (quiet_fd_ < 0 || dev != quiet_dev_) return read_link(fd, out);
+  alignas(struct file_handle) std::byte buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+  auto* fh = reinterpret_cast<struct file_handle*>(buf);
+  fh->handle_bytes = MAX_HANDLE_SZ;
+  int mount_id = 0;
+  if (::name_to_handle_at(fd, "", fh, &mount_id, AT_EMPTY_PATH) != 0) return read_link(fd, out);
+  int qfd = -1;
+  {
+    // open_by_handle_at needs CAP_DAC_READ_SEARCH, which a caller's fsuid
+    // clears; the text only gives the caller a length it may already lstat.
+    ScopedDaemonIdentity as_daemon;
+    qfd = ::open_by_handle_at(quiet_fd_, fh, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  }
+  if (qfd < 0) return read_link(fd, out);
+  // The same file (a handle names one inode of one filesystem; checked all
+  // the same, it costs a syscall per link, not per stat).
+  struct stat st {};
+  const bool same =
+      ::fstatat(qfd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == dev && st.st_ino == ino;
+  const int e = read_link(same ? qfd : fd, out);
+  ::close(qfd);
+  return e;
 }
 
 std::vector<std::uint64_t> InodeTable::symlink_nodeids() const {

@@ -18,6 +18,13 @@
 // Whether handles can be trusted is decided per mount (decide_handles): not
 // on FUSE, SMB or 9p sources, whose handles do not outlive the source
 // inode in the kernel's cache, nor when a live round trip fails.
+//
+// Symlinks also keep their raw text (LinkText): lstat reports the caller's
+// expansion length as st_size, and reading the text again for every stat
+// would update the link's atime (relatime), which natively only readlink
+// and a path walk through the link do. The text is read once per link,
+// through a read-only clone of SOURCE's mount where the daemon may make one
+// (read_link_quietly), so even that first read leaves the atime alone.
 #pragma once
 
 #include <sys/stat.h>
@@ -66,6 +73,29 @@ HandleDecision decide_handles(HandleChoice choice, bool can_open, unsigned long 
 // A readable name for a statfs type ("FUSE", "NFS", "ext2/3/4", ...) or its hex value.
 std::string fs_type_name(unsigned long f_type);
 
+// A symlink's raw text as last read, with the descriptor it was read
+// through (FdSlot::serial). A symlink's text never changes in place, but a
+// replaced link is a new inode that may get the old number, and, made within
+// the same clock tick, the same size and times (birth time included): no
+// attribute tells the two apart. An open descriptor does: while the table
+// holds one, the inode lives and its number cannot be reused. So the text
+// stays good exactly as long as the descriptor it was read through, on every
+// filesystem, birth time or not; after an eviction it is read once more.
+// Timestamps, the ctime above all, are no key: setting a link's atime
+// changes its ctime, and must not make the next stat read the link.
+class LinkText {
+ public:
+  // The text when it was read through the descriptor numbered `serial`.
+  bool get(std::uint64_t serial, std::string& out) const;
+  void put(std::uint64_t serial, std::string_view text);
+
+ private:
+  mutable std::mutex mu_;
+  bool valid_ = false;
+  std::uint64_t serial_ = 0;
+  std::string text_;
+};
+
 class Inode {
  public:
   Inode(dev_t dev, ino_t ino, mode_t type) : dev_(dev), ino_(ino), type_(type) {}
@@ -78,6 +108,8 @@ class Inode {
   mode_t type() const noexcept { return type_; }  // S_IFMT bits
   bool is_symlink() const noexcept { return S_ISLNK(type_); }
   bool is_dir() const noexcept { return S_ISDIR(type_); }
+  // The cached raw text of a symlink (null for every other type).
+  LinkText* link_text() const noexcept { return link_.get(); }
 
  private:
   friend class InodeTable;
@@ -108,6 +140,7 @@ class Inode {
   std::atomic<bool> handle_stale_{false};  // open_by_handle_at said ESTALE: use the name
   bool in_map_ = false;            // guarded by InodeTable::mu_
   FdSlot slot_;
+  std::unique_ptr<LinkText> link_;  // symlinks only; set before publishing, immutable afterwards
 };
 
 // A pinned descriptor of an inode; unpins on destruction.
@@ -166,12 +199,24 @@ class InodeTable {
 
   // A pinned O_PATH descriptor of the inode (reopened when evicted). errno on failure.
   int fd(Inode& inode, FdRef& out);
+  // Which of the inode's descriptors `ref` (from fd()) pins (FdSlot::serial).
+  static std::uint64_t serial(const Inode& inode, const FdRef& ref) noexcept;
   // A pinned descriptor of the directory the inode was last found in.
   // ENOENT when unknown (the root).
   int parent_fd(Inode& inode, FdRef& out);
   // A file in `parent` was renamed to `name` there (or removed, when st is
   // null): keep tracked names current.
   void moved(Inode& new_parent, std::string_view new_name, const struct stat& st);
+
+  // Reads the raw text of the symlink `fd` (`dev`, `ino`) into `out`
+  // without updating its atime, through the read-only clone of SOURCE's
+  // mount (a file handle of the link opened there), or, where there is no
+  // clone (the daemon lacks CAP_SYS_ADMIN) or the link is on another
+  // filesystem mounted inside SOURCE, with a plain readlinkat, which may.
+  // 0 or an errno; ENAMETOOLONG for a text of PATH_MAX bytes or more.
+  int read_link_quietly(int fd, dev_t dev, ino_t ino, std::string& out);
+  // 0 when read_link_quietly can leave atimes alone, else why not (an errno).
+  int quiet_links_error() const noexcept { return quiet_error_; }
 
   // Node ids of every known symlink (to invalidate kernel-cached bodies).
   std::vector<std::uint64_t> symlink_nodeids() const;
@@ -242,6 +287,9 @@ class InodeTable {
   std::unordered_set<Inode*, KeyHash, KeyEq> map_;
   std::vector<dev_t> retired_devs_;  // SOURCE's devices before reopen_source(), with source_dev_ now
   dev_t source_dev_ = 0;
+  int quiet_fd_ = -1;     // a directory (O_RDONLY) on a read-only, noatime clone of SOURCE's mount, or -1
+  dev_t quiet_dev_ = 0;   // the device of that clone's filesystem
+  int quiet_error_ = 0;   // why there is no clone
   std::mutex mount_mu_;
   std::unordered_map<int, int> mount_fds_;  // mount id -> a readable directory fd on it, -1: no handles there
   std::mutex reopen_mu_;

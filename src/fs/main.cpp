@@ -39,6 +39,7 @@
 #include "passthrough.hpp"
 #include "server.hpp"
 #include "service_notify.hpp"
+#include "uring_transport.hpp"
 #include "vsymfs_config.h"
 
 namespace {
@@ -281,8 +282,14 @@ int main(int argc, char** argv) {
   spdlog::info("evicted inodes are found again by {}: {}",
                (*inodes)->handle_mode().use ? "file handle (else by parent and name)" : "parent and name",
                (*inodes)->handle_mode().reason);
+  if (int e = (*inodes)->quiet_links_error(); e != 0)
+    spdlog::info("stat of a symlink may update its atime the first time the daemon meets it (no read-only clone of "
+                 "SOURCE's mount: {}; vsymfs(8), SYMLINK TIMES)", std::strerror(e));
 
-  daemon::CallerContexts contexts;
+  daemon::CallerContexts::Options copts;
+  copts.max_environ_bytes = o.environ_cache;
+  daemon::CallerContexts contexts(copts);
+  contexts.follow_rules(**state);  // keep only the variables the rules can take
   daemon::LinkService links(**state, contexts);
   fs::FsConfig fcfg;
   fcfg.entry_timeout = o.entry_timeout;
@@ -319,6 +326,12 @@ int main(int argc, char** argv) {
     else
       spdlog::warn("passthrough: off, {}; file I/O goes through the daemon", cap.error().message);
   }
+  // Whether requests may come over io_uring; -o uring fails here without it.
+  auto transport = fs::UringTransport::create(o.uring, o.single_thread);
+  if (!transport) {
+    server->reset();
+    startup.fail(kMount, transport.error().message);
+  }
   if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
     server->reset();  // _exit below runs no destructors: remove the socket now
     std::string hint;
@@ -329,23 +342,29 @@ int main(int argc, char** argv) {
   }
 
   // The hooks go in before the loop reads INIT; whether the kernel takes
-  // passthrough is known only from INIT, and every refusal falls back to
-  // plain FUSE reads and writes (logged once).
+  // passthrough or io_uring is known only from INIT, and every refusal falls
+  // back to plain FUSE reads and writes, or /dev/fuse reads (logged once).
+  // The io_uring transport, when it may be used, owns the hooks and calls
+  // passthrough's.
   if (passthrough) {
-    if (auto r = passthrough->install(se); r) {
+    if (auto r = (*transport)->install(se, passthrough.get()); r) {
       filesystem.set_passthrough(passthrough.get());
     } else {
       spdlog::warn("passthrough: off, {}", r.error().message);
       passthrough.reset();
     }
   }
+  if (!passthrough)
+    if (auto r = (*transport)->install(se, nullptr); !r) spdlog::warn("io_uring: off, {}", r.error().message);
 
   fs::Passthrough* const pt = passthrough.get();
   fs::InodeTable* const table = inodes->get();
-  (*state)->set_fs_status([&filesystem, pt, table] {
+  fs::UringTransport* const tr = transport->get();
+  (*state)->set_fs_status([&filesystem, pt, table, tr] {
     return daemon::MountState::StatusLines{
         {"posix_acls", filesystem.kernel_enforces_acls() ? "enforced (-o acl)" : "mode bits only"},
         {"passthrough", pt != nullptr ? pt->status() : "off"},
+        {"transport", tr->status()},
         {"inodes_found_by", fs::inode_status(*table)},
         {"stale_handles", std::to_string(table->stale_handles()) + " (found again by name: " +
                               std::to_string(table->stale_handles_found()) + ")"},
@@ -391,6 +410,7 @@ int main(int argc, char** argv) {
   }
 
   fs::service::stopping();
+  (*transport)->stop();  // no request runs past this point
   stopping = true;
   pthread_kill(reloader.native_handle(), SIGHUP);
   reloader.join();

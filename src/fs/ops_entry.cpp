@@ -118,11 +118,11 @@ void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   FdRef fd;
   int err = fs.inodes().fd(inode, fd);
-  if (err == 0) err = fs.stat_inode(req, inode, fd.get(), st);
+  if (err == 0) err = fs.stat_inode(req, inode, fd, st);
   if (source_came_back(fs, err)) {
     fd.reset();
     err = fs.inodes().fd(inode, fd);
-    if (err == 0) err = fs.stat_inode(req, inode, fd.get(), st);
+    if (err == 0) err = fs.stat_inode(req, inode, fd, st);
   }
   if (err != 0) return (void)fuse_reply_err(req, err);
   fuse_reply_attr(req, &st, fs.attr_timeout_for(inode));
@@ -190,8 +190,29 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
   if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)) {
     if (int e = set_times(fd.get(), open_fd, *attr, to_set); e != 0) return (void)fuse_reply_err(req, e);
   }
+  constexpr int kChanges = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE |
+                           FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+                           FUSE_SET_ATTR_MTIME_NOW;
+  if ((to_set & kChanges) == 0) {
+    // An empty SETATTR is chown(-1, -1), which natively changes the ctime
+    // (the kernel sends the ctime only with a writeback cache): the same
+    // call on SOURCE, as the caller, does that. The kernel sends the same
+    // empty SETATTR ahead of a write or truncate that must clear a set-id
+    // bit the caller may not clear by chmod; that write, run as the
+    // caller, then clears it as natively, so a refusal here is no error
+    // (the one difference left: vsymfs(8), POSIX PARITY).
+    const auto keep_uid = static_cast<uid_t>(-1);
+    const auto keep_gid = static_cast<gid_t>(-1);
+    if (::fchownat(fd.get(), "", keep_uid, keep_gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+      const int err = errno;
+      struct stat now {};
+      const bool setid_file = ::fstatat(fd.get(), "", &now, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 &&
+                              S_ISREG(now.st_mode) && (now.st_mode & (S_ISUID | S_ISGID)) != 0;
+      if (!(err == EPERM && setid_file)) return (void)fuse_reply_err(req, err);
+    }
+  }
   struct stat st {};
-  if (int e = fs.stat_inode(req, inode, fd.get(), st); e != 0) return (void)fuse_reply_err(req, e);
+  if (int e = fs.stat_inode(req, inode, fd, st); e != 0) return (void)fuse_reply_err(req, e);
   fuse_reply_attr(req, &st, fs.attr_timeout_for(inode));
 }
 

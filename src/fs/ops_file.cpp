@@ -5,6 +5,7 @@
 // backing file, and read/write then never reach this file.
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -20,7 +21,8 @@ namespace {
 int file_fd(const fuse_file_info* fi) { return static_cast<int>(fi->fh); }
 
 // O_NOFOLLOW would refuse the /proc/self/fd magic link itself; the kernel has
-// already resolved the caller's path, so it has nothing left to protect.
+// already resolved the caller's path, so it has nothing left to protect (the
+// magic link reaches the inode we hold, never a link's target).
 int open_flags(int flags) { return (flags & ~O_NOFOLLOW) | O_CLOEXEC; }
 
 // One buffer that is a file range: libfuse reads or writes it straight from
@@ -35,10 +37,10 @@ fuse_bufvec fd_range(size_t size, int fd, off_t pos) {
   return v;
 }
 
-// A root identity keeps set-id bits on write (CAP_FSETID); the backing
-// file must not (Passthrough::acquire).
-bool may_hold_fsetid(Filesystem& fs, fuse_req_t req) {
-  return fs.config().single_user || fuse_req_ctx(req)->uid == 0;
+// The filesystem type of an open file (statfs f_type), 0 when unknown.
+long file_system_type(int fd) {
+  struct statfs sf {};
+  return ::fstatfs(fd, &sf) == 0 ? static_cast<long>(sf.f_type) : 0;
 }
 
 // Whether close() on a file of this filesystem can report anything. The
@@ -47,10 +49,8 @@ bool may_hold_fsetid(Filesystem& fs, fuse_req_t req) {
 // for) would only echo that. Every other filesystem (NFS, CIFS, Ceph, FUSE,
 // f2fs, unknown ones) keeps its FLUSH, where close() reports write-back and
 // quota errors. Asked of the open file itself: SOURCE may contain other mounts.
-bool close_reports_nothing(int fd) {
-  struct statfs sf {};
-  if (::fstatfs(fd, &sf) != 0) return false;
-  switch (static_cast<unsigned long>(sf.f_type)) {
+bool close_reports_nothing(long fs_type) {
+  switch (static_cast<unsigned long>(fs_type)) {
     case EXT4_SUPER_MAGIC:  // also ext2 and ext3
     case XFS_SUPER_MAGIC:
     case BTRFS_SUPER_MAGIC:
@@ -64,9 +64,9 @@ bool close_reports_nothing(int fd) {
 // Registers the open with the passthrough registry (when on) and replies;
 // undoes everything when the kernel no longer waits for the reply.
 template <typename Reply>
-bool reply_opened(Filesystem& fs, fuse_req_t req, fuse_ino_t ino, int ofd, int flags, Reply&& reply) {
+bool reply_opened(Filesystem& fs, fuse_ino_t ino, const Passthrough::OpenedFile& file, Reply&& reply) {
   Passthrough* pt = fs.passthrough();
-  const int backing_id = pt ? pt->acquire(ino, ofd, flags, may_hold_fsetid(fs, req)) : 0;
+  const int backing_id = pt ? pt->acquire(ino, file) : 0;
   int r;
   {
     Passthrough::ReplyMark mark(backing_id);
@@ -75,7 +75,7 @@ bool reply_opened(Filesystem& fs, fuse_req_t req, fuse_ino_t ino, int ofd, int f
   if (r != -ENOENT) return true;
   // Interrupted: no release will come.
   if (pt) pt->release(ino);
-  ::close(ofd);
+  ::close(file.fd);
   fs.release_open_file();
   return false;
 }
@@ -103,10 +103,28 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // ours to write back, and the kernel keeps POSIX locks itself): no FLUSH
   // round trip, which the closing process would wait for. Neither has a
   // writable one on a filesystem whose close() cannot fail.
-  fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY || close_reports_nothing(ofd);
-  reply_opened(fs, req, ino, ofd, fi->flags, [&] { return fuse_reply_open(req, fi); });
+  Passthrough::OpenedFile file{.fd = ofd, .flags = fi->flags};
+  if ((fi->flags & O_ACCMODE) == O_RDONLY) {
+    fi->noflush = 1;
+  } else {
+    file.fs_type = file_system_type(ofd);
+    fi->noflush = close_reports_nothing(file.fs_type);
+  }
+  reply_opened(fs, ino, file, [&] { return fuse_reply_open(req, fi); });
 }
 
+// The kernel sends CREATE for a name it believes absent, but SOURCE may have
+// one by now: a link, a FIFO or a file planted there directly (or by another
+// mount) after a cached negative lookup or between LOOKUP and CREATE. The
+// daemon never opens what it finds: following a link itself would walk the
+// raw text from SOURCE (out of it, and without the caller's expansion), and
+// opening a FIFO or device could block a worker. It creates exclusively
+// (O_EXCL, O_NOFOLLOW), so the file it opens is always the regular file it
+// has just made. When the name exists and the caller did not ask for O_EXCL,
+// the answer is ESTALE: the kernel then repeats the open once with a fresh
+// lookup (LOOKUP_REVAL), finds what is there and opens it as natively,
+// following a link through the mount (its expansion) or refusing it with
+// ELOOP under O_NOFOLLOW. With O_EXCL the caller gets EEXIST, as natively.
 void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode, fuse_file_info* fi) {
   Filesystem& fs = fs_of(req);
   Inode& parent = fs.inode(parent_ino);
@@ -114,21 +132,33 @@ void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode
   FdRef pfd;
   if (int e = fs.inodes().fd(parent, pfd); e != 0) return (void)fuse_reply_err(req, e);
   if (!fs.reserve_open_file()) return (void)fuse_reply_err(req, ENFILE);
-  int ofd = ::openat(pfd.get(), name, open_flags(fi->flags) | O_CREAT, fs.creation_mode(req, mode));
+  const int flags = open_flags(fi->flags) | O_CREAT | O_EXCL | O_NOFOLLOW;
+  int ofd = ::openat(pfd.get(), name, flags, fs.creation_mode(req, mode));
   if (ofd < 0) {
     int e = errno;
     fs.release_open_file();
+    if (e == EEXIST && !(fi->flags & O_EXCL)) e = ESTALE;
     return (void)fuse_reply_err(req, e);
   }
-  fuse_entry_param e;
-  if (int err = fs.lookup(req, parent, pfd.get(), name, e, false); err != 0) {
+  auto fail = [&](int err) {
     ::close(ofd);
     fs.release_open_file();
-    return (void)fuse_reply_err(req, err);
+    fuse_reply_err(req, err);
+  };
+  struct stat st {};
+  if (::fstat(ofd, &st) != 0) return fail(errno);
+  fuse_entry_param e;
+  if (int err = fs.lookup(req, parent, pfd.get(), name, e, false); err != 0) return fail(err);
+  if (e.attr.st_dev != st.st_dev || e.attr.st_ino != st.st_ino) {
+    // Renamed away and replaced between our create and lookup: answer for
+    // what the name is now, as above.
+    fs.inodes().forget(fs.inode(e.ino), 1);
+    return fail(ESTALE);
   }
   fi->fh = static_cast<uint64_t>(ofd);
-  fi->noflush = close_reports_nothing(ofd);
-  if (!reply_opened(fs, req, e.ino, ofd, fi->flags, [&] { return fuse_reply_create(req, &e, fi); }))
+  const Passthrough::OpenedFile file{.fd = ofd, .flags = fi->flags, .st = &st, .fs_type = file_system_type(ofd)};
+  fi->noflush = close_reports_nothing(file.fs_type);
+  if (!reply_opened(fs, e.ino, file, [&] { return fuse_reply_create(req, &e, fi); }))
     fs.inodes().forget(fs.inode(e.ino), 1);
 }
 

@@ -68,7 +68,8 @@ void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   if (name == control::kXattrRaw) {
     if (!inode.is_symlink()) return (void)fuse_reply_err(req, ENODATA);
     std::string raw;
-    if (int e = Filesystem::read_raw_link(fd.get(), raw); e != 0) return (void)fuse_reply_err(req, e);
+    // Like lstat, reading the raw text leaves the link's atime alone.
+    if (int e = fs.raw_link_text(inode, fd, raw); e != 0) return (void)fuse_reply_err(req, e);
     return reply_value(req, raw, size);
   }
   const ProcFdPath path(fd.get());
@@ -83,12 +84,47 @@ void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   fuse_reply_buf(req, buf.get(), static_cast<size_t>(n));
 }
 
+namespace {
+
+// The names of `path` without trusted.* ones: those are for CAP_SYS_ADMIN
+// only, and the kernel checks a get or set of one against the caller but
+// leaves listing to the filesystem, whose check (ours) sees the daemon's
+// capabilities. Callers other than uid 0 do not see them, as natively
+// (uid 0 stands for the capability). 0 or an errno.
+int list_without_trusted(const char* path, std::string& out) {
+  for (int tries = 0; tries < 4; ++tries) {
+    ssize_t n = ::listxattr(path, nullptr, 0);
+    if (n < 0) return errno;
+    std::string all(static_cast<size_t>(n), '\0');
+    n = ::listxattr(path, all.data(), all.size());
+    if (n < 0 && errno == ERANGE) continue;  // grew in between
+    if (n < 0) return errno;
+    all.resize(static_cast<size_t>(n));
+    out.clear();
+    for (size_t at = 0; at < all.size();) {
+      const size_t end = all.find('\0', at);
+      const std::string_view name(all.data() + at, (end == std::string::npos ? all.size() : end) - at);
+      if (name.substr(0, 8) != "trusted.") (out += name) += '\0';
+      at = end == std::string::npos ? all.size() : end + 1;
+    }
+    return 0;
+  }
+  return ERANGE;
+}
+
+}  // namespace
+
 void listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   Filesystem& fs = fs_of(req);
   if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
   FdRef fd;
   if (int e = fs.inodes().fd(fs.inode(ino), fd); e != 0) return (void)fuse_reply_err(req, e);
   const ProcFdPath path(fd.get());
+  if (fuse_req_ctx(req)->uid != 0) {
+    std::string names;
+    if (int e = list_without_trusted(path.c_str(), names); e != 0) return (void)fuse_reply_err(req, e);
+    return reply_value(req, names, size);
+  }
   if (size == 0) {
     ssize_t n = ::listxattr(path.c_str(), nullptr, 0);
     if (n < 0) return (void)fuse_reply_err(req, errno);

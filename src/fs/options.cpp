@@ -3,6 +3,7 @@
 #include "vsymfs_config.h"
 
 #include <charconv>
+#include <cstdint>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -29,6 +30,23 @@ Result<unsigned long> parse_count(std::string_view key, std::string_view value, 
     return bad("option " + std::string(key) + "=" + std::string(value) + ": expected a whole number from " +
                std::to_string(min) + " to " + std::to_string(max));
   return n;
+}
+
+// A byte count with an optional binary suffix: 512, 64k, 32m, 1g.
+Result<std::size_t> parse_bytes(std::string_view key, std::string_view value) {
+  constexpr std::uint64_t kMax = std::uint64_t{1} << 40;
+  std::uint64_t n = 0;
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+  std::string_view suffix(end, static_cast<std::size_t>(value.data() + value.size() - end));
+  unsigned shift = 0;
+  if (suffix == "k" || suffix == "K") shift = 10;
+  else if (suffix == "m" || suffix == "M") shift = 20;
+  else if (suffix == "g" || suffix == "G") shift = 30;
+  else if (!suffix.empty()) ec = std::errc::invalid_argument;
+  if (ec != std::errc{} || end == value.data() || n > (kMax >> shift))
+    return bad("option " + std::string(key) + "=" + std::string(value) +
+               ": expected a number of bytes up to 1024g, optionally followed by k, m or g");
+  return static_cast<std::size_t>(n << shift);
 }
 
 Result<double> parse_seconds(std::string_view key, std::string_view value) {
@@ -79,11 +97,19 @@ Result<bool> apply_own_option(std::string_view opt, Options& o) {
   } else if (key == "acl" || key == "noacl") {
     if (auto r = no_value(); !r) return r.error();
     o.acl = key == "acl";
+  } else if (key == "uring" || key == "no_uring") {
+    if (auto r = no_value(); !r) return r.error();
+    o.uring = key == "uring" ? UringMode::on : UringMode::off;
   } else if (key == "fd_budget") {
     if (auto r = need_value(); !r) return r.error();
     auto n = parse_count(key, value, 16, 1u << 20);
     if (!n) return n.error();
     o.fd_budget = *n;
+  } else if (key == "environ_cache") {
+    if (auto r = need_value(); !r) return r.error();
+    auto n = parse_bytes(key, value);
+    if (!n) return n.error();
+    o.environ_cache = *n;
   } else if (key == "threads") {
     if (auto r = need_value(); !r) return r.error();
     auto n = parse_count(key, value, 1, 1024);
@@ -177,6 +203,8 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
   for (std::string* p : {&o.source, &o.mountpoint})
     while (p->size() > 1 && p->back() == '/') p->pop_back();
   if (o.builtin_rules && o.rules_explicit) return bad("options rules= and builtin_rules contradict each other");
+  // io_uring serves requests on a thread per CPU queue: not one thread.
+  if (o.single_thread && o.uring == UringMode::on) return bad("options -s and uring contradict each other");
 
   if (!has_mount_option(mount_opts, "default_permissions")) mount_opts.emplace_back("default_permissions");
   if (!has_mount_option(mount_opts, "fsname")) {
@@ -219,6 +247,8 @@ vsymfs options:
     -o no_handles          find evicted inodes by parent and name only
                            (default: file handles where SOURCE's can be trusted)
     -o threads=N           at most N worker threads (default: one per CPU, at least 2)
+    -o environ_cache=BYTES callers' environments kept at most, together; k, m, g
+                           suffixes (default 32m; 0: read /proc on every request)
     -o passthrough         let the kernel read and write open files on SOURCE
                            directly (Linux 6.9+, needs CAP_SYS_ADMIN; falls
                            back to reads and writes through the daemon when
@@ -230,6 +260,14 @@ vsymfs options:
                            callers who do not own it; see vsymfs(8))
     -o noacl               the kernel checks modes only: access that only an
                            ACL grants is refused (default)
+    -o uring               take requests from the kernel over FUSE io_uring, on
+                           threads that serve the callers of one CPU each; the
+                           mount fails where the kernel does not offer it (root
+                           turns it on: echo Y >
+                           /sys/module/fuse/parameters/enable_uring)
+    -o no_uring            take every request by reading /dev/fuse
+                           (default: io_uring when the kernel offers it at
+                           mount time and -s is not given, else /dev/fuse)
     -o socket=PATH         control socket (default: derived from MOUNTPOINT, in
                            )" VSYMFS_RUN_DIR R"(, or for a non-root daemon in
                            $XDG_RUNTIME_DIR/vsymfs or /tmp/vsymfs-UID)

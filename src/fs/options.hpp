@@ -28,6 +28,13 @@ unsigned default_max_threads() noexcept;
 // trusted (Auto), always (-o handles), never (-o no_handles).
 enum class HandleOption { Auto, On, Off };
 
+// How requests travel between the kernel and the daemon (uring_transport.hpp).
+enum class UringMode {
+  automatic,  // io_uring when the kernel offers it at mount time, else /dev/fuse
+  on,         // -o uring: io_uring or no mount
+  off,        // -o no_uring: /dev/fuse only
+};
+
 struct Options {
   std::string source;      // absolute
   std::string mountpoint;  // absolute
@@ -46,6 +53,8 @@ struct Options {
   HandleOption handles = HandleOption::Auto;  // -o handles / -o no_handles
   bool passthrough = true;         // -o passthrough / -o nopassthrough: kernel passthrough file I/O
   bool acl = false;                // -o acl / -o noacl: the kernel enforces POSIX ACLs of SOURCE
+  UringMode uring = UringMode::automatic;  // -o uring / -o no_uring
+  std::size_t environ_cache = std::size_t{32} << 20;  // -o environ_cache=BYTES[k|m|g]: kept environments
 
   bool foreground = false;  // -f
   bool debug = false;       // -d (implies -f)

@@ -1,22 +1,28 @@
 #include "passthrough.hpp"
 
-#include <linux/capability.h>
 #include <linux/fuse.h>
+#include <linux/magic.h>
+#include <sys/capability.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include <spdlog/spdlog.h>
 
 #include "filesystem.hpp"
+#include "identity.hpp"
 
 namespace vsymfs::fs {
 
@@ -61,24 +67,11 @@ constexpr unsigned kDevIocMagic = 229;  // FUSE_DEV_IOC_MAGIC
 constexpr unsigned long kBackingOpen = _IOW(kDevIocMagic, 1, BackingMap);
 constexpr unsigned long kBackingClose = _IOW(kDevIocMagic, 2, std::uint32_t);
 
-constexpr long kOverlayfsMagic = 0x794c7630;
-constexpr long kEcryptfsMagic = 0xf15f;
 
 // The backing id the calling thread's next OPEN/CREATE reply must carry.
 thread_local int tl_reply_backing_id = 0;
 
 Passthrough* from_userdata(void* userdata) { return static_cast<Filesystem*>(userdata)->passthrough(); }
-
-bool thread_caps(__user_cap_data_struct (&data)[_LINUX_CAPABILITY_U32S_3]) {
-  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
-  return ::syscall(SYS_capget, &hdr, data) == 0;
-}
-
-bool set_thread_caps(__user_cap_data_struct (&data)[_LINUX_CAPABILITY_U32S_3]) {
-  // The raw syscall changes this thread only, which is the point.
-  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
-  return ::syscall(SYS_capset, &hdr, data) == 0;
-}
 
 // Below this size a read-only open stays plain FUSE: measured here,
 // registering and closing a backing file costs more per open+read+close of
@@ -87,27 +80,86 @@ bool set_thread_caps(__user_cap_data_struct (&data)[_LINUX_CAPABILITY_U32S_3]) {
 // 0.9 GB/s -> 5 GB/s).
 constexpr off_t kSmallFile = 256 * 1024;
 
-// Whether an inode nobody has open may start passthrough for this open.
-// A set-user-ID or set-group-ID executable keeps plain FUSE writes: they run
-// as the writer, so the kernel clears (or, for root, keeps) the bits exactly
-// as it would natively. Passthrough writes run with the credentials of
-// whoever opened the inode first.
-bool may_start_passthrough(int fd, int open_flags) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
-  if (st.st_mode & S_ISUID) return false;
-  if ((st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)) return false;
-  return (open_flags & O_ACCMODE) != O_RDONLY || st.st_size >= kSmallFile;
+// Whether an inode nobody has open may start passthrough for this open;
+// fills `st` and `fs_type` of the file when it may. A set-user-ID or
+// set-group-ID file keeps plain FUSE writes: they run as the writer, so the
+// kernel clears (or, for root, keeps) the bits exactly as it would
+// natively. Passthrough writes run with the backing identity. Set-group-ID
+// without group execute too: since Linux 6.2 a write by someone outside the
+// file's group clears it (tests/parity: setid/*-2767/write).
+bool may_start_passthrough(const Passthrough::OpenedFile& f, struct stat& st, long& fs_type) {
+  if (f.st) st = *f.st;
+  else if (::fstat(f.fd, &st) != 0) return false;
+  if (!S_ISREG(st.st_mode)) return false;
+  if (st.st_mode & (S_ISUID | S_ISGID)) return false;
+  if ((f.flags & O_ACCMODE) == O_RDONLY && st.st_size < kSmallFile) return false;
+  fs_type = f.fs_type;
+  if (fs_type == 0) {
+    struct statfs sf {};
+    if (::fstatfs(f.fd, &sf) != 0) return false;
+    fs_type = static_cast<long>(sf.f_type);
+  }
+  return Passthrough::may_use_backing_files(fs_type);
+}
+
+// The reserve ext4 or f2fs keeps on the device `dev`, from the mount's
+// super options in /proc/self/mountinfo (both show resuid= and resgid=
+// whenever they are not the default 0). Unknown when no mount of it is
+// listed.
+ReservedFor read_reserve(dev_t dev) {
+  ReservedFor r;
+  std::ifstream in("/proc/self/mountinfo");
+  const std::string want = std::to_string(major(dev)) + ":" + std::to_string(minor(dev));
+  std::string line;
+  while (std::getline(in, line)) {
+    // id parent maj:min root point options [optional...] - fstype source superoptions
+    std::istringstream fields(line);
+    std::string id, parent, devno;
+    fields >> id >> parent >> devno;
+    if (devno != want) continue;
+    const auto dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    std::istringstream tail(line.substr(dash + 3));
+    std::string fstype, source, super;
+    tail >> fstype >> source >> super;
+    r.known = true;
+    r.any = true;
+    std::istringstream opts(super);
+    std::string opt;
+    while (std::getline(opts, opt, ',')) {
+      if (opt.rfind("resuid=", 0) == 0) r.uid = static_cast<uid_t>(std::strtoul(opt.c_str() + 7, nullptr, 10));
+      if (opt.rfind("resgid=", 0) == 0) r.gid = static_cast<gid_t>(std::strtoul(opt.c_str() + 7, nullptr, 10));
+    }
+    return r;
+  }
+  return r;
 }
 
 }  // namespace
 
 Result<void> Passthrough::check_capability() {
-  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3]{};
-  if (!thread_caps(data)) return make_error(errno, std::string("capget: ") + std::strerror(errno));
-  if (!(data[CAP_TO_INDEX(CAP_SYS_ADMIN)].effective & CAP_TO_MASK(CAP_SYS_ADMIN)))
+  cap_t caps = cap_get_proc();
+  if (!caps) return make_error(errno, std::string("cap_get_proc: ") + std::strerror(errno));
+  cap_flag_value_t admin = CAP_CLEAR;
+  cap_get_flag(caps, CAP_SYS_ADMIN, CAP_EFFECTIVE, &admin);
+  cap_free(caps);
+  if (admin != CAP_SET)
     return make_error(EPERM, "the daemon lacks CAP_SYS_ADMIN, which the kernel requires to register backing files");
   return {};
+}
+
+bool Passthrough::may_use_backing_files(long fs_type) noexcept {
+  switch (static_cast<unsigned long>(fs_type)) {
+    case EXT4_SUPER_MAGIC:  // also ext2 and ext3
+    case XFS_SUPER_MAGIC:
+    case BTRFS_SUPER_MAGIC:
+    case F2FS_SUPER_MAGIC:
+    case TMPFS_MAGIC:
+    case OVERLAYFS_SUPER_MAGIC:
+      return true;
+    default:
+      return false;
+  }
 }
 
 Passthrough::Passthrough(const std::string& source) {
@@ -115,12 +167,11 @@ Passthrough::Passthrough(const std::string& source) {
   // file must come from a shallower one: SOURCE on overlayfs needs 2 (which
   // keeps vsymfs itself from being stacked on). The kernel allows 1 or 2.
   struct statfs sfs {};
-  if (::statfs(source.c_str(), &sfs) == 0 && (sfs.f_type == kOverlayfsMagic || sfs.f_type == kEcryptfsMagic))
-    max_stack_depth_ = 2;
+  if (::statfs(source.c_str(), &sfs) == 0 && sfs.f_type == OVERLAYFS_SUPER_MAGIC) max_stack_depth_ = 2;
 }
 
 Result<void> Passthrough::install(fuse_session* se) {
-  dev_fd_ = fuse_session_fd(se);
+  attach(se);
   fuse_custom_io io{};
   io.read = read_hook;
   io.writev = writev_hook;
@@ -208,25 +259,33 @@ void Passthrough::on_reply(struct iovec* iov, int count) {
   spdlog::info("passthrough: on (file reads and writes go from the kernel to SOURCE directly)");
 }
 
-int Passthrough::open_backing(int fd, bool drop_fsetid) {
-  __user_cap_data_struct saved[_LINUX_CAPABILITY_U32S_3]{};
-  bool restore = false;
-  if (drop_fsetid) {
-    if (!thread_caps(saved)) return 0;
-    const auto i = CAP_TO_INDEX(CAP_FSETID);
-    if (saved[i].effective & CAP_TO_MASK(CAP_FSETID)) {
-      __user_cap_data_struct without[_LINUX_CAPABILITY_U32S_3];
-      std::memcpy(without, saved, sizeof without);
-      without[i].effective &= ~CAP_TO_MASK(CAP_FSETID);
-      if (!set_thread_caps(without)) return 0;  // plain FUSE I/O is always correct
-      restore = true;
-    }
+ReservedFor Passthrough::reserve_of(dev_t dev, long fs_type) {
+  // Only these keep blocks for a uid or gid; elsewhere only capabilities
+  // (CAP_SYS_RESOURCE) reach a reserve or pass a quota.
+  if (fs_type != EXT4_SUPER_MAGIC && fs_type != F2FS_SUPER_MAGIC) return ReservedFor{.known = true};
+  {
+    std::lock_guard lock(reserves_mu_);
+    if (auto it = reserves_.find(dev); it != reserves_.end()) return it->second;
+  }
+  const ReservedFor r = read_reserve(dev);
+  std::lock_guard lock(reserves_mu_);
+  if (reserves_.size() >= 256) reserves_.clear();
+  reserves_[dev] = r;
+  return r;
+}
+
+int Passthrough::open_backing(int fd, const ReservedFor& reserve) {
+  // The kernel keeps the registering thread's credentials for the file's
+  // I/O, whoever opens it (see the top of the header).
+  ScopedBackingIdentity as_backing(reserve);
+  if (!as_backing.ok()) {
+    if (!logged_identity_failure_.exchange(true))
+      spdlog::error("passthrough: cannot take the backing-file identity; such opens use plain FUSE I/O (logged once)");
+    return 0;  // plain FUSE I/O is always correct
   }
   BackingMap map{fd, 0, 0};
   const int id = ::ioctl(dev_fd_, kBackingOpen, &map);
   const int err = errno;
-  if (restore && !set_thread_caps(saved))
-    spdlog::error("passthrough: cannot restore this worker's CAP_FSETID: {}", std::strerror(errno));
   if (id > 0) {
     backing_opened_.fetch_add(1, std::memory_order_relaxed);
     return id;
@@ -246,21 +305,28 @@ int Passthrough::open_backing(int fd, bool drop_fsetid) {
 }
 
 void Passthrough::close_backing(int backing_id) {
+  // The ioctl needs CAP_SYS_ADMIN, which a worker last acting for a user
+  // (releases come with no caller) does not hold.
+  ScopedAdminCapability as_admin;
   std::uint32_t id = static_cast<std::uint32_t>(backing_id);
   if (::ioctl(dev_fd_, kBackingClose, &id) != 0)
     spdlog::error("passthrough: cannot close backing id {}: {}", backing_id, std::strerror(errno));
 }
 
-int Passthrough::acquire(std::uint64_t nodeid, int fd, int open_flags, bool drop_fsetid) {
+int Passthrough::acquire(std::uint64_t nodeid, const OpenedFile& file) {
   if (!enabled()) return 0;
   Shard& s = shard_of(nodeid);
   std::lock_guard lock(s.mu);
   InodeIo& io = s.inodes[nodeid];
   // Only the first open chooses: the kernel fails any open whose mode
   // differs from the opens the inode already has.
-  if (io.opens == 0)
-    io.backing_id = registering_.load(std::memory_order_relaxed) && may_start_passthrough(fd, open_flags)
-                        ? open_backing(fd, drop_fsetid) : 0;
+  if (io.opens == 0) {
+    io.backing_id = 0;
+    struct stat st {};
+    long fs_type = 0;
+    if (registering_.load(std::memory_order_relaxed) && may_start_passthrough(file, st, fs_type))
+      io.backing_id = open_backing(file.fd, reserve_of(st.st_dev, fs_type));
+  }
   ++io.opens;
   return io.backing_id;
 }

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <functional>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -208,6 +209,43 @@ TEST(ScopedResolver, AllowAndDenyPatterns) {
   }
 }
 
+// The daemon keeps only the variables environment_name_used() accepts: it
+// must accept every name the process scope or the universe can take, or a
+// link would expand differently from the cache than from a fresh read.
+TEST(ScopedResolver, EnvironmentNameUsedAgreesWithTheResolver) {
+  struct Case {
+    std::vector<std::string> allow, deny;
+    std::string universe_var;
+    bool per_caller;
+  };
+  const std::vector<Case> cases = {
+      {{"*"}, {}, "UNIVERSE", true},          {{"*"}, {"LD_*", "SECRET*"}, "UNIVERSE", true},
+      {{"PROJ_*"}, {}, "UNIVERSE", true},     {{}, {}, "UNIVERSE", true},
+      {{"PROJ_*"}, {"*"}, "ATT_UCB", true},   {{"*"}, {}, "", true},
+      {{"*"}, {}, "UNIVERSE", false},
+  };
+  const std::vector<std::string> names = {"PROJ_A", "LD_PRELOAD", "SECRET_KEY", "UNIVERSE", "ATT_UCB",
+                                          "USER",   "HOME",       "OTHER",      "PROJ_"};
+  for (const Case& c : cases) {
+    for (const std::string& name : names) {
+      Fixture f;
+      f.rules.env_allow = c.allow;
+      f.rules.env_deny = c.deny;
+      f.rules.universes.env_var = c.universe_var;
+      f.rules.per_caller = c.per_caller;
+      // "ucb" is a declared universe, so the universe variable takes it.
+      f.caller.environ = {name + "=ucb"};
+      const ScopedResolver r = f.resolver();
+      const auto v = r.variable(name);
+      const bool as_variable = v && v->scope == Scope::Process;
+      const bool as_universe = r.universe().scope == Scope::Process;
+      const bool used = environment_name_used(f.rules, name);
+      EXPECT_EQ(used, as_variable || as_universe) << name << " allow=" << (c.allow.empty() ? "" : c.allow[0])
+                                                  << " universe var=" << c.universe_var;
+    }
+  }
+}
+
 TEST(ScopedResolver, IdentityBuiltinsNeverComeFromTheEnvironment) {
   Fixture f;
   f.caller.environ = {"USER=root", "UID=0", "GID=0", "GROUP=root", "HOME=/root"};
@@ -296,6 +334,69 @@ TEST(ScopedResolver, RuntimeUserValuesAreIsolatedPerUid) {
   // Rules [user.NAME] go by name: alice's table is not bob's.
   f.rules.users["alice"]["R"] = "a";
   EXPECT_FALSE(f.var("R").has_value());
+}
+
+// Finding 4 of issue 18: `vsymctl set CONF ../../home/attk/evil.conf` by a
+// user must not steer a set-id or file-capability program that user runs.
+// Such a caller gets the administrator's [user.NAME] table and the scopes
+// below, never what the user chose (environment or run-time values).
+TEST(ScopedResolver, SecureCallersGetNoRuntimeUserValues) {
+  struct Case {
+    const char* name;
+    std::function<void(Caller&)> change;
+    bool runtime_active;
+  };
+  const std::vector<Case> cases = {
+      {"ordinary caller", [](Caller&) {}, true},
+      {"secure execution (set-id, file capabilities)", [](Caller& c) { c.secure = true; }, false},
+      // Its secure-execution mode cannot be checked: trusted no more.
+      {"pid 0 (not visible to the daemon)", [](Caller& c) { c.pid = 0; }, false},
+      // No environment is not the same as secure: run-time values stay.
+      {"environment unreadable", [](Caller& c) { c.environ_known = false; }, true},
+  };
+  for (const Case& c : cases) {
+    Fixture f;
+    f.caller.environ = {"CONF=../../home/alice/env.conf"};
+    f.runtime.users[1000]["CONF"] = "../../home/alice/evil.conf";
+    f.runtime.users[1000]["ONLY_RUNTIME"] = "evil";
+    f.runtime.users[1000]["USER"] = "root";  // an identity builtin, overridden at run time
+    f.rules.users["alice"]["CONF"] = "admin.conf";
+    f.rules.groups["users"]["GROUP_ONLY"] = "group";
+    f.runtime.users[1000]["GROUP_ONLY"] = "evil";
+    f.rules.system["ONLY_RUNTIME"] = "system";
+    c.change(f.caller);
+    const ScopedResolver r = f.resolver();
+    EXPECT_EQ(r.runtime_user_scope_active(), c.runtime_active) << c.name;
+    if (r.process_scope_active()) {
+      expect_value(f.var("CONF"), "../../home/alice/env.conf", Scope::Process, c.name);
+      f.caller.environ.clear();
+    }
+    if (c.runtime_active) {
+      expect_value(f.var("CONF"), "../../home/alice/evil.conf", Scope::User, c.name);
+      expect_value(f.var("ONLY_RUNTIME"), "evil", Scope::User, c.name);
+      expect_value(f.var("GROUP_ONLY"), "evil", Scope::User, c.name);
+      expect_value(f.var("USER"), "root", Scope::User, c.name);
+    } else {
+      // The administrator's table, then the lower scopes, then the builtin.
+      expect_value(f.var("CONF"), "admin.conf", Scope::User, c.name);
+      expect_value(f.var("ONLY_RUNTIME"), "system", Scope::System, c.name);
+      expect_value(f.var("GROUP_ONLY"), "group", Scope::Group, c.name);
+      expect_value(f.var("USER"), "alice", Scope::Builtin, c.name);
+    }
+  }
+}
+
+TEST(ScopedResolver, SecureCallerWithNoAdministratorValueSeesTheNameUndefined) {
+  Fixture f;
+  f.caller.secure = true;
+  f.runtime.users[1000]["CONF"] = "../../home/alice/evil.conf";
+  EXPECT_FALSE(f.var("CONF").has_value());
+  // Root's own run-time values are root's, and a set-user-id-root program
+  // runs with uid 0: it gets them (they are not its invoker's choice).
+  f.caller.uid = 0;
+  f.caller.secure = false;
+  f.runtime.users[0]["CONF"] = "root.conf";
+  expect_value(f.var("CONF"), "root.conf", Scope::User);
 }
 
 TEST(ScopedResolver, NoRuntimeTable) {

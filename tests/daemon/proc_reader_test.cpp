@@ -16,6 +16,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/exec_probe.hpp"
+
 namespace vsymfs::daemon::proc {
 namespace {
 
@@ -67,6 +69,49 @@ TEST(ParseStatus, RejectsMalformedInput) {
     EXPECT_EQ(s.error().code, EINVAL) << c.what;
     EXPECT_NE(s.error().message.find(c.message_part), std::string::npos) << c.what << ": " << s.error().message;
   }
+}
+
+TEST(ParseStatus, ReadsTheThreadGroupAndPermittedCapabilities) {
+  auto s = parse_status(std::string(kStatus) + "CapInh:\t0000000000000000\nCapPrm:\t0000000000002000\n");
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(s->tgid, 42);
+  EXPECT_EQ(s->cap_permitted, 0x2000u);  // cap_net_raw
+  // Both lines are optional (a kernel or a test text without them).
+  auto bare = parse_status("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\n");
+  ASSERT_TRUE(bare);
+  EXPECT_EQ(bare->tgid, 0);
+  EXPECT_EQ(bare->cap_permitted, 0u);
+  // NStgid: is not Tgid:.
+  auto ns = parse_status("NStgid:\t7\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\n");
+  ASSERT_TRUE(ns);
+  EXPECT_EQ(ns->tgid, 0);
+  EXPECT_FALSE(parse_status(std::string(kStatus) + "CapPrm:\tzz\n"));
+  EXPECT_FALSE(parse_status("Tgid:\tx\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\n"));
+}
+
+// Issue 18, finding 4: which statuses mean "more privilege than the user".
+TEST(StatusSaysSecure, SetIdsSavedIdsAndCapabilitiesOfNonRootUsers) {
+  auto ids = [](uid_t r, uid_t e, uid_t s, gid_t rg, gid_t eg, gid_t sg, std::uint64_t caps) {
+    StatusIds st;
+    st.ruid = r, st.euid = e, st.suid = s, st.fsuid = e;
+    st.rgid = rg, st.egid = eg, st.sgid = sg, st.fsgid = eg;
+    st.cap_permitted = caps;
+    return st;
+  };
+  struct Case {
+    const char* what;
+    StatusIds st;
+    bool secure;
+  } cases[] = {
+      {"ordinary user", ids(1000, 1000, 1000, 100, 100, 100, 0), false},
+      {"root", ids(0, 0, 0, 0, 0, 0, 0x1ffffffffffull), false},
+      {"set-user-id", ids(1000, 0, 0, 100, 100, 100, 0x1ffffffffffull), true},
+      {"set-user-id, effective id dropped for now", ids(1000, 1000, 0, 100, 100, 100, 0), true},
+      {"set-group-id", ids(1000, 1000, 1000, 100, 5, 5, 0), true},
+      {"set-group-id, effective gid dropped for now", ids(1000, 1000, 1000, 100, 100, 5, 0), true},
+      {"file capability (cap_net_raw+ep)", ids(1000, 1000, 1000, 100, 100, 100, 0x2000), true},
+  };
+  for (const Case& c : cases) EXPECT_EQ(status_says_secure(c.st), c.secure) << c.what;
 }
 
 // --- stat -----------------------------------------------------------------
@@ -304,7 +349,7 @@ TEST(ProcReaders, ReadAChildsEnvironment) {
     ::close(ready[0]);
     // exec so /proc shows this environment, not the test's
     ::dup2(ready[1], 3);
-    const char* argv[] = {"/bin/sh", "-c", "echo >&3; sleep 5; :", nullptr};
+    const char* argv[] = {"/bin/sh", "-c", "echo >&3; sleep 30; :", nullptr};  // killed below
     const char* envp[] = {"VSYMFS_A=1", "VSYMFS_B=two words", nullptr};
     ::execve(argv[0], const_cast<char* const*>(argv), const_cast<char* const*>(envp));
     ::_exit(127);
@@ -364,22 +409,13 @@ TEST(ProcReaders, AGoneProcessIsAnErrorNotACrash) {
   EXPECT_FALSE(read_exe_elf_class(pid));
 }
 
-// The 32-bit helper from meson (VSYMFS_HELPER32), else beside this binary.
-std::string helper32() {
-  if (const char* p = std::getenv("VSYMFS_HELPER32"); p && *p) return p;
-  char self[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) return {};
-  std::string dir(self, static_cast<std::size_t>(n));
-  return dir.substr(0, dir.rfind('/')) + "/caller_probe32";
-}
-
 // A real 32-bit process: its auxv uses 4-byte words. The helper is built
-// only where the compiler can target 32-bit (gcc-multilib).
+// only where the compiler can target 32-bit (gcc-multilib), and some
+// kernels refuse to run it: common/exec_probe.hpp says which, as the SKIP.
 TEST(ProcReaders, ThirtyTwoBitProcessHasFourByteAuxv) {
-  const std::string helper_path = helper32();
+  if (const auto probe = vsymfs::test::probe_exec32(); !probe) GTEST_SKIP() << probe.reason;
+  const std::string helper_path = vsymfs::test::helper32_path();
   const char* helper = helper_path.c_str();
-  if (helper_path.empty() || ::access(helper, X_OK) != 0) GTEST_SKIP() << "no 32-bit helper built (gcc-multilib missing)";
   int ready[2];
   ASSERT_EQ(::pipe(ready), 0);
   pid_t pid = ::fork();

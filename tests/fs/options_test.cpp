@@ -15,6 +15,7 @@ namespace {
 
 using vsymfs::fs::Options;
 using vsymfs::fs::parse_options;
+using vsymfs::fs::UringMode;
 using ::testing::HasSubstr;
 
 Options ok(const std::vector<std::string>& args) {
@@ -80,6 +81,13 @@ TEST(Options, Flags) {
   EXPECT_EQ(ok({"/a", "/b", "-o", "no_handles,handles"}).handles, vsymfs::fs::HandleOption::On);  // the last wins
   EXPECT_DOUBLE_EQ(fs.entry_timeout, 0.5);
   EXPECT_DOUBLE_EQ(fs.attr_timeout, 0.0);
+  EXPECT_EQ(ok({"/a", "/b"}).environ_cache, std::size_t{32} << 20);
+  EXPECT_EQ(ok({"-o", "environ_cache=4096", "/a", "/b"}).environ_cache, 4096u);
+  EXPECT_EQ(ok({"-o", "environ_cache=8m", "/a", "/b"}).environ_cache, std::size_t{8} << 20);
+  EXPECT_EQ(ok({"-o", "environ_cache=64K", "/a", "/b"}).environ_cache, std::size_t{64} << 10);
+  EXPECT_EQ(ok({"-o", "environ_cache=1g", "/a", "/b"}).environ_cache, std::size_t{1} << 30);
+  EXPECT_EQ(ok({"-o", "environ_cache=0", "/a", "/b"}).environ_cache, 0u);
+  EXPECT_EQ(ok({"-o", "environ_cache=0", "/a", "/b"}).fuse_mount_options.find("environ_cache"), std::string::npos);
   Options off = ok({"-o", "nopassthrough", "/a", "/b"});
   EXPECT_FALSE(off.passthrough);
   EXPECT_EQ(off.fuse_mount_options.find("passthrough"), std::string::npos);  // ours, not libfuse's
@@ -88,6 +96,17 @@ TEST(Options, Flags) {
   EXPECT_FALSE(ok({"-o", "passthrough", "/a", "/b", "-o", "nopassthrough"}).passthrough);
   EXPECT_TRUE(ok({"--help"}).show_help);
   EXPECT_TRUE(ok({"-V"}).show_version);
+}
+
+TEST(Options, UringTransport) {
+  EXPECT_EQ(ok({"/a", "/b"}).uring, UringMode::automatic);  // io_uring where the kernel offers it
+  Options on = ok({"-o", "uring", "/a", "/b"});
+  EXPECT_EQ(on.uring, UringMode::on);
+  EXPECT_EQ(on.fuse_mount_options.find("uring"), std::string::npos);  // ours, not libfuse's
+  EXPECT_EQ(ok({"-o", "no_uring", "/a", "/b"}).uring, UringMode::off);
+  EXPECT_EQ(ok({"-o", "uring,no_uring", "/a", "/b"}).uring, UringMode::off);  // the last word wins
+  EXPECT_EQ(ok({"-o", "no_uring", "/a", "/b", "-o", "uring"}).uring, UringMode::on);
+  EXPECT_EQ(ok({"-s", "-o", "no_uring", "/a", "/b"}).uring, UringMode::off);
 }
 
 struct Bad {
@@ -108,8 +127,15 @@ TEST(Options, ErrorsNameTheOffendingWord) {
       {{"-o", "rules=", "/a", "/b"}, "rules needs a value"},
       {{"-o", "single_user=yes", "/a", "/b"}, "single_user takes no value"},
       {{"-o", "passthrough=1", "/a", "/b"}, "passthrough takes no value"},
+      {{"-o", "uring=1", "/a", "/b"}, "uring takes no value"},
+      {{"-s", "-o", "uring", "/a", "/b"}, "-s and uring contradict"},
       {{"-o", "rules=/r,builtin_rules", "/a", "/b"}, "contradict"},
       {{"-o", "writeback_cache", "/a", "/b"}, "writeback_cache is not supported"},
+      {{"-o", "environ_cache=lots", "/a", "/b"}, "environ_cache=lots: expected a number of bytes"},
+      {{"-o", "environ_cache=8t", "/a", "/b"}, "environ_cache=8t: expected"},
+      {{"-o", "environ_cache=2048g", "/a", "/b"}, "up to 1024g"},
+      {{"-o", "environ_cache=-1", "/a", "/b"}, "environ_cache=-1"},
+      {{"-o", "environ_cache=", "/a", "/b"}, "environ_cache needs a value"},
   };
   for (const auto& c : table) {
     auto r = parse_options(c.args);
@@ -122,7 +148,7 @@ TEST(Options, ErrorsNameTheOffendingWord) {
 TEST(Options, HelpMentionsEveryOwnOption) {
   const std::string help = vsymfs::fs::usage_text();
   for (const char* opt : {"rules=", "builtin_rules", "single_user", "fd_budget=", "handles", "no_handles", "threads=", "socket=",
-                          "state=", "entry_timeout=", "attr_timeout=", "negative_timeout=", "passthrough", "nopassthrough", "-f",
+                          "state=", "entry_timeout=", "attr_timeout=", "negative_timeout=", "passthrough", "nopassthrough", "uring", "no_uring", "environ_cache=", "-f",
                           "-d", "-s"})
     EXPECT_THAT(help, HasSubstr(opt));
 }

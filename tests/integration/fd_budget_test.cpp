@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -153,12 +154,12 @@ TEST(FdBudget, OpenFilesAreBoundedWithEnfile) {
   EXPECT_EQ(::stat(m.mnt(rel.back()).c_str(), &st), 0) << std::strerror(errno);
   for (int fd : fds) ::close(fd);
   fds.clear();
-  // Released files give their share back (release is asynchronous: retry briefly).
+  // Released files give their share back (release is asynchronous: retry
+  // until it has arrived, 30 s at most on a loaded machine).
   int fd = -1;
-  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
-    fd = ::open(m.mnt(rel.back()).c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) ::usleep(10000);
-  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while ((fd = ::open(m.mnt(rel.back()).c_str(), O_RDONLY | O_CLOEXEC)) < 0 && std::chrono::steady_clock::now() < deadline)
+    ::usleep(10000);
   EXPECT_GE(fd, 0) << std::strerror(errno);
   if (fd >= 0) ::close(fd);
 }

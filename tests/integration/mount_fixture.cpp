@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,6 +29,10 @@ std::string vsymfs_bin() {
   const char* p = std::getenv("VSYMFS_BIN");
   return p ? p : "vsymfs";
 }
+bool uring_run() {
+  const char* p = std::getenv("VSYMFS_TEST_URING");
+  return p != nullptr && std::string(p) == "1";
+}
 std::string vsymctl_bin() {
   const char* p = std::getenv("VSYMCTL_BIN");
   return p ? p : "vsymctl";
@@ -35,11 +40,14 @@ std::string vsymctl_bin() {
 
 namespace {
 
-bool is_mounted(const std::string& mnt, dev_t parent_dev) {
+bool is_mounted(const std::string& mnt, dev_t parent_dev, dev_t* dev) {
   struct stat st {};
   if (::stat(mnt.c_str(), &st) != 0) return false;
+  *dev = st.st_dev;
   return st.st_dev != parent_dev;
 }
+
+constexpr const char* kFusectl = "/sys/fs/fuse/connections";
 
 }  // namespace
 
@@ -63,6 +71,9 @@ Mount::Mount(const MountOptions& opts) : tmp_("vsymfs-it", 0755, "/tmp") {
   } else {
     o += ",builtin_rules";
   }
+  // The io_uring run of the suite (with_uring): before the test's own
+  // options, so that a test that names its transport keeps it.
+  if (uring_run()) o += ",uring";
   for (const auto& e : opts.extra_opts) o += "," + e;
   args.push_back("-o");
   args.push_back(o);
@@ -93,7 +104,7 @@ Mount::Mount(const MountOptions& opts) : tmp_("vsymfs-it", 0755, "/tmp") {
     ::_exit(127);
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-  while (!is_mounted(mnt_, parent.st_dev)) {
+  while (!is_mounted(mnt_, parent.st_dev, &dev_)) {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
@@ -148,6 +159,46 @@ void Mount::stop() {
 }
 
 Mount::~Mount() { stop(); }
+
+bool Mount::abort_connection() {
+  // The kernel names a connection by its device number, as dev_t is inside
+  // the kernel (major << 20 | minor).
+  const std::string abort_file = std::string(kFusectl) + "/" +
+                                 std::to_string((static_cast<unsigned long>(major(dev_)) << 20) | minor(dev_)) +
+                                 "/abort";
+  bool mounted_here = false;
+  if (::access(abort_file.c_str(), W_OK) != 0 && ::mount("fusectl", kFusectl, "fusectl", 0, nullptr) == 0)
+    mounted_here = true;
+  bool written = false;
+  if (int fd = ::open(abort_file.c_str(), O_WRONLY | O_CLOEXEC); fd >= 0) {
+    written = ::write(fd, "1", 1) == 1;
+    ::close(fd);
+  }
+  if (mounted_here) ::umount2(kFusectl, MNT_DETACH);  // as we found it
+  ::umount2(mnt_.c_str(), MNT_DETACH);
+  aborted_ = true;
+  return written;
+}
+
+Watchdog::Watchdog(std::vector<Mount*> mounts, std::chrono::milliseconds limit) : mounts_(std::move(mounts)) {
+  thread_ = std::thread([this, limit] {
+    std::unique_lock lock(mu_);
+    if (cv_.wait_for(lock, limit, [this] { return disarmed_; })) return;
+    fired_ = true;
+    for (Mount* m : mounts_) m->abort_connection();
+  });
+}
+
+void Watchdog::disarm() {
+  {
+    std::lock_guard lock(mu_);
+    disarmed_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+Watchdog::~Watchdog() { disarm(); }
 
 int run_as(const As& who, const std::function<int()>& fn) {
   pid_t pid = ::fork();

@@ -3,8 +3,13 @@
 
 #include <sys/types.h>
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <functional>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/temp_dir.hpp"
@@ -40,12 +45,43 @@ class Mount {
   // Unmount and stop the daemon now (idempotent). A daemon that does not exit
   // 0 after SIGTERM (a crash, a sanitizer report, a hang) fails the current test.
   void stop();
+  // Ends a hung mount as only the kernel can (DEPLOY-FACTS, "When a mount
+  // hangs"): writes 1 to /sys/fs/fuse/connections/N/abort (mounting fusectl
+  // there for the moment if it is not), which fails every request waiting
+  // on this mount, then detaches the mount. Safe from any thread, and
+  // touches nothing of the mount itself. True when the abort was written.
+  bool abort_connection();
+  bool aborted() const { return aborted_.load(); }
 
  private:
   // Removed after ~Mount has unmounted, and also when the constructor throws.
   vsymfs::test::TempDir tmp_;
   std::string src_, mnt_, rules_, log_;
   pid_t pid_ = -1;
+  dev_t dev_ = 0;  // the mount's device: its FUSE connection number
+  std::atomic<bool> aborted_{false};
+};
+
+// Aborts the connections of `mounts` (Mount::abort_connection) unless
+// disarmed within `limit`: a test that might hang a mount holds one for as
+// long as it touches the mount, so a hang fails the test instead of
+// wedging the machine. fired() says whether it had to.
+class Watchdog {
+ public:
+  Watchdog(std::vector<Mount*> mounts, std::chrono::milliseconds limit);
+  ~Watchdog();  // disarms
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+  void disarm();
+  bool fired() const { return fired_.load(); }
+
+ private:
+  std::vector<Mount*> mounts_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool disarmed_ = false;
+  std::atomic<bool> fired_{false};
+  std::thread thread_;
 };
 
 // Runs `fn` in a forked child with the given identity (setgroups, setresgid,
@@ -67,5 +103,8 @@ std::string capture_as(const As& who, const std::vector<std::string>& argv, int*
 // Path of the vsymfs / vsymctl binaries under test (from the environment).
 std::string vsymfs_bin();
 std::string vsymctl_bin();
+// Whether this is the suite's io_uring run (VSYMFS_TEST_URING=1, set by
+// with_uring): every Mount then asks for -o uring before its own options.
+bool uring_run();
 
 }  // namespace vsymfs::testing

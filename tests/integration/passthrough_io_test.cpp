@@ -173,9 +173,9 @@ TEST_P(PassthroughIo, TruncateWhileOpen) {
   EXPECT_EQ(st.st_size, 24);
 }
 
-// The first open fixes how an inode does I/O, with the first opener's
-// credentials: a later open with another mode, by another user, must work
-// and see the same data.
+// The first open fixes how an inode does I/O and registers its backing
+// file: a later open with another mode, by another user, must work and see
+// the same data.
 TEST_P(PassthroughIo, OpensWithDifferentModesByDifferentUsers) {
   spit(mount_->src("shared"), "0123456789");
   ASSERT_EQ(::chmod(mount_->src("shared").c_str(), 0644), 0);
@@ -225,8 +225,9 @@ TEST_P(PassthroughIo, ExecOfABinaryWrittenThroughTheMount) {
 // open registered the backing file) is still cleared by another user's
 // write, as natively. Two things see to it: this kernel removes privileges
 // on the FUSE file with the writer's credentials before a passthrough write,
-// and the daemon registers backing files without CAP_FSETID (for kernels
-// that only act on the backing file, with the registrar's credentials).
+// and the daemon registers backing files with CAP_SYS_ADMIN as their only
+// capability, never CAP_FSETID (for kernels that only act on the backing
+// file, with the registrant's credentials).
 TEST_P(PassthroughIo, WriteClearsSetuidAddedWhileOpen) {
   spit(mount_->src("prog"), "#!/bin/sh\n");
   ASSERT_EQ(::chmod(mount_->src("prog").c_str(), 0777), 0);

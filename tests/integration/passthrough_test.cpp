@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -601,12 +602,14 @@ bool mounted_at(const std::string& path) {
   return false;
 }
 
+// Polls `cond` until it holds or 30 s pass (a deadline for a loaded machine).
 bool wait_until(const std::function<bool()>& cond) {
-  for (int i = 0; i < 500; ++i) {
-    if (cond()) return true;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > deadline) return cond();
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  return false;
+  return true;
 }
 
 class Process : public ::testing::Test {
@@ -759,10 +762,17 @@ TEST_F(Process, SighupReloadsAndInvalidatesKernelCachedLinks) {
   ASSERT_EQ(::symlink(real.c_str(), rules.c_str()), 0);
   ASSERT_EQ(::symlink("/data/${WHERE}", (src_ + "/v").c_str()), 0);
 
+  const std::string log = dir_ + "/daemon.log";
+  auto daemon_log = [&] {
+    std::ifstream in(log);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
   pid_t pid = ::fork();
   if (pid == 0) {
-    int null = ::open("/dev/null", O_WRONLY);
-    ::dup2(null, 2);
+    int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(out, 2);
     std::string bin = vsymfs::testing::vsymfs_bin(), o = "rules=" + rules + "," + own_opts_;
     ::execl(bin.c_str(), bin.c_str(), "-f", "-o", o.c_str(), src_.c_str(), mnt_.c_str(), nullptr);
     ::_exit(127);
@@ -783,10 +793,12 @@ TEST_F(Process, SighupReloadsAndInvalidatesKernelCachedLinks) {
   struct stat st {};
   EXPECT_EQ(::lstat((mnt_ + "/v").c_str(), &st), 0);
   EXPECT_EQ(st.st_size, 9);  // "/data/two"
-  // An invalid file is refused and the old rules stay.
+  // An invalid file is refused (the daemon says so, and only then is it
+  // certain that the SIGHUP has been handled) and the old rules stay.
   std::ofstream(real) << "[vars\n";
   ::kill(pid, SIGHUP);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_TRUE(wait_until([&] { return daemon_log().find("SIGHUP: rules not reloaded") != std::string::npos; }))
+      << daemon_log();
   EXPECT_EQ(link_text(), "/data/two");
   ::kill(pid, SIGTERM);
   int status = 0;

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -22,6 +23,7 @@
 #include <gtest/gtest.h>
 
 #include "child_process.hpp"
+#include "common/exec_probe.hpp"
 #include "mount_fixture.hpp"
 
 namespace vsymfs::testing {
@@ -249,20 +251,12 @@ TEST_F(VariantLinks, PersonalityLinux32SeesThirtyTwoBitValues) {
   EXPECT_EQ(sys.out, "i386_linux26\n");  // the 32-bit list, with its own fallback
 }
 
-// The -m32 helper built next to the daemon tests, when the compiler can.
-std::string helper32() {
-  if (const char* p = std::getenv("VSYMFS_HELPER32"); p && *p) return p;
-  char self[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) return {};
-  fs::path dir = fs::path(std::string(self, static_cast<std::size_t>(n))).parent_path();
-  return (dir.parent_path() / "daemon" / "caller_probe32").string();
-}
-
+// The -m32 helper from tests/common, where the compiler can build it and the
+// kernel runs it (common/exec_probe.hpp says why not, as the SKIP).
 TEST_F(VariantLinks, ThirtyTwoBitExecutableSeesThirtyTwoBitValues) {
   if (!host_is_x86_64()) GTEST_SKIP() << "the 32-bit names below are x86's";
-  const std::string helper = helper32();
-  if (::access(helper.c_str(), X_OK) != 0) GTEST_SKIP() << "no 32-bit helper built (gcc-multilib missing)";
+  if (const auto probe = vsymfs::test::probe_exec32(); !probe) GTEST_SKIP() << probe.reason;
+  const std::string helper = vsymfs::test::helper32_path();
   auto r = run(as(alice_, {helper, "readlink", mount_->mnt("machine")}));
   ASSERT_TRUE(r) << r.status;
   EXPECT_EQ(r.out, "i686");
@@ -326,9 +320,13 @@ TEST(VariantLinksReload, RulesFileEditsArePickedUp) {
     ssize_t n = ::readlink(m.mnt("where").c_str(), buf, sizeof buf);
     return n < 0 ? std::string("error: ") + std::strerror(errno) : std::string(buf, static_cast<std::size_t>(n));
   };
-  auto eventually = [&](const std::string& want) {
-    for (int i = 0; i < 500 && readlink_now() != want; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    return readlink_now();
+  // The watcher reloads after a debounce: wait for what must come (30 s at
+  // most, for a loaded machine).
+  auto eventually = [&](const std::function<bool()>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!done() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return done();
   };
   ASSERT_EQ(readlink_now(), "/srv/before");
 
@@ -339,10 +337,13 @@ TEST(VariantLinksReload, RulesFileEditsArePickedUp) {
     fs::rename(tmp, m.rules_path());
   };
   replace_rules("[vars]\nWHERE = \"after\"\n");
-  EXPECT_EQ(eventually("/srv/after"), "/srv/after") << m.daemon_log();
+  EXPECT_TRUE(eventually([&] { return readlink_now() == "/srv/after"; })) << readlink_now() << "\n" << m.daemon_log();
 
+  // The invalid edit is refused (the daemon says so), and only then is it
+  // certain that it has been tried: the old rules must still be in force.
   replace_rules("[vars]\nWHERE = \"broken\"\n[no_such_table]\n");
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // well past the debounce
+  ASSERT_TRUE(eventually([&] { return m.daemon_log().find("rules not reloaded") != std::string::npos; }))
+      << m.daemon_log();
   EXPECT_EQ(readlink_now(), "/srv/after");
 }
 

@@ -1,0 +1,330 @@
+// How requests travel (src/fs/uring_transport.*): the choice between FUSE
+// over io_uring and /dev/fuse, what vsymctl status says about it, and that a
+// stopped, signalled or killed daemon never leaves a caller hanging on
+// either transport. The whole suite runs once more on io_uring
+// (with_uring); these tests turn the kernel's enable_uring on or off for a
+// moment where they need one or the other, and put it back.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "mount_fixture.hpp"
+
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+using vsymfs::testing::As;
+using vsymfs::testing::capture_as;
+using vsymfs::testing::Mount;
+using vsymfs::testing::MountOptions;
+using vsymfs::testing::uring_run;
+using vsymfs::testing::vsymctl_bin;
+using vsymfs::testing::vsymfs_bin;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kParam = "/sys/module/fuse/parameters/enable_uring";
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Sets enable_uring for the guard's life and puts the old value back.
+class EnableUring {
+ public:
+  explicit EnableUring(bool on) {
+    std::ifstream in(kParam);
+    in >> old_;
+    write(on ? "Y" : "N");
+  }
+  ~EnableUring() { write(old_); }
+  EnableUring(const EnableUring&) = delete;
+  EnableUring& operator=(const EnableUring&) = delete;
+
+ private:
+  static void write(const std::string& v) { std::ofstream(kParam) << v << "\n"; }
+  std::string old_;
+};
+
+// The default transport (auto) for this test, also in the io_uring run,
+// whose Mount fixture would otherwise ask for -o uring.
+class AutoTransport {
+ public:
+  AutoTransport() {
+    if (const char* v = std::getenv("VSYMFS_TEST_URING")) old_ = v;
+    ::unsetenv("VSYMFS_TEST_URING");
+  }
+  ~AutoTransport() {
+    if (old_) ::setenv("VSYMFS_TEST_URING", old_->c_str(), 1);
+  }
+  AutoTransport(const AutoTransport&) = delete;
+  AutoTransport& operator=(const AutoTransport&) = delete;
+
+ private:
+  std::optional<std::string> old_;
+};
+
+std::string transport_line(const Mount& m) {
+  int status = -1;
+  const std::string out = capture_as(As{}, {vsymctl_bin(), "-m", m.mnt(), "status"}, &status);
+  EXPECT_EQ(status, 0) << out;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("transport: ", 0) == 0) return line.substr(11);
+  ADD_FAILURE() << "vsymctl status has no transport line:\n" << out;
+  return {};
+}
+
+std::uint64_t served_on_ring(const std::string& transport) {
+  // "io_uring; 2 CPU queues, 4 ring threads; 123 requests served on the ring"
+  const auto end = transport.find(" requests served on the ring");
+  if (end == std::string::npos) return 0;
+  const auto start = transport.rfind(' ', end - 1);
+  return std::stoull(transport.substr(start + 1, end - start - 1));
+}
+
+std::string link_text(const std::string& path) {
+  char buf[4096];
+  const ssize_t n = ::readlink(path.c_str(), buf, sizeof buf);
+  return n < 0 ? "error: " + std::string(std::strerror(errno)) : std::string(buf, static_cast<std::size_t>(n));
+}
+
+bool kernel_has_uring() { return std::filesystem::exists(kParam); }
+
+// Aborts the FUSE connection of `mnt` (DEPLOY-FACTS "When a mount hangs"),
+// so that a failing test cannot leave a wedged mount behind.
+void abort_connection(const std::string& mnt) {
+  std::ifstream in("/proc/self/mountinfo");
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream f(line);
+    std::string id, parent, devno, root, point;
+    f >> id >> parent >> devno >> root >> point;
+    if (point != mnt) continue;
+    const std::string minor = devno.substr(devno.find(':') + 1);
+    ::mount("none", "/sys/fs/fuse/connections", "fusectl", 0, nullptr);
+    std::ofstream("/sys/fs/fuse/connections/" + minor + "/abort") << "1\n";
+  }
+  ::umount2(mnt.c_str(), MNT_DETACH);
+}
+
+// A child that reads a link through the mount and reports what it got on a
+// pipe: the text, or "error: ..." (EINTR with `on_usr1_interrupt`).
+struct Reader {
+  pid_t pid = -1;
+  int out = -1;
+};
+
+void on_usr1(int) {}
+
+Reader start_reader(const std::string& path, bool interruptible) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return {};
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(p[0]);
+    if (interruptible) {
+      struct sigaction sa {};
+      sa.sa_handler = on_usr1;  // no SA_RESTART: the readlink returns EINTR if the kernel gives up on it
+      ::sigaction(SIGUSR1, &sa, nullptr);
+    }
+    const std::string got = link_text(path);
+    [[maybe_unused]] ssize_t n = ::write(p[1], got.data(), got.size());
+    ::_exit(0);
+  }
+  ::close(p[1]);
+  return {pid, p[0]};
+}
+
+// Waits until the child sits in readlink(at) (the first field of
+// /proc/PID/syscall is the number of the syscall it is blocked in).
+bool wait_blocked_in_readlink(pid_t pid, Clock::time_point deadline) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/syscall";
+  while (Clock::now() < deadline) {
+    std::istringstream f(read_file(path));
+    long nr = -1;
+    if (f >> nr && (nr == SYS_readlinkat || nr == SYS_readlink)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+// What the reader reported, once it has exited; nullopt when it did not
+// within the deadline.
+std::optional<std::string> finish_reader(Reader& r, Clock::time_point deadline) {
+  int status = 0;
+  while (::waitpid(r.pid, &status, WNOHANG) == 0) {
+    if (Clock::now() > deadline) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::string got;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(r.out, buf, sizeof buf)) > 0) got.append(buf, static_cast<std::size_t>(n));
+  ::close(r.out);
+  r.pid = -1;
+  return got;
+}
+
+void kill_reader(Reader& r) {
+  if (r.pid <= 0) return;
+  ::kill(r.pid, SIGKILL);
+  ::waitpid(r.pid, nullptr, 0);
+  ::close(r.out);
+  r.pid = -1;
+}
+
+void make_link(const Mount& m) { std::filesystem::create_symlink("target-${USER}", m.src("link")); }
+
+TEST(Transport, StatusNamesTheTransport) {
+  Mount m;
+  make_link(m);
+  const std::string t = transport_line(m);
+  if (uring_run()) {
+    EXPECT_THAT(t, StartsWith("io_uring; "));
+    for (int i = 0; i < 100; ++i) ASSERT_EQ(link_text(m.mnt("link")), "target-root");
+    EXPECT_GE(served_on_ring(transport_line(m)), 100u) << "readlinks must travel on the ring";
+  } else {
+    EXPECT_THAT(t, StartsWith(read_file(kParam).rfind("Y", 0) == 0 ? "io_uring; " : "/dev/fuse ("));
+  }
+}
+
+TEST(Transport, NoUringKeepsDevFuse) {
+  if (!kernel_has_uring()) GTEST_SKIP() << "this kernel has no FUSE over io_uring (" << kParam << ")";
+  std::optional<Mount> m;
+  {
+    EnableUring on(true);  // a mount's INIT decides, at mount time
+    MountOptions o;
+    o.extra_opts = {"no_uring"};
+    m.emplace(o);
+  }
+  make_link(*m);
+  EXPECT_EQ(transport_line(*m), "/dev/fuse (-o no_uring)");
+  EXPECT_EQ(link_text(m->mnt("link")), "target-root");
+}
+
+TEST(Transport, AutoTakesIoUringWhenTheKernelOffersIt) {
+  if (!kernel_has_uring()) GTEST_SKIP() << "this kernel has no FUSE over io_uring (" << kParam << ")";
+  AutoTransport automatic;
+  std::optional<Mount> m;
+  {
+    EnableUring on(true);
+    m.emplace();
+  }
+  make_link(*m);
+  EXPECT_THAT(transport_line(*m), StartsWith("io_uring; "));
+  for (int i = 0; i < 200; ++i) ASSERT_EQ(link_text(m->mnt("link")), "target-root");
+  // Files written and read back (passthrough or not) and a listing.
+  {
+    std::ofstream(m->mnt("file")) << "on the ring";
+  }
+  EXPECT_EQ(read_file(m->mnt("file")), "on the ring");
+  EXPECT_TRUE(std::filesystem::exists(m->mnt("link")) || std::filesystem::is_symlink(m->mnt("link")));
+  EXPECT_GE(served_on_ring(transport_line(*m)), 200u);
+  m->stop();  // SIGTERM: exits 0 (checked by stop) with the rings up
+  EXPECT_THAT(m->daemon_log(), HasSubstr("requests were served on the ring"));
+}
+
+TEST(Transport, AutoFallsBackToDevFuseWhenTheKernelDoesNotOfferIt) {
+  if (!kernel_has_uring()) GTEST_SKIP() << "this kernel has no FUSE over io_uring (" << kParam << ")";
+  AutoTransport automatic;
+  std::optional<Mount> m;
+  {
+    EnableUring off(false);
+    m.emplace();
+  }
+  make_link(*m);
+  EXPECT_EQ(transport_line(*m), std::string("/dev/fuse (the kernel does not offer io_uring: ") + kParam + " is N)");
+  EXPECT_EQ(link_text(m->mnt("link")), "target-root");
+}
+
+TEST(Transport, ForcedUringFailsWhereTheKernelDoesNotOfferIt) {
+  if (!kernel_has_uring()) GTEST_SKIP() << "this kernel has no FUSE over io_uring (" << kParam << ")";
+  EnableUring off(false);
+  vsymfs::test::TempDir tmp("vsymfs-transport", 0755, "/tmp");
+  std::filesystem::create_directory(tmp.path() + "/src");
+  std::filesystem::create_directory(tmp.path() + "/mnt");
+  int status = -1;
+  const std::string out = capture_as(
+      As{.keep_env = true},
+      {"sh", "-c", "timeout 20 \"$0\" -f -o uring,builtin_rules,socket=$1/sock,state=$1/state $1/src $1/mnt 2>&1", vsymfs_bin(),
+       tmp.path()},
+      &status);
+  EXPECT_EQ(status, 4) << out;  // EXIT STATUS: the kernel refused the mount
+  EXPECT_THAT(out, HasSubstr(std::string("-o uring: the kernel does not offer io_uring: ") + kParam + " is N"));
+  EXPECT_THAT(out, HasSubstr("echo Y >"));
+  ::umount2((tmp.path() + "/mnt").c_str(), MNT_DETACH);  // never mounted; in case it was
+}
+
+// A caller whose request the daemon has taken but not answered gets an
+// error, not a hang, when the daemon is killed; the mount then unmounts.
+TEST(Transport, KilledDaemonDoesNotHangACaller) {
+  Mount m;
+  make_link(m);
+  ASSERT_EQ(link_text(m.mnt("link")), "target-root");
+  ASSERT_EQ(::kill(m.daemon_pid(), SIGSTOP), 0);
+  Reader r = start_reader(m.mnt("link"), false);
+  ASSERT_GT(r.pid, 0);
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  const bool blocked = wait_blocked_in_readlink(r.pid, deadline);
+  ::kill(m.daemon_pid(), SIGKILL);
+  auto got = finish_reader(r, Clock::now() + std::chrono::seconds(10));
+  if (!got) {
+    abort_connection(m.mnt());
+    kill_reader(r);
+    FAIL() << "the caller still hangs 10 s after the daemon was killed";
+  }
+  EXPECT_TRUE(blocked) << "the reader never blocked in readlink";
+  // The kernel ends the requests of an aborted connection with ECONNABORTED;
+  // one that a dead ring thread never took, with ECANCELED (io_uring).
+  EXPECT_THAT(*got, ::testing::AnyOf("error: " + std::string(std::strerror(ECONNABORTED)),
+                                     "error: " + std::string(std::strerror(ECANCELED))))
+      << "a killed daemon cannot have answered";
+  m.stop();
+  struct stat st {};
+  EXPECT_EQ(::stat(m.mnt().c_str(), &st), 0) << "unmounted: the mount point is a plain directory again";
+}
+
+// A caller interrupted by a signal while its request waits: it gets its
+// answer or EINTR, never a hang, and the daemon serves on.
+TEST(Transport, SignalledCallerDoesNotHang) {
+  Mount m;
+  make_link(m);
+  ASSERT_EQ(::kill(m.daemon_pid(), SIGSTOP), 0);
+  Reader r = start_reader(m.mnt("link"), true);
+  ASSERT_GT(r.pid, 0);
+  const bool blocked = wait_blocked_in_readlink(r.pid, Clock::now() + std::chrono::seconds(10));
+  ::kill(r.pid, SIGUSR1);
+  ::kill(m.daemon_pid(), SIGCONT);
+  auto got = finish_reader(r, Clock::now() + std::chrono::seconds(10));
+  if (!got) {
+    abort_connection(m.mnt());
+    kill_reader(r);
+    FAIL() << "the signalled caller still hangs after 10 s";
+  }
+  EXPECT_TRUE(blocked) << "the reader never blocked in readlink";
+  EXPECT_TRUE(*got == "target-root" || *got == "error: Interrupted system call") << *got;
+  for (int i = 0; i < 50; ++i) ASSERT_EQ(link_text(m.mnt("link")), "target-root");
+}
+
+}  // namespace
