@@ -279,12 +279,6 @@ int main(int argc, char** argv) {
   iopts.reopen_source_by_path = o.source != o.mountpoint;
   auto inodes = fs::InodeTable::create(o.source, iopts);
   if (!inodes) startup.fail(kPaths, inodes.error().message);
-  spdlog::info("evicted inodes are found again by {}: {}",
-               (*inodes)->handle_mode().use ? "file handle (else by parent and name)" : "parent and name",
-               (*inodes)->handle_mode().reason);
-  if (int e = (*inodes)->quiet_links_error(); e != 0)
-    spdlog::info("stat of a symlink may update its atime the first time the daemon meets it (no read-only clone of "
-                 "SOURCE's mount: {}; vsymfs(8), SYMLINK TIMES)", std::strerror(e));
 
   daemon::CallerContexts::Options copts;
   copts.max_environ_bytes = o.environ_cache;
@@ -395,6 +389,14 @@ int main(int argc, char** argv) {
   spdlog::info("mounted {} on {} (rules from {}; fd budget {}, open files at most {}, {} identity, inodes by {})",
                o.source, o.mountpoint, (*state)->rules()->origin, plan.budget, plan.max_open_files,
                o.single_user ? "single-user" : "per-caller", (*inodes)->handle_mode().use ? "file handle" : "name");
+  // Details of the mount go after the "mounted" line: before it, any line
+  // would break the one-line startup error (Process.StartupErrorsAreOneLine...).
+  spdlog::info("evicted inodes are found again by {}: {}",
+               (*inodes)->handle_mode().use ? "file handle (else by parent and name)" : "parent and name",
+               (*inodes)->handle_mode().reason);
+  if (int e = (*inodes)->quiet_links_error(); e != 0)
+    spdlog::info("stat of a symlink may update its atime the first time the daemon meets it (no read-only clone of "
+                 "SOURCE's mount: {}; vsymfs(8), SYMLINK TIMES)", std::strerror(e));
   startup.succeeded();
   fs::service::ready("serving " + o.source + " on " + o.mountpoint + " (rules from " + (*state)->rules()->origin + ")");
 
