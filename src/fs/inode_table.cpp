@@ -584,9 +584,12 @@ bool InodeTable::reopen_source() {
       if (mfd >= 0) retired_fds_.push_back(mfd);
     mount_fds_.clear();
   }
-  // Every cached descriptor points into the gone filesystem; unpinned ones
-  // go now, and their inodes are found again by name under the new root.
-  cache_.evict_unpinned();
+  // Every cached descriptor points into the gone filesystem: all leave
+  // their slots, so their inodes are found again by name under the new
+  // root. Those in use (the operation that got ENOTCONN and called us pins
+  // one) are closed at the end with the others; left in their slots they
+  // would give ENOTCONN for good, since the next call finds SOURCE working.
+  cache_.evict_all(retired_fds_);
   source_reopens_.fetch_add(1, std::memory_order_relaxed);
   spdlog::warn("SOURCE {} had gone (ENOTCONN) and is there again: opened it anew", source_);
   return true;
