@@ -14,6 +14,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -118,6 +120,10 @@ class Startup {
  private:
   int pipe_ = -1;
 };
+
+// The handler of the FUSE loop's wake-up signal: its delivery interrupts
+// the main thread's wait, which is all it is for.
+void interrupt_only(int) {}
 
 std::atomic<bool> g_holding_fuse_messages{true};
 std::mutex g_held_mu;
@@ -240,13 +246,36 @@ int main(int argc, char** argv) {
     return kPaths;
   }
 
-  // Before any thread exists: the daemon forks, and SIGHUP is blocked in
-  // every thread (all inherit this mask) and taken by sigwait below.
+  // Signals (vsymfs(8) SIGNALS). Before any thread exists: the daemon
+  // forks, and SIGHUP, SIGINT, SIGTERM and the loop's wake-up signal are
+  // blocked in every thread (all inherit this mask); one thread takes the
+  // first three with sigwait (below). libfuse 3.14's handlers only set the
+  // session's exit flag, and fuse_session_loop_mt notices it when a signal
+  // interrupts the main thread's sem_wait. That lost SIGTERMs two ways: the
+  // kernel gives a process's signal to any thread that can take it at that
+  // instant (right after a SIGCONT, not the main thread, which still has the
+  // stop pending), and one that reaches the main thread just as its
+  // interrupted wait is restarted wakes nothing either. The daemon then
+  // never exited.
   Startup startup(o.foreground);
-  sigset_t hup;
-  sigemptyset(&hup);
-  sigaddset(&hup, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &hup, nullptr);
+  const int wake_signal = SIGRTMIN;
+  sigset_t handled;
+  sigemptyset(&handled);
+  sigaddset(&handled, SIGHUP);
+  sigaddset(&handled, SIGINT);
+  sigaddset(&handled, SIGTERM);
+  sigset_t wake;
+  sigemptyset(&wake);
+  sigaddset(&wake, wake_signal);
+  sigset_t blocked = handled;
+  sigaddset(&blocked, wake_signal);
+  pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
+  {
+    struct sigaction sa {};
+    sa.sa_handler = interrupt_only;  // no SA_RESTART: the loop's wait returns EINTR
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(wake_signal, &sa, nullptr);
+  }
   setup_logging(o);
 
   // Modes arrive masked by the caller's umask, or (FUSE_DONT_MASK) with it
@@ -370,10 +399,27 @@ int main(int argc, char** argv) {
     spdlog::warn("rules file changes will not be noticed (SIGHUP and vsymctl reload still work): {}", w.error().message);
 
   std::atomic<bool> stopping{false};
-  std::thread reloader([&] {
+  std::mutex loop_mu;
+  std::condition_variable loop_cv;
+  bool loop_done = false;
+  const pthread_t main_thread = pthread_self();
+  std::thread signals([&] {
     for (;;) {
       int sig = 0;
-      if (sigwait(&hup, &sig) != 0 || stopping.load()) return;
+      if (sigwait(&handled, &sig) != 0 || stopping.load()) return;
+      if (sig != SIGHUP) {
+        spdlog::info("{}: unmounting", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        fuse_session_exit(se);
+        // A wake-up that reaches the main thread before its wait begins, or
+        // just as an interrupted wait restarts, is lost: repeat it until
+        // the loop has returned.
+        std::unique_lock lock(loop_mu);
+        while (!loop_done) {
+          pthread_kill(main_thread, wake_signal);
+          loop_cv.wait_for(lock, std::chrono::milliseconds(100));
+        }
+        continue;
+      }
       fs::service::reloading();
       if (auto r = (*state)->reload(); r) {
         spdlog::info("SIGHUP: rules reloaded from {}", (*state)->rules()->origin);
@@ -400,6 +446,8 @@ int main(int argc, char** argv) {
   startup.succeeded();
   fs::service::ready("serving " + o.source + " on " + o.mountpoint + " (rules from " + (*state)->rules()->origin + ")");
 
+  // The wake-up signal may interrupt the loop's wait, nothing else.
+  pthread_sigmask(SIG_UNBLOCK, &wake, nullptr);
   int rc = 0;
   if (o.single_thread) {
     rc = fuse_session_loop(se);
@@ -410,12 +458,18 @@ int main(int argc, char** argv) {
     rc = fuse_session_loop_mt(se, lcfg);
     fuse_loop_cfg_destroy(lcfg);
   }
+  pthread_sigmask(SIG_BLOCK, &wake, nullptr);
+  {
+    std::lock_guard lock(loop_mu);
+    loop_done = true;
+  }
+  loop_cv.notify_all();
 
   fs::service::stopping();
   (*transport)->stop();  // no request runs past this point
   stopping = true;
-  pthread_kill(reloader.native_handle(), SIGHUP);
-  reloader.join();
+  pthread_kill(signals.native_handle(), SIGHUP);
+  signals.join();
   (*state)->stop_watching();
   server->reset();
   (*state)->set_fs_status(nullptr);

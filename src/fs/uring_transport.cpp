@@ -168,6 +168,10 @@ struct UringTransport::Ring {
   std::atomic<std::uint64_t> unique{0};
   std::atomic<bool> replied{false};
   std::atomic<std::uint64_t> served{0};
+  // Why the thread ended before stop_threads() asked it to (an errno from
+  // the kernel: ENOTCONN, ECONNABORTED when the connection went away), for
+  // the summary stop() logs; 0 while it serves or when we stopped it.
+  std::atomic<int> ended_by{0};
   std::thread thread;
 
   char* payload() const noexcept { return area + kHeadRoom; }
@@ -540,6 +544,7 @@ void UringTransport::serve(Ring& r) {
     const int rc = io_uring_submit_and_wait(&r.ring, 1);
     if (rc < 0 && rc != -EINTR) {
       spdlog::error("io_uring: CPU queue {}: a ring thread ends: {}", r.qid, errno_text(-rc));
+      r.ended_by.store(-rc);
       return;
     }
     bool stop = false, commit = false;
@@ -559,9 +564,14 @@ void UringTransport::serve(Ring& r) {
         prep_cmd(r.ring, r.last_cmd, r.qid, r.commit_id,
                  r.last_cmd == kCmdRegister ? r.iov : nullptr, &r);
       } else {
-        // ENOTCONN, ECONNABORTED: the connection is going away.
+        // ENOTCONN, ECONNABORTED: the connection is going away (an unmount
+        // or an abort; the kernel ends every entry then, and the /dev/fuse
+        // readers get ENODEV and end the loop). Anything else is logged now.
         if (res != -ENOTCONN && res != -ECONNABORTED)
           spdlog::error("io_uring: CPU queue {}: the kernel ended a ring entry: {}", r.qid, errno_text(-res));
+        else
+          spdlog::debug("io_uring: CPU queue {}: the kernel ended a ring entry: {}", r.qid, errno_text(-res));
+        r.ended_by.store(-res);
         stop = true;
       }
     }
@@ -630,8 +640,20 @@ void UringTransport::stop() {
   stop_threads();
   if (active_.load()) {
     std::uint64_t served = 0;
-    for (auto& r : rings_) served += r->served.load(std::memory_order_relaxed);
+    std::size_t ended = 0;
+    int why = 0;
+    for (auto& r : rings_) {
+      served += r->served.load(std::memory_order_relaxed);
+      if (int e = r->ended_by.load(); e != 0) {
+        ++ended;
+        why = e;
+      }
+    }
     spdlog::info("io_uring: {} requests were served on the ring", served);
+    if (ended != 0)
+      spdlog::info("io_uring: {} of {} ring threads had ended before the daemon stopped (the kernel ended their "
+                   "entries: {})",
+                   ended, rings_.size(), errno_text(why));
   }
 }
 

@@ -49,6 +49,25 @@ bool is_mounted(const std::string& mnt, dev_t parent_dev, dev_t* dev) {
 
 constexpr const char* kFusectl = "/sys/fs/fuse/connections";
 
+// Each thread of `pid`: its name, state, blocked and pending signals and
+// kernel stack, for the report of a daemon that does not exit.
+std::string thread_report(pid_t pid) {
+  std::string out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream comm(e.path() / "comm"), status(e.path() / "status"), stack(e.path() / "stack");
+    std::string name, line;
+    std::getline(comm, name);
+    out += "  thread " + e.path().filename().string() + " " + name + ":";
+    while (std::getline(status, line))
+      if (line.rfind("State:", 0) == 0 || line.rfind("SigPnd:", 0) == 0 || line.rfind("SigBlk:", 0) == 0)
+        out += " " + line;
+    out += "\n";
+    while (std::getline(stack, line)) out += "    " + line + "\n";
+  }
+  return out;
+}
+
 }  // namespace
 
 // Under /tmp whatever $TMPDIR says, and 0755: the tests run_as() other uids,
@@ -126,13 +145,19 @@ std::string Mount::daemon_log() const {
 }
 
 void Mount::stop() {
+  stop_with([](pid_t pid) { ::kill(pid, SIGTERM); });  // SIGTERM must unmount cleanly
+}
+
+void Mount::stop_with(const std::function<void(pid_t)>& send) {
   if (pid_ > 0) {
-    ::kill(pid_, SIGTERM);  // SIGTERM must unmount cleanly
+    send(pid_);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     int status = 0;
     bool forced = false;
+    std::string threads;
     while (::waitpid(pid_, &status, WNOHANG) == 0) {
       if (std::chrono::steady_clock::now() > deadline) {
+        threads = thread_report(pid_);
         ::kill(pid_, SIGKILL);
         ::waitpid(pid_, &status, 0);
         forced = true;
@@ -146,7 +171,8 @@ void Mount::stop() {
     // the integration suite an ASan/UBSan test of the daemon. A SIGKILL the
     // test sent itself (a crash-safety test) is not the daemon's fault.
     if (forced) {
-      ADD_FAILURE() << "vsymfs did not exit within 10 s of SIGTERM; log:\n" << daemon_log();
+      ADD_FAILURE() << "vsymfs did not exit within 10 s of SIGTERM; its threads then:\n"
+                    << threads << "log:\n" << daemon_log();
     } else if (WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL) {
       ADD_FAILURE() << "vsymfs died of signal " << WTERMSIG(status) << "; log:\n" << daemon_log();
     } else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {

@@ -45,6 +45,9 @@ class Mount {
   // Unmount and stop the daemon now (idempotent). A daemon that does not exit
   // 0 after SIGTERM (a crash, a sanitizer report, a hang) fails the current test.
   void stop();
+  // The same, with `send` (given the daemon's pid) sending the SIGTERM: for
+  // a test that must choose how it reaches the daemon.
+  void stop_with(const std::function<void(pid_t)>& send);
   // Ends a hung mount as only the kernel can (DEPLOY-FACTS, "When a mount
   // hangs"): writes 1 to /sys/fs/fuse/connections/N/abort (mounting fusectl
   // there for the moment if it is not), which fails every request waiting
