@@ -38,6 +38,13 @@ struct HostRules {
   VarMap vars;
 };
 
+// [cluster.members]: "pattern" = id; the first pattern (file order) that
+// matches the host name gives its member id.
+struct MemberRule {
+  std::string pattern;  // fnmatch(3) pattern against the hostname, case-insensitive
+  int member = 0;
+};
+
 struct Rules {
   std::string origin;  // the file path, or "<built-in>"
 
@@ -68,7 +75,10 @@ struct Rules {
   // derivation from the host's machine (builtin scope).
   bool sysnames_configured = false;
   UniverseRules universes;
-  int member = 0;                                // {memb} -> "member<N>"
+  // {memb} -> "member<N>": the first [cluster.members] pattern matching
+  // the host name, else `member` ([cluster] member). See HostView.
+  int member = 0;
+  std::vector<MemberRule> members;               // file order
 
   // True when the kernel may cache symlink bodies for this mount.
   bool kernel_may_cache_symlinks() const noexcept {

@@ -564,7 +564,8 @@ Reply Server::Impl::do_universe(Request& req, const Connection& c) {
   const auto rt = runtime();
   const auto caller = peer_caller(req, c);
   if (!rules) return Reply::failure(make_error(EIO, "no rules"));
-  const ScopedResolver resolver(*rules, state.host(), *caller, rt.get());
+  const std::shared_ptr<const HostView> host = state.host_view(*rules);
+  const ScopedResolver resolver(*rules, *host, *caller, rt.get());
   const Value u = resolver.universe();
   Reply reply;
   reply.add("universe", std::string(u.text));
@@ -590,6 +591,18 @@ Reply Server::Impl::do_status() {
   r.add("rules_generation", num(state.rules_generation()));
   r.add("per_caller", rules && rules->per_caller ? "yes" : "no");
   r.add("kernel_symlink_cache", rules && rules->kernel_may_cache_symlinks() ? "on" : "off");
+  if (rules) {
+    // What the shared rules give this host (docs/cluster.md).
+    const std::shared_ptr<const HostView> host = state.host_view(*rules);
+    r.add("hostname", host->host().hostname);
+    r.add("member", std::to_string(host->member()) +
+                        (host->member_pattern().empty() ? " ([cluster] member)"
+                                                        : " ([cluster.members] \"" + host->member_pattern() + "\")"));
+    std::string tables;
+    for (std::size_t i : host->matched_tables())
+      tables += (tables.empty() ? "\"" : ", \"") + rules->hosts[i].pattern + "\"";
+    r.add("host_tables", tables.empty() ? "none" : tables);
+  }
   for (auto& [key, value] : state.fs_status()) r.add(key, value);
   r.add("socket", socket_path);
   r.add("state_file", store.path());

@@ -1,7 +1,7 @@
 // The scopes: one caller's view of the variables, the @ names, @sys and the
 // universe. Built on the stack for every expansion, so construction and every
 // lookup borrow and never allocate: values are string_views into the Rules,
-// the RuntimeVars, the Caller and the HostInfo, or into the resolver's own
+// the RuntimeVars, the Caller and the HostView, or into the resolver's own
 // small number buffers.
 #include "vsymfs/resolver.hpp"
 
@@ -88,17 +88,16 @@ bool environment_name_used(const Rules& rules, std::string_view name) noexcept {
   return !is_identity_builtin(name) && name_matches_any(rules.env_allow, name) && !name_matches_any(rules.env_deny, name);
 }
 
-ScopedResolver::ScopedResolver(const Rules& rules, const HostInfo& host, const Caller& caller,
+ScopedResolver::ScopedResolver(const Rules& rules, const HostView& host, const Caller& caller,
                                const RuntimeVars* runtime) noexcept
-    : rules_(rules), host_(host), caller_(caller), runtime_(runtime) {
-  // Formatting all five numbers eagerly: the whole constructor measured
+    : rules_(rules), view_(host), host_(host.host()), caller_(caller), runtime_(runtime) {
+  // Formatting all four numbers eagerly: the whole constructor measured
   // ~10 ns of CPU, against a READLINK round trip of 10-25 us; lazy
   // formatting would make const lookups write to the object.
   uid_s_ = format_into(uid_buf_, {}, caller.uid);
   gid_s_ = format_into(gid_buf_, {}, caller.gid);
   ruid_s_ = format_into(ruid_buf_, {}, caller.ruid);
   rgid_s_ = format_into(rgid_buf_, {}, caller.rgid);
-  member_s_ = format_into(member_buf_, "member", rules.member);
 }
 
 bool ScopedResolver::process_scope_active() const noexcept {
@@ -158,14 +157,9 @@ std::optional<Value> ScopedResolver::variable(std::string_view name) const {
     }
   }
 
-  // File order: the first matching [host."pattern"] that defines the name.
-  // Case-insensitive, as host names are.
-  for (const HostRules& h : rules_.hosts) {
-    const auto it = h.vars.find(name);
-    if (it != h.vars.end() && ::fnmatch(h.pattern.c_str(), host_.hostname.c_str(), FNM_CASEFOLD) == 0) {
-      return Value{it->second, Scope::Host};
-    }
-  }
+  // File order: the first matching [host."pattern"] that defines the name,
+  // matched once per host name and rules (HostView), not per lookup.
+  if (const std::string* v = view_.host_value(name)) return Value{*v, Scope::Host};
 
   if (runtime_ != nullptr) {
     if (auto v = find_in(runtime_->system, name, Scope::System)) return v;
@@ -187,7 +181,7 @@ std::optional<Value> ScopedResolver::variable(std::string_view name) const {
   if (name == "HOSTNAME") return builtin(host_.hostname);
   if (name == "ARCH") return builtin(per_caller && caller_.compat32 ? host_.machine32 : host_.machine);
   if (name == "SYSNAME") return builtin(sysnames().front());
-  if (name == "MEMBER") return builtin(member_s_.substr(std::string_view("member").size()));
+  if (name == "MEMBER") return builtin(view_.member_number());
   return std::nullopt;
 }
 
@@ -261,6 +255,6 @@ Value ScopedResolver::universe() const {
                Scope::Builtin};
 }
 
-Value ScopedResolver::member() const { return Value{member_s_, Scope::Builtin}; }
+Value ScopedResolver::member() const { return Value{view_.memb(), Scope::Builtin}; }
 
 }  // namespace vsymfs

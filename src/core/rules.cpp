@@ -504,16 +504,46 @@ Result<void> RulesParser::universe(const toml::table& tbl, std::string_view s) {
 }
 
 Result<void> RulesParser::cluster(const toml::table& tbl, std::string_view s) {
-  if (auto r = check_keys(tbl, s, {"member"}); !r) return r;
-  const toml::node* node = tbl.get("member");
-  if (node == nullptr) return {};
-  const auto* m = node->as_integer();
-  if (m == nullptr) return type_error(*node, "member", s, "an integer");
-  if (m->get() < 0 || m->get() > INT_MAX) {
-    return error_at(node->source(), "expected a member number from 0 to " + std::to_string(INT_MAX) +
-                                        " for 'member' in [cluster], found " + std::to_string(m->get()));
+  if (auto r = check_keys(tbl, s, {"member", "members"}); !r) return r;
+  const auto member_number = [&](const toml::node& node, std::string_view key,
+                                 std::string_view section) -> Result<int> {
+    const auto* m = node.as_integer();
+    if (m == nullptr) return type_error(node, key, section, "a member number (an integer)");
+    if (m->get() < 0 || m->get() > INT_MAX) {
+      return error_at(node.source(), "expected a member number from 0 to " + std::to_string(INT_MAX) + " for '" +
+                                         printable(key) + "' in " + std::string(section) + ", found " +
+                                         std::to_string(m->get()));
+    }
+    return static_cast<int>(m->get());
+  };
+  if (const toml::node* node = tbl.get("member")) {
+    auto m = member_number(*node, "member", s);
+    if (!m) return std::move(m).error();
+    rules_.member = *m;
   }
-  rules_.member = static_cast<int>(m->get());
+  const toml::node* node = tbl.get("members");
+  if (node == nullptr) return {};
+  const auto* map = node->as_table();
+  if (map == nullptr) return type_error(*node, "members", s, "a table of \"hostname pattern\" = member number");
+  // As for [host."pattern"]: the first match in file order wins, and toml++
+  // keeps keys sorted.
+  std::vector<std::pair<const toml::key*, const toml::node*>> entries;
+  for (auto&& [key, value] : *map) entries.emplace_back(&key, &value);
+  std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+    const auto& pa = a.first->source().begin;
+    const auto& pb = b.first->source().begin;
+    return pa.line != pb.line ? pa.line < pb.line : pa.column < pb.column;
+  });
+  for (const auto& [key, value] : entries) {
+    const std::string_view pattern = key->str();
+    if (pattern.empty() || has_nul(pattern)) {
+      return error_at(key->source(), "expected a hostname pattern in [cluster.members], found " +
+                                         std::string(pattern.empty() ? "an empty key" : "a NUL character"));
+    }
+    auto m = member_number(*value, pattern, "[cluster.members]");
+    if (!m) return std::move(m).error();
+    rules_.members.push_back(MemberRule{std::string(pattern), *m});
+  }
   return {};
 }
 

@@ -441,7 +441,8 @@ struct LinkService::Impl {
                                     " was not read in time; the link needs it");
     }
     const std::shared_ptr<const RuntimeVars> runtime = state.runtime();
-    ScopedResolver resolver(*rules, state.host(), caller, runtime.get());
+    const std::shared_ptr<const HostView> host = state.host_view(*rules);
+    ScopedResolver resolver(*rules, *host, caller, runtime.get());
     CountingSource counting(resolver);
 
     // Who probes: the caller, whose identity this thread has; or, when
@@ -521,7 +522,8 @@ void LinkService::sys_component_candidates(std::string_view name, const RequestI
   // kernel does not cache for @sys names) rather than maybe the wrong list.
   if (caller.environ_late && (rules->sysnames.empty() || rules->sysnames != rules->sysnames32)) return;
   const std::shared_ptr<const RuntimeVars> runtime = impl_->state.runtime();
-  ScopedResolver resolver(*rules, impl_->state.host(), caller, runtime.get());
+  const std::shared_ptr<const HostView> host = impl_->state.host_view(*rules);
+  ScopedResolver resolver(*rules, *host, caller, runtime.get());
   for (const std::string& sysname : resolver.sysnames()) {
     std::string candidate;
     candidate.reserve(prefix.size() + sysname.size());

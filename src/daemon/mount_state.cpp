@@ -147,10 +147,9 @@ Result<std::unique_ptr<MountState>> MountState::create(Config cfg) {
       st->rules_file_required_ = c.rules_path_explicit || c.rules_path != VSYMFS_DEFAULT_RULES_PATH;
     }
   }
-  st->host_ = read_host_info();
-
   auto rules = st->load_rules();
   if (!rules) return std::move(rules).error();
+  st->publish_host(*rules);
   st->rules_.store(std::move(*rules), std::memory_order_release);
   st->runtime_.store(std::make_shared<const RuntimeVars>(), std::memory_order_release);
   st->generation_.store(1, std::memory_order_release);
@@ -178,6 +177,22 @@ Result<std::shared_ptr<const Rules>> MountState::load_rules() const {
   return std::shared_ptr<const Rules>(std::make_shared<const Rules>(std::move(*loaded)));
 }
 
+void MountState::publish_host(std::shared_ptr<const Rules> rules) {
+  // The host name again: one set after the daemon started (hostnamectl,
+  // a container's runtime) counts from the next reload on.
+  HostView view(*rules, read_host_info());
+  host_.store(std::make_shared<const HostSnapshot>(HostSnapshot{std::move(rules), std::move(view)}),
+              std::memory_order_release);
+}
+
+std::shared_ptr<const HostView> MountState::host_view(const Rules& rules) const {
+  std::shared_ptr<const HostSnapshot> snap = host_.load(std::memory_order_acquire);
+  // Both objects are alive (the snapshot holds its rules, the caller its
+  // own), so equal addresses mean the same rules.
+  if (snap->rules.get() == &rules) return std::shared_ptr<const HostView>(snap, &snap->view);
+  return std::make_shared<const HostView>(rules, snap->view.host());
+}
+
 std::chrono::system_clock::time_point MountState::rules_loaded_at() const {
   std::lock_guard lock(mu_);
   return loaded_at_;
@@ -192,9 +207,11 @@ Result<void> MountState::reload() {
       counters_.reload_failures.fetch_add(1, std::memory_order_relaxed);
       return std::move(rules).error();
     }
-    // Rules before generation: a reader that sees the new generation is
-    // guaranteed to see these rules (LinkService tags parsed templates with
-    // the generation it read first).
+    // The host view before the rules (a reader of the new rules finds its
+    // view), rules before generation: a reader that sees the new generation
+    // is guaranteed to see these rules (LinkService tags parsed templates
+    // with the generation it read first).
+    publish_host(*rules);
     rules_.store(std::move(*rules), std::memory_order_release);
     generation_.fetch_add(1, std::memory_order_acq_rel);
     {

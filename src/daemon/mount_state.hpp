@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "vsymfs/caller.hpp"
+#include "vsymfs/host_view.hpp"
 #include "vsymfs/result.hpp"
 #include "vsymfs/rules.hpp"
 #include "vsymfs/runtime_vars.hpp"
@@ -75,7 +76,13 @@ class MountState {
   const std::string& rules_file() const noexcept { return rules_file_; }
 
   const Config& config() const noexcept { return cfg_; }
-  const HostInfo& host() const noexcept { return host_; }
+
+  // What `rules` give this host: its [host."pattern"] tables and member id,
+  // matched once per rules generation (the host name is read again at each
+  // reload), not per lookup. Pass the rules the caller loaded with rules():
+  // a view of other rules (a reload in between) is built on the spot, so
+  // rules and view always agree. Keep the pointer while a resolver uses it.
+  std::shared_ptr<const HostView> host_view(const Rules& rules) const;
 
   std::shared_ptr<const Rules> rules() const noexcept { return rules_.load(std::memory_order_acquire); }
   std::uint64_t rules_generation() const noexcept { return generation_.load(std::memory_order_acquire); }
@@ -116,8 +123,14 @@ class MountState {
   Result<std::shared_ptr<const Rules>> load_rules() const;
   void watch_loop(int inotify_fd, int stop_fd);
 
+  struct HostSnapshot {
+    std::shared_ptr<const Rules> rules;  // what `view` was built from
+    HostView view;
+  };
+  void publish_host(std::shared_ptr<const Rules> rules);
+
   Config cfg_;
-  HostInfo host_;
+  std::atomic<std::shared_ptr<const HostSnapshot>> host_;
   std::atomic<std::shared_ptr<const Rules>> rules_;
   std::atomic<std::shared_ptr<const RuntimeVars>> runtime_;
   std::atomic<std::uint64_t> generation_{0};

@@ -287,7 +287,6 @@ int main(int argc, char** argv) {
     spdlog::warn("not running as root: every operation runs as uid {} (as with -o single_user)", ::geteuid());
     o.single_user = true;
   }
-  if (!can_switch && o.use_handles) o.use_handles = false;  // open_by_handle_at needs CAP_DAC_READ_SEARCH
   const FdPlan plan = plan_descriptors(o.fd_budget, o.max_threads);
 
   daemon::MountState::Config cfg;
@@ -300,11 +299,15 @@ int main(int argc, char** argv) {
   auto state = daemon::MountState::create(cfg);
   if (!state) startup.fail(kRules, state.error().message);
 
-  auto inodes = fs::InodeTable::create(o.source, plan.budget, o.use_handles);
+  fs::InodeTable::Options iopts;
+  iopts.fd_budget = plan.budget;
+  iopts.handles = o.handles == fs::HandleOption::On    ? fs::HandleChoice::On
+                  : o.handles == fs::HandleOption::Off ? fs::HandleChoice::Off
+                                                       : fs::HandleChoice::Auto;
+  iopts.can_open_handles = can_switch;  // open_by_handle_at needs CAP_DAC_READ_SEARCH
+  iopts.reopen_source_by_path = o.source != o.mountpoint;
+  auto inodes = fs::InodeTable::create(o.source, iopts);
   if (!inodes) startup.fail(kPaths, inodes.error().message);
-  if (int e = (*inodes)->quiet_links_error(); e != 0)
-    spdlog::info("stat of a symlink may update its atime the first time the daemon meets it (no read-only clone of "
-                 "SOURCE's mount: {}; vsymfs(8), SYMLINK TIMES)", std::strerror(e));
 
   daemon::CallerContexts::Options copts;
   copts.max_environ_bytes = o.environ_cache;
@@ -378,12 +381,17 @@ int main(int argc, char** argv) {
     if (auto r = (*transport)->install(se, nullptr); !r) spdlog::warn("io_uring: off, {}", r.error().message);
 
   fs::Passthrough* const pt = passthrough.get();
+  fs::InodeTable* const table = inodes->get();
   fs::UringTransport* const tr = transport->get();
-  (*state)->set_fs_status([&filesystem, pt, tr] {
+  (*state)->set_fs_status([&filesystem, pt, table, tr] {
     return daemon::MountState::StatusLines{
         {"posix_acls", filesystem.kernel_enforces_acls() ? "enforced (-o acl)" : "mode bits only"},
         {"passthrough", pt != nullptr ? pt->status() : "off"},
-        {"transport", tr->status()}};
+        {"transport", tr->status()},
+        {"inodes_found_by", fs::inode_status(*table)},
+        {"stale_handles", std::to_string(table->stale_handles()) + " (found again by name: " +
+                              std::to_string(table->stale_handles_found()) + ")"},
+        {"source_reopened", std::to_string(table->source_reopens())}};
   });
   filesystem.set_control_socket((*server)->socket_path());
   filesystem.attach_session(se);
@@ -426,7 +434,15 @@ int main(int argc, char** argv) {
   g_holding_fuse_messages = false;
   spdlog::info("mounted {} on {} (rules from {}; fd budget {}, open files at most {}, {} identity, inodes by {})",
                o.source, o.mountpoint, (*state)->rules()->origin, plan.budget, plan.max_open_files,
-               o.single_user ? "single-user" : "per-caller", o.use_handles ? "file handle" : "name");
+               o.single_user ? "single-user" : "per-caller", (*inodes)->handle_mode().use ? "file handle" : "name");
+  // Details of the mount go after the "mounted" line: before it, any line
+  // would break the one-line startup error (Process.StartupErrorsAreOneLine...).
+  spdlog::info("evicted inodes are found again by {}: {}",
+               (*inodes)->handle_mode().use ? "file handle (else by parent and name)" : "parent and name",
+               (*inodes)->handle_mode().reason);
+  if (int e = (*inodes)->quiet_links_error(); e != 0)
+    spdlog::info("stat of a symlink may update its atime the first time the daemon meets it (no read-only clone of "
+                 "SOURCE's mount: {}; vsymfs(8), SYMLINK TIMES)", std::strerror(e));
   startup.succeeded();
   fs::service::ready("serving " + o.source + " on " + o.mountpoint + " (rules from " + (*state)->rules()->origin + ")");
 

@@ -88,9 +88,9 @@ Result<bool> apply_own_option(std::string_view opt, Options& o) {
   } else if (key == "single_user") {
     if (auto r = no_value(); !r) return r.error();
     o.single_user = true;
-  } else if (key == "no_handles") {
+  } else if (key == "handles" || key == "no_handles") {
     if (auto r = no_value(); !r) return r.error();
-    o.use_handles = false;
+    o.handles = key == "handles" ? HandleOption::On : HandleOption::Off;
   } else if (key == "passthrough" || key == "nopassthrough") {
     if (auto r = no_value(); !r) return r.error();
     o.passthrough = key == "passthrough";
@@ -241,8 +241,11 @@ vsymfs options:
                            per-caller identity switch)
     -o fd_budget=N         at most N cached O_PATH descriptors for known inodes
                            (default: min(RLIMIT_NOFILE/2, 8192))
-    -o no_handles          find inodes again by parent and name instead of
-                           file handles (for sources without name_to_handle_at)
+    -o handles             find evicted inodes by file handle even where SOURCE's
+                           handles do not last (FUSE, SMB, 9p); a stale one
+                           still falls back to parent and name
+    -o no_handles          find evicted inodes by parent and name only
+                           (default: file handles where SOURCE's can be trusted)
     -o threads=N           at most N worker threads (default: one per CPU, at least 2)
     -o environ_cache=BYTES callers' environments kept at most, together; k, m, g
                            suffixes (default 32m; 0: read /proc on every request)

@@ -200,7 +200,8 @@ int run_expand(const ExpandArgs& args) {
 
   const ParseOptions parse_opts{rules->families, rules->universes.names};
   const Template tmpl = Template::parse(args.text, parse_opts);
-  const ScopedResolver resolver(*rules, host, *caller, nullptr);
+  const HostView view(*rules, host);
+  const ScopedResolver resolver(*rules, view, *caller, nullptr);
   std::vector<Substitution> trace;
   ExpandOptions opts;
   opts.undefined = rules->undefined;
@@ -223,16 +224,29 @@ int run_expand(const ExpandArgs& args) {
   return kExitOk;
 }
 
-int run_check(const std::vector<std::string>& files) {
+int run_check(const std::vector<std::string>& files, const std::vector<std::string>& hostnames) {
   int status = kExitOk;
   for (const std::string& file : files) {
     auto rules = load_rules_file(file);
-    if (rules) {
-      std::cout << file << ": ok\n";
-    } else {
+    if (!rules) {
       // Parse errors already read "FILE:LINE:COLUMN: ...".
       std::cerr << rules.error().message << '\n';
       status = kExitFailed;
+      continue;
+    }
+    std::cout << file << ": ok\n";
+    // What one shared file gives each host of a cluster.
+    for (const std::string& name : hostnames) {
+      HostInfo host = read_host_info();
+      host.hostname = name;
+      const HostView view(*rules, host);
+      std::cout << "  host " << name << ": member " << view.member();
+      if (!view.member_pattern().empty()) std::cout << " ([cluster.members] \"" << view.member_pattern() << "\")";
+      std::cout << "; host tables:";
+      if (view.matched_tables().empty()) std::cout << " none";
+      for (std::size_t i = 0; i < view.matched_tables().size(); ++i)
+        std::cout << (i == 0 ? " \"" : ", \"") << rules->hosts[view.matched_tables()[i]].pattern << '"';
+      std::cout << '\n';
     }
   }
   return status;

@@ -52,6 +52,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> check_files;
   auto* check = app.add_subcommand("check", "validate rules files");
   check->add_option("files", check_files, "rules files")->required();
+  std::vector<std::string> check_hosts;
+  check->add_option("-H,--hostname", check_hosts,
+                    "also print the member id and the [host] tables this host name gets (repeatable)");
 
   // explain
   std::string explain_path;
@@ -99,7 +102,7 @@ int main(int argc, char** argv) {
   }
 
   if (expand->parsed()) return run_expand(ex);
-  if (check->parsed()) return run_check(check_files);
+  if (check->parsed()) return run_check(check_files, check_hosts);
   if (explain->parsed()) return run_explain(explain_path);
   if (set->parsed()) return run_set(where, name, value, system_scope);
   if (unset->parsed()) return run_unset(where, name, system_scope);

@@ -77,7 +77,11 @@ struct Fixture {
   Caller caller = test_caller();
   RuntimeVars runtime;
 
-  ScopedResolver resolver() const { return ScopedResolver(rules, host, caller, &runtime); }
+  // What the daemon keeps per host name and rules: built afresh here, as
+  // the tests change the rules and the host between lookups.
+  mutable std::optional<HostView> view;
+  const HostView& host_view() const { return view.emplace(rules, host); }
+  ScopedResolver resolver() const { return ScopedResolver(rules, host_view(), caller, &runtime); }
   // A copy: a Value may view the resolver's own number buffers, and the
   // resolver made here is gone when var() returns.
   struct Owned {
@@ -398,7 +402,7 @@ TEST(ScopedResolver, SecureCallerWithNoAdministratorValueSeesTheNameUndefined) {
 TEST(ScopedResolver, NoRuntimeTable) {
   Fixture f;
   f.rules.system["S"] = "rules";
-  const ScopedResolver r(f.rules, f.host, f.caller, nullptr);
+  const ScopedResolver r(f.rules, f.host_view(), f.caller, nullptr);
   expect_value(r.variable("S"), "rules", Scope::System);
 }
 
@@ -473,7 +477,8 @@ TEST(ScopedResolver, SysnamesAndTheirScope) {
   EXPECT_EQ(f.resolver().sysnames_scope(), Scope::System);
   // A hand-built Rules with no lists still has candidates (never empty).
   Rules bare;
-  const ScopedResolver b(bare, f.host, f.caller, nullptr);
+  const HostView bare_view(bare, f.host);
+  const ScopedResolver b(bare, bare_view, f.caller, nullptr);
   EXPECT_FALSE(b.sysnames().empty());
   EXPECT_FALSE(b.variable("SYSNAME")->text.empty());
 }
@@ -583,11 +588,13 @@ TEST(ScopedResolver, LookupsNeverAllocate) {
   f.rules.system["S"] = "s";
   f.rules.universes.by_group["staff"] = "att";
 
+  // Built once per host name and rules, not per lookup: outside the count.
+  const HostView& view = f.host_view();
   g_allocs = 0;
   g_count_allocs = true;
   std::size_t total = 0;
   {
-    const ScopedResolver r(f.rules, f.host, f.caller, &f.runtime);
+    const ScopedResolver r(f.rules, view, f.caller, &f.runtime);
     for (const char* name : {"L", "PROJ", "U", "G", "H", "S", "USER", "UID", "HOME", "ARCH", "SYSNAME", "UNIVERSE",
                              "MEMBER", "NOPE", "LD_PRELOAD"}) {
       if (auto v = r.variable(name)) total += v->text.size();

@@ -148,9 +148,23 @@ TEST_F(LinkServiceTest, HostOnlyTemplatesNeverReadProc) {
   start("[cluster]\nmember = 3\n");
   auto r = expand("cluster/members/{memb}/@ostype", ghost_ids());
   ASSERT_TRUE(r) << r.error().message;
-  EXPECT_EQ(*r, "cluster/members/member3/" + state_->host().ostype);
+  EXPECT_EQ(*r, "cluster/members/member3/" + state_->host_view(*state_->rules())->host().ostype);
   EXPECT_EQ(contexts_->stats().entries, 0u);
   EXPECT_EQ(state_->counters().expansions.load(), 1u);
+}
+
+// One rules file for a cluster: the member id and host values come from
+// patterns matched against this host's name (read by the daemon).
+TEST_F(LinkServiceTest, MemberAndHostValuesFromTheSharedRulesByHostName) {
+  const std::string me = read_host_info().hostname;
+  start("[cluster]\nmember = 1\n[cluster.members]\n\"not-" + me + "\" = 2\n\"" + me + "\" = 4\n\"*\" = 9\n" +
+        "[host.\"not-" + me + "\"]\nROLE = \"other\"\n[host.\"" + me + "\"]\nROLE = \"mine\"\n");
+  auto r = expand("{memb}/${MEMBER}/${ROLE}", ghost_ids());
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(*r, "member4/4/mine");
+  const auto view = state_->host_view(*state_->rules());
+  EXPECT_EQ(view->member_pattern(), me);
+  EXPECT_EQ(view->matched_tables().size(), 1u);
 }
 
 TEST_F(LinkServiceTest, IdentityBuiltinsNeedNoEnvironment) {

@@ -63,7 +63,7 @@ TEST(Options, DefaultsAddedUnlessGiven) {
   EXPECT_EQ(o.fuse_mount_options, "default_permissions,fsname=/a,subtype=vsymfs");
   EXPECT_FALSE(o.foreground);
   EXPECT_EQ(o.fd_budget, 0u);  // derived from RLIMIT_NOFILE at startup
-  EXPECT_TRUE(o.use_handles);
+  EXPECT_EQ(o.handles, vsymfs::fs::HandleOption::Auto);
   EXPECT_TRUE(o.passthrough);  // falls back at run time when the kernel or privileges lack it
   Options named = ok({"-o", "fsname=tree,subtype=x", "/a", "/b"});
   EXPECT_EQ(named.fuse_mount_options, "fsname=tree,subtype=x,default_permissions");
@@ -77,7 +77,8 @@ TEST(Options, Flags) {
   EXPECT_TRUE(fs.foreground);
   EXPECT_TRUE(fs.single_thread);
   EXPECT_TRUE(fs.builtin_rules);
-  EXPECT_FALSE(fs.use_handles);
+  EXPECT_EQ(fs.handles, vsymfs::fs::HandleOption::Off);
+  EXPECT_EQ(ok({"/a", "/b", "-o", "no_handles,handles"}).handles, vsymfs::fs::HandleOption::On);  // the last wins
   EXPECT_DOUBLE_EQ(fs.entry_timeout, 0.5);
   EXPECT_DOUBLE_EQ(fs.attr_timeout, 0.0);
   EXPECT_EQ(ok({"/a", "/b"}).environ_cache, std::size_t{32} << 20);
@@ -146,7 +147,7 @@ TEST(Options, ErrorsNameTheOffendingWord) {
 
 TEST(Options, HelpMentionsEveryOwnOption) {
   const std::string help = vsymfs::fs::usage_text();
-  for (const char* opt : {"rules=", "builtin_rules", "single_user", "fd_budget=", "no_handles", "threads=", "socket=",
+  for (const char* opt : {"rules=", "builtin_rules", "single_user", "fd_budget=", "handles", "no_handles", "threads=", "socket=",
                           "state=", "entry_timeout=", "attr_timeout=", "negative_timeout=", "passthrough", "nopassthrough", "uring", "no_uring", "environ_cache=", "-f",
                           "-d", "-s"})
     EXPECT_THAT(help, HasSubstr(opt));

@@ -21,6 +21,7 @@ struct MountOptions {
   std::vector<std::string> extra_opts;  // more -o options, e.g. "single_user"
   std::vector<std::string> extra_args;  // more command-line arguments
   unsigned long nofile_limit = 0;       // RLIMIT_NOFILE (soft and hard) for the daemon; 0 = inherit
+  std::string source;                   // SOURCE instead of <tmp>/src (src() still names <tmp>/src)
 };
 
 class Mount {
