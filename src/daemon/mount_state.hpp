@@ -95,11 +95,31 @@ class MountState {
   // invalidates kernel-cached symlinks / attributes there).
   void set_on_change(std::function<void()> hook);
 
-  // Reload when the rules file changes (inotify on its directory, so an
-  // editor's write-and-rename is seen; debounced ~100 ms). The FUSE layer
-  // calls this after mounting. No-op with built-in rules only. Idempotent.
+  // Why the last reload failed (the old rules stayed in force), and when;
+  // an empty message once a reload succeeds. For `vsymctl status`.
+  struct ReloadError {
+    std::string message;
+    std::chrono::system_clock::time_point at{};
+  };
+  ReloadError last_reload_error() const;
+
+  // Starts the watcher thread, after mounting (the daemon calls it once):
+  //  - it reloads when the rules file changes (inotify on its directory, so
+  //    an editor's write-and-rename is seen; debounced ~100 ms). A file
+  //    created in place is read once its writer closes it, never while it
+  //    is being written. No rules file: nothing to watch.
+  //  - it checks every second that SOURCE's path still leads to the
+  //    directory the daemon opened at start (source_problem()), and logs
+  //    when it no longer does and when it does again.
+  // Idempotent.
   Result<void> start_watching();
   void stop_watching() noexcept;
+
+  // "" while SOURCE's path leads to the directory this mount serves; else
+  // what happened to it (moved, removed, out of reach) and what the mount
+  // does about it. The mount keeps serving the directory it opened, as a
+  // bind mount would: a removed one has no names left and takes none.
+  std::string source_problem() const;
 
   Counters& counters() noexcept { return counters_; }
 
@@ -115,14 +135,20 @@ class MountState {
   void notify_change();
   Result<std::shared_ptr<const Rules>> load_rules() const;
   void watch_loop(int inotify_fd, int stop_fd);
+  // Compares SOURCE with what was opened at start; logs changes.
+  void check_source();
 
   Config cfg_;
   HostInfo host_;
   std::atomic<std::shared_ptr<const Rules>> rules_;
   std::atomic<std::shared_ptr<const RuntimeVars>> runtime_;
   std::atomic<std::uint64_t> generation_{0};
-  mutable std::mutex mu_;  // guards loaded_at_, on_change_, fs_status_
+  mutable std::mutex mu_;  // guards loaded_at_, reload_error_, source_problem_, on_change_, fs_status_
   std::chrono::system_clock::time_point loaded_at_{};
+  ReloadError reload_error_;
+  std::string source_problem_;
+  int source_fd_ = -1;          // O_PATH, SOURCE as opened at start (-1: could not open)
+  std::string source_seen_;     // its path then, as the kernel names it (/proc/self/fd)
   std::function<void()> on_change_;
   std::function<StatusLines()> fs_status_;
   Counters counters_;

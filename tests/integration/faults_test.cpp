@@ -245,5 +245,289 @@ TEST_P(SigkillMidWrite, FsyncedDataSurvivesAndAFreshMountTakesOver) {
 
 INSTANTIATE_TEST_SUITE_P(Io, SigkillMidWrite, ::testing::Values("passthrough", "nopassthrough"));
 
+// ---------------------------------------------------------------------------
+// SOURCE disappears.
+
+// How often `text` occurs in the daemon's log.
+std::size_t count_in(const std::string& log, const std::string& text) {
+  std::size_t n = 0;
+  for (auto pos = log.find(text); pos != std::string::npos; pos = log.find(text, pos + 1)) ++n;
+  return n;
+}
+
+// Waits until `log()` holds `text` at least `times` times (true) or 20 s pass.
+bool wait_for_log(const std::function<std::string()>& log, const std::string& text, std::size_t times = 1) {
+  const auto deadline = Clock::now() + 20s;
+  while (count_in(log(), text) < times) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+bool write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  return static_cast<bool>(out);
+}
+
+// SOURCE renamed while mounted: the mount goes on serving the directory
+// (as a bind mount would), the log and `vsymctl status` say where it went,
+// and say so again when it is back.
+TEST(SourceDisappears, RenamedSourceIsServedWhereItWentAndReported) {
+  Mount m;
+  Deadline deadline({m.mnt()}, 120s);
+  ASSERT_TRUE(write_file(m.src("a"), "data a"));
+  ASSERT_EQ(read_file(m.mnt("a")), "data a");
+  const std::string moved = m.root() + "/src-moved";
+  ASSERT_EQ(::rename(m.src().c_str(), moved.c_str()), 0);
+  ASSERT_TRUE(wait_for_log([&] { return m.daemon_log(); }, "was moved to " + moved)) << m.daemon_log();
+  EXPECT_THAT(m.daemon_log(), HasSubstr("SOURCE " + m.src() + " was moved to " + moved));
+  EXPECT_THAT(faults::status_value(faults::vsymctl_status(m.mnt()), "source_state"),
+              HasSubstr("was moved to " + moved + ": this mount goes on serving it there"));
+  // Served where it is now: reads, and a new file lands there.
+  EXPECT_EQ(read_file(m.mnt("a")), "data a");
+  ASSERT_TRUE(write_file(m.mnt("b"), "data b"));
+  EXPECT_EQ(read_file(moved + "/b"), "data b");
+  // Back at its path: the problem is over.
+  ASSERT_EQ(::rename(moved.c_str(), m.src().c_str()), 0);
+  ASSERT_TRUE(wait_for_log([&] { return m.daemon_log(); }, "SOURCE " + m.src() + " is back where it was"));
+  EXPECT_EQ(faults::status_value(faults::vsymctl_status(m.mnt()), "source_state"), "ok");
+  EXPECT_FALSE(deadline.fired());
+}
+
+// SOURCE removed and made again while mounted: the mount serves the removed
+// directory, which has no names and takes none (ENOENT, as a process whose
+// working directory was removed sees), it does not pick up the new one, and
+// the daemon stays up and says what happened.
+TEST(SourceDisappears, RemovedAndRecreatedSourceGivesEnoentAndIsReported) {
+  Mount m;
+  Deadline deadline({m.mnt()}, 120s);
+  fsys::create_directories(m.src("dir"));
+  ASSERT_TRUE(write_file(m.src("dir/f"), "f"));
+  ASSERT_TRUE(write_file(m.src("a"), "a"));
+  ASSERT_EQ(read_file(m.mnt("dir/f")), "f");  // known to the kernel and the daemon
+  fsys::remove_all(m.src());
+  fsys::create_directories(m.src());
+  ASSERT_TRUE(write_file(m.src("new"), "not served"));
+  ASSERT_TRUE(wait_for_log([&] { return m.daemon_log(); }, "SOURCE " + m.src() + " was removed")) << m.daemon_log();
+  EXPECT_THAT(faults::status_value(faults::vsymctl_status(m.mnt()), "source_state"), HasSubstr("was removed"));
+
+  EXPECT_EQ(errno_of_stat(m.mnt("a")), ENOENT);
+  EXPECT_EQ(errno_of_stat(m.mnt("new")), ENOENT);
+  const int known = errno_of_stat(m.mnt("dir/f"));
+  EXPECT_TRUE(known == ENOENT || known == ESTALE) << std::strerror(known);
+  EXPECT_EQ(::open(m.mnt("c").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644), -1);
+  EXPECT_EQ(errno, ENOENT);
+  EXPECT_EQ(::mkdir(m.mnt("d2").c_str(), 0755), -1);
+  EXPECT_EQ(errno, ENOENT);
+  std::error_code ec;
+  EXPECT_EQ(std::distance(fsys::directory_iterator(m.mnt(), ec), fsys::directory_iterator()), 0) << ec.message();
+  EXPECT_FALSE(fsys::exists(m.src("c")));
+  // Still serving: status answers, and the daemon stops cleanly (m.stop()).
+  int st = -1;
+  faults::vsymctl_status(m.mnt(), &st);
+  EXPECT_EQ(st, 0);
+  deadline.disarm();
+  m.stop();
+}
+
+// SOURCE is a tmpfs that is unmounted (lazily) under the daemon: the
+// daemon's descriptors keep the filesystem alive, so the mount goes on
+// serving it, and the log and status say SOURCE is out of reach.
+TEST(SourceDisappears, LazilyUnmountedSourceFilesystemIsServedAndReported) {
+  const vsymfs::test::TempDir tree{"vsymfs-srcfs", 0755, "/tmp"};
+  const std::string src = tree.path() + "/src", mnt = tree.path() + "/mnt";
+  fsys::create_directories(src);
+  fsys::create_directories(mnt);
+  ASSERT_EQ(::mount("tmpfs", src.c_str(), "tmpfs", 0, "size=4m,mode=0755"), 0) << std::strerror(errno);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{src};
+  ASSERT_TRUE(write_file(src + "/a", "on tmpfs"));
+  Daemon d({"-o", "allow_other,builtin_rules,socket=" + tree.path() + "/ctl.sock,state=" + tree.path() +
+                      "/values.toml"},
+           src, mnt, tree.path() + "/daemon.log");
+  Deadline deadline({mnt}, 120s);
+  ASSERT_EQ(read_file(mnt + "/a"), "on tmpfs");
+  ASSERT_EQ(::umount2(src.c_str(), MNT_DETACH), 0) << std::strerror(errno);
+  ASSERT_TRUE(wait_for_log([&] { return d.log(); }, "SOURCE " + src + " is out of reach")) << d.log();
+  EXPECT_THAT(faults::status_value(faults::vsymctl_status(mnt), "source_state"), HasSubstr("is out of reach"));
+  EXPECT_EQ(read_file(mnt + "/a"), "on tmpfs");
+  ASSERT_TRUE(write_file(mnt + "/b", "still served"));
+  EXPECT_EQ(read_file(mnt + "/b"), "still served");
+  EXPECT_FALSE(fsys::exists(src + "/b")) << "the path now shows the directory underneath";
+  deadline.disarm();
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
+// ---------------------------------------------------------------------------
+// Bad rules files.
+
+constexpr const char* kRulesV1 = "[vars]\nWHERE = \"v1\"\n";
+
+class BadRules : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    mount_ = std::make_unique<Mount>(MountOptions{kRulesV1, {}, {}});
+    ASSERT_EQ(::symlink("${WHERE}", m().src("w").c_str()), 0);
+    ASSERT_EQ(::symlink("${OTHER:-unset}", m().src("o").c_str()), 0);
+    ASSERT_EQ(readlink_str(m().mnt("w")), "v1");
+  }
+  Mount& m() { return *mount_; }
+  std::string log() { return m().daemon_log(); }
+  std::string status() { return faults::vsymctl_status(m().mnt()); }
+  // The watcher's verdict on the next change: waits for one more line.
+  bool wait_refused(std::size_t before) { return wait_for_log([&] { return log(); }, "rules not reloaded", before + 1); }
+  std::size_t refusals() { return count_in(log(), "rules not reloaded"); }
+  void expect_v1_in_force() {
+    EXPECT_EQ(readlink_str(m().mnt("w")), "v1");
+    EXPECT_EQ(readlink_str(m().mnt("o")), "unset");
+  }
+
+  std::unique_ptr<Mount> mount_;
+};
+
+// Replaced (by rename, as editors do) with garbage: the old rules stay, and
+// the log and status name file, line and column.
+TEST_F(BadRules, GarbageKeepsTheOldRulesAndIsReportedWithLineAndColumn) {
+  Deadline deadline({m().mnt()}, 120s);
+  EXPECT_EQ(faults::status_value(status(), "rules_error"), "none");
+  const std::size_t before = refusals();
+  const std::string tmp = m().rules_path() + ".new";
+  ASSERT_TRUE(write_file(tmp, "[vars]\nWHERE = \"v2\"\n\x01\xff garbage = = [[\n"));
+  ASSERT_EQ(::rename(tmp.c_str(), m().rules_path().c_str()), 0);
+  ASSERT_TRUE(wait_refused(before)) << log();
+  expect_v1_in_force();
+  EXPECT_THAT(log(), HasSubstr("the old rules stay in force: " + m().rules_path() + ":3:"));
+  const std::string error = faults::status_value(status(), "rules_error");
+  EXPECT_THAT(error, HasSubstr(m().rules_path() + ":3:"));
+  EXPECT_THAT(error, HasSubstr("stay in force"));
+  EXPECT_EQ(faults::status_value(status(), "reload_failures"), "1");
+  // A good file clears it.
+  ASSERT_TRUE(write_file(tmp, "[vars]\nWHERE = \"v3\"\n"));
+  ASSERT_EQ(::rename(tmp.c_str(), m().rules_path().c_str()), 0);
+  ASSERT_TRUE(wait_for_log([&] { return log(); }, "rules reloaded from")) << log();
+  EXPECT_EQ(readlink_str(m().mnt("w")), "v3");
+  EXPECT_EQ(faults::status_value(status(), "rules_error"), "none");
+}
+
+// Cut off in the middle of a value (the writer died, the disk filled): the
+// old rules stay, and the error says where the file stops making sense.
+TEST_F(BadRules, AFileCutOffMidValueKeepsTheOldRules) {
+  Deadline deadline({m().mnt()}, 120s);
+  const std::size_t before = refusals();
+  ASSERT_TRUE(write_file(m().rules_path(), "[vars]\nOTHER = \"x\"\nWHERE = \"v2"));  // in place, then closed
+  ASSERT_TRUE(wait_refused(before)) << log();
+  expect_v1_in_force();
+  EXPECT_THAT(faults::status_value(status(), "rules_error"), HasSubstr(m().rules_path() + ":3:"));
+}
+
+// A file being written in place (removed, then created and written in two
+// halves): the daemon never takes the first half, although it parses on
+// its own, and takes the whole file once its writer closes it.
+TEST_F(BadRules, AFileBeingWrittenIsNotReadBeforeItsWriterClosesIt) {
+  Deadline deadline({m().mnt()}, 120s);
+  const std::size_t before = refusals();
+  ASSERT_EQ(::unlink(m().rules_path().c_str()), 0);
+  ASSERT_TRUE(wait_refused(before)) << log();  // the deletion: reported, old rules kept
+  EXPECT_THAT(faults::status_value(status(), "rules_error"), HasSubstr("No such file or directory"));
+  expect_v1_in_force();
+  const std::size_t reloads = count_in(log(), "rules reloaded from");
+  const int fd = ::open(m().rules_path().c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  const std::string first = "[vars]\nWHERE = \"half\"\n", second = "OTHER = \"whole\"\n";
+  ASSERT_EQ(::write(fd, first.data(), first.size()), static_cast<ssize_t>(first.size()));
+  // Ten times the watcher's debounce: time enough to take the half file.
+  std::this_thread::sleep_for(1s);
+  expect_v1_in_force();
+  EXPECT_EQ(count_in(log(), "rules reloaded from"), reloads) << log();
+  ASSERT_EQ(::write(fd, second.data(), second.size()), static_cast<ssize_t>(second.size()));
+  ASSERT_EQ(::close(fd), 0);
+  ASSERT_TRUE(wait_for_log([&] { return log(); }, "rules reloaded from", reloads + 1)) << log();
+  EXPECT_EQ(readlink_str(m().mnt("w")), "half");
+  EXPECT_EQ(readlink_str(m().mnt("o")), "whole");
+}
+
+// Unreadable (a directory, a FIFO in its place: the daemon runs as root, so
+// a mode of 000 would not stop it) and deleted: the old rules stay, every
+// time, and `vsymctl reload` says why too.
+TEST_F(BadRules, UnreadableOrDeletedKeepsTheOldRules) {
+  Deadline deadline({m().mnt()}, 120s);
+  std::size_t before = refusals();
+  ASSERT_EQ(::unlink(m().rules_path().c_str()), 0);
+  ASSERT_TRUE(wait_refused(before)) << log();
+  expect_v1_in_force();
+  EXPECT_THAT(faults::status_value(status(), "rules_error"),
+              HasSubstr(m().rules_path() + ": No such file or directory"));
+
+  before = refusals();
+  ASSERT_EQ(::mkdir(m().rules_path().c_str(), 0755), 0);
+  ASSERT_TRUE(wait_refused(before)) << log();
+  expect_v1_in_force();
+  EXPECT_THAT(faults::status_value(status(), "rules_error"), HasSubstr("is a directory"));
+  ASSERT_EQ(::rmdir(m().rules_path().c_str()), 0);
+
+  before = refusals();
+  ASSERT_EQ(::mkfifo(m().rules_path().c_str(), 0644), 0);
+  const Outcome reload = run({{vsymctl_bin(), "--mount", m().mnt(), "reload"}, {}, 0, 0, 0, {}, [] { ::dup2(1, 2); }});
+  EXPECT_FALSE(reload.timed_out);
+  EXPECT_EQ(reload.status, 1);
+  EXPECT_THAT(reload.out, HasSubstr("not a regular file"));
+  expect_v1_in_force();
+  EXPECT_THAT(faults::status_value(status(), "rules_error"), HasSubstr("not a regular file"));
+  EXPECT_EQ(::kill(m().daemon_pid(), 0), 0);
+}
+
+// The default rules file (/etc/vsymfs/rules.toml: optional at start)
+// deleted while its rules are in force: they stay, as for any bad file; the
+// daemon took the built-in rules instead before. Run in a private mount
+// namespace with an overlay on /etc, so the machine's /etc is untouched.
+TEST(BadRulesAtTheDefaultPath, DeletingTheDefaultFileKeepsItsRules) {
+  const int saved_ns = ::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(saved_ns, 0);
+  ASSERT_EQ(::unshare(CLONE_NEWNS), 0) << std::strerror(errno);
+  struct Restore {
+    int fd;
+    ~Restore() {
+      if (::setns(fd, CLONE_NEWNS) != 0) ADD_FAILURE() << "cannot return to the test's mount namespace";
+      ::close(fd);
+    }
+  } restore{saved_ns};
+  ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0) << std::strerror(errno);
+  const vsymfs::test::TempDir tree{"vsymfs-defrules", 0755, "/tmp"};
+  const std::string upper = tree.path() + "/upper", work = tree.path() + "/work";
+  const std::string src = tree.path() + "/src", mnt = tree.path() + "/mnt";
+  for (const auto& d : {upper, work, src, mnt}) fsys::create_directories(d);
+  ::chmod(upper.c_str(), 0755);
+  const std::string opts = "lowerdir=/etc,upperdir=" + upper + ",workdir=" + work;
+  if (::mount("overlay", "/etc", "overlay", 0, opts.c_str()) != 0)
+    GTEST_SKIP() << "cannot mount an overlay on /etc in a private namespace: " << std::strerror(errno);
+  struct Unmount {
+    ~Unmount() { ::umount2("/etc", MNT_DETACH); }
+  } unmount;
+  const std::string rules = "/etc/vsymfs/rules.toml";
+  ASSERT_FALSE(fsys::exists(rules)) << "this test needs the default path to be free";
+  fsys::create_directories("/etc/vsymfs");
+  ASSERT_TRUE(write_file(rules, "[vars]\nWHERE = \"from-default\"\n"));
+  ASSERT_EQ(::symlink("${WHERE}", (src + "/w").c_str()), 0);
+  Daemon d({"-o", "allow_other,socket=" + tree.path() + "/ctl.sock,state=" + tree.path() + "/values.toml"}, src, mnt,
+           tree.path() + "/daemon.log");
+  Deadline deadline({mnt}, 120s);
+  ASSERT_EQ(readlink_str(mnt + "/w"), "from-default") << d.log();
+  ASSERT_EQ(::unlink(rules.c_str()), 0);
+  ASSERT_TRUE(wait_for_log([&] { return d.log(); }, "rules not reloaded")) << d.log();
+  EXPECT_EQ(readlink_str(mnt + "/w"), "from-default");
+  EXPECT_THAT(faults::status_value(faults::vsymctl_status(mnt), "rules_error"),
+              HasSubstr(rules + ": No such file or directory (the rules read from it stay in force"));
+  // Back again: read as before.
+  ASSERT_TRUE(write_file(rules, "[vars]\nWHERE = \"again\"\n"));
+  ASSERT_TRUE(wait_for_log([&] { return d.log(); }, "rules reloaded from " + rules)) << d.log();
+  EXPECT_EQ(readlink_str(mnt + "/w"), "again");
+  deadline.disarm();
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
 }  // namespace
 }  // namespace vsymfs::testing
