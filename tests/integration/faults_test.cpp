@@ -5,6 +5,7 @@
 // never wedge the machine.
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <grp.h>
 #include <sched.h>
 #include <poll.h>
 #include <signal.h>
@@ -28,6 +29,7 @@
 #include <atomic>
 #include <functional>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -528,6 +530,205 @@ TEST(BadRulesAtTheDefaultPath, DeletingTheDefaultFileKeepsItsRules) {
   deadline.disarm();
   EXPECT_EQ(d.stop(), 0) << d.log();
 }
+
+// ---------------------------------------------------------------------------
+// Vanishing callers.
+
+// What a process printed and how it ended; pid < 0 is -errno of clone3.
+struct Ran {
+  pid_t pid = -1;
+  int status = -1;
+  std::string out;
+};
+
+struct Proc {
+  std::vector<std::string> argv;  // execve(argv[0], argv, env); empty: run `fn` in the clone instead
+  std::vector<std::string> env;
+  std::function<std::string()> fn;  // what it prints, without an exec
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;
+};
+
+// Runs `p` as process number `want` (0: any): clone3 with set_tid makes the
+// reuse of a pid certain instead of a race through the pid space. Waits at
+// most 20 s for it.
+Ran run_as_pid(const Proc& p, pid_t want) {
+  Ran r;
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) return r;
+  std::vector<std::string> argv_s = p.argv, env_s = p.env;
+  std::vector<char*> argv, envp;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : env_s) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_t tid[1] = {want};
+  clone_args args{};
+  args.exit_signal = SIGCHLD;
+  if (want > 0) {
+    args.set_tid = reinterpret_cast<std::uint64_t>(tid);
+    args.set_tid_size = 1;
+  }
+  const long got = ::syscall(SYS_clone3, &args, sizeof args);
+  if (got == 0) {
+    ::dup2(pipefd[1], 1);
+    // Raw syscalls: glibc's wrappers would wait for the other threads of
+    // the parent, which glibc does not know this raw clone left behind.
+    if (::syscall(SYS_setgroups, p.groups.size(), p.groups.data()) != 0 ||
+        ::syscall(SYS_setresgid, p.gid, p.gid, p.gid) != 0 || ::syscall(SYS_setresuid, p.uid, p.uid, p.uid) != 0)
+      ::_exit(120);
+    if (p.argv.empty()) {
+      const std::string out = p.fn();
+      (void)!::write(1, out.data(), out.size());
+      ::_exit(0);
+    }
+    ::execve(argv[0], argv.data(), envp.data());
+    ::_exit(127);
+  }
+  ::close(pipefd[1]);
+  if (got < 0) {
+    r.pid = -errno;
+    ::close(pipefd[0]);
+    return r;
+  }
+  r.pid = static_cast<pid_t>(got);
+  const auto deadline = Clock::now() + 20s;
+  char buf[4096];
+  while (Clock::now() < deadline) {
+    pollfd pf{pipefd[0], POLLIN, 0};
+    if (::poll(&pf, 1, 1000) <= 0) continue;
+    const ssize_t n = ::read(pipefd[0], buf, sizeof buf);
+    if (n <= 0) break;
+    r.out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(pipefd[0]);
+  if (Clock::now() >= deadline) ::kill(r.pid, SIGKILL);
+  int status = 0;
+  ::waitpid(r.pid, &status, 0);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+// A test group (made once with groupadd when missing).
+gid_t test_group(const std::string& name) {
+  if (::getgrnam(name.c_str()) == nullptr) {
+    const std::string cmd = "groupadd -f " + name + " >/dev/null 2>&1";
+    if (std::system(cmd.c_str()) != 0) return 0;
+  }
+  const group* g = ::getgrnam(name.c_str());
+  return g != nullptr ? g->gr_gid : 0;
+}
+
+// Whether `pid` holds a process events connector socket (NETLINK_CONNECTOR,
+// protocol 11, in its network namespace): the exact way the daemon learns
+// that a process exec'd or exited.
+bool holds_connector_socket(pid_t pid) {
+  std::set<std::string> inodes;
+  const std::string fd_dir = "/proc/" + std::to_string(pid) + "/fd";
+  std::error_code ec;
+  for (const auto& e : fsys::directory_iterator(fd_dir, ec)) {
+    const std::string target = readlink_str(e.path().string());
+    if (target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
+  }
+  std::ifstream in("/proc/" + std::to_string(pid) + "/net/netlink");
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string sk, eth, portid, groups, rmem, wmem, dump, locks, drops, inode;
+    f >> sk >> eth >> portid >> groups >> rmem >> wmem >> dump >> locks >> drops >> inode;
+    if (eth == "11" && inodes.contains(inode)) return true;
+  }
+  return false;
+}
+
+const char* kCallerRules = R"(
+[vars]
+WHERE = "everyone"
+[group.vsymfs-faults]
+WHERE = "group-only"
+)";
+
+// A process reads variant links and exits; another process is made with
+// its pid at once (clone3 set_tid). The new holder of the pid gets its own
+// values, never the old one's: not its environment (a link of the process
+// scope), not its supplementary groups (a [group.NAME] value). Run with the
+// kernel's process events (the root daemon's default) and without them (the
+// daemon in a network namespace of its own, where the connector is silent:
+// the fallback that validates by /proc/PID/auxv and a time limit).
+class VanishingCallers : public ::testing::TestWithParam<bool> {};
+
+TEST_P(VanishingCallers, AReusedPidNeverGetsTheValuesOfItsLastHolder) {
+  const bool events = GetParam();
+  const gid_t secret = test_group("vsymfs-faults");
+  ASSERT_NE(secret, 0u) << "cannot make the test group vsymfs-faults";
+  ASSERT_EQ(std::getenv("SECRET"), nullptr) << "the test's own environment must not have SECRET";
+  std::unique_ptr<Mount> mount;
+  if (events) {
+    mount = std::make_unique<Mount>(MountOptions{kCallerRules, {}, {}});
+  } else {
+    // The daemon alone in a new network namespace: this process goes back.
+    const int saved = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(saved, 0);
+    ASSERT_EQ(::unshare(CLONE_NEWNET), 0) << std::strerror(errno);
+    try {
+      mount = std::make_unique<Mount>(MountOptions{kCallerRules, {}, {}});
+    } catch (...) {
+      (void)::setns(saved, CLONE_NEWNET);
+      ::close(saved);
+      throw;
+    }
+    ASSERT_EQ(::setns(saved, CLONE_NEWNET), 0) << std::strerror(errno);
+    ::close(saved);
+  }
+  Mount& m = *mount;
+  Deadline deadline({m.mnt()}, 240s);
+  ASSERT_EQ(holds_connector_socket(m.daemon_pid()), events) << "the daemon is not in the mode this test checks";
+  ASSERT_EQ(::symlink("${SECRET:-none}", m.src("env").c_str()), 0);
+  ASSERT_EQ(::symlink("${WHERE}", m.src("group").c_str()), 0);
+  const std::string readlink_bin = "/usr/bin/readlink";
+  const auto both = [&] { return std::vector<std::string>{readlink_bin, m.mnt("env"), m.mnt("group")}; };
+
+  struct Case {
+    const char* what;
+    Proc next;          // who takes the pid
+    std::string expect;  // what it must read
+  };
+  const uid_t nobody = 65534;
+  const std::vector<Case> cases = {
+      {"execs with its own environment", {both(), {"SECRET=beta"}, {}, nobody, nobody, {nobody}}, "beta\neveryone\n"},
+      {"execs without the variable", {both(), {"PATH=/bin"}, {}, nobody, nobody, {nobody}}, "none\neveryone\n"},
+      {"a fork that never execs", {{}, {}, [&] {
+          return readlink_str(m.mnt("env")) + "\n" + readlink_str(m.mnt("group")) + "\n";
+        }, nobody, nobody, {nobody}}, "none\neveryone\n"},
+      {"another user", {both(), {"SECRET=gamma"}, {}, 65533, 65533, {65533}}, "gamma\neveryone\n"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    Ran first, second;
+    // Another process may take the freed pid first (a busy machine): again.
+    for (int attempt = 0; attempt < 20; ++attempt) {
+      first = run_as_pid({both(), {"SECRET=alpha"}, {}, nobody, nobody, {nobody, secret}}, 0);
+      ASSERT_GT(first.pid, 0);
+      ASSERT_EQ(first.status, 0);
+      ASSERT_EQ(first.out, "alpha\ngroup-only\n") << "the first holder must see its own values";
+      second = run_as_pid(c.next, first.pid);
+      if (second.pid == -EEXIST) continue;
+      if (second.pid == -EPERM || second.pid == -ENOSYS || second.pid == -EINVAL)
+        GTEST_SKIP() << "clone3 with set_tid is refused here (" << std::strerror(-second.pid) << ")";
+      break;
+    }
+    ASSERT_EQ(second.pid, first.pid) << "the pid was never free again";
+    EXPECT_EQ(second.status, 0);
+    EXPECT_EQ(second.out, c.expect) << "pid " << second.pid;
+  }
+  EXPECT_EQ(::kill(m.daemon_pid(), 0), 0);
+  EXPECT_FALSE(deadline.fired());
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, VanishingCallers, ::testing::Values(true, false),
+                         [](const auto& p) { return p.param ? "ProcessEvents" : "NoProcessEvents"; });
 
 }  // namespace
 }  // namespace vsymfs::testing
