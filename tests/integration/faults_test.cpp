@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/xattr.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <climits>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -39,6 +41,7 @@
 #include "common/temp_dir.hpp"
 #include "fault_tools.hpp"
 #include "mount_fixture.hpp"
+#include "protocol.hpp"
 
 namespace vsymfs::testing {
 namespace {
@@ -729,6 +732,176 @@ TEST_P(VanishingCallers, AReusedPidNeverGetsTheValuesOfItsLastHolder) {
 
 INSTANTIATE_TEST_SUITE_P(Modes, VanishingCallers, ::testing::Values(true, false),
                          [](const auto& p) { return p.param ? "ProcessEvents" : "NoProcessEvents"; });
+
+// ---------------------------------------------------------------------------
+// Control socket abuse.
+
+std::string control_socket_of(const std::string& mnt) {
+  char buf[PATH_MAX];
+  const ssize_t n = ::getxattr(mnt.c_str(), "security.vsymfs.control", buf, sizeof buf);
+  return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+}
+
+// `per_uid` connections from each of `uids`, all at once, each abusing the
+// socket in one of four ways: silence, a frame cut off in its payload, a
+// frame header announcing 4 GiB, random bytes. The children hold their
+// connections until release() (or destruction).
+class Abusers {
+ public:
+  Abusers(const std::string& socket, const std::vector<uid_t>& uids, int per_uid, unsigned seed) {
+    int ready[2];
+    if (::pipe2(ready, O_CLOEXEC) != 0 || ::pipe2(hold_, O_CLOEXEC) != 0) return;
+    for (uid_t uid : uids) {
+      const pid_t pid = ::fork();
+      if (pid == 0) {
+        ::close(ready[0]);
+        ::close(hold_[1]);
+        if (::setresgid(uid, uid, uid) != 0 || ::setresuid(uid, uid, uid) != 0) ::_exit(99);
+        std::mt19937 rng(seed + uid);
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strncpy(addr.sun_path, socket.c_str(), sizeof addr.sun_path - 1);
+        std::vector<int> fds;
+        int connected = 0;
+        for (int i = 0; i < per_uid; ++i) {
+          const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+          const timeval tv{1, 0};
+          ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+          if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+            ::close(fd);
+            continue;
+          }
+          ++connected;
+          fds.push_back(fd);
+          std::string bytes;
+          switch (i % 4) {
+            case 0: break;  // silence
+            case 1:
+            case 3: {  // the largest request announced, all but its last byte sent
+              const auto len = static_cast<std::uint32_t>(control::kMaxRequestSize);
+              bytes = {char(len >> 24), char(len >> 16), char(len >> 8), char(len)};
+              bytes.append(len - 1, 'x');
+              break;
+            }
+            case 2:
+              if (rng() % 2 == 0) {
+                bytes = "\xff\xff\xff\xff" "VSYMFS1 status\n";  // 4 GiB announced
+              } else {
+                for (int k = 0; k < 4096; ++k) bytes += static_cast<char>(rng());  // noise
+              }
+              break;
+          }
+          // Blocking, within SO_SNDTIMEO: as much as the daemon takes.
+          if (!bytes.empty()) (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+        }
+        (void)!::write(ready[1], &connected, sizeof connected);
+        char c;
+        (void)!::read(hold_[0], &c, 1);  // until the parent lets go
+        ::_exit(0);
+      }
+      pids_.push_back(pid);
+    }
+    ::close(ready[1]);
+    ::close(hold_[0]);
+    hold_[0] = -1;
+    for (std::size_t i = 0; i < pids_.size(); ++i) {
+      pollfd p{ready[0], POLLIN, 0};
+      int n = 0;
+      if (::poll(&p, 1, 120'000) != 1 || ::read(ready[0], &n, sizeof n) != sizeof n) break;
+      connected_ += n;
+    }
+    ::close(ready[0]);
+  }
+  ~Abusers() { release(); }
+  Abusers(const Abusers&) = delete;
+  Abusers& operator=(const Abusers&) = delete;
+  int connected() const { return connected_; }
+  void release() {
+    if (hold_[1] >= 0) ::close(hold_[1]);
+    hold_[1] = -1;
+    for (pid_t pid : pids_) ::waitpid(pid, nullptr, 0);
+    pids_.clear();
+  }
+
+ private:
+  int hold_[2] = {-1, -1};
+  std::vector<pid_t> pids_;
+  int connected_ = 0;
+};
+
+// Three waves of 1,000 connections (10 uids, 100 each) that stall, send
+// half a frame, announce 4 GiB or send noise: meanwhile the filesystem
+// serves without a single failure, root's vsymctl gets its answers, and the
+// daemon's memory stays within what 64 connections at the request limit
+// can hold, wave after wave (measured: +17 MB at the peak; without the
+// limits a quarter of the 1,000 would hold 272 KiB each, 68 MB).
+TEST(ControlSocketAbuse, ThousandsOfBadConnectionsNeitherStopTheMountNorGrowTheDaemon) {
+  Mount m(MountOptions{"[vars]\nWHERE = \"served\"\n", {}, {}});
+  Deadline deadline({m.mnt()}, 300s);
+  ASSERT_EQ(::symlink("${WHERE}", m.src("w").c_str()), 0);
+  ASSERT_TRUE(write_file(m.src("f"), "file data"));
+  const std::string socket = control_socket_of(m.mnt());
+  ASSERT_FALSE(socket.empty());
+  for (int i = 0; i < 5; ++i) faults::vsymctl_status(m.mnt());  // warm up: caches, thread stacks
+  const pid_t daemon = m.daemon_pid();
+  const std::size_t baseline_kb = faults::status_kb(daemon, "VmRSS");
+
+  // The filesystem is used all along; every answer must be right.
+  std::atomic<bool> stop{false};
+  std::atomic<long> ops{0}, wrong{0};
+  faults::Joined user([&] {
+    while (!stop) {
+      if (readlink_str(m.mnt("w")) != "served") ++wrong;
+      if (read_file(m.mnt("f")) != "file data") ++wrong;
+      ++ops;
+    }
+  }, [&] { stop = true; });
+  std::atomic<std::size_t> peak_kb{baseline_kb};
+  faults::Joined sampler([&] {
+    while (!stop) {
+      const std::size_t kb = faults::status_kb(daemon, "VmRSS");
+      if (kb > peak_kb) peak_kb = kb;
+      std::this_thread::sleep_for(20ms);
+    }
+  }, [&] { stop = true; });
+
+  std::vector<uid_t> uids;
+  for (uid_t u = 70001; u <= 70010; ++u) uids.push_back(u);
+  const unsigned kWaves = 3;
+  std::vector<std::size_t> after_wave;
+  for (unsigned wave = 0; wave < kWaves; ++wave) {
+    SCOPED_TRACE("wave " + std::to_string(wave));
+    const long ops_before = ops;
+    Abusers abusers(socket, uids, 100, wave);
+    EXPECT_GT(abusers.connected(), 500) << "the kernel should take most connects";
+    // While they hold on: root still gets answers, the mount still serves.
+    int st = -1;
+    const std::string status = faults::vsymctl_status(m.mnt(), &st);
+    EXPECT_EQ(st, 0) << status;
+    const auto until = Clock::now() + 60s;
+    while (ops < ops_before + 20 && Clock::now() < until) std::this_thread::sleep_for(10ms);
+    EXPECT_GE(ops, ops_before + 20) << "the filesystem stopped serving";
+    abusers.release();
+    after_wave.push_back(faults::status_kb(daemon, "VmRSS"));
+  }
+  stop = true;
+  user.join();
+  sampler.join();
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(::kill(daemon, 0), 0);
+  // Bounded: 64 slots of at most kMaxRequestSize each, plus room for the
+  // allocator (which keeps some of what was freed between waves).
+  const std::size_t bound_kb = 64 * control::kMaxRequestSize / 1024 * 3 / 2 + 16 * 1024;
+  EXPECT_LT(peak_kb - baseline_kb, bound_kb) << "baseline " << baseline_kb << " kB, peak " << peak_kb << " kB";
+  std::printf("daemon RSS: baseline %zu kB, peak %zu kB, after waves %zu/%zu/%zu kB; %ld filesystem rounds\n",
+              baseline_kb, peak_kb.load(), after_wave[0], after_wave[1], after_wave[2], ops.load());
+  const std::string status = faults::vsymctl_status(m.mnt());
+  EXPECT_NE(faults::status_value(status, "control_connections_refused"), "0");
+  int st = -1;
+  capture_as(As{}, {vsymctl_bin(), "--mount", m.mnt(), "set", "AFTER", "yes"}, &st);
+  EXPECT_EQ(st, 0);
+  EXPECT_FALSE(deadline.fired());
+}
 
 }  // namespace
 }  // namespace vsymfs::testing
