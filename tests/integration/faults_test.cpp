@@ -903,5 +903,116 @@ TEST(ControlSocketAbuse, ThousandsOfBadConnectionsNeitherStopTheMountNorGrowTheD
   EXPECT_FALSE(deadline.fired());
 }
 
+// ---------------------------------------------------------------------------
+// Disk full.
+
+// A tmpfs mounted for the test, unmounted (lazily) at the end.
+struct Tmpfs {
+  std::string path;
+  bool mounted = false;
+  Tmpfs(std::string where, const std::string& opts) : path(std::move(where)) {
+    fsys::create_directories(path);
+    mounted = ::mount("tmpfs", path.c_str(), "tmpfs", 0, opts.c_str()) == 0;
+  }
+  ~Tmpfs() {
+    if (mounted) ::umount2(path.c_str(), MNT_DETACH);
+  }
+};
+
+// Writes `data` to `path` (O_CREAT|O_TRUNC), fsyncs and closes: 0 or the
+// first errno.
+int write_all(const std::string& path, const std::string& data) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return errno;
+  int err = 0;
+  for (std::size_t off = 0; off < data.size() && err == 0;) {
+    const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0) err = errno;
+    else off += static_cast<std::size_t>(n);
+  }
+  if (err == 0 && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  return err;
+}
+
+class DiskFull : public ::testing::TestWithParam<const char*> {};
+
+// SOURCE on a 2 MiB tmpfs with 64 inodes: a write past the end of the space
+// gets ENOSPC, as does a create past the last inode; what was written
+// before is intact, the daemon stays up, and once space is freed writing
+// works again. The run-time values' file on a full disk: `vsymctl set`
+// fails with ENOSPC and the values in force stay.
+TEST_P(DiskFull, EnospcPassesThroughAndNothingEarlierIsLost) {
+  const vsymfs::test::TempDir tree{"vsymfs-full", 0755, "/tmp"};
+  const std::string src = tree.path() + "/src", mnt = tree.path() + "/mnt", state_dir = tree.path() + "/state";
+  fsys::create_directories(mnt);
+  Tmpfs source(src, "size=2m,nr_inodes=64,mode=0755");
+  Tmpfs state(state_dir, "size=256k,mode=0755");
+  ASSERT_TRUE(source.mounted && state.mounted) << "cannot mount a tmpfs: " << std::strerror(errno);
+  ASSERT_EQ(::symlink("${WHERE:-unset}", (src + "/w").c_str()), 0);
+  Daemon d({"-o", std::string("allow_other,builtin_rules,socket=") + tree.path() + "/ctl.sock,state=" + state_dir +
+                      "/values.toml," + GetParam()},
+           src, mnt, tree.path() + "/daemon.log");
+  Deadline deadline({mnt}, 180s);
+
+  std::string keep(512 * 1024, '\0');
+  for (std::size_t i = 0; i < keep.size(); ++i) keep[i] = static_cast<char>(i * 7 + i / 4096);
+  ASSERT_EQ(write_all(mnt + "/keep", keep), 0);
+
+  // Space: fill it through the mount.
+  const std::string big(4 * 1024 * 1024, 'f');
+  EXPECT_EQ(write_all(mnt + "/fill", big), ENOSPC);
+  EXPECT_EQ(write_all(mnt + "/one-more", "x"), ENOSPC);
+  EXPECT_EQ(read_file(mnt + "/keep"), keep);
+  EXPECT_EQ(read_file(src + "/keep"), keep);
+  EXPECT_EQ(readlink_str(mnt + "/w"), "unset");
+  int st = -1;
+  faults::vsymctl_status(mnt, &st);
+  EXPECT_EQ(st, 0);
+  // Freed, it writes again.
+  ASSERT_EQ(::unlink((mnt + "/fill").c_str()), 0);
+  EXPECT_EQ(write_all(mnt + "/after", "space again"), 0);
+  EXPECT_EQ(read_file(mnt + "/after"), "space again");
+
+  // Inodes: create until there are none.
+  int created = 0, create_errno = 0;
+  for (int i = 0; i < 200; ++i) {
+    const int fd = ::open((mnt + "/n" + std::to_string(i)).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      create_errno = errno;
+      break;
+    }
+    ::close(fd);
+    ++created;
+  }
+  EXPECT_EQ(create_errno, ENOSPC) << "after " << created << " files";
+  EXPECT_EQ(::mkdir((mnt + "/dir").c_str(), 0755), -1);
+  EXPECT_EQ(errno, ENOSPC);
+  EXPECT_EQ(read_file(mnt + "/keep"), keep);
+
+  // The run-time values on a full disk: refused, the old ones kept.
+  capture_as(As{}, {vsymctl_bin(), "--mount", mnt, "set", "WHERE", "before"}, &st);
+  ASSERT_EQ(st, 0);
+  ASSERT_EQ(readlink_str(mnt + "/w"), "before");
+  EXPECT_NE(write_all(state_dir + "/filler", std::string(512 * 1024, 'z')), 0);
+  const Outcome set = run({{vsymctl_bin(), "--mount", mnt, "set", "WHERE", "after"}, {}, 0, 0, 0, {}, [] { ::dup2(1, 2); }});
+  EXPECT_NE(set.status, 0);
+  EXPECT_THAT(set.out, HasSubstr("No space left on device"));
+  EXPECT_EQ(readlink_str(mnt + "/w"), "before");
+  EXPECT_THAT(capture_as(As{}, {vsymctl_bin(), "--mount", mnt, "list"}), HasSubstr("WHERE=before"));
+  ASSERT_EQ(::unlink((state_dir + "/filler").c_str()), 0);
+  capture_as(As{}, {vsymctl_bin(), "--mount", mnt, "set", "WHERE", "after"}, &st);
+  EXPECT_EQ(st, 0);
+  EXPECT_EQ(readlink_str(mnt + "/w"), "after");
+  for (const auto& e : fsys::directory_iterator(state_dir))
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << "left behind: " << e.path();
+
+  EXPECT_FALSE(deadline.fired());
+  deadline.disarm();
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
+INSTANTIATE_TEST_SUITE_P(Io, DiskFull, ::testing::Values("passthrough", "nopassthrough"));
+
 }  // namespace
 }  // namespace vsymfs::testing
