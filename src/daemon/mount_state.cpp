@@ -176,8 +176,8 @@ Result<std::unique_ptr<MountState>> MountState::create(Config cfg) {
 
   auto rules = st->load_rules();
   if (!rules) return std::move(rules).error();
-  st->rules_.store(std::move(*rules), std::memory_order_release);
-  st->runtime_.store(std::make_shared<const RuntimeVars>(), std::memory_order_release);
+  st->rules_.store(std::move(*rules));
+  st->runtime_.store(std::make_shared<const RuntimeVars>());
   st->generation_.store(1, std::memory_order_release);
   st->loaded_at_ = std::chrono::system_clock::now();
   return st;
@@ -229,7 +229,7 @@ Result<void> MountState::reload() {
     // Rules before generation: a reader that sees the new generation is
     // guaranteed to see these rules (LinkService tags parsed templates with
     // the generation it read first).
-    rules_.store(std::move(*rules), std::memory_order_release);
+    rules_.store(std::move(*rules));
     generation_.fetch_add(1, std::memory_order_acq_rel);
     {
       std::lock_guard lock(mu_);
@@ -244,7 +244,7 @@ Result<void> MountState::reload() {
 
 void MountState::publish_runtime(std::shared_ptr<const RuntimeVars> vars) noexcept {
   if (!vars) vars = std::make_shared<const RuntimeVars>();
-  runtime_.store(std::move(vars), std::memory_order_release);
+  runtime_.store(std::move(vars));
   notify_change();
 }
 

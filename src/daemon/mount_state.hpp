@@ -1,7 +1,7 @@
 // What one mount's FUSE layer, link service and control server share: the
-// rules in force, the run-time values, the counters. Readers on the hot path
-// take no lock: rules and run-time values are immutable snapshots swapped
-// atomically (std::atomic<std::shared_ptr>).
+// rules in force, the run-time values, the counters. Rules and run-time
+// values are immutable snapshots, swapped whole (Published); a reader holds
+// a lock only to copy the pointer.
 #pragma once
 
 #include <sys/types.h>
@@ -23,6 +23,36 @@
 #include "vsymfs/runtime_vars.hpp"
 
 namespace vsymfs::daemon {
+
+// An immutable snapshot that one thread replaces while others read it. Not
+// std::atomic<std::shared_ptr<T>>: libstdc++ 12's load() releases its
+// internal spin lock with a relaxed RMW, so a reader's read of the pointer
+// is not ordered before the next store's write of it (a data race in the
+// C++ memory model, reported by ThreadSanitizer: scripts/tsan; harmless on
+// x86, where the RMW is a full barrier, not on weakly ordered CPUs, where
+// the reader could pair the new pointer with the old reference count). A
+// mutex costs the same two atomic RMWs per load when uncontended and spins
+// less when contended (measured side by side at load 18 on 2 cores: 0.87-1.36x
+// the ns per load with 1 thread, 0.37-0.52x with 4 threads).
+template <class T>
+class Published {
+ public:
+  std::shared_ptr<const T> load() const {
+    std::lock_guard lock(mu_);
+    return ptr_;
+  }
+  // The old snapshot is released outside the lock (its destructor may run).
+  void store(std::shared_ptr<const T> next) {
+    {
+      std::lock_guard lock(mu_);
+      ptr_.swap(next);
+    }
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<const T> ptr_;
+};
 
 struct Counters {
   std::atomic<std::uint64_t> readlinks{0};        // READLINK requests answered
@@ -77,7 +107,7 @@ class MountState {
   const Config& config() const noexcept { return cfg_; }
   const HostInfo& host() const noexcept { return host_; }
 
-  std::shared_ptr<const Rules> rules() const noexcept { return rules_.load(std::memory_order_acquire); }
+  std::shared_ptr<const Rules> rules() const noexcept { return rules_.load(); }
   std::uint64_t rules_generation() const noexcept { return generation_.load(std::memory_order_acquire); }
   std::chrono::system_clock::time_point rules_loaded_at() const;
 
@@ -86,7 +116,7 @@ class MountState {
   // the old rules stay in force. Serialised internally.
   Result<void> reload();
 
-  std::shared_ptr<const RuntimeVars> runtime() const noexcept { return runtime_.load(std::memory_order_acquire); }
+  std::shared_ptr<const RuntimeVars> runtime() const noexcept { return runtime_.load(); }
   // Publish a new run-time table (the control server does copy-on-write and
   // persists before publishing).
   void publish_runtime(std::shared_ptr<const RuntimeVars> vars) noexcept;
@@ -140,8 +170,8 @@ class MountState {
 
   Config cfg_;
   HostInfo host_;
-  std::atomic<std::shared_ptr<const Rules>> rules_;
-  std::atomic<std::shared_ptr<const RuntimeVars>> runtime_;
+  Published<Rules> rules_;
+  Published<RuntimeVars> runtime_;
   std::atomic<std::uint64_t> generation_{0};
   mutable std::mutex mu_;  // guards loaded_at_, reload_error_, source_problem_, on_change_, fs_status_
   std::chrono::system_clock::time_point loaded_at_{};
