@@ -183,6 +183,12 @@ TEST_P(SigkillMidWrite, FsyncedDataSurvivesAndAFreshMountTakesOver) {
     ASSERT_FALSE(before.empty());
     ASSERT_GE(before.back(), 4 << 20) << "the writer failed before the kill: " << std::strerror(int(-before.back()));
     synced = before.back();
+    // And at least one value acknowledged: vsymctl may take seconds to start
+    // on a loaded machine (or under TSan), the 4 MiB only a fraction of one.
+    for (const auto until = std::chrono::steady_clock::now() + 60s;
+         acked.load() == 0 && std::chrono::steady_clock::now() < until;)
+      std::this_thread::sleep_for(10ms);
+    ASSERT_GT(acked.load(), 0) << "no vsymctl set was acknowledged within 60 s";
     first.kill9();
     setter.join();
     // The writer meets the dead connection: its last report is an error.
@@ -194,7 +200,10 @@ TEST_P(SigkillMidWrite, FsyncedDataSurvivesAndAFreshMountTakesOver) {
     for (std::int64_t v : after)
       if (v > 0) synced = v;  // fsync'ed after the kill (passthrough writes may still land)
     last = after.back();
-    EXPECT_EQ(last, -ENOTCONN) << std::strerror(int(-last));
+    // A write in flight when the daemon dies ends with ECONNABORTED (the
+    // kernel aborts the requests it was waiting on); one made after it,
+    // with ENOTCONN.
+    EXPECT_TRUE(last == -ENOTCONN || last == -ECONNABORTED) << std::strerror(int(-last));
 
     // The dead mount: ENOTCONN for everything, nothing hangs.
     EXPECT_EQ(errno_of_stat(mnt), ENOTCONN);
