@@ -12,6 +12,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/xattr.h>
@@ -978,8 +979,16 @@ TEST_P(DiskFull, EnospcPassesThroughAndNothingEarlierIsLost) {
   int st = -1;
   faults::vsymctl_status(mnt, &st);
   EXPECT_EQ(st, 0);
-  // Freed, it writes again.
+  // Freed, it writes again. The space comes back when the daemon closes its
+  // descriptor of the file, on the RELEASE the kernel sends after the
+  // writer's close, asynchronously: wait for SOURCE to show it (30 s).
   ASSERT_EQ(::unlink((mnt + "/fill").c_str()), 0);
+  struct statvfs vfs {};
+  for (const auto until = std::chrono::steady_clock::now() + 30s;
+       (::statvfs(src.c_str(), &vfs) != 0 || vfs.f_bavail * vfs.f_frsize < 1024 * 1024) &&
+       std::chrono::steady_clock::now() < until;)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_GE(vfs.f_bavail * vfs.f_frsize, 1024u * 1024) << "the unlinked file's space never came back";
   EXPECT_EQ(write_all(mnt + "/after", "space again"), 0);
   EXPECT_EQ(read_file(mnt + "/after"), "space again");
 
