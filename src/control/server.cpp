@@ -586,9 +586,16 @@ Reply Server::Impl::do_status() {
   Reply r;
   r.add("mountpoint", cfg.mountpoint);
   r.add("source", cfg.source);
+  const std::string source_problem = state.source_problem();
+  r.add("source_state", source_problem.empty() ? "ok" : source_problem);
   r.add("rules", rules ? rules->origin : "");
   r.add("rules_loaded_at", iso_time(state.rules_loaded_at()));
   r.add("rules_generation", num(state.rules_generation()));
+  // Why the last reload failed, until one succeeds: the old rules are in force.
+  const auto reload_error = state.last_reload_error();
+  r.add("rules_error", reload_error.message.empty()
+                           ? "none"
+                           : iso_time(reload_error.at) + " " + reload_error.message + " (the rules above stay in force)");
   r.add("per_caller", rules && rules->per_caller ? "yes" : "no");
   r.add("kernel_symlink_cache", rules && rules->kernel_may_cache_symlinks() ? "on" : "off");
   if (rules) {

@@ -3,7 +3,13 @@
 //    identity_ttl_ms: groups change only through setgroups, which needs
 //    privilege, and a uid/gid change changes the key. "pid" is the calling
 //    thread's id (FUSE reports threads), and threads may hold different
-//    credentials, so identity stays per thread.
+//    credentials, so identity stays per thread. An id handed to another
+//    task must not pass its holder's groups on: an exit event drops the
+//    id's entries, and an expansion for an image we hold no context for
+//    (or cannot identify) reads the identity afresh. Permission switching
+//    alone (identity()) may use a dead holder's groups until the TTL ends
+//    when there are no events; the kernel has checked the caller's own
+//    permissions before (default_permissions).
 //  - what belongs to a program image (environment, AT_SECURE, ELF class,
 //    personality) is kept once per *process* (thread group id, from the
 //    thread's status), validated like the thread entries below, and shared
@@ -441,6 +447,9 @@ struct CallerContexts::Impl {
     std::lock_guard lock(sh.mu);
     sh.threads.erase(pid);
     if (auto it = sh.procs.find(pid); it != sh.procs.end()) erase_proc(sh, it);
+    // The identities too: the next holder of this id may have the same uid
+    // and gid but other groups (its [group.NAME] values are its own).
+    std::erase_if(sh.ids, [pid](const auto& e) { return e.first.pid == pid; });
     ++sh.seq;
     sh.forgotten[sh.seq % kForgottenRing] = pid;
   }
@@ -556,15 +565,16 @@ struct CallerContexts::Impl {
   // Returns the cached identity entry's pointers, refreshed when stale.
   // `want_named` also fills the NSS names on first demand. `tgid_out` gets
   // the thread group id when status was read by this call, else 0.
+  // `fresh_only`: read /proc/<pid>/status whatever is cached.
   std::shared_ptr<const Caller> lookup_identity(pid_t pid, uid_t uid, gid_t gid, bool want_named,
-                                                pid_t* tgid_out = nullptr) {
+                                                pid_t* tgid_out = nullptr, bool fresh_only = false) {
     if (tgid_out != nullptr) *tgid_out = 0;
     Shard& sh = shard_for(pid);
     const IdKey key{pid, uid, gid};
     const auto now = Clock::now();
     const auto ttl = std::chrono::milliseconds(opts.identity_ttl_ms);
     std::shared_ptr<const Caller> ident;
-    {
+    if (!fresh_only) {
       std::lock_guard lock(sh.mu);
       auto it = sh.ids.find(key);
       if (it != sh.ids.end() && now - it->second.read_at <= ttl) {
@@ -736,13 +746,26 @@ struct CallerContexts::Impl {
       sync_events();
     } else {
       auto k = image_keys(pid);
-      if (!k) return lookup_identity(pid, uid, gid, true);  // gone: no process scope
+      // Gone, or not ours to read (a non-dumpable process): no process
+      // scope, and an identity read now, as we cannot tell whose it was.
+      if (!k) return lookup_identity(pid, uid, gid, true, nullptr, true);
       keys = *k;
     }
     if (auto hit = cached_full(pid, uid, gid, keys.thread)) return hit;
 
+    // A program image we have no context for (a new thread, an execve, or
+    // an id that another process holds now) has its identity read afresh:
+    // one kept from the id's last holder would give it that holder's groups.
+    bool known_image;
+    {
+      Shard& sh = shard_for(pid);
+      std::lock_guard lock(sh.mu);
+      const auto it = sh.threads.find(pid);
+      known_image = it != sh.threads.end() && it->second.image == keys.thread && it->second.uid == uid &&
+                    it->second.gid == gid;
+    }
     pid_t tgid = 0;
-    auto named = lookup_identity(pid, uid, gid, true, &tgid);
+    auto named = lookup_identity(pid, uid, gid, true, &tgid, !known_image);
     if (tgid == 0) {
       // The identity was cached: which process the thread belongs to is
       // read again, for a thread id may have been handed out anew since.

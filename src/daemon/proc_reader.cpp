@@ -191,8 +191,11 @@ Result<SyscallState> parse_syscall(std::string_view text) {
   SyscallState st;
   std::string_view s = skip_spaces(text);
   if (s.starts_with("running")) return st;
-  if (s.starts_with("-1")) return st;  // blocked, but not in a system call
-  if (!take_number(s, st.nr)) return make_error(EINVAL, "syscall: no system call number");
+  long nr = 0;
+  if (!take_number(s, nr)) return make_error(EINVAL, "syscall: no system call number");
+  if (nr == -1) return st;  // blocked, but not in a system call
+  if (nr < 0) return make_error(EINVAL, "syscall: negative system call number");
+  st.nr = nr;
   for (std::uint64_t& arg : st.args) {
     s = skip_spaces(s);
     if (!s.starts_with("0x")) return make_error(EINVAL, "syscall: argument is not 0x-hex");

@@ -585,6 +585,44 @@ TEST_F(LinkServiceTest, RuntimeValuesArePublishedAtomically) {
   EXPECT_EQ(*expand("$WHERE", {0, 1, 1}), "system-scope");  // another uid
 }
 
+// Rules reloads and run-time publications while workers expand: every
+// expansion sees one whole snapshot of each. Under ThreadSanitizer
+// (scripts/tsan builds this test too) this also checks that swapping the
+// snapshots is not a data race: with std::atomic<std::shared_ptr> from
+// libstdc++ 12 it was (load() unlocks with a relaxed RMW).
+TEST_F(LinkServiceTest, ReloadsAndPublicationsWhileWorkersExpand) {
+  start("[vars]\nX = \"x0\"\n");
+  std::atomic<bool> stop{false};
+  std::atomic<long> expansions{0}, wrong{0};
+  std::vector<std::thread> workers;
+  for (int i = 0; i < 3; ++i)
+    workers.emplace_back([&] {
+      while (!stop.load()) {
+        auto r = expand("$X/${V:-none}", root_ids());
+        const bool ok = r && r->size() >= 4 && r->compare(0, 1, "x") == 0 &&
+                        (r->ends_with("/none") || r->find("/v") != std::string::npos);
+        if (!ok) wrong.fetch_add(1);
+        expansions.fetch_add(1);
+      }
+    });
+  for (int round = 1; round <= 40; ++round) {
+    write_rules("[vars]\nX = \"x" + std::to_string(round) + "\"\n");
+    ASSERT_TRUE(state_->reload());
+    auto vars = std::make_shared<RuntimeVars>();
+    vars->system["V"] = "v" + std::to_string(round);  // pid 0 gets no run-time user values
+    state_->publish_runtime(vars);
+  }
+  // Until the workers have expanded at least once after the last swap.
+  const long seen = expansions.load();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (expansions.load() < seen + 3 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  stop = true;
+  for (auto& t : workers) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GE(expansions.load(), seen + 3);
+  EXPECT_EQ(*expand("$X/$V", root_ids()), "x40/v40");
+}
+
 TEST_F(LinkServiceTest, ReloadSwapsValidRulesAndKeepsOldOnError) {
   start("[vars]\nX = \"one\"\n");
   int changes = 0;
