@@ -11,6 +11,7 @@
 
 #include <cerrno>
 
+#include "identity.hpp"
 #include "ops.hpp"
 #include "passthrough.hpp"
 
@@ -20,10 +21,33 @@ namespace {
 
 int file_fd(const fuse_file_info* fi) { return static_cast<int>(fi->fh); }
 
+// The kernel's FMODE_EXEC (include/linux/fs.h; not an O_ flag, and open(2)
+// never lets a process pass it): the open an execve (or uselib) makes. It
+// reaches the daemon in FUSE_OPEN's flags, which libfuse hands on as they
+// are.
+constexpr int kOpenForExec = 0x20;
+
 // O_NOFOLLOW would refuse the /proc/self/fd magic link itself; the kernel has
 // already resolved the caller's path, so it has nothing left to protect (the
 // magic link reaches the inode we hold, never a link's target).
-int open_flags(int flags) { return (flags & ~O_NOFOLLOW) | O_CLOEXEC; }
+int open_flags(int flags) { return (flags & ~(O_NOFOLLOW | kOpenForExec)) | O_CLOEXEC; }
+
+// Opens an inode's file for an execve. Natively exec needs execute
+// permission and not read permission (a mode 0711 binary runs for
+// everyone), but the open for it reads: as the caller that open fails with
+// EACCES. The kernel has already checked MAY_EXEC on the mount's mode bits
+// (default_permissions) before it sends this open, and FMODE_EXEC comes
+// only from its exec path. SOURCE may refuse what the mode bits allow (an
+// ACL entry without x, a noexec mount), so execute permission is checked
+// again there as the caller; then the file is opened read-only as the
+// daemon. Nothing else is granted: the descriptor is read-only, and
+// writes, truncation and every other open keep running as the caller.
+int open_for_exec(int path_fd, int flags) {
+  const ProcFdPath path(path_fd);
+  if (::faccessat(AT_FDCWD, path.c_str(), X_OK, AT_EACCESS) != 0) return -1;
+  ScopedDaemonIdentity as_daemon;
+  return ::open(path.c_str(), open_flags(flags));
+}
 
 // One buffer that is a file range: libfuse reads or writes it straight from
 // or to the descriptor. (FUSE_BUFVEC_INIT is a C compound literal.)
@@ -88,7 +112,9 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   FdRef fd;
   if (int e = fs.inodes().fd(fs.inode(ino), fd); e != 0) return (void)fuse_reply_err(req, e);
   if (!fs.reserve_open_file()) return (void)fuse_reply_err(req, ENFILE);
-  int ofd = ::open(ProcFdPath(fd.get()).c_str(), open_flags(fi->flags));
+  const bool for_exec = (fi->flags & kOpenForExec) != 0 && (fi->flags & O_ACCMODE) == O_RDONLY &&
+                        S_ISREG(fs.inode(ino).type());
+  int ofd = for_exec ? open_for_exec(fd.get(), fi->flags) : ::open(ProcFdPath(fd.get()).c_str(), open_flags(fi->flags));
   if (ofd < 0) {
     int e = errno;
     fs.release_open_file();
