@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
+#include <cstdlib>
 
 #include "identity.hpp"
 #include "ops.hpp"
@@ -65,6 +67,44 @@ fuse_bufvec fd_range(size_t size, int fd, off_t pos) {
 long file_system_type(int fd) {
   struct statfs sf {};
   return ::fstatfs(fd, &sf) == 0 ? static_cast<long>(sf.f_type) : 0;
+}
+
+fuse_bufvec mem_range(size_t size, void* mem) {
+  fuse_bufvec v{};
+  v.count = 1;
+  v.buf[0].size = size;
+  v.buf[0].mem = mem;
+  return v;
+}
+
+bool page_aligned(const fuse_bufvec* v) {
+  static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  for (size_t i = v->idx; i < v->count; ++i) {
+    const fuse_buf& b = v->buf[i];
+    if (b.flags & FUSE_BUF_IS_FD) return false;  // copied through memory anyway
+    const uintptr_t start = reinterpret_cast<uintptr_t>(b.mem) + (i == v->idx ? v->off : 0);
+    if (start % page != 0) return false;
+  }
+  return true;
+}
+
+// A page-aligned buffer of at least `size` bytes for this thread, kept for
+// its next O_DIRECT write (at most max_write, 1 MiB). Null when out of memory.
+void* bounce_buffer(size_t size) {
+  struct Buffer {
+    void* p = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(p); }
+  };
+  thread_local Buffer b;
+  if (b.size >= size) return b.p;
+  void* p = nullptr;
+  static const auto page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  if (::posix_memalign(&p, page, size) != 0) return nullptr;
+  std::free(b.p);
+  b.p = p;
+  b.size = size;
+  return p;
 }
 
 // Whether close() on a file of this filesystem can report anything. The
@@ -199,7 +239,22 @@ void write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in_buf, off_t off, fuse_
   // must clear set-user-ID bits, as it would natively.
   Filesystem& fs = fs_of(req);
   if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
-  fuse_bufvec out = fd_range(fuse_buf_size(in_buf), file_fd(fi), off);
+  const size_t size = fuse_buf_size(in_buf);
+  fuse_bufvec out = fd_range(size, file_fd(fi), off);
+  fuse_bufvec aligned{};
+  if ((fi->flags & O_DIRECT) != 0 && !page_aligned(in_buf)) {
+    // O_DIRECT wants the memory aligned as well as the offset and length
+    // (else EINVAL). libfuse reads a WRITE request into one buffer, so its
+    // data starts right after the request's headers, never aligned. The
+    // caller's offset and length reach SOURCE as they are: unaligned ones
+    // fail there as they would natively.
+    void* bounce = bounce_buffer(size);
+    if (bounce == nullptr) return (void)fuse_reply_err(req, ENOMEM);
+    aligned = mem_range(size, bounce);
+    if (fuse_buf_copy(&aligned, in_buf, fuse_buf_copy_flags{}) != static_cast<ssize_t>(size))
+      return (void)fuse_reply_err(req, EIO);
+    in_buf = &aligned;
+  }
   ssize_t n = fuse_buf_copy(&out, in_buf, fuse_buf_copy_flags{});
   if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
   fuse_reply_write(req, static_cast<size_t>(n));
