@@ -104,6 +104,37 @@ mode_t Filesystem::creation_mode(fuse_req_t req, mode_t mode) {
   return ThreadIdentity::use_umask(mask) == 0 ? mode : mode & ~mask;
 }
 
+void Filesystem::invalidate_attributes(fuse_ino_t ino) noexcept {
+  // A negative offset: attributes only (fuse_lowlevel.h). It fails with
+  // ENOENT when the kernel no longer holds the inode: nothing to refresh.
+  if (session_ != nullptr) (void)fuse_lowlevel_notify_inval_inode(session_, ino, -1, 0);
+}
+
+namespace {
+// Notices whose request never came (a chown(-1, -1), a write that failed
+// before reaching us) stay until the inode's next write; past this many
+// they are dropped, and such files show stale set-id bits for up to
+// attr_timeout, as before.
+constexpr std::size_t kMaxSetidNotices = 4096;
+}  // namespace
+
+void Filesystem::note_setid_notice(fuse_ino_t ino) {
+  std::lock_guard lock(setid_mu_);
+  if (setid_notices_.size() >= kMaxSetidNotices) setid_notices_.clear();
+  setid_notices_.insert(ino);
+  setid_notice_count_.store(setid_notices_.size(), std::memory_order_relaxed);
+}
+
+void Filesystem::after_setid_notice(fuse_ino_t ino) {
+  if (setid_notice_count_.load(std::memory_order_relaxed) == 0) return;
+  {
+    std::lock_guard lock(setid_mu_);
+    if (setid_notices_.erase(ino) == 0) return;
+    setid_notice_count_.store(setid_notices_.size(), std::memory_order_relaxed);
+  }
+  invalidate_attributes(ino);
+}
+
 bool Filesystem::reserve_open_file() noexcept {
   if (open_files_.fetch_add(1, std::memory_order_relaxed) >= cfg_.max_open_files) {
     open_files_.fetch_sub(1, std::memory_order_relaxed);

@@ -234,7 +234,7 @@ void read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
-void write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in_buf, off_t off, fuse_file_info* fi) {
+void write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in_buf, off_t off, fuse_file_info* fi) {
   // As the caller: a write by anyone but the owner (without CAP_FSETID)
   // must clear set-user-ID bits, as it would natively.
   Filesystem& fs = fs_of(req);
@@ -257,6 +257,7 @@ void write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in_buf, off_t off, fuse_
   }
   ssize_t n = fuse_buf_copy(&out, in_buf, fuse_buf_copy_flags{});
   if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
+  fs.after_setid_notice(ino);
   fuse_reply_write(req, static_cast<size_t>(n));
 }
 
@@ -281,10 +282,12 @@ void fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
   fuse_reply_err(req, r == 0 ? 0 : errno);
 }
 
-void fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length, fuse_file_info* fi) {
+void fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fuse_file_info* fi) {
   Filesystem& fs = fs_of(req);
   if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
-  fuse_reply_err(req, ::fallocate(file_fd(fi), mode, offset, length) == 0 ? 0 : errno);
+  if (::fallocate(file_fd(fi), mode, offset, length) != 0) return (void)fuse_reply_err(req, errno);
+  fs.after_setid_notice(ino);
+  fuse_reply_err(req, 0);
 }
 
 void lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) {
@@ -293,13 +296,14 @@ void lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi
   fuse_reply_lseek(req, r);
 }
 
-void copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* fi_in, fuse_ino_t, off_t off_out,
-                     fuse_file_info* fi_out, size_t len, int flags) {
+void copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* fi_in, fuse_ino_t ino_out,
+                     off_t off_out, fuse_file_info* fi_out, size_t len, int flags) {
   Filesystem& fs = fs_of(req);
   if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
   loff_t in = off_in, out = off_out;
   ssize_t n = ::copy_file_range(file_fd(fi_in), &in, file_fd(fi_out), &out, len, static_cast<unsigned>(flags));
   if (n < 0) return (void)fuse_reply_err(req, errno);
+  fs.after_setid_notice(ino_out);
   fuse_reply_write(req, static_cast<size_t>(n));
 }
 
