@@ -13,6 +13,7 @@
 
 #include "identity.hpp"
 #include "ops.hpp"
+#include "passthrough.hpp"
 
 namespace vsymfs::fs {
 
@@ -146,7 +147,13 @@ bool Filesystem::reserve_open_file() noexcept {
 double Filesystem::attr_timeout_for(const Inode& inode) const noexcept {
   // The kernel shares cached attributes between callers, and a symlink's
   // st_size is its caller's expansion length.
-  return inode.is_symlink() && links_.per_caller() ? 0.0 : cfg_.attr_timeout;
+  if (inode.is_symlink()) return links_.per_caller() ? 0.0 : cfg_.attr_timeout;
+  // A file written through a shared mapping of its backing file changes
+  // its mtime and ctime in SOURCE unseen (page faults pass no FUSE
+  // request): while that may happen, every stat asks (vsymfs(8), FILE I/O
+  // PASSTHROUGH). One atomic load while no file is open so.
+  if (passthrough_ != nullptr && passthrough_->written_directly(inodes_.nodeid(inode))) return 0.0;
+  return cfg_.attr_timeout;
 }
 
 int Filesystem::link_text(Inode& inode, const FdRef& fd, const struct stat& st, std::string& out) {

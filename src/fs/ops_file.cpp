@@ -127,14 +127,18 @@ bool close_reports_nothing(long fs_type) {
 
 // Registers the open with the passthrough registry (when on) and replies;
 // undoes everything when the kernel no longer waits for the reply.
+// `reply(direct_writes)`: direct_writes when the open may write the file
+// through its backing file, so that its times change unseen (mmap): its
+// attributes must not be cached from now on (Filesystem::attr_timeout_for).
 template <typename Reply>
 bool reply_opened(Filesystem& fs, fuse_ino_t ino, const Passthrough::OpenedFile& file, Reply&& reply) {
   Passthrough* pt = fs.passthrough();
   const int backing_id = pt ? pt->acquire(ino, file) : 0;
+  const bool direct_writes = backing_id != 0 && (file.flags & O_ACCMODE) != O_RDONLY;
   int r;
   {
     Passthrough::ReplyMark mark(backing_id);
-    r = reply();
+    r = reply(direct_writes);
   }
   if (r != -ENOENT) return true;
   // Interrupted: no release will come.
@@ -176,7 +180,12 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     file.fs_type = file_system_type(ofd);
     fi->noflush = close_reports_nothing(file.fs_type);
   }
-  reply_opened(fs, ino, file, [&] { return fuse_reply_open(req, fi); });
+  reply_opened(fs, ino, file, [&](bool direct_writes) {
+    // What the kernel cached before this open (lookup, stat) would
+    // otherwise stay for attr_timeout after a write through a mapping.
+    if (direct_writes) fs.invalidate_attributes(ino);
+    return fuse_reply_open(req, fi);
+  });
 }
 
 // The kernel sends CREATE for a name it believes absent, but SOURCE may have
@@ -224,7 +233,11 @@ void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode
   fi->fh = static_cast<uint64_t>(ofd);
   const Passthrough::OpenedFile file{.fd = ofd, .flags = fi->flags, .st = &st, .fs_type = file_system_type(ofd)};
   fi->noflush = close_reports_nothing(file.fs_type);
-  if (!reply_opened(fs, e.ino, file, [&] { return fuse_reply_create(req, &e, fi); }))
+  const bool opened = reply_opened(fs, e.ino, file, [&](bool direct_writes) {
+    if (direct_writes) e.attr_timeout = 0;
+    return fuse_reply_create(req, &e, fi);
+  });
+  if (!opened)
     fs.inodes().forget(fs.inode(e.ino), 1);
 }
 
