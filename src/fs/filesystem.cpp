@@ -11,6 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "atime.hpp"
 #include "identity.hpp"
 #include "ops.hpp"
 #include "passthrough.hpp"
@@ -103,6 +104,14 @@ int Filesystem::become_caller(fuse_req_t req) {
 mode_t Filesystem::creation_mode(fuse_req_t req, mode_t mode) {
   const mode_t mask = fuse_req_ctx(req)->umask & 0777;
   return ThreadIdentity::use_umask(mask) == 0 ? mode : mode & ~mask;
+}
+
+int Filesystem::quiet_atime(int fd, int flags, bool dir) const noexcept {
+  if (quiet_atime_ == nullptr || (!dir && !quiet_files_)) return fd;
+  const int quiet = quiet_atime_->reopen(fd, flags);
+  if (quiet < 0) return fd;
+  ::close(fd);
+  return quiet;
 }
 
 void Filesystem::invalidate_attributes(fuse_ino_t ino) noexcept {

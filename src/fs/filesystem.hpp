@@ -24,6 +24,7 @@
 namespace vsymfs::fs {
 
 class Passthrough;
+class QuietAtime;
 
 struct FsConfig {
   double entry_timeout = 1.0;
@@ -63,6 +64,16 @@ class Filesystem {
   // Set before the session starts; not owned.
   void set_passthrough(Passthrough* p) noexcept { passthrough_ = p; }
   Passthrough* passthrough() const noexcept { return passthrough_; }
+  // -o noatime / nodiratime (atime.hpp): the clone opens are moved to, for
+  // files (`files`, noatime) and for directories. Set before the session
+  // starts; not owned.
+  void set_quiet_atime(const QuietAtime* q, bool files) noexcept {
+    quiet_atime_ = q;
+    quiet_files_ = files;
+  }
+  // `fd`, opened by a caller with `flags`, or the same file reopened where
+  // reading it leaves the atime alone (closing `fd`).
+  int quiet_atime(int fd, int flags, bool dir) const noexcept;
 
   // --- for the operations ---
   const FsConfig& config() const noexcept { return cfg_; }
@@ -146,6 +157,8 @@ class Filesystem {
   std::atomic<bool> kernel_caches_symlinks_{false};
   std::atomic<bool> kernel_acls_{false};
   Passthrough* passthrough_ = nullptr;
+  const QuietAtime* quiet_atime_ = nullptr;
+  bool quiet_files_ = false;
   std::mutex setid_mu_;
   std::unordered_set<fuse_ino_t> setid_notices_;  // at most kMaxSetidNotices
   std::atomic<std::size_t> setid_notice_count_{0};

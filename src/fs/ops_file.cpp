@@ -164,6 +164,7 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fs.release_open_file();
     return (void)fuse_reply_err(req, e);
   }
+  ofd = fs.quiet_atime(ofd, open_flags(fi->flags), false);
   fi->fh = static_cast<uint64_t>(ofd);
   // Keep the page cache across opens: writes through the mount update it,
   // and a change made in SOURCE directly is noticed when the attributes are
@@ -230,6 +231,7 @@ void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode
     fs.inodes().forget(fs.inode(e.ino), 1);
     return fail(ESTALE);
   }
+  ofd = fs.quiet_atime(ofd, open_flags(fi->flags), false);
   fi->fh = static_cast<uint64_t>(ofd);
   const Passthrough::OpenedFile file{.fd = ofd, .flags = fi->flags, .st = &st, .fs_type = file_system_type(ofd)};
   fi->noflush = close_reports_nothing(file.fs_type);

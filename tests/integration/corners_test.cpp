@@ -3,8 +3,10 @@
 // a file in a native directory (beside SOURCE, on the same file system) and
 // to one through the mount, and compares. They run on each transport and
 // with and without passthrough, where the kernel takes different paths.
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -319,6 +321,105 @@ TEST_P(Corners, TimesAfterMmapWriteAsNatively) {
     return;
   }
   EXPECT_EQ(seen[1], seen[0]) << "through the mount (left) and natively (right)";
+}
+
+// Whether `path`'s atime is still the one set_old_atime gave it.
+bool atime_kept(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && st.st_atim.tv_sec == 1'000'000'000;
+}
+void set_old_atime(const std::string& path) {
+  const struct timespec t[2] = {{1'000'000'000, 0}, {0, UTIME_OMIT}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), t, 0), 0) << path;
+}
+
+// Reads `path` (a directory: lists it; "exec": runs it) as `who`; 0 on success.
+int touch_by_reading(const std::string& path, const std::string& how, const As& who) {
+  return run_as(who, [&] {
+    if (how == "exec") {
+      pid_t pid = ::fork();
+      if (pid == 0) {
+        char* argv[] = {const_cast<char*>(path.c_str()), nullptr};
+        ::execv(path.c_str(), argv);
+        ::_exit(127);
+      }
+      int status = 0;
+      return ::waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+    }
+    if (how == "list") {
+      DIR* d = ::opendir(path.c_str());
+      if (d == nullptr) return 1;
+      while (::readdir(d) != nullptr) {
+      }
+      ::closedir(d);
+      return 0;
+    }
+    int fd = ::open(path.c_str(), (how == "read-rw" ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0) return 2;
+    char buf[65536];
+    while (::read(fd, buf, sizeof buf) > 0) {
+    }
+    ::close(fd);
+    return 0;
+  });
+}
+
+// Item 6: -o noatime and -o nodiratime keep SOURCE's atimes as a native
+// mount with those options keeps its own, whoever reads and however (the
+// daemon's reads of a small file, passthrough's of a large one, exec,
+// readdir). Natively: a bind mount of a directory with the same option.
+TEST_P(Corners, AtimeOptionsAsNatively) {
+  const std::string cp = "cp /bin/true ";
+  for (const char* option : {"noatime", "nodiratime"}) {
+    SCOPED_TRACE(option);
+    MountOptions o;
+    o.extra_opts = GetParam();
+    o.extra_opts.emplace_back(option);
+    Mount m(o);
+    const std::string nat = m.root() + "/native-" + option;
+    std::filesystem::create_directory(nat);
+    ASSERT_EQ(::mount(nat.c_str(), nat.c_str(), nullptr, MS_BIND, nullptr), 0);
+    struct Unmount {
+      std::string path;
+      ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+    } unmount{nat};
+    const unsigned long flag = std::string(option) == "noatime" ? MS_NOATIME : MS_NODIRATIME;
+    ASSERT_EQ(::mount(nullptr, nat.c_str(), nullptr, MS_REMOUNT | MS_BIND | flag, nullptr), 0);
+    struct Target {
+      const char* name;
+      const char* how;
+      size_t size;  // 0: a directory; 1: a copy of /bin/true
+    };
+    const Target targets[] = {{"small", "read", 100},    {"large", "read", 1 << 20}, {"rw", "read-rw", 1 << 20},
+                              {"binary", "exec", 1},     {"dir", "list", 0}};
+    // A fresh file per reader: a second read may be served from the
+    // kernel's page cache of the mount, which reaches no one (a FUSE limit
+    // with or without these options).
+    for (const Target& t : targets) {
+      for (const char* who : {"user", "root"}) {
+        const std::string name = std::string(t.name) + "-" + who;
+        for (const std::string& dir : {nat, m.src()}) {
+          const std::string path = dir + "/" + name;
+          if (t.size == 0) {
+            ASSERT_EQ(::mkdir(path.c_str(), 0755), 0);
+            make_file(path + "/entry", 1, 0644);
+          } else if (t.size == 1) {
+            std::filesystem::copy_file("/bin/true", path);
+            ::chmod(path.c_str(), 0755);
+          } else {
+            make_file(path, t.size, 0666);
+          }
+          set_old_atime(path);
+        }
+        const As root{};
+        const As& as = std::string(who) == "user" ? other : root;
+        ASSERT_EQ(touch_by_reading(nat + "/" + name, t.how, as), 0) << name;
+        ASSERT_EQ(touch_by_reading(m.mnt(name), t.how, as), 0) << name;
+        EXPECT_EQ(atime_kept(m.src(name)), atime_kept(nat + "/" + name))
+            << name << " (" << t.how << "): the atime in SOURCE (left) and natively (right) kept";
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Configs, Corners, ::testing::ValuesIn(kConfigs), config_name);
