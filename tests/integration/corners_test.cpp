@@ -5,6 +5,7 @@
 // with and without passthrough, where the kernel takes different paths.
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <linux/falloc.h>
@@ -20,6 +21,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -423,5 +426,89 @@ TEST_P(Corners, AtimeOptionsAsNatively) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Configs, Corners, ::testing::ValuesIn(kConfigs), config_name);
+
+// Item 5: umount returns before the daemon has finished (it may still be
+// answering the kernel's FORGETs, or freeing a large removed file), and its
+// control socket still answers then. A mount at the same place right after
+// must not be refused for it. The slow exit here: the old daemon is
+// stopped (SIGSTOP) before the unmount, so it cannot even notice it, and
+// its socket keeps accepting connections in the kernel.
+TEST(RemountAfterUnmount, ExitingDaemonsSocketDoesNotBlockTheNextMount) {
+  Mount a;
+  const pid_t old_pid = a.daemon_pid();
+  ASSERT_EQ(::kill(old_pid, SIGSTOP), 0);
+  struct Resume {
+    pid_t pid;
+    ~Resume() { ::kill(pid, SIGCONT); }
+  } resume{old_pid};
+  if (::umount2(a.mnt().c_str(), 0) != 0) {
+    ASSERT_EQ(::umount2(a.mnt().c_str(), MNT_DETACH), 0);
+  }
+
+  const std::string log = a.root() + "/second-daemon.log";
+  std::string o = "allow_other,builtin_rules";
+  if (vsymfs::testing::uring_run()) o += ",uring";
+  struct stat parent {};
+  ASSERT_EQ(::stat(a.root().c_str(), &parent), 0);
+  const pid_t b = ::fork();
+  ASSERT_GE(b, 0);
+  if (b == 0) {
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    const std::string bin = vsymfs::testing::vsymfs_bin();
+    ::execl(bin.c_str(), bin.c_str(), "-f", "-o", o.c_str(), a.src().c_str(), a.mnt().c_str(), nullptr);
+    ::_exit(127);
+  }
+  auto slurp = [&] {
+    std::ifstream in(log);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  // Up within 15 s, or exited (refused).
+  bool up = false, exited = false;
+  int status = 0;
+  for (int i = 0; i < 1500 && !up && !exited; ++i) {
+    struct stat st {};
+    up = ::stat(a.mnt().c_str(), &st) == 0 && st.st_dev != parent.st_dev;
+    exited = !up && ::waitpid(b, &status, WNOHANG) == b;
+    if (!up && !exited) ::usleep(10'000);
+  }
+  EXPECT_TRUE(up) << "the second daemon " << (exited ? "exited" : "did not mount within 15 s") << ":\n" << slurp();
+  // Only the new daemon can answer: the old one is stopped, then gone.
+  auto status_of_b = [&] {
+    int st = -1;
+    const std::string out = vsymfs::testing::capture_as(
+        As{}, {vsymfs::testing::vsymctl_bin(), "--mount", a.mnt(), "status"}, &st);
+    return st == 0 ? std::string("answered") : "status " + std::to_string(st) + ": " + out;
+  };
+  if (up) {
+    EXPECT_EQ(status_of_b(), "answered");
+    // The old daemon goes on and exits; it must leave the new socket alone.
+    ::kill(old_pid, SIGCONT);
+    int old_status = 0;
+    bool old_gone = false;
+    for (int i = 0; i < 1500 && !old_gone; ++i) {
+      old_gone = ::waitpid(old_pid, &old_status, WNOHANG) == old_pid;
+      if (!old_gone) ::usleep(10'000);
+    }
+    EXPECT_TRUE(old_gone) << "the old daemon did not exit within 15 s of SIGCONT";
+    EXPECT_EQ(status_of_b(), "answered");
+    ::kill(b, SIGTERM);
+    for (int i = 0; i < 1500 && !exited; ++i) {
+      exited = ::waitpid(b, &status, WNOHANG) == b;
+      if (!exited) ::usleep(10'000);
+    }
+    if (!exited) {
+      ::kill(b, SIGKILL);
+      ::waitpid(b, &status, 0);
+    }
+    EXPECT_TRUE(exited && WIFEXITED(status) && WEXITSTATUS(status) == 0) << slurp();
+  }
+  ::umount2(a.mnt().c_str(), MNT_DETACH);
+}
 
 }  // namespace
