@@ -425,6 +425,41 @@ TEST_P(Corners, AtimeOptionsAsNatively) {
   }
 }
 
+// Item 8, a documented limit (vsymfs(8), FILE HANDLES AND NFS): no export
+// support, so a handle opens while the kernel still holds its inode and
+// gives ESTALE once the kernel has forgotten it; the daemon is never asked
+// about a node id it has forgotten, and serves on.
+TEST_P(Corners, FileHandlesWorkWhileCachedAndGoStaleAfter) {
+  make_file(m_->mnt("handled"), 16, 0644);
+  union {
+    file_handle fh;
+    char buf[sizeof(file_handle) + MAX_HANDLE_SZ];
+  } h{};
+  h.fh.handle_bytes = MAX_HANDLE_SZ;
+  int mount_id = 0;
+  ASSERT_EQ(::name_to_handle_at(AT_FDCWD, m_->mnt("handled").c_str(), &h.fh, &mount_id, 0), 0)
+      << std::strerror(errno);
+  const int mnt_fd = ::open(m_->mnt().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(mnt_fd, 0);
+  int fd = ::open_by_handle_at(mnt_fd, &h.fh, O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(fd, 0) << "while the kernel holds the inode: " << std::strerror(errno);
+  if (fd >= 0) ::close(fd);
+  // Let the kernel forget it: no descriptor, no dentry (drop_caches 2
+  // frees unused dentries and inodes; FORGET follows).
+  int drop = ::open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(drop, 0);
+  ASSERT_EQ(::write(drop, "2", 1), 1);
+  ::close(drop);
+  fd = ::open_by_handle_at(mnt_fd, &h.fh, O_RDONLY | O_CLOEXEC);
+  const int err = fd < 0 ? errno : 0;
+  if (fd >= 0) ::close(fd);
+  // Still cached (something kept it) or stale; never anything else.
+  EXPECT_TRUE(err == 0 || err == ESTALE) << std::strerror(err);
+  ::close(mnt_fd);
+  struct stat st {};
+  EXPECT_EQ(::stat(m_->mnt("handled").c_str(), &st), 0) << "the mount still serves";
+}
+
 INSTANTIATE_TEST_SUITE_P(Configs, Corners, ::testing::ValuesIn(kConfigs), config_name);
 
 // Item 5: umount returns before the daemon has finished (it may still be
