@@ -25,6 +25,8 @@
 #include <cstring>
 #include <ctime>
 #include <exception>
+#include <fstream>
+#include <sstream>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -143,6 +145,7 @@ struct Server::Impl {
   int source_fd = -1;
   dev_t socket_dev = 0;
   ino_t socket_ino = 0;
+  bool socket_named_after_mountpoint = false;  // the default path (paths.hpp), not -o socket=
   std::vector<Connection> conns;
   Clock::time_point accept_paused_until{};
   // Only the server thread touches these (status is served there too).
@@ -214,13 +217,30 @@ Result<void> Server::Impl::bind_socket() {
   if (listen_fd < 0) return sys_error(errno, "socket");
   // A socket file left by a daemon that died is replaced; one that answers
   // belongs to a live daemon, and stealing it would orphan that mount.
+  // Except the socket named after our mountpoint when no vsymfs is mounted
+  // there: its daemon has left the mount and is on its way out (umount
+  // returns before the daemon has finished, which can take long: the
+  // kernel's FORGETs after the unmount close the last descriptor of a
+  // removed file, and a large fallocated one takes a while to free). A
+  // remount must not wait for that; the old daemon removes the socket at
+  // exit only while it is still its own.
   struct stat st {};
   if (::lstat(socket_path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) return make_error(EEXIST, socket_path + " exists and is not a socket");
     const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     const bool live = probe >= 0 && ::connect(probe, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
     if (probe >= 0) ::close(probe);
-    if (live) return make_error(EADDRINUSE, socket_path + " is in use by another daemon");
+    if (live) {
+      const std::string& mp = state.config().mountpoint;
+      if (!socket_named_after_mountpoint) return make_error(EADDRINUSE, socket_path + " is in use by another daemon");
+      std::ifstream in("/proc/self/mountinfo");
+      std::stringstream mi;
+      mi << in.rdbuf();
+      if (!in || has_mount_at(mi.str(), mp, "fuse.vsymfs"))
+        return make_error(EADDRINUSE, socket_path + " is in use by another daemon");
+      spdlog::warn("control: {} is held by a daemon that has left {} and is still exiting; taking the socket over",
+                   socket_path, mp);
+    }
     ::unlink(socket_path.c_str());
   }
   if (::bind(listen_fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
@@ -684,7 +704,9 @@ Result<std::unique_ptr<Server>> Server::start(daemon::MountState& state, daemon:
       if (auto ok = ensure_private_directory(parent_directory(state_path)); !ok) return ok.error();
     }
   }
+  const bool derived_socket = opts.socket_path.empty();
   auto impl = std::make_unique<Impl>(state, links, contexts, std::move(socket_path), opts, std::move(state_path));
+  impl->socket_named_after_mountpoint = derived_socket;
 
   // Run-time values first: a daemon that cannot read its state must not
   // start empty and then overwrite the file on the first change.

@@ -11,8 +11,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include "atime.hpp"
 #include "identity.hpp"
 #include "ops.hpp"
+#include "passthrough.hpp"
 
 namespace vsymfs::fs {
 
@@ -104,6 +106,45 @@ mode_t Filesystem::creation_mode(fuse_req_t req, mode_t mode) {
   return ThreadIdentity::use_umask(mask) == 0 ? mode : mode & ~mask;
 }
 
+int Filesystem::quiet_atime(int fd, int flags, bool dir) const noexcept {
+  if (quiet_atime_ == nullptr || (!dir && !quiet_files_)) return fd;
+  const int quiet = quiet_atime_->reopen(fd, flags);
+  if (quiet < 0) return fd;
+  ::close(fd);
+  return quiet;
+}
+
+void Filesystem::invalidate_attributes(fuse_ino_t ino) noexcept {
+  // A negative offset: attributes only (fuse_lowlevel.h). It fails with
+  // ENOENT when the kernel no longer holds the inode: nothing to refresh.
+  if (session_ != nullptr) (void)fuse_lowlevel_notify_inval_inode(session_, ino, -1, 0);
+}
+
+namespace {
+// Notices whose request never came (a chown(-1, -1), a write that failed
+// before reaching us) stay until the inode's next write; past this many
+// they are dropped, and such files show stale set-id bits for up to
+// attr_timeout, as before.
+constexpr std::size_t kMaxSetidNotices = 4096;
+}  // namespace
+
+void Filesystem::note_setid_notice(fuse_ino_t ino) {
+  std::lock_guard lock(setid_mu_);
+  if (setid_notices_.size() >= kMaxSetidNotices) setid_notices_.clear();
+  setid_notices_.insert(ino);
+  setid_notice_count_.store(setid_notices_.size(), std::memory_order_relaxed);
+}
+
+void Filesystem::after_setid_notice(fuse_ino_t ino) {
+  if (setid_notice_count_.load(std::memory_order_relaxed) == 0) return;
+  {
+    std::lock_guard lock(setid_mu_);
+    if (setid_notices_.erase(ino) == 0) return;
+    setid_notice_count_.store(setid_notices_.size(), std::memory_order_relaxed);
+  }
+  invalidate_attributes(ino);
+}
+
 bool Filesystem::reserve_open_file() noexcept {
   if (open_files_.fetch_add(1, std::memory_order_relaxed) >= cfg_.max_open_files) {
     open_files_.fetch_sub(1, std::memory_order_relaxed);
@@ -115,7 +156,13 @@ bool Filesystem::reserve_open_file() noexcept {
 double Filesystem::attr_timeout_for(const Inode& inode) const noexcept {
   // The kernel shares cached attributes between callers, and a symlink's
   // st_size is its caller's expansion length.
-  return inode.is_symlink() && links_.per_caller() ? 0.0 : cfg_.attr_timeout;
+  if (inode.is_symlink()) return links_.per_caller() ? 0.0 : cfg_.attr_timeout;
+  // A file written through a shared mapping of its backing file changes
+  // its mtime and ctime in SOURCE unseen (page faults pass no FUSE
+  // request): while that may happen, every stat asks (vsymfs(8), FILE I/O
+  // PASSTHROUGH). One atomic load while no file is open so.
+  if (passthrough_ != nullptr && passthrough_->written_directly(inodes_.nodeid(inode))) return 0.0;
+  return cfg_.attr_timeout;
 }
 
 int Filesystem::link_text(Inode& inode, const FdRef& fd, const struct stat& st, std::string& out) {

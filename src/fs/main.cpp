@@ -22,6 +22,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -38,6 +39,7 @@
 #include "link_service.hpp"
 #include "mount_state.hpp"
 #include "options.hpp"
+#include "atime.hpp"
 #include "passthrough.hpp"
 #include "server.hpp"
 #include "service_notify.hpp"
@@ -322,6 +324,18 @@ int main(int argc, char** argv) {
   fcfg.posix_acl = o.acl;
   fcfg.max_open_files = plan.max_open_files;
   fs::Filesystem filesystem(fcfg, **inodes, **state, contexts, links);
+  // -o noatime / nodiratime: what the daemon and passthrough read leaves
+  // SOURCE's atimes alone too (atime.hpp).
+  std::optional<fs::QuietAtime> quiet_atime;
+  if (o.noatime || o.nodiratime) {
+    if (auto q = fs::QuietAtime::open(o.source); q) {
+      quiet_atime.emplace(std::move(*q));
+      filesystem.set_quiet_atime(&*quiet_atime, o.noatime);
+    } else {
+      spdlog::warn("{}: reads through the mount still update atimes in SOURCE ({})",
+                   o.noatime ? "noatime" : "nodiratime", q.error().message);
+    }
+  }
 
   std::vector<std::string> fuse_argv_s{"vsymfs", "-o", o.fuse_mount_options};
   if (o.debug) fuse_argv_s.emplace_back("-d");

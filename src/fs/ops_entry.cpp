@@ -213,6 +213,10 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
   }
   struct stat st {};
   if (int e = fs.stat_inode(req, inode, fd, st); e != 0) return (void)fuse_reply_err(req, e);
+  // The kernel's notice ahead of a write, fallocate or copy that clears
+  // set-id bits is an empty SETATTR or a chmod (Filesystem::note_setid_notice).
+  if ((to_set & kChanges & ~FUSE_SET_ATTR_MODE) == 0 && S_ISREG(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)))
+    fs.note_setid_notice(ino);
   fuse_reply_attr(req, &st, fs.attr_timeout_for(inode));
 }
 

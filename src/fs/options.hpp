@@ -56,6 +56,11 @@ struct Options {
   UringMode uring = UringMode::automatic;  // -o uring / -o no_uring
   std::size_t environ_cache = std::size_t{32} << 20;  // -o environ_cache=BYTES[k|m|g]: kept environments
 
+  // Mount options that also reach libfuse: SOURCE's atimes must follow them
+  // (atime.hpp).
+  bool noatime = false;     // -o noatime
+  bool nodiratime = false;  // -o nodiratime (implied by noatime)
+
   bool foreground = false;  // -f
   bool debug = false;       // -d (implies -f)
   bool single_thread = false;  // -s

@@ -109,6 +109,21 @@ TEST(Options, UringTransport) {
   EXPECT_EQ(ok({"-s", "-o", "no_uring", "/a", "/b"}).uring, UringMode::off);
 }
 
+TEST(Options, AtimeOptions) {
+  Options none = ok({"/a", "/b"});
+  EXPECT_FALSE(none.noatime);
+  EXPECT_FALSE(none.nodiratime);
+  Options no = ok({"-o", "noatime,nodiratime", "/a", "/b"});
+  EXPECT_TRUE(no.noatime);
+  EXPECT_TRUE(no.nodiratime);
+  EXPECT_THAT(no.fuse_mount_options, HasSubstr("noatime"));             // libfuse passes it on
+  EXPECT_EQ(no.fuse_mount_options.find("nodiratime"), std::string::npos);  // libfuse 3.14 refuses it
+  EXPECT_FALSE(ok({"-o", "noatime,relatime", "/a", "/b"}).noatime);      // the last word wins
+  EXPECT_FALSE(ok({"-o", "noatime,strictatime", "/a", "/b"}).noatime);
+  EXPECT_TRUE(ok({"-o", "strictatime,noatime", "/a", "/b"}).noatime);
+  EXPECT_FALSE(ok({"-o", "nodiratime,diratime", "/a", "/b"}).nodiratime);
+}
+
 struct Bad {
   std::vector<std::string> args;
   const char* message;
@@ -148,7 +163,7 @@ TEST(Options, ErrorsNameTheOffendingWord) {
 TEST(Options, HelpMentionsEveryOwnOption) {
   const std::string help = vsymfs::fs::usage_text();
   for (const char* opt : {"rules=", "builtin_rules", "single_user", "fd_budget=", "handles", "no_handles", "threads=", "socket=",
-                          "state=", "entry_timeout=", "attr_timeout=", "negative_timeout=", "passthrough", "nopassthrough", "uring", "no_uring", "environ_cache=", "-f",
+                          "state=", "entry_timeout=", "attr_timeout=", "negative_timeout=", "passthrough", "nopassthrough", "uring", "no_uring", "environ_cache=", "noatime", "nodiratime", "-f",
                           "-d", "-s"})
     EXPECT_THAT(help, HasSubstr(opt));
 }
