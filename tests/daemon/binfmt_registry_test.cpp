@@ -5,7 +5,10 @@
 // while an unchanged directory is not read again.
 #include "binfmt_registry.hpp"
 
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -124,6 +127,39 @@ TEST(BinfmtRegistry, RegistrationChangesAreSeenAtOnceAndOnlyThenReread) {
   fs::remove(s.dir + "/qemu-aarch64");  // removed
   EXPECT_EQ(of(r, arm), nullptr);
   EXPECT_EQ(r.stats().emulators, 0u);
+}
+
+// binfmt_misc mounted over the directory after the registry first looked
+// (as `mount -t binfmt_misc` after the daemon started): the mount is heard
+// of through /proc/self/mountinfo and the new directory is read. A tmpfs
+// stands in for binfmt_misc, mounted in a mount namespace of our own.
+TEST(BinfmtRegistry, AFilesystemMountedOverTheDirectoryIsRead) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount";
+  Stage s;
+  const std::string qemu = s.emulator("qemu-aarch64-static");
+  const std::string staged = s.tmp.path() + "/staged";
+  fs::create_directories(staged);
+  std::ofstream(staged + "/qemu-aarch64") << "enabled\ninterpreter " << qemu << "\nflags: POF\noffset 0\n"
+                                          << kAarch64Magic;
+  // In a child with its own mount namespace: nothing leaks to the machine.
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ::_exit(2);
+    BinfmtRegistry r(s.dir);
+    const auto [dev, ino] = Stage::id(qemu);
+    if (r.emulation_of(dev, ino) != nullptr) ::_exit(3);  // nothing registered yet
+    if (::mount(staged.c_str(), s.dir.c_str(), nullptr, MS_BIND, nullptr) != 0) ::_exit(4);
+    const auto em = r.emulation_of(dev, ino);
+    if (em == nullptr || em->machine != "aarch64") ::_exit(5);
+    if (::umount2(s.dir.c_str(), MNT_DETACH) != 0) ::_exit(6);
+    if (r.emulation_of(dev, ino) != nullptr) ::_exit(7);  // and gone with the unmount
+    ::_exit(0);
+  }
+  int status = -1;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: no namespace, 3: seen before the mount, 4: bind mount failed, "
+                                       "5: not seen after the mount, 6: unmount failed, 7: still seen after it";
 }
 
 TEST(BinfmtRegistry, NoDirectoryMeansNoEmulators) {
