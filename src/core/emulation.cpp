@@ -169,22 +169,25 @@ std::optional<ElfMachine> binfmt_guest(const BinfmtEntry& e) noexcept {
   static constexpr unsigned char kElf[4] = {0x7f, 'E', 'L', 'F'};
   for (std::size_t i = 0; i < 4; ++i)
     if (!fixed(e, i) || e.magic[i] != kElf[i]) return std::nullopt;
-  // EI_CLASS, EI_DATA, e_machine (bytes 18-19 in the file's byte order).
-  for (std::size_t i : {4u, 5u, 18u, 19u})
-    if (!fixed(e, i)) return std::nullopt;
+  // EI_CLASS, EI_DATA, and e_machine (bytes 18-19 in the file's byte
+  // order): its low byte must be fixed; a masked-out high byte counts as 0
+  // (Debian's ppc64le entry masks it).
+  if (!fixed(e, 4) || !fixed(e, 5)) return std::nullopt;
   const unsigned ei_class = e.magic[4], ei_data = e.magic[5];
   if (ei_data != kLsb && ei_data != kMsb) return std::nullopt;
-  const std::uint16_t machine = ei_data == kLsb ? static_cast<std::uint16_t>(e.magic[18] | e.magic[19] << 8)
-                                                : static_cast<std::uint16_t>(e.magic[18] << 8 | e.magic[19]);
-  // e_flags (at 36 in a 32-bit header) tells MIPS n32 apart; only the bits
-  // the mask fixes count.
+  const std::size_t low = ei_data == kLsb ? 18 : 19, high = ei_data == kLsb ? 19 : 18;
+  if (!fixed(e, low)) return std::nullopt;
+  const auto masked = [&](std::size_t i) -> std::uint32_t {
+    if (i >= e.magic.size()) return 0;
+    return static_cast<std::uint32_t>(e.magic[i] & (e.mask.empty() ? 0xff : e.mask[i]));
+  };
+  const auto machine = static_cast<std::uint16_t>(masked(low) | masked(high) << 8);
+  // e_flags (bytes 36-39 of a 32-bit header) tells MIPS n32 apart; only
+  // the bits the magic has and the mask fixes count (the little-endian
+  // entries stop after the flag's byte).
   std::uint32_t flags = 0;
-  if (ei_class == kClass32 && e.magic.size() >= 40) {
-    for (std::size_t k = 0; k < 4; ++k) {
-      const std::size_t i = ei_data == kLsb ? 36 + k : 39 - k;
-      const unsigned char m = e.mask.empty() ? 0xff : e.mask[i];
-      flags |= static_cast<std::uint32_t>(e.magic[i] & m) << (8 * k);
-    }
+  if (ei_class == kClass32) {
+    for (std::size_t k = 0; k < 4; ++k) flags |= masked(ei_data == kLsb ? 36 + k : 39 - k) << (8 * k);
   }
   return elf_machine(machine, ei_class, ei_data, flags);
 }

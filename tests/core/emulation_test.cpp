@@ -4,6 +4,9 @@
 // the values an emulated caller gets.
 #include "vsymfs/emulation.hpp"
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -139,7 +142,8 @@ TEST(BinfmtEntry, GuestMachineFromTheMagicOfDebianEntries) {
       {"7f454c460101010000000000000000000200280000", "ffffffffffffff00fffffffffffffffffeffffffff", "armv7l", "arm"},
       {"7f454c460102010000000000000000000002002800", "ffffffffffffff00fffffffffffffffffffeffffff", "armv7b", "armeb"},
       {"7f454c460201010000000000000000000200f300", m20, "riscv64", "riscv64"},
-      {"7f454c4602010100000000000000000002001500", m20, "ppc64le", "ppc64le"},
+      // ppc64le masks e_machine's high byte out.
+      {"7f454c4602010100000000000000000002001500", "fffffffffffffffcfffffffffffffffffeffff00", "ppc64le", "ppc64le"},
       {"7f454c4602020100000000000000000000020015", m20be, "ppc64", "ppc64"},
       {"7f454c4602020100000000000000000000020016", m20be, "s390x", "s390x"},
       {"7f454c4601010100000000000000000002000300", m20, "i686", "i386"},
@@ -150,6 +154,11 @@ TEST(BinfmtEntry, GuestMachineFromTheMagicOfDebianEntries) {
        "ffffffffffffff00fffffffffffffffffffeffff0000000000000000000000000000000000000020", "mips", "mips"},
       {"7f454c46010201000000000000000000000200080000000000000000000000000000000000000020",
        "ffffffffffffff00fffffffffffffffffffeffff0000000000000000000000000000000000000020", "mips64", "mipsn32"},
+      // The little-endian ones end with the flag's byte.
+      {"7f454c46010101000000000000000000020008000000000000000000000000000000000020",
+       "ffffffffffffff00fefffffffffffffffeffffff0000000000000000000000000000000020", "mips64", "mipsn32el"},
+      {"7f454c46010101000000000000000000020008000000000000000000000000000000000000",
+       "ffffffffffffff00fefffffffffffffffeffffff0000000000000000000000000000000020", "mips", "mipsel"},
   };
   for (const Case& c : cases) {
     auto e = parse_binfmt_entry("e", entry_text(c.magic, c.mask));
@@ -165,11 +174,53 @@ TEST(BinfmtEntry, GuestMachineFromTheMagicOfDebianEntries) {
   }
 }
 
+// Every entry qemu-user-static installs on this machine, when it is
+// installed: the magic selects the machine whose qemu name the file has.
+TEST(BinfmtEntry, EveryInstalledQemuEntrySelectsItsMachine) {
+  const std::filesystem::path dir = "/usr/lib/binfmt.d";
+  std::vector<std::filesystem::path> confs;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+    if (e.path().filename().string().starts_with("qemu-") && e.path().extension() == ".conf") confs.push_back(e.path());
+  if (confs.empty()) GTEST_SKIP() << "no " << dir.string() << "/qemu-*.conf (qemu-user-static is not installed)";
+  // ":name:M:offset:magic:mask:interpreter:flags", magic and mask with \xHH escapes.
+  const auto unescape = [](std::string_view text) {
+    std::vector<unsigned char> out;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      if (text[i] == '\\' && i + 3 < text.size() && text[i + 1] == 'x') {
+        out.push_back(static_cast<unsigned char>(std::stoi(std::string(text.substr(i + 2, 2)), nullptr, 16)));
+        i += 3;
+      } else {
+        out.push_back(static_cast<unsigned char>(text[i]));
+      }
+    }
+    return out;
+  };
+  for (const auto& conf : confs) {
+    std::ifstream in(conf);
+    std::string line;
+    ASSERT_TRUE(std::getline(in, line)) << conf;
+    std::vector<std::string> f;
+    std::stringstream ss(line.substr(1));
+    for (std::string part; std::getline(ss, part, line[0]);) f.push_back(part);
+    ASSERT_GE(f.size(), 6u) << conf;
+    BinfmtEntry e;
+    e.name = f[0];
+    e.by_magic = f[1] == "M";
+    e.offset = f[2].empty() ? 0u : static_cast<unsigned>(std::stoul(f[2]));
+    e.magic = unescape(f[3]);
+    e.mask = unescape(f[4]);
+    const auto guest = binfmt_guest(e);
+    ASSERT_TRUE(guest) << conf;
+    EXPECT_EQ("qemu-" + std::string(guest->qemu), e.name) << conf;
+  }
+}
+
 TEST(BinfmtEntry, NoGuestWhereTheMagicDoesNotFixTheMachine) {
-  // e_machine masked out, an offset, no ELF magic, an unknown machine.
+  // e_machine's low byte masked out (twice), no ELF magic, an unknown machine.
   for (const auto& [magic, mask] : std::vector<std::pair<const char*, const char*>>{
            {"7f454c460201010000000000000000000200b700", "ffffffffffffff00fffffffffffffffffeff00ff"},
-           {"7f454c460201010000000000000000000200b7", "ffffffffffffff00fffffffffffffffffeffff"},
+           {"7f454c460201010000000000000000000200b7", "ffffffffffffff00fffffffffffffffffeff00"},
            {"4d5a", "ffff"},
            {"7f454c460201010000000000000000000200ff7f", "ffffffffffffff00fffffffffffffffffeffffff"}}) {
     auto e = parse_binfmt_entry("e", entry_text(magic, mask));
