@@ -125,8 +125,8 @@ class EmulatedCallers : public ::testing::Test {
     probe_native_ = env_or_empty("ARCH_PROBE_NATIVE");
     qemu_ = env_or_empty("QEMU_AARCH64");
     if (probe_aarch64_.empty()) {
-      skip_ = "no aarch64 test program: aarch64-linux-gnu-gcc was not found when the build was configured "
-              "(apt-get install gcc-aarch64-linux-gnu)";
+      skip_ = "no aarch64 test program: no cross compiler when the build was configured (aarch64-linux-gnu-gcc, "
+              "or clang with lld and libc6-dev-arm64-cross libgcc-12-dev-arm64-cross)";
       return;
     }
     if (qemu_.empty()) {
@@ -289,7 +289,7 @@ TEST_F(EmulatedCallers, ExplainNamesTheEmulation) {
 // gets the host's values, like any native one.
 TEST(EmulationOff, RulesTurnItOff) {
   const std::string probe_aarch64 = env_or_empty("ARCH_PROBE_AARCH64"), qemu = env_or_empty("QEMU_AARCH64");
-  if (probe_aarch64.empty()) GTEST_SKIP() << "no aarch64 test program (aarch64-linux-gnu-gcc missing at configure)";
+  if (probe_aarch64.empty()) GTEST_SKIP() << "no aarch64 test program (no cross compiler at configure)";
   if (qemu.empty()) GTEST_SKIP() << "qemu-aarch64-static missing at configure (qemu-user-static)";
   if (const std::string why = ensure_binfmt_misc(); !why.empty()) GTEST_SKIP() << why;
   Registration reg(kEntry, aarch64_register_rest(qemu));
