@@ -5,12 +5,15 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 namespace vsymfs {
+
+struct Emulation;  // vsymfs/emulation.hpp
 
 struct Caller {
   pid_t pid = 0;  // 0: not visible in our pid namespace, or no caller
@@ -47,6 +50,10 @@ struct Caller {
 
   // A 32-bit process (PER_LINUX32 personality or a 32-bit ELF executable).
   bool compat32 = false;
+  // A program of another architecture run by an emulator through
+  // binfmt_misc (qemu-user): its machine, @emul and @sys defaults. Null for
+  // a native process. Shared: one per emulator, not per process.
+  std::shared_ptr<const Emulation> emulation;
 };
 
 // Facts about the host, read once (uname, hostname, domain name).

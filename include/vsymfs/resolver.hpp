@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "vsymfs/caller.hpp"
 #include "vsymfs/host_view.hpp"
@@ -41,6 +42,7 @@ class ScopedResolver final : public ValueSource {
   std::optional<Value> magic(std::string_view name) const override;
   std::span<const std::string> sysnames() const override;
   Scope sysnames_scope() const override;
+  std::string_view sysnames_note() const override;
   Value universe() const override;
   Value member() const override;
 
@@ -54,6 +56,11 @@ class ScopedResolver final : public ValueSource {
   bool runtime_user_scope_active() const noexcept;
 
  private:
+  // The caller's emulation when the rules let it count, else null.
+  const Emulation* emulated() const noexcept;
+  // [sysname.MACHINE] for an emulated caller's machine, or null.
+  const std::vector<std::string>* arch_sysnames(const Emulation& em) const noexcept;
+
   // implementation-defined members (numbers formatted into small inline buffers)
   const Rules& rules_;
   const HostView& view_;

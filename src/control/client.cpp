@@ -14,6 +14,7 @@
 #include <cstring>
 #include <thread>
 
+#include "binfmt_registry.hpp"
 #include "paths.hpp"
 #include "vsymfs/unique_fd.hpp"
 
@@ -87,7 +88,7 @@ namespace {
 // Whether an old daemon refused the process fields it does not know.
 bool refused_process_fields(const Reply& reply) {
   if (reply.error != EINVAL) return false;
-  for (const char* key : {"environ", "secure", "compat"})
+  for (const char* key : {"environ", "secure", "compat", "emulated"})
     if (reply.message.rfind(std::string("unexpected field '") + key + "'", 0) == 0) return true;
   return false;
 }
@@ -143,7 +144,7 @@ Result<Reply> call(const std::string& socket_path, const Request& req, int timeo
 
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   auto pause = std::chrono::milliseconds(10);
-  bool process_fields = req.has_environ || req.secure || req.compat32;
+  bool process_fields = req.has_environ || req.secure || req.compat32 || !req.emulated_machine.empty();
   for (;;) {
     auto reply = call_once(socket_path, addr, frame(*payload), deadline);
     if (!reply) return reply;
@@ -157,6 +158,9 @@ Result<Reply> call(const std::string& socket_path, const Request& req, int timeo
       plain.has_environ = false;
       plain.environ.clear();
       plain.secure = plain.compat32 = false;
+      plain.emulated_machine.clear();
+      plain.emulator.clear();
+      plain.binfmt_entry.clear();
       payload = encode_request(plain);
       if (!payload) return payload.error();
       process_fields = false;
@@ -170,6 +174,16 @@ void describe_self(Request& req) {
   req.secure = ::getauxval(AT_SECURE) != 0 || ::getuid() != ::geteuid() || ::getgid() != ::getegid();
   const int persona = ::personality(0xffffffff);
   req.compat32 = sizeof(void*) == 4 || (persona != -1 && (persona & PER_MASK) == PER_LINUX32);
+  // A client of another architecture (run by qemu-user through binfmt_misc)
+  // says so, as the daemon would find for it on a FUSE request.
+  req.emulated_machine.clear();
+  req.emulator.clear();
+  req.binfmt_entry.clear();
+  if (auto em = daemon::BinfmtRegistry().self()) {
+    req.emulated_machine = em->machine;
+    req.emulator = em->emul;
+    req.binfmt_entry = em->entry;
+  }
   req.environ.clear();
   // A set-id vsymctl's environment is its invoker's: the daemon would treat
   // a secure process so, and so does it here.

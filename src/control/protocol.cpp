@@ -5,6 +5,7 @@
 #include <charconv>
 #include <optional>
 
+#include "vsymfs/emulation.hpp"
 #include "vsymfs/runtime_vars.hpp"
 
 namespace vsymfs::control {
@@ -108,8 +109,17 @@ Result<void> check_request(const Request& r) {
       return make_error(ENAMETOOLONG, "link text or directory longer than PATH_MAX-1");
   }
   const bool takes_process = r.op == Op::Explain || r.op == Op::Universe;
-  if (!takes_process && (r.has_environ || r.secure || r.compat32))
+  const bool emulated = !r.emulated_machine.empty() || !r.emulator.empty() || !r.binfmt_entry.empty();
+  if (!takes_process && (r.has_environ || r.secure || r.compat32 || emulated))
     return bad(std::string(to_string(r.op)) + " takes no process fields");
+  if (emulated) {
+    if (!elf_machine_named(r.emulated_machine)) return bad("emulated: unknown machine '" + r.emulated_machine + "'");
+    for (const std::string* name : {&r.emulator, &r.binfmt_entry}) {
+      if (name->empty() || name->size() > kMaxEmulationName || has_nul(*name) ||
+          name->find_first_of("\n/") != std::string::npos)
+        return bad("emulated: the emulator and entry names must be 1-255 bytes without NUL, newline or '/'");
+    }
+  }
   if (r.has_environ) {
     std::size_t total = 0;
     for (const std::string& entry : r.environ) {
@@ -158,6 +168,14 @@ void put_process_fields(std::string& out, const Request& req) {
   }
   if (req.secure) put_field(out, "secure", "1");
   if (req.compat32) put_field(out, "compat", "1");
+  if (!req.emulated_machine.empty()) {
+    std::string em;
+    for (const std::string* part : {&req.emulated_machine, &req.emulator, &req.binfmt_entry}) {
+      em += *part;
+      em += '\0';
+    }
+    put_field(out, "emulated", em);
+  }
 }
 
 }  // namespace
@@ -280,10 +298,12 @@ Result<Request> decode_request(std::string_view payload) {
     bool required;
     bool seen = false;
   };
-  std::string scope_text, environ_text, secure_text, compat32_text;
+  std::string scope_text, environ_text, secure_text, compat32_text, emulated_text;
   std::vector<Slot> slots;
-  const std::vector<Slot> process = {
-      {"environ", &environ_text, false}, {"secure", &secure_text, false}, {"compat", &compat32_text, false}};
+  const std::vector<Slot> process = {{"environ", &environ_text, false},
+                                     {"secure", &secure_text, false},
+                                     {"compat", &compat32_text, false},
+                                     {"emulated", &emulated_text, false}};
   switch (req.op) {
     case Op::Set:
       slots = {{"scope", &scope_text, true}, {"name", &req.name, true}, {"value", &req.value, true}};
@@ -326,6 +346,18 @@ Result<Request> decode_request(std::string_view payload) {
   auto compat32 = flag_from("compat", compat32_text, seen("compat"));
   if (!compat32) return compat32.error();
   req.compat32 = *compat32;
+  if (seen("emulated")) {
+    // machine NUL emulator NUL entry NUL
+    std::string* parts[3] = {&req.emulated_machine, &req.emulator, &req.binfmt_entry};
+    std::string_view rest = emulated_text;
+    for (std::string* part : parts) {
+      const std::size_t nul = rest.find('\0');
+      if (nul == std::string_view::npos) return bad("emulated: expected machine, emulator and entry, each ended by NUL");
+      part->assign(rest.substr(0, nul));
+      rest.remove_prefix(nul + 1);
+    }
+    if (!rest.empty() || req.emulated_machine.empty()) return bad("emulated: expected exactly three names");
+  }
 
   if (req.op == Op::Set || req.op == Op::Unset || req.op == Op::List) {
     if (scope_text.empty() && req.op == Op::List) scope_text = "all";

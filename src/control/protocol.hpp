@@ -42,6 +42,10 @@
 //               file capabilities); "0" or absent: it does not
 //     compat    "1": the client is a 32-bit process (personality or
 //               executable); "0" or absent: it is not
+//     emulated  the client is a program of another architecture run by an
+//               emulator through binfmt_misc: its machine (uname -m, one
+//               the daemon knows), the emulator's name and the entry's
+//               name, each followed by a NUL. Absent: a native process.
 //
 // Reply verbs: `ok` (fields depend on the request, in a meaningful order,
 // keys may repeat) or `error` with the fields `errno` (decimal) and
@@ -87,7 +91,12 @@ struct Request {
   std::vector<std::string> environ{};  // "NAME=value" entries, in order
   bool secure = false;
   bool compat32 = false;
+  // `emulated`: all three set, or all empty (a native client).
+  std::string emulated_machine, emulator, binfmt_entry;
 };
+
+// The longest emulator or binfmt_misc entry name a request may carry.
+inline constexpr std::size_t kMaxEmulationName = 255;
 
 struct Field {
   std::string key;

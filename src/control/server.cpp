@@ -35,6 +35,7 @@
 
 #include "protocol.hpp"
 #include "store.hpp"
+#include "vsymfs/emulation.hpp"
 #include "vsymfs/resolver.hpp"
 
 namespace vsymfs::control {
@@ -504,7 +505,8 @@ Reply Server::Impl::do_list(const Request& req, const ucred& peer) {
 }
 
 // The client as it connected: its ids and groups from the kernel, its
-// environment (and secure-execution mode, 32-bit personality) as it says.
+// environment (and secure-execution mode, 32-bit personality, emulation by
+// qemu-user) as it says.
 // Nothing is read from /proc/<pid>: the client may have exited, and its pid
 // may by now belong to another user's process. The environment is the
 // client's word about itself, answered to itself only; a client that sent
@@ -519,6 +521,8 @@ std::shared_ptr<const Caller> Server::Impl::peer_caller(Request& req, const Conn
   who.groups = peer_groups(c.fd, c.peer.gid);
   who.secure = req.secure;
   who.compat32 = req.compat32;
+  if (const auto machine = elf_machine_named(req.emulated_machine); machine && !req.emulated_machine.empty())
+    who.emulation = std::make_shared<const Emulation>(make_emulation(*machine, req.emulator, req.binfmt_entry));
   who.environ_known = req.has_environ && !req.secure;
   if (who.environ_known) who.environ = std::move(req.environ);
   return contexts.described(std::move(who));
@@ -559,7 +563,9 @@ Reply Server::Impl::do_explain(Request& req, const Connection& c) {
   for (const Substitution& s : trace) {
     reply.add("ref", s.reference);
     reply.add("value", s.value);
-    reply.add("scope", std::string(to_string(s.scope)));
+    // A builtin that is not the host's says why: "builtin: emulated by ...".
+    reply.add("scope", s.note.empty() ? std::string(to_string(s.scope))
+                                      : std::string(to_string(s.scope)) + ": " + s.note);
   }
   return reply;
 }

@@ -5,6 +5,8 @@
 // small number buffers.
 #include "vsymfs/resolver.hpp"
 
+#include "vsymfs/emulation.hpp"
+
 #include <fnmatch.h>
 
 #include <algorithm>
@@ -179,7 +181,10 @@ std::optional<Value> ScopedResolver::variable(std::string_view name) const {
   if (name == "UID") return per_caller ? builtin(uid_s_) : std::nullopt;
   if (name == "GID") return per_caller ? builtin(gid_s_) : std::nullopt;
   if (name == "HOSTNAME") return builtin(host_.hostname);
-  if (name == "ARCH") return builtin(per_caller && caller_.compat32 ? host_.machine32 : host_.machine);
+  if (name == "ARCH") {
+    if (const Emulation* em = emulated()) return Value{em->machine, Scope::Builtin, em->source};
+    return builtin(per_caller && caller_.compat32 ? host_.machine32 : host_.machine);
+  }
   if (name == "SYSNAME") return builtin(sysnames().front());
   if (name == "MEMBER") return builtin(view_.member_number());
   return std::nullopt;
@@ -188,6 +193,10 @@ std::optional<Value> ScopedResolver::variable(std::string_view name) const {
 std::optional<Value> ScopedResolver::magic(std::string_view name) const {
   const bool compat32 = rules_.per_caller && caller_.compat32;
   const auto builtin = [](std::string_view text) -> std::optional<Value> { return Value{text, Scope::Builtin}; };
+  if (const Emulation* em = emulated()) {
+    if (name == "machine_arch" || name == "machine") return Value{em->machine, Scope::Builtin, em->source};
+    if (name == "emul") return Value{em->emul, Scope::Builtin, em->source};
+  }
   if (name == "machine_arch" || name == "machine") return builtin(compat32 ? host_.machine32 : host_.machine);
   if (name == "hostname") return builtin(host_.hostname);
   if (name == "domainname") return builtin(host_.domainname);
@@ -205,7 +214,20 @@ std::optional<Value> ScopedResolver::magic(std::string_view name) const {
   return std::nullopt;
 }
 
+const Emulation* ScopedResolver::emulated() const noexcept {
+  return rules_.per_caller && rules_.emulation ? caller_.emulation.get() : nullptr;
+}
+
+const std::vector<std::string>* ScopedResolver::arch_sysnames(const Emulation& em) const noexcept {
+  const auto it = rules_.sysnames_by_arch.find(std::string_view(em.machine));
+  return it == rules_.sysnames_by_arch.end() ? nullptr : &it->second;
+}
+
 std::span<const std::string> ScopedResolver::sysnames() const {
+  if (const Emulation* em = emulated()) {
+    if (const auto* configured = arch_sysnames(*em)) return *configured;
+    if (!em->sysnames.empty()) return em->sysnames;
+  }
   const bool compat32 = rules_.per_caller && caller_.compat32;
   const std::vector<std::string>& list = compat32 ? rules_.sysnames32 : rules_.sysnames;
   if (list.empty()) return fallback_sysnames(compat32);
@@ -213,7 +235,16 @@ std::span<const std::string> ScopedResolver::sysnames() const {
 }
 
 Scope ScopedResolver::sysnames_scope() const {
+  if (const Emulation* em = emulated()) {
+    if (arch_sysnames(*em) != nullptr) return Scope::System;
+    if (!em->sysnames.empty()) return Scope::Builtin;
+  }
   return rules_.sysnames_configured ? Scope::System : Scope::Builtin;
+}
+
+std::string_view ScopedResolver::sysnames_note() const {
+  const Emulation* em = emulated();
+  return em != nullptr ? std::string_view(em->source) : std::string_view();
 }
 
 Value ScopedResolver::universe() const {

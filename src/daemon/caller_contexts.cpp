@@ -11,7 +11,8 @@
 //    when there are no events; the kernel has checked the caller's own
 //    permissions before (default_permissions).
 //  - what belongs to a program image (environment, AT_SECURE, ELF class,
-//    personality) is kept once per *process* (thread group id, from the
+//    personality, the binfmt_misc emulation of a foreign-architecture
+//    program) is kept once per *process* (thread group id, from the
 //    thread's status), validated like the thread entries below, and shared
 //    by every thread of that process: a process with 4000 threads costs one
 //    environment, not 4000 (one per distinct identity among its threads,
@@ -72,6 +73,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "binfmt_registry.hpp"
 #include "mount_state.hpp"
 #include "proc_events.hpp"
 #include "proc_reader.hpp"
@@ -124,6 +126,7 @@ struct ProcEntry {
   std::uint64_t filter;  // the variable filter the environment was kept with
   bool environ_known;
   bool compat32;
+  std::shared_ptr<const Emulation> emulation;  // null: a native program
   bool auxv_secure;  // AT_SECURE of this image, fixed at execve
   bool used;         // looked up since the eviction hand last passed
   std::size_t bytes;  // counted in environ_bytes
@@ -220,6 +223,8 @@ struct ProcJob {
   bool auxv_secure = true;  // unknown auxv counts as secure: the process scope stays off
   bool compat32 = false;
   bool from_execve = false;  // environ is the envp of an execve in progress
+  std::shared_ptr<BinfmtRegistry> binfmt;      // which files are emulators
+  std::shared_ptr<const Emulation> emulation;  // null: a native program
 };
 
 // A few threads that do the /proc reads which may block (a process inside
@@ -289,7 +294,11 @@ class ProcPool {
   static void read_process(ProcJob& job) {
     // The ELF class decides the auxv word size, so it comes first.
     unsigned elf_class = 64;
-    if (auto c = proc::read_exe_elf_class(job.pid); c) elf_class = *c;
+    if (auto exe = proc::read_exe(job.pid); exe) {
+      if (exe->elf_class != 0) elf_class = exe->elf_class;
+      // A program of another architecture: its exe is the emulator.
+      if (job.binfmt) job.emulation = job.binfmt->emulation_of(exe->dev, exe->ino);
+    }
     bool persona32 = false;
     if (auto p = proc::read_personality(job.pid); p) persona32 = proc::is_linux32_personality(*p);
     job.compat32 = elf_class == 32 || persona32;
@@ -467,6 +476,7 @@ struct CallerContexts::Impl {
   }
 
   Options opts;
+  std::shared_ptr<BinfmtRegistry> binfmt = std::make_shared<BinfmtRegistry>(opts.binfmt_dir);
   std::size_t per_shard;
   Shard shards[kShards];
 
@@ -734,6 +744,7 @@ struct CallerContexts::Impl {
     c->environ = std::move(environ);
     c->environ_known = pe.environ_known;
     c->compat32 = pe.compat32;
+    c->emulation = pe.emulation;
     c->secure = named.secure || pe.auxv_secure;
     return c;
   }
@@ -792,6 +803,7 @@ struct CallerContexts::Impl {
     auto job = std::make_shared<ProcJob>();
     job->pid = pid;
     job->try_execve_envp = key_in_use != Options::ImageKey::Stat;
+    job->binfmt = binfmt;
     bool completed = false;
     if (pool.submit(job)) {
       std::unique_lock lock(job->mu);
@@ -812,6 +824,7 @@ struct CallerContexts::Impl {
     ProcEntry pe{};
     pe.image = keys.process;
     pe.compat32 = job->compat32;
+    pe.emulation = std::move(job->emulation);
     pe.auxv_secure = job->auxv_secure;
     pe.used = true;
     pe.environ_known = job->environ_ok;
@@ -892,6 +905,7 @@ struct CallerContexts::Impl {
         snapshot.environ_known = pe.environ_known;
         if (!pe.callers.empty()) environ = pe.callers.front().caller->environ;
         snapshot.compat32 = pe.compat32;
+        snapshot.emulation = pe.emulation;
         snapshot.auxv_secure = pe.auxv_secure;
         stamp = pe.stamp;
       }

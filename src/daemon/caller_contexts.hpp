@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "vsymfs/caller.hpp"
 
@@ -55,6 +56,9 @@ class CallerContexts {
     // environment larger than the whole limit is used but not kept.
     // 0: no environment is kept, every request reads /proc again.
     std::size_t max_environ_bytes = std::size_t{32} << 20;
+    // Where binfmt_misc is mounted: a caller whose executable is an entry's
+    // interpreter is emulated (binfmt_registry.hpp). Tests point it elsewhere.
+    std::string binfmt_dir = "/proc/sys/fs/binfmt_misc";
   };
   CallerContexts();
   explicit CallerContexts(Options opts);

@@ -169,6 +169,47 @@ TEST(Protocol, ProcessFieldsRoundTrip) {
   EXPECT_FALSE(sec->has_environ);
 }
 
+// A client of another architecture (qemu-user) says so: its machine, the
+// emulator's name and the binfmt_misc entry's.
+TEST(Protocol, EmulatedClientRoundTrip) {
+  Request explain{Op::Explain, ScopeArg::All, "", "", "@machine", "."};
+  explain.emulated_machine = "aarch64";
+  explain.emulator = "qemu-aarch64";
+  explain.binfmt_entry = "qemu-aarch64";
+  auto payload = encode_request(explain);
+  ASSERT_TRUE(payload.ok()) << payload.error().message;
+  const std::string wire = std::string("aarch64") + '\0' + "qemu-aarch64" + '\0' + "qemu-aarch64" + '\0';
+  EXPECT_NE(payload->find(field("emulated", wire)), std::string::npos) << *payload;
+  auto back = decode_request(*payload);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->emulated_machine, "aarch64");
+  EXPECT_EQ(back->emulator, "qemu-aarch64");
+  EXPECT_EQ(back->binfmt_entry, "qemu-aarch64");
+  // Native: no field at all.
+  auto native = encode_request({Op::Explain, ScopeArg::All, "", "", "@machine", "."});
+  ASSERT_TRUE(native.ok());
+  EXPECT_EQ(native->find("emulated"), std::string::npos);
+
+  const std::string head = "VSYMFS1 explain\n" + field("raw", "x") + field("dir", ".");
+  const auto nul = [](std::initializer_list<const char*> parts) {
+    std::string s;
+    for (const char* p : parts) s += std::string(p) + '\0';
+    return s;
+  };
+  for (const auto& [what, payload_text] : std::vector<std::pair<const char*, std::string>>{
+           {"unknown machine", head + field("emulated", nul({"sun4", "qemu-x", "e"}))},
+           {"two names", head + field("emulated", nul({"aarch64", "qemu-aarch64"}))},
+           {"four names", head + field("emulated", nul({"aarch64", "q", "e", "x"}))},
+           {"empty emulator", head + field("emulated", nul({"aarch64", "", "e"}))},
+           {"slash in entry", head + field("emulated", nul({"aarch64", "q", "a/b"}))},
+           {"no final NUL", head + field("emulated", "aarch64")},
+           {"on status", "VSYMFS1 status\n" + field("emulated", nul({"aarch64", "q", "e"}))}}) {
+    auto r = decode_request(payload_text);
+    ASSERT_FALSE(r.ok()) << what;
+    EXPECT_EQ(r.error().code, EINVAL) << what << ": " << r.error().message;
+  }
+}
+
 TEST(Protocol, MalformedProcessFieldsAreRefused) {
   const std::string explain = "VSYMFS1 explain\n" + field("raw", "x") + field("dir", ".");
   const std::vector<Malformed> cases = {

@@ -140,6 +140,48 @@ TEST(RulesSections, Sysname) {
   EXPECT_EQ(only_native.sysnames32, default_rules().sysnames32);
 }
 
+TEST(RulesSections, SysnamePerArchitecture) {
+  const Rules r = parse_ok(
+      "[sysname]\nnative = [\"amd64_linux26\"]\n"
+      "[sysname.aarch64]\nnative = [\"arm64_linux26\", \"arm64_generic\"]\n"
+      "[sysname.armv7l]\nnative = [\"arm_linux26\"]\n");
+  EXPECT_EQ(r.sysnames, std::vector<std::string>{"amd64_linux26"});
+  ASSERT_EQ(r.sysnames_by_arch.size(), 2u);
+  EXPECT_EQ(r.sysnames_by_arch.at("aarch64"), (std::vector<std::string>{"arm64_linux26", "arm64_generic"}));
+  EXPECT_EQ(r.sysnames_by_arch.at("armv7l"), std::vector<std::string>{"arm_linux26"});
+  // A per-architecture table alone leaves the host's lists derived.
+  const Rules only_arch = parse_ok("[sysname.riscv64]\nnative = [\"riscv64_linux26\"]\n");
+  EXPECT_FALSE(only_arch.sysnames_configured);
+  EXPECT_EQ(only_arch.sysnames, default_rules().sysnames);
+  EXPECT_TRUE(default_rules().sysnames_by_arch.empty());
+
+  const auto error_of = [](std::string_view text) {
+    auto bad = parse_rules(text, "r.toml");
+    return bad ? std::string("(parsed)") : bad.error().message;
+  };
+  EXPECT_EQ(error_of("[sysname.aarch64]\ncompat32 = [\"x\"]\n"),
+            "r.toml:2:1: unknown key 'compat32' in [sysname.aarch64]; valid keys are: native");
+  EXPECT_EQ(error_of("[sysname.aarch64]\n"), "r.toml:1:1: expected 'native = [...]' in [sysname.aarch64]");
+  EXPECT_EQ(error_of("[sysname.aarch64]\nnative = []\n"),
+            "r.toml:2:10: expected at least one sysname in 'native' in [sysname.aarch64], found an empty array");
+  EXPECT_EQ(error_of("[sysname.aarch64]\nnative = [\"a/b\"]\n"),
+            "r.toml:2:11: expected a sysname (one path component, no '/') in 'native' in [sysname.aarch64], found \"a/b\"");
+  EXPECT_EQ(error_of("[sysname]\nnatve = [\"x\"]\n"),
+            "r.toml:2:1: unknown key 'natve' in [sysname]; did you mean 'native'? (or a [sysname.MACHINE] table)");
+  EXPECT_EQ(error_of("[sysname.\"a/b\"]\nnative = [\"x\"]\n"),
+            "r.toml:1:10: expected a machine name (uname -m, e.g. aarch64) in [sysname.MACHINE], found \"a/b\"");
+}
+
+TEST(RulesSections, EmulationCanBeTurnedOff) {
+  EXPECT_TRUE(default_rules().emulation);
+  EXPECT_TRUE(parse_ok("[scopes]\nper_caller = true\n").emulation);
+  EXPECT_FALSE(parse_ok("[scopes]\nemulation = false\n").emulation);
+  auto bad = parse_rules("[scopes]\nemulation = \"no\"\n", "r.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message,
+            "r.toml:2:13: expected a boolean (true or false) for 'emulation' in [scopes], found a string");
+}
+
 TEST(RulesSections, Universe) {
   const Rules r = parse_ok(
       "[universe]\nnames = [\"sysv\", \"bsd\", \"posix\"]\ndefault = \"bsd\"\nenv = \"ENV_UNIVERSE\"\n"
