@@ -63,25 +63,29 @@ bool TraceHub::wants(pid_t pid, uid_t uid, std::string_view path) const {
 void TraceHub::publish(TraceEvent event) {
   auto e = std::make_shared<const TraceEvent>(std::move(event));
   bool wake = false, any = false;
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& s : subs_) {
-      if (!s->filter_.wants(*e)) continue;
-      any = true;
-      std::lock_guard sub_lock(s->mu_);
-      if (s->queue_.push(e) && !s->signalled_) {
-        s->signalled_ = true;
-        wake = true;
-      }
+  std::lock_guard lock(mu_);
+  for (const auto& s : subs_) {
+    if (!s->filter_.wants(*e)) continue;
+    any = true;
+    std::lock_guard sub_lock(s->mu_);
+    if (s->queue_.push(e) && !s->signalled_) {
+      s->signalled_ = true;
+      wake = true;
     }
   }
   if (any) events_.fetch_add(1, std::memory_order_relaxed);
-  const int fd = wake_fd_.load(std::memory_order_relaxed);
-  if (wake && fd >= 0) {
+  // Under mu_, so that once set_wake_fd(-1) has returned nobody writes to
+  // the descriptor (the server closes it next). Once per batch, and an
+  // eventfd write never blocks (a full counter means the reader is awake).
+  if (wake && wake_fd_ >= 0) {
     const std::uint64_t one = 1;
-    // A full eventfd counter means the reader is awake anyway.
-    (void)!::write(fd, &one, sizeof one);
+    (void)!::write(wake_fd_, &one, sizeof one);
   }
+}
+
+void TraceHub::set_wake_fd(int wake_fd) noexcept {
+  std::lock_guard lock(mu_);
+  wake_fd_ = wake_fd;
 }
 
 TraceHub::Stats TraceHub::stats() const {

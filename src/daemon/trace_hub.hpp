@@ -60,8 +60,9 @@ class TraceHub {
   };
 
   // `wake_fd`: an eventfd written (once per subscriber that had nothing
-  // pending) when events arrive; -1 for none (tests poll).
-  void set_wake_fd(int wake_fd) noexcept { wake_fd_.store(wake_fd, std::memory_order_relaxed); }
+  // pending) when events arrive; -1 for none (tests poll). After it
+  // returns, the old descriptor is not written to any more.
+  void set_wake_fd(int wake_fd) noexcept;
 
   Subscription subscribe(TraceFilter filter);
 
@@ -85,8 +86,8 @@ class TraceHub {
   void unsubscribe(const std::shared_ptr<Subscriber>& s);
 
   std::atomic<std::size_t> active_{0};
-  std::atomic<int> wake_fd_{-1};
-  mutable std::mutex mu_;  // guards subs_ and dropped_gone_; taken before a Subscriber's mu_
+  mutable std::mutex mu_;  // guards subs_, wake_fd_ and dropped_gone_; taken before a Subscriber's mu_
+  int wake_fd_ = -1;
   std::vector<std::shared_ptr<Subscriber>> subs_;
   std::atomic<std::uint64_t> events_{0};
   std::uint64_t dropped_gone_ = 0;  // dropped by subscribers that have ended
