@@ -25,6 +25,9 @@
 //               mounts; or its absolute path as the client sees it),
 //               and the optional process fields below
 //     universe  the optional process fields below
+//     trace     prefix (a path inside the mounted filesystem, as for
+//               explain's dir; or an absolute path as the client sees it),
+//               uid, pid (decimal)                      each optional
 //     reload, status                                        no fields
 // Names are variable names ([A-Za-z_][A-Za-z0-9_]*); a value must be valid
 // UTF-8 (it is persisted as TOML); raw and dir may be any bytes but NUL, at
@@ -47,6 +50,10 @@
 //               the daemon knows), the emulator's name and the entry's
 //               name, each followed by a NUL. Absent: a native process.
 //
+// A trace request is answered by a stream of replies on its connection
+// (see trace_wire.hpp): `ok` when the trace has started, then one `ok` per
+// event or per run of dropped events, until either side closes.
+//
 // Reply verbs: `ok` (fields depend on the request, in a meaningful order,
 // keys may repeat) or `error` with the fields `errno` (decimal) and
 // `message`.
@@ -54,6 +61,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -73,7 +81,7 @@ inline constexpr std::size_t kMaxRequestSize = 16 * 1024 + kMaxEnvironSize;
 inline constexpr std::size_t kMaxReplySize = 1024 * 1024;
 inline constexpr std::size_t kMaxWord = 32;
 
-enum class Op : std::uint8_t { Set, Unset, List, Explain, Reload, Universe, Status };
+enum class Op : std::uint8_t { Set, Unset, List, Explain, Reload, Universe, Status, Trace };
 enum class ScopeArg : std::uint8_t { User, System, All };
 
 std::string_view to_string(Op op) noexcept;
@@ -93,6 +101,12 @@ struct Request {
   bool compat32 = false;
   // `emulated`: all three set, or all empty (a native client).
   std::string emulated_machine, emulator, binfmt_entry;
+  // trace: the filters, each optional.
+  std::string prefix{};
+  std::optional<std::uint32_t> uid{};
+  std::optional<std::int32_t> pid{};
+
+  bool operator==(const Request&) const = default;
 };
 
 // The longest emulator or binfmt_misc entry name a request may carry.

@@ -36,6 +36,8 @@
 #include "protocol.hpp"
 #include "store.hpp"
 #include "vsymfs/emulation.hpp"
+#include "trace_hub.hpp"
+#include "trace_wire.hpp"
 #include "vsymfs/resolver.hpp"
 
 namespace vsymfs::control {
@@ -50,11 +52,6 @@ constexpr int kMaxAcceptsPerWake = 128;
 constexpr auto kRefusalLogInterval = std::chrono::seconds(10);
 
 Error sys_error(int code, const std::string& what) { return make_error(code, what + ": " + std::strerror(code)); }
-
-std::string errno_text(const Error& e) {
-  const char* name = ::strerrorname_np(e.code);
-  return std::string(name != nullptr ? name : "E" + std::to_string(e.code)) + ": " + e.message;
-}
 
 std::string iso_time(std::chrono::system_clock::time_point tp) {
   const std::time_t t = std::chrono::system_clock::to_time_t(tp);
@@ -106,7 +103,15 @@ struct Connection {
   std::string in;                 // frame header + payload received so far
   std::string out;                // the framed reply, once there is one
   std::size_t sent = 0;
+  // A trace (after its request): the stream's source, and how many of its
+  // dropped events the stream has reported.
+  daemon::TraceHub::Subscription trace{};
+  std::uint64_t trace_dropped_reported = 0;
 };
+
+// Records taken from a trace's queue per write: a stream catches up in
+// batches without one reader holding the thread for long.
+constexpr std::size_t kTraceBatch = 64;
 
 // The supplementary groups of a socket's peer when it connected, from the
 // kernel; only the primary group if the kernel cannot say.
@@ -143,6 +148,7 @@ struct Server::Impl {
   StateFile store;
   int listen_fd = -1;
   int wake_fd = -1;
+  int trace_fd = -1;  // eventfd: a trace has events waiting (TraceHub)
   int source_fd = -1;
   dev_t socket_dev = 0;
   ino_t socket_ino = 0;
@@ -162,7 +168,10 @@ struct Server::Impl {
         store(std::move(state_path)) {}
 
   ~Impl() {
+    links.tracer().set_wake_fd(-1);
     for (Connection& c : conns) ::close(c.fd);
+    conns.clear();  // ends the traces
+    if (trace_fd >= 0) ::close(trace_fd);
     if (listen_fd >= 0) {
       ::close(listen_fd);
       // Remove the socket only if it is still ours (a second daemon may have
@@ -181,11 +190,16 @@ struct Server::Impl {
   void admit(int fd, const ucred& peer);
   void log_refusal(const std::string& why);
   Clock::time_point deadline(const Connection& c) const {
+    // A trace is meant to stay open and quiet; it still holds its uid's slot.
+    if (c.trace) return Clock::time_point::max();
     return std::min(c.accepted + opts.connection_deadline, c.last_active + opts.idle_timeout);
   }
   // Returns false when the connection is finished (closed by the caller).
   bool on_readable(Connection& c);
   bool on_writable(Connection& c);
+  bool on_trace_readable(Connection& c);
+  bool refill(Connection& c);
+  Reply start_trace(Request& req, Connection& c);
   void respond(Connection& c, const Reply& reply);
   Reply handle(Request& req, const Connection& c);
   std::shared_ptr<const Caller> peer_caller(Request& req, const Connection& c);
@@ -266,9 +280,14 @@ void Server::Impl::loop() {
     // decided per uid once the kernel has told us the peer's (admit).
     const bool paused = Clock::now() < accept_paused_until;
     fds.push_back({listen_fd, static_cast<short>(paused ? 0 : POLLIN), 0});
+    fds.push_back({trace_fd, POLLIN, 0});
     auto next_deadline = paused ? accept_paused_until : Clock::time_point::max();
     for (const Connection& c : conns) {
-      fds.push_back({c.fd, static_cast<short>(c.out.empty() ? POLLIN : POLLOUT), 0});
+      short events = static_cast<short>(c.out.empty() ? POLLIN : POLLOUT);
+      // A trace listens for its reader closing, and writes while it has
+      // something unsent.
+      if (c.trace) events = static_cast<short>(POLLIN | (c.sent < c.out.size() ? POLLOUT : 0));
+      fds.push_back({c.fd, events, 0});
       next_deadline = std::min(next_deadline, deadline(c));
     }
     int timeout = -1;
@@ -283,16 +302,25 @@ void Server::Impl::loop() {
     }
     if (fds[0].revents != 0) return;  // shutdown
 
-    // Connections first (fds[2..] match conns as they were before accepting).
+    // Traces with events waiting: each idle one takes its next batch.
+    bool traced = false;
+    if (n > 0 && (fds[2].revents & POLLIN)) {
+      std::uint64_t count = 0;
+      (void)!::read(trace_fd, &count, sizeof count);
+      traced = true;
+    }
+    // Connections first (fds[3..] match conns as they were before accepting).
     const auto now = Clock::now();
-    std::vector<Connection> keep;
-    keep.reserve(conns.size());
+    // In place: a trace starting counts the traces its uid holds in conns.
     for (std::size_t i = 0; i < conns.size(); ++i) {
       Connection& c = conns[i];
-      const short rev = n > 0 ? fds[i + 2].revents : 0;
+      const short rev = n > 0 ? fds[i + 3].revents : 0;
       bool alive = true;
       if (rev & (POLLERR | POLLNVAL)) {
         alive = false;
+      } else if (c.trace) {
+        if (rev & (POLLIN | POLLHUP)) alive = on_trace_readable(c);
+        if (alive && ((rev & POLLOUT) || (traced && c.sent == c.out.size()))) alive = on_writable(c);
       } else if (now >= deadline(c)) {
         alive = false;  // a stalled or dribbling client loses its slot
         ++timed_out;
@@ -301,13 +329,13 @@ void Server::Impl::loop() {
       } else if (rev & POLLOUT) {
         alive = on_writable(c);
       }
-      if (alive) {
-        keep.push_back(std::move(c));
-      } else {
+      if (!alive) {
         ::close(c.fd);
+        c.fd = -1;
+        c.trace.reset();
       }
     }
-    conns = std::move(keep);
+    std::erase_if(conns, [](const Connection& c) { return c.fd < 0; });
     if (n > 0 && (fds[1].revents & POLLIN)) accept_new();
   }
 }
@@ -406,6 +434,8 @@ bool Server::Impl::on_readable(Connection& c) {
       Reply reply;
       if (!req) {
         reply = Reply::failure(req.error());
+      } else if (req->op == Op::Trace) {
+        reply = start_trace(*req, c);  // on success the connection becomes the stream
       } else {
         try {
           reply = handle(*req, c);
@@ -431,13 +461,79 @@ bool Server::Impl::on_readable(Connection& c) {
 }
 
 bool Server::Impl::on_writable(Connection& c) {
-  while (c.sent < c.out.size()) {
-    const ssize_t n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
-    if (n < 0) return errno == EAGAIN || errno == EINTR;
-    c.sent += static_cast<std::size_t>(n);
-    c.last_active = Clock::now();
+  for (;;) {
+    while (c.sent < c.out.size()) {
+      const ssize_t n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+      if (n < 0) return errno == EAGAIN || errno == EINTR;
+      c.sent += static_cast<std::size_t>(n);
+      c.last_active = Clock::now();
+    }
+    if (!c.trace) return false;  // reply sent in full: one request per connection
+    if (!refill(c)) return true;  // the stream waits for its next events
   }
-  return false;  // reply sent in full: one request per connection
+}
+
+// A trace's reader has nothing to say after its request: bytes are read and
+// ignored, and its end of the connection closing ends the trace.
+bool Server::Impl::on_trace_readable(Connection& c) {
+  char buf[512];
+  for (;;) {
+    const ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
+    if (n > 0) continue;
+    if (n == 0) return false;
+    return errno == EAGAIN || errno == EINTR;
+  }
+}
+
+// The trace's next records (its dropped events first, then up to a batch of
+// events) into c.out. False when there is nothing to send.
+bool Server::Impl::refill(Connection& c) {
+  std::vector<std::shared_ptr<const TraceEvent>> events;
+  std::uint64_t dropped = 0;
+  c.trace->take(events, kTraceBatch, dropped);
+  c.out.clear();
+  c.sent = 0;
+  if (dropped > c.trace_dropped_reported) {
+    c.out += frame(encode_reply(trace_dropped(dropped - c.trace_dropped_reported, dropped)));
+    c.trace_dropped_reported = dropped;
+  }
+  for (const auto& e : events) {
+    std::string payload = encode_reply(trace_event(*e));
+    if (payload.size() > kMaxReplySize) continue;  // cannot happen: its fields are each < PATH_MAX
+    c.out += frame(payload);
+  }
+  return !c.out.empty();
+}
+
+Reply Server::Impl::start_trace(Request& req, Connection& c) {
+  std::size_t mine = 0;
+  for (const Connection& other : conns)
+    if (other.trace && other.peer.uid == c.peer.uid) ++mine;
+  if (mine >= kMaxTracesPerUid)
+    return Reply::failure(make_error(EUSERS, "uid " + std::to_string(c.peer.uid) + " has " + std::to_string(mine) +
+                                                 " traces open already (at most " +
+                                                 std::to_string(kMaxTracesPerUid) + ")"));
+  const bool all = is_admin(c.peer);
+  if (!all && req.uid && *req.uid != c.peer.uid)
+    return Reply::failure(make_error(EPERM, "only root or the mount's owner may trace another user's requests"));
+  TraceFilter f;
+  const std::string& mp = state.config().mountpoint;
+  if (req.prefix.empty() || req.prefix.front() != '/') {
+    f.prefix = normalize_trace_path(req.prefix);  // inside the filesystem, as explain's dir
+  } else if (req.prefix == mp) {
+    f.prefix.clear();
+  } else if (req.prefix.size() > mp.size() && req.prefix.compare(0, mp.size(), mp) == 0 &&
+             (mp == "/" || req.prefix[mp.size()] == '/')) {
+    f.prefix = normalize_trace_path(req.prefix.substr(mp.size()));
+  } else {
+    return Reply::failure(make_error(EXDEV, req.prefix + " is not inside this mount (" + mp + ")"));
+  }
+  if (req.uid) f.uid = static_cast<uid_t>(*req.uid);
+  if (req.pid) f.pid = static_cast<pid_t>(*req.pid);
+  if (!all) f.viewer_only = c.peer.uid;
+  c.trace = links.tracer().subscribe(std::move(f));
+  spdlog::info("control: uid {} traces expansions ({})", c.peer.uid, all ? "every caller" : "its own");
+  return trace_started(all);
 }
 
 void Server::Impl::respond(Connection& c, const Reply& reply) {
@@ -457,6 +553,7 @@ Reply Server::Impl::handle(Request& req, const Connection& c) {
     case Op::Reload: return do_reload(c.peer);
     case Op::Universe: return do_universe(req, c);
     case Op::Status: return do_status();
+    case Op::Trace: break;  // on_readable starts traces (the connection changes)
   }
   return Reply::failure(make_error(EINVAL, "unknown operation"));
 }
@@ -558,15 +655,9 @@ Reply Server::Impl::do_explain(Request& req, const Connection& c) {
   if (expanded) {
     reply.add("expansion", out);
   } else {
-    reply.add("error", errno_text(expanded.error()));
+    reply.add("error", errno_text(expanded.error().code, expanded.error().message));
   }
-  for (const Substitution& s : trace) {
-    reply.add("ref", s.reference);
-    reply.add("value", s.value);
-    // A builtin that is not the host's says why: "builtin: emulated by ...".
-    reply.add("scope", s.note.empty() ? std::string(to_string(s.scope))
-                                      : std::string(to_string(s.scope)) + ": " + s.note);
-  }
+  add_substitutions(reply, trace);
   return reply;
 }
 
@@ -642,6 +733,10 @@ Reply Server::Impl::do_status() {
   r.add("control_connections_refused", num(refused));
   r.add("control_connections_evicted", num(evicted));
   r.add("control_connections_timed_out", num(timed_out));
+  const auto ts = links.tracer().stats();
+  r.add("trace_subscribers", num(ts.subscribers));
+  r.add("trace_events", num(ts.events));
+  r.add("trace_dropped", num(ts.dropped));
   std::size_t user_vars = 0;
   for (const auto& [uid, table] : rt->users) user_vars += table.size();
   r.add("runtime_users", num(rt->users.size()));
@@ -725,6 +820,9 @@ Result<std::unique_ptr<Server>> Server::start(daemon::MountState& state, daemon:
   if (impl->source_fd < 0) return sys_error(errno, "cannot open source " + state.config().source);
   impl->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (impl->wake_fd < 0) return sys_error(errno, "eventfd");
+  impl->trace_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (impl->trace_fd < 0) return sys_error(errno, "eventfd");
+  links.tracer().set_wake_fd(impl->trace_fd);
   if (auto ok = impl->bind_socket(); !ok) return ok.error();
 
   std::unique_ptr<Server> server(new Server());

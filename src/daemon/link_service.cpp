@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -360,6 +361,28 @@ const Caller& anonymous_caller() {
 
 bool LinkDirectory::identity(dev_t&, ino_t&) { return false; }
 
+std::string LinkDirectory::link_path() { return {}; }
+
+namespace {
+
+// The caller's command name for a trace (only read while someone traces).
+std::string command_name(pid_t pid) {
+  if (pid <= 0) return {};
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%d/comm", static_cast<int>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  char buf[64];
+  const ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  if (n <= 0) return {};
+  std::string out(buf, static_cast<std::size_t>(n));
+  if (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+}  // namespace
+
 struct LinkService::Impl {
   Impl(MountState& s, CallerContexts& c, const Options& o)
       : state(s),
@@ -375,6 +398,7 @@ struct LinkService::Impl {
   ProbeCache probes;
   ProbeWalker walker;
   const Clock::duration probe_budget;
+  TraceHub tracer;
 
   std::shared_ptr<const Parsed> parsed(std::string_view raw, std::uint64_t generation, const Rules& rules) {
     const std::size_t h = StringHash{}(raw);
@@ -414,8 +438,39 @@ struct LinkService::Impl {
     return contexts.full(ids.pid, ids.uid, ids.gid);
   }
 
+  // An expansion for a FUSE request: traced when someone asks for it.
+  Result<void> expand(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids, std::string& out) {
+    if (!tracer.active()) [[likely]]
+      return run(raw, link_dir, ids, out, nullptr, true);
+    return expand_traced(raw, link_dir, ids, out);
+  }
+
+  Result<void> expand_traced(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids,
+                             std::string& out) {
+    if (!tracer.wants_caller(ids.pid, ids.uid)) return run(raw, link_dir, ids, out, nullptr, true);
+    TraceEvent e;
+    e.path = normalize_trace_path(link_dir.link_path());
+    if (!tracer.wants(ids.pid, ids.uid, e.path)) return run(raw, link_dir, ids, out, nullptr, true);
+    e.time = std::chrono::system_clock::now();
+    e.pid = ids.pid;
+    e.uid = ids.uid;
+    e.raw.assign(raw);
+    Result<void> r = run(raw, link_dir, ids, out, &e.substitutions, true);
+    if (r) {
+      e.expansion = out;
+    } else {
+      e.error = r.error().code;
+      e.message = r.error().message;
+    }
+    e.comm = command_name(ids.pid);
+    tracer.publish(std::move(e));
+    return r;
+  }
+
+  // `trace`: collect the substitutions; `store_probes`: @sys answers may be
+  // remembered (not for explain, whose text a client chose).
   Result<void> run(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids, std::string& out,
-                   std::vector<Substitution>* trace, const Caller* given = nullptr) {
+                   std::vector<Substitution>* trace, bool store_probes, const Caller* given = nullptr) {
     // Generation first, then rules: see MountState::reload.
     const std::uint64_t generation = state.rules_generation();
     const std::shared_ptr<const Rules> rules = state.rules();
@@ -450,7 +505,7 @@ struct LinkService::Impl {
     const bool as_caller = rules->per_caller;
     const ProbeCredentials creds = as_caller ? ProbeCredentials{caller.uid, caller.gid, caller.groups}
                                              : ProbeCredentials{kNobody, kNobody, {}};
-    SourceProbe probe(link_dir, probes, generation, walker, creds, as_caller, trace == nullptr, probe_budget);
+    SourceProbe probe(link_dir, probes, generation, walker, creds, as_caller, store_probes, probe_budget);
     ExpandOptions opts;
     opts.undefined = rules->undefined;
     opts.probe = p->tmpl.uses_sys() ? &probe : nullptr;
@@ -481,19 +536,19 @@ LinkService::~LinkService() = default;
 
 Result<void> LinkService::expand(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out) {
   KnownDirectory dir(link_dir_fd);
-  return impl_->run(raw, dir, ids, out, nullptr);
+  return impl_->expand(raw, dir, ids, out);
 }
 
 Result<void> LinkService::expand(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids,
                                  std::string& out) {
-  return impl_->run(raw, link_dir, ids, out, nullptr);
+  return impl_->expand(raw, link_dir, ids, out);
 }
 
 Result<void> LinkService::explain(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out,
                                   std::vector<Substitution>& trace) {
   trace.clear();
   KnownDirectory dir(link_dir_fd);
-  return impl_->run(raw, dir, ids, out, &trace);
+  return impl_->run(raw, dir, ids, out, &trace, false);
 }
 
 Result<void> LinkService::explain(std::string_view raw, int link_dir_fd, const Caller& caller, std::string& out,
@@ -501,8 +556,10 @@ Result<void> LinkService::explain(std::string_view raw, int link_dir_fd, const C
   trace.clear();
   KnownDirectory dir(link_dir_fd);
   // pid 0: the caller is described by the request; nothing is read from /proc.
-  return impl_->run(raw, dir, RequestIds{0, caller.uid, caller.gid}, out, &trace, &caller);
+  return impl_->run(raw, dir, RequestIds{0, caller.uid, caller.gid}, out, &trace, false, &caller);
 }
+
+TraceHub& LinkService::tracer() noexcept { return impl_->tracer; }
 
 bool LinkService::per_caller() const noexcept { return impl_->state.rules()->per_caller; }
 
