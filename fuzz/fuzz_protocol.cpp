@@ -26,11 +26,8 @@ using namespace vsymfs::control;
   std::abort();
 }
 
-bool same(const Request& a, const Request& b) {
-  return a.op == b.op && a.scope == b.scope && a.name == b.name && a.value == b.value && a.raw == b.raw &&
-         a.dir == b.dir && a.has_environ == b.has_environ && a.environ == b.environ && a.secure == b.secure &&
-         a.compat32 == b.compat32;
-}
+// Every field, the trace filters and the emulated machine included.
+bool same(const Request& a, const Request& b) { return a == b; }
 
 void check_request(std::string_view input) {
   auto req = decode_request(input);

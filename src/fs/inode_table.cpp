@@ -538,7 +538,7 @@ int InodeTable::parent_fd(Inode& inode, FdRef& out) {
 
 std::string InodeTable::tracked_name(const Inode& inode) const {
   std::lock_guard lock(mu_);
-  return inode.tracked_ ? inode.tracked_->name : std::string();
+  return inode.name_;
 }
 
 void InodeTable::moved(Inode& new_parent, std::string_view new_name, const struct stat& st) {

@@ -204,8 +204,7 @@ class InodeTable {
   // A pinned descriptor of the directory the inode was last found in.
   // ENOENT when unknown (the root).
   int parent_fd(Inode& inode, FdRef& out);
-  // The name a tracked inode was last found by in its directory ("" when
-  // untracked).
+  // The name the inode was last found by in its directory ("" for the root).
   std::string tracked_name(const Inode& inode) const;
   // A file in `parent` was renamed to `name` there (or removed, when st is
   // null): keep tracked names current.
