@@ -12,7 +12,11 @@
 #include <string>
 #include <vector>
 
+#include <fnmatch.h>
+
+#include "vsymfs/host_view.hpp"
 #include "vsymfs/link_template.hpp"
+#include "vsymfs/resolver.hpp"
 
 namespace {
 std::atomic<std::uint64_t> g_allocations{0};
@@ -129,6 +133,95 @@ void BM_ParseThreeVariables(benchmark::State& state) {
                          benchmark::Counter::kAvgIterations);
 }
 
+// A cluster's rules with N [host."pattern"] tables, of which only the last
+// matches this host: expanding a link that reads a host value and a
+// builtin (which falls through the host scope) must cost the same for 1,
+// 100 and 10,000 tables, since HostView matched the patterns once.
+vsymfs::Rules host_rules(int n) {
+  vsymfs::Rules rules;
+  rules.sysnames = {"amd64_linux26"};
+  rules.sysnames32 = {"i386_linux26"};
+  for (int i = 1; i < n; ++i)
+    rules.hosts.push_back({"rack" + std::to_string(i) + "-node*", {{"SITE", "rack" + std::to_string(i)}}});
+  rules.hosts.push_back({"login*", {{"SITE", "front"}}});
+  return rules;
+}
+
+vsymfs::HostInfo login_host() {
+  vsymfs::HostInfo h;
+  h.hostname = "login1";
+  h.machine = "x86_64";
+  h.machine32 = "i686";
+  return h;
+}
+
+vsymfs::Caller bench_caller() {
+  vsymfs::Caller c;
+  c.pid = 1;
+  c.uid = 1000;
+  c.user_name = "alice";
+  return c;
+}
+
+void BM_ExpandWithHostTables(benchmark::State& state) {
+  const vsymfs::Rules rules = host_rules(static_cast<int>(state.range(0)));
+  const vsymfs::HostView view(rules, login_host());
+  const vsymfs::Caller caller = bench_caller();
+  const vsymfs::Template t = vsymfs::Template::parse("/site/${SITE}/${USER}", vsymfs::ParseOptions{{}, {}});
+  std::string out;
+  {
+    const vsymfs::ScopedResolver r(rules, view, caller, nullptr);
+    if (!t.expand(r, {}, out).ok() || out != "/site/front/alice") {
+      state.SkipWithError("wrong expansion");
+      return;
+    }
+  }
+  const std::uint64_t before = g_allocations.load(std::memory_order_relaxed);
+  for (auto _ : state) {
+    // As the daemon does: a resolver per expansion, the view shared.
+    const vsymfs::ScopedResolver r(rules, view, caller, nullptr);
+    vsymfs::Result<void> res = t.expand(r, {}, out);
+    benchmark::DoNotOptimize(res);
+    benchmark::DoNotOptimize(out.data());
+  }
+  const std::uint64_t allocations = g_allocations.load(std::memory_order_relaxed) - before;
+  state.counters["allocs_per_expand"] =
+      benchmark::Counter(static_cast<double>(allocations), benchmark::Counter::kAvgIterations);
+  if (allocations != 0) state.SkipWithError("heap allocation on the expansion path");
+}
+
+// What the same lookups cost when every host pattern is matched per lookup
+// (the resolver before HostView: a hash lookup per table for every name
+// that reaches the host scope, fnmatch for the tables that define it).
+void BM_HostTablesMatchedPerLookup(benchmark::State& state) {
+  const vsymfs::Rules rules = host_rules(static_cast<int>(state.range(0)));
+  const std::string hostname = "login1";
+  const auto lookup = [&](std::string_view name) -> const std::string* {
+    for (const vsymfs::HostRules& h : rules.hosts) {
+      const auto it = h.vars.find(name);
+      if (it != h.vars.end() && ::fnmatch(h.pattern.c_str(), hostname.c_str(), FNM_CASEFOLD) == 0) return &it->second;
+    }
+    return nullptr;
+  };
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(lookup("SITE"));
+    benchmark::DoNotOptimize(lookup("USER"));
+  }
+}
+
+// Building the view: once per host name and rules generation (a reload).
+void BM_BuildHostView(benchmark::State& state) {
+  const vsymfs::Rules rules = host_rules(static_cast<int>(state.range(0)));
+  const vsymfs::HostInfo host = login_host();
+  for (auto _ : state) {
+    vsymfs::HostView view(rules, host);
+    benchmark::DoNotOptimize(view);
+  }
+}
+
+BENCHMARK(BM_ExpandWithHostTables)->Arg(1)->Arg(100)->Arg(10000);
+BENCHMARK(BM_HostTablesMatchedPerLookup)->Arg(1)->Arg(100)->Arg(10000);
+BENCHMARK(BM_BuildHostView)->Arg(1)->Arg(100)->Arg(10000);
 BENCHMARK(BM_ExpandThreeVariables);
 BENCHMARK(BM_ExpandLiteral);
 BENCHMARK(BM_ExpandConditional);

@@ -77,7 +77,7 @@ _vsymctl() {
   if [[ $prev == -* && ${opts[$prev]:-0} == 1 ]]; then
     case $prev in
       -r|--rules|--socket) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")) ;;
-      -m|--mount|-p|--probe-root) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")) ;;
+      -m|--mount|-p|--probe-root|--prefix) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")) ;;
       -u|--user|--as-user) COMPREPLY=($(compgen -u -- "$cur")) ;;
       -g|--gid) COMPREPLY=($(compgen -g -- "$cur")) ;;
       -e|--env) compopt -o nospace 2>/dev/null; COMPREPLY=($(compgen -e -S = -- "$cur")) ;;

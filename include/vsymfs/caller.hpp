@@ -6,13 +6,15 @@
 #include <sys/types.h>
 
 #include <cstdint>
-
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 namespace vsymfs {
+
+struct Emulation;  // vsymfs/emulation.hpp
 
 struct Caller {
   pid_t pid = 0;  // 0: not visible in our pid namespace, or no caller
@@ -56,6 +58,10 @@ struct Caller {
   // cannot see gets the daemon's namespaces). docs/containers.md.
   std::uint64_t uts_ns = 0;
   std::uint64_t mnt_ns = 0;
+  // A program of another architecture run by an emulator through
+  // binfmt_misc (qemu-user): its machine, @emul and @sys defaults. Null for
+  // a native process. Shared: one per emulator, not per process.
+  std::shared_ptr<const Emulation> emulation;
 };
 
 // Facts about the host, read once (uname, hostname, domain name).

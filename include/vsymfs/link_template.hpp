@@ -32,6 +32,7 @@ struct Substitution {
   std::string reference;  // as written in the link, e.g. "${USER}", "@sys", "{memb}"
   std::string value;      // what it became ("" for Empty policy)
   Scope scope;            // where the value came from
+  std::string note;       // why, for a builtin that is not the host's (Value::note)
 };
 
 // Checks whether an expanded candidate target exists (used for @sys lists).

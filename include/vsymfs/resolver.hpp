@@ -7,8 +7,10 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "vsymfs/caller.hpp"
+#include "vsymfs/host_view.hpp"
 #include "vsymfs/rules.hpp"
 #include "vsymfs/runtime_vars.hpp"
 #include "vsymfs/value_source.hpp"
@@ -26,9 +28,10 @@ bool environment_name_used(const Rules& rules, std::string_view name) noexcept;
 
 class ScopedResolver final : public ValueSource {
  public:
-  // `runtime` may be null (no run-time values). All references must outlive
-  // the resolver.
-  ScopedResolver(const Rules& rules, const HostInfo& host, const Caller& caller,
+  // `runtime` may be null (no run-time values). `host` must have been built
+  // from these rules (HostView: the host scope and the member id). All
+  // references must outlive the resolver.
+  ScopedResolver(const Rules& rules, const HostView& host, const Caller& caller,
                  const RuntimeVars* runtime) noexcept;
   // Values may view this object's own buffers (the formatted ids): a copy
   // would view the original's. Build one where it is used.
@@ -39,6 +42,7 @@ class ScopedResolver final : public ValueSource {
   std::optional<Value> magic(std::string_view name) const override;
   std::span<const std::string> sysnames() const override;
   Scope sysnames_scope() const override;
+  std::string_view sysnames_note() const override;
   Value universe() const override;
   Value member() const override;
 
@@ -52,13 +56,19 @@ class ScopedResolver final : public ValueSource {
   bool runtime_user_scope_active() const noexcept;
 
  private:
+  // The caller's emulation when the rules let it count, else null.
+  const Emulation* emulated() const noexcept;
+  // [sysname.MACHINE] for an emulated caller's machine, or null.
+  const std::vector<std::string>* arch_sysnames(const Emulation& em) const noexcept;
+
   // implementation-defined members (numbers formatted into small inline buffers)
   const Rules& rules_;
+  const HostView& view_;
   const HostInfo& host_;
   const Caller& caller_;
   const RuntimeVars* runtime_;
-  char uid_buf_[12]{}, gid_buf_[12]{}, ruid_buf_[12]{}, rgid_buf_[12]{}, member_buf_[20]{};
-  std::string_view uid_s_, gid_s_, ruid_s_, rgid_s_, member_s_;
+  char uid_buf_[12]{}, gid_buf_[12]{}, ruid_buf_[12]{}, rgid_buf_[12]{};
+  std::string_view uid_s_, gid_s_, ruid_s_, rgid_s_;
 };
 
 }  // namespace vsymfs

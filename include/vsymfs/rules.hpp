@@ -38,6 +38,13 @@ struct HostRules {
   VarMap vars;
 };
 
+// [cluster.members]: "pattern" = id; the first pattern (file order) that
+// matches the host name gives its member id.
+struct MemberRule {
+  std::string pattern;  // fnmatch(3) pattern against the hostname, case-insensitive
+  int member = 0;
+};
+
 struct Rules {
   std::string origin;  // the file path, or "<built-in>"
 
@@ -50,6 +57,11 @@ struct Rules {
   // values, and the kernel may cache symlink bodies.
   bool per_caller = true;
   SymlinkCache symlink_cache = SymlinkCache::Auto;
+  // A program of another architecture run by an emulator through
+  // binfmt_misc gets its own machine's @machine, @machine_arch, @emul,
+  // ${ARCH} and @sys ([scopes] emulation; needs per_caller). false: the
+  // host's values, as for any native process.
+  bool emulation = true;
 
   // Process scope: fnmatch patterns; a name is taken when it matches an allow
   // pattern and no deny pattern. Identity builtins are never taken.
@@ -64,11 +76,18 @@ struct Rules {
 
   std::vector<std::string> sysnames;             // @sys for native callers, best first
   std::vector<std::string> sysnames32;           // @sys for 32-bit callers
+  // [sysname.MACHINE] native = [...]: @sys for a caller emulated as MACHINE
+  // (uname -m inside it: aarch64, armv7l). An emulated machine without a
+  // list gets the built-in OpenAFS names for it (Emulation::sysnames).
+  StringMap<std::vector<std::string>> sysnames_by_arch;
   // [sysname] set the lists (provenance: system scope) rather than the
   // derivation from the host's machine (builtin scope).
   bool sysnames_configured = false;
   UniverseRules universes;
-  int member = 0;                                // {memb} -> "member<N>"
+  // {memb} -> "member<N>": the first [cluster.members] pattern matching
+  // the host name, else `member` ([cluster] member). See HostView.
+  int member = 0;
+  std::vector<MemberRule> members;               // file order
 
   // True when the kernel may cache symlink bodies for this mount.
   bool kernel_may_cache_symlinks() const noexcept {

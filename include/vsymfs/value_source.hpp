@@ -28,6 +28,9 @@ std::string_view to_string(Scope s) noexcept;  // "locked", "process", ...
 struct Value {
   std::string_view text;  // valid while the ValueSource (and what it borrows) lives
   Scope scope;
+  // Why a builtin has this value, when it is not the host's own (for
+  // `vsymctl explain`): "emulated by qemu-aarch64 (binfmt_misc entry ...)".
+  std::string_view note{};
 };
 
 // The link-language families; each can be switched off per mount so trees whose
@@ -62,6 +65,8 @@ class ValueSource {
   virtual std::span<const std::string> sysnames() const = 0;
   // Scope the sysname list came from (for provenance).
   virtual Scope sysnames_scope() const = 0;
+  // Why the list is this one when it is not the host's (see Value::note).
+  virtual std::string_view sysnames_note() const { return {}; }
   // The caller's universe, for conditional links.
   virtual Value universe() const = 0;
   // {memb}: "member<N>".

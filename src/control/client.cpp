@@ -12,8 +12,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <thread>
 
+#include "binfmt_registry.hpp"
 #include "paths.hpp"
 #include "vsymfs/unique_fd.hpp"
 
@@ -27,12 +29,16 @@ using Fd = vsymfs::UniqueFd;
 using Clock = std::chrono::steady_clock;
 
 // Waits for `events` until the deadline; ETIMEDOUT when it passes.
+// Clock::time_point::max(): no deadline (a trace's stream).
 Result<void> wait_for(int fd, short events, Clock::time_point deadline) {
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return make_error(ETIMEDOUT, "the daemon did not answer in time");
+    long long left = -1;
+    if (deadline != Clock::time_point::max()) {
+      left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) return make_error(ETIMEDOUT, "the daemon did not answer in time");
+    }
     pollfd p{fd, events, 0};
-    const int n = ::poll(&p, 1, static_cast<int>(left));
+    const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1 << 30)));
     if (n > 0) return {};
     if (n < 0 && errno != EINTR) return sys_error(errno, "poll");
   }
@@ -87,14 +93,25 @@ namespace {
 // Whether an old daemon refused the process fields it does not know.
 bool refused_process_fields(const Reply& reply) {
   if (reply.error != EINVAL) return false;
-  for (const char* key : {"environ", "secure", "compat"})
+  for (const char* key : {"environ", "secure", "compat", "emulated"})
     if (reply.message.rfind(std::string("unexpected field '") + key + "'", 0) == 0) return true;
   return false;
 }
 
-// One connection, one request, one reply.
+// One framed reply.
+Result<Reply> read_reply(int fd, Clock::time_point deadline) {
+  unsigned char header[kFrameHeader];
+  if (auto ok = recv_exact(fd, reinterpret_cast<char*>(header), sizeof header, deadline); !ok) return ok.error();
+  const std::uint32_t len = frame_length(header);
+  if (len > kMaxReplySize) return make_error(EMSGSIZE, "the daemon's reply is larger than the limit");
+  std::string body(len, '\0');
+  if (auto ok = recv_exact(fd, body.data(), body.size(), deadline); !ok) return ok.error();
+  return decode_reply(body);
+}
+
+// One connection, one request, one reply; `keep` gets the connection.
 Result<Reply> call_once(const std::string& socket_path, const sockaddr_un& addr, const std::string& framed,
-                        Clock::time_point deadline) {
+                        Clock::time_point deadline, Fd* keep = nullptr) {
   Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) return sys_error(errno, "socket");
   // A daemon whose listen queue is full makes connect wait; not past the
@@ -127,6 +144,7 @@ Result<Reply> call_once(const std::string& socket_path, const sockaddr_un& addr,
   if (len > kMaxReplySize) return make_error(EMSGSIZE, "the daemon's reply is larger than the limit");
   std::string body(len, '\0');
   if (auto ok = recv_exact(fd.get(), body.data(), body.size(), deadline); !ok) return ok.error();
+  if (keep != nullptr) *keep = std::move(fd);
   return decode_reply(body);
 }
 
@@ -143,7 +161,7 @@ Result<Reply> call(const std::string& socket_path, const Request& req, int timeo
 
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   auto pause = std::chrono::milliseconds(10);
-  bool process_fields = req.has_environ || req.secure || req.compat32;
+  bool process_fields = req.has_environ || req.secure || req.compat32 || !req.emulated_machine.empty();
   for (;;) {
     auto reply = call_once(socket_path, addr, frame(*payload), deadline);
     if (!reply) return reply;
@@ -157,6 +175,9 @@ Result<Reply> call(const std::string& socket_path, const Request& req, int timeo
       plain.has_environ = false;
       plain.environ.clear();
       plain.secure = plain.compat32 = false;
+      plain.emulated_machine.clear();
+      plain.emulator.clear();
+      plain.binfmt_entry.clear();
       payload = encode_request(plain);
       if (!payload) return payload.error();
       process_fields = false;
@@ -166,10 +187,56 @@ Result<Reply> call(const std::string& socket_path, const Request& req, int timeo
   }
 }
 
+Result<Reply> stream(const std::string& socket_path, const Request& req,
+                     const std::function<bool(const Reply&)>& on_record, int timeout_ms) {
+  auto payload = encode_request(req);
+  if (!payload) return payload.error();
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_path.empty() || socket_path.size() >= sizeof addr.sun_path)
+    return make_error(ENAMETOOLONG, "bad control socket path '" + socket_path + "'");
+  std::memcpy(addr.sun_path, socket_path.data(), socket_path.size());
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto pause = std::chrono::milliseconds(10);
+  Fd fd;
+  for (;;) {
+    auto first = call_once(socket_path, addr, frame(*payload), deadline, &fd);
+    if (!first) return first;
+    if (first->error == EAGAIN && Clock::now() + pause < deadline) {
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(250));
+      continue;
+    }
+    if (!first->ok()) return first;
+    if (!on_record(*first)) return Reply{};
+    break;
+  }
+  for (;;) {
+    auto record = read_reply(fd.get(), Clock::time_point::max());
+    if (!record) {
+      if (record.error().code == EPROTO && record.error().message.find("closed the connection") != std::string::npos)
+        return make_error(ECONNRESET, "the daemon ended the trace (it stopped, or gave the slot to another user)");
+      return record.error();
+    }
+    if (!record->ok()) return record;
+    if (!on_record(*record)) return Reply{};
+  }
+}
+
 void describe_self(Request& req) {
   req.secure = ::getauxval(AT_SECURE) != 0 || ::getuid() != ::geteuid() || ::getgid() != ::getegid();
   const int persona = ::personality(0xffffffff);
   req.compat32 = sizeof(void*) == 4 || (persona != -1 && (persona & PER_MASK) == PER_LINUX32);
+  // A client of another architecture (run by qemu-user through binfmt_misc)
+  // says so, as the daemon would find for it on a FUSE request.
+  req.emulated_machine.clear();
+  req.emulator.clear();
+  req.binfmt_entry.clear();
+  if (auto em = daemon::BinfmtRegistry().self()) {
+    req.emulated_machine = em->machine;
+    req.emulator = em->emul;
+    req.binfmt_entry = em->entry;
+  }
   req.environ.clear();
   // A set-id vsymctl's environment is its invoker's: the daemon would treat
   // a secure process so, and so does it here.

@@ -2,6 +2,7 @@
 // request. Blocking, with a time limit, so a stuck daemon cannot hang vsymctl.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "protocol.hpp"
@@ -24,6 +25,15 @@ Result<std::string> find_socket(const std::string& path);
 // older than the process fields (it refuses them as unexpected) is asked
 // once more without them; it then reads what it wants from /proc itself.
 Result<Reply> call(const std::string& socket_path, const Request& req, int timeout_ms = 10000);
+
+// A trace: connects, sends `req` (Op::Trace), and hands each record of the
+// stream (trace_wire.hpp), the `started` one first, to `on_record` until it
+// returns false (then an ok Reply). The first record must come within
+// timeout_ms (EAGAIN refusals are retried as by call()); later ones are
+// waited for without limit. A refusal is returned as its error Reply;
+// ECONNRESET when the daemon closes the stream.
+Result<Reply> stream(const std::string& socket_path, const Request& req,
+                     const std::function<bool(const Reply&)>& on_record, int timeout_ms = 10000);
 
 // Fills the process fields of an explain or universe request with this
 // process's own facts: its environment (the `environ` it was started with;

@@ -229,6 +229,26 @@ std::optional<std::string> path_in_filesystem(std::string_view mountinfo, std::s
   return rel.empty() ? std::string(".") : rel;
 }
 
+bool has_mount_at(std::string_view mountinfo, std::string_view path, std::string_view fstype) {
+  while (!mountinfo.empty()) {
+    const std::size_t eol = mountinfo.find('\n');
+    std::string_view rest = mountinfo.substr(0, eol);
+    mountinfo = eol == std::string_view::npos ? std::string_view{} : mountinfo.substr(eol + 1);
+    std::string_view fields[5];
+    std::size_t n = 0;
+    while (n < 5 && !rest.empty()) {
+      const std::size_t sp = rest.find(' ');
+      fields[n++] = rest.substr(0, sp);
+      rest = sp == std::string_view::npos ? std::string_view{} : rest.substr(sp + 1);
+    }
+    const std::size_t dash = rest.find(" - ");
+    if (n < 5 || dash == std::string_view::npos) continue;
+    const std::string_view type = rest.substr(dash + 3, rest.substr(dash + 3).find(' '));
+    if (type == fstype && unescape_mountinfo(fields[4]) == path) return true;
+  }
+  return false;
+}
+
 Result<void> ensure_private_directory(const std::string& dir) {
   if (dir.empty() || dir == "/" || dir == ".") return {};
   struct stat st {};

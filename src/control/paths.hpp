@@ -89,6 +89,10 @@ Result<std::string> default_state_path(std::string_view mountpoint, const Daemon
 std::optional<std::string> path_in_filesystem(std::string_view mountinfo, std::string_view path,
                                               std::string_view fstype);
 
+// Whether a file system of type `fstype` is mounted exactly at `path`
+// (any of several stacked there), from the text of /proc/self/mountinfo.
+bool has_mount_at(std::string_view mountinfo, std::string_view path, std::string_view fstype);
+
 // mkdir -p of a directory only its owner may use (0700), for a non-root
 // daemon's socket and state. An existing one must be a real directory (not a
 // symlink) owned by the effective uid and closed to group and others:

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <optional>
 
+#include "vsymfs/emulation.hpp"
 #include "vsymfs/runtime_vars.hpp"
 
 namespace vsymfs::control {
@@ -74,8 +75,8 @@ void put_field(std::string& out, std::string_view key, std::string_view value) {
 }
 
 std::optional<Op> op_from(std::string_view verb) noexcept {
-  static constexpr std::array<Op, 7> kOps{Op::Set,    Op::Unset,    Op::List,  Op::Explain,
-                                          Op::Reload, Op::Universe, Op::Status};
+  static constexpr std::array<Op, 8> kOps{Op::Set,    Op::Unset,    Op::List,   Op::Explain,
+                                          Op::Reload, Op::Universe, Op::Status, Op::Trace};
   for (Op op : kOps)
     if (to_string(op) == verb) return op;
   return std::nullopt;
@@ -107,9 +108,26 @@ Result<void> check_request(const Request& r) {
     if (r.raw.size() > kMaxPathField || r.dir.size() > kMaxPathField)
       return make_error(ENAMETOOLONG, "link text or directory longer than PATH_MAX-1");
   }
+  if (r.op == Op::Trace) {
+    if (has_nul(r.prefix)) return bad("trace prefix must not contain NUL");
+    if (r.prefix.size() > kMaxPathField) return make_error(ENAMETOOLONG, "trace prefix longer than PATH_MAX-1");
+    if (r.uid && *r.uid == static_cast<std::uint32_t>(-1)) return bad("trace uid 4294967295 names no user");
+    if (r.pid && *r.pid < 0) return bad("trace pid must not be negative");
+  } else if (!r.prefix.empty() || r.uid || r.pid) {
+    return bad(std::string(to_string(r.op)) + " takes no trace filters");
+  }
   const bool takes_process = r.op == Op::Explain || r.op == Op::Universe;
-  if (!takes_process && (r.has_environ || r.secure || r.compat32))
+  const bool emulated = !r.emulated_machine.empty() || !r.emulator.empty() || !r.binfmt_entry.empty();
+  if (!takes_process && (r.has_environ || r.secure || r.compat32 || emulated))
     return bad(std::string(to_string(r.op)) + " takes no process fields");
+  if (emulated) {
+    if (!elf_machine_named(r.emulated_machine)) return bad("emulated: unknown machine '" + r.emulated_machine + "'");
+    for (const std::string* name : {&r.emulator, &r.binfmt_entry}) {
+      if (name->empty() || name->size() > kMaxEmulationName || has_nul(*name) ||
+          name->find_first_of("\n/") != std::string::npos)
+        return bad("emulated: the emulator and entry names must be 1-255 bytes without NUL, newline or '/'");
+    }
+  }
   if (r.has_environ) {
     std::size_t total = 0;
     for (const std::string& entry : r.environ) {
@@ -123,6 +141,18 @@ Result<void> check_request(const Request& r) {
                                       std::to_string(kMaxEnvironSize));
   }
   return {};
+}
+
+// A decimal number as the protocol writes it: digits only, no sign, no
+// leading zero, at most `max`.
+Result<std::uint64_t> number_from(std::string_view key, std::string_view text, std::uint64_t max) {
+  std::uint64_t n = 0;
+  if (text.empty() || text.size() > 10 || (text.size() > 1 && text[0] == '0'))
+    return bad("field '" + std::string(key) + "' must be a decimal number");
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc{} || end != text.data() + text.size() || n > max)
+    return bad("field '" + std::string(key) + "' must be a decimal number of at most " + std::to_string(max));
+  return n;
 }
 
 // "1"/"0" for the flag fields; absent means false.
@@ -158,6 +188,14 @@ void put_process_fields(std::string& out, const Request& req) {
   }
   if (req.secure) put_field(out, "secure", "1");
   if (req.compat32) put_field(out, "compat", "1");
+  if (!req.emulated_machine.empty()) {
+    std::string em;
+    for (const std::string* part : {&req.emulated_machine, &req.emulator, &req.binfmt_entry}) {
+      em += *part;
+      em += '\0';
+    }
+    put_field(out, "emulated", em);
+  }
 }
 
 }  // namespace
@@ -171,6 +209,7 @@ std::string_view to_string(Op op) noexcept {
     case Op::Reload: return "reload";
     case Op::Universe: return "universe";
     case Op::Status: return "status";
+    case Op::Trace: return "trace";
   }
   return "?";
 }
@@ -252,6 +291,11 @@ Result<std::string> encode_request(const Request& req) {
     case Op::Universe:
       put_process_fields(out, req);
       break;
+    case Op::Trace:
+      if (!req.prefix.empty()) put_field(out, "prefix", req.prefix);
+      if (req.uid) put_field(out, "uid", std::to_string(*req.uid));
+      if (req.pid) put_field(out, "pid", std::to_string(*req.pid));
+      break;
     case Op::Reload:
     case Op::Status:
       break;
@@ -280,10 +324,12 @@ Result<Request> decode_request(std::string_view payload) {
     bool required;
     bool seen = false;
   };
-  std::string scope_text, environ_text, secure_text, compat32_text;
+  std::string scope_text, environ_text, secure_text, compat32_text, emulated_text, uid_text, pid_text;
   std::vector<Slot> slots;
-  const std::vector<Slot> process = {
-      {"environ", &environ_text, false}, {"secure", &secure_text, false}, {"compat", &compat32_text, false}};
+  const std::vector<Slot> process = {{"environ", &environ_text, false},
+                                     {"secure", &secure_text, false},
+                                     {"compat", &compat32_text, false},
+                                     {"emulated", &emulated_text, false}};
   switch (req.op) {
     case Op::Set:
       slots = {{"scope", &scope_text, true}, {"name", &req.name, true}, {"value", &req.value, true}};
@@ -295,6 +341,9 @@ Result<Request> decode_request(std::string_view payload) {
       slots.insert(slots.end(), process.begin(), process.end());
       break;
     case Op::Universe: slots = process; break;
+    case Op::Trace:
+      slots = {{"prefix", &req.prefix, false}, {"uid", &uid_text, false}, {"pid", &pid_text, false}};
+      break;
     case Op::Reload:
     case Op::Status: break;
   }
@@ -326,6 +375,29 @@ Result<Request> decode_request(std::string_view payload) {
   auto compat32 = flag_from("compat", compat32_text, seen("compat"));
   if (!compat32) return compat32.error();
   req.compat32 = *compat32;
+  if (seen("emulated")) {
+    // machine NUL emulator NUL entry NUL
+    std::string* parts[3] = {&req.emulated_machine, &req.emulator, &req.binfmt_entry};
+    std::string_view rest = emulated_text;
+    for (std::string* part : parts) {
+      const std::size_t nul = rest.find('\0');
+      if (nul == std::string_view::npos) return bad("emulated: expected machine, emulator and entry, each ended by NUL");
+      part->assign(rest.substr(0, nul));
+      rest.remove_prefix(nul + 1);
+    }
+    if (!rest.empty() || req.emulated_machine.empty()) return bad("emulated: expected exactly three names");
+  }
+  if (seen("prefix") && req.prefix.empty()) return bad("field 'prefix' is empty (leave it out to trace every link)");
+  if (seen("uid")) {
+    auto uid = number_from("uid", uid_text, 4294967294u);
+    if (!uid) return uid.error();
+    req.uid = static_cast<std::uint32_t>(*uid);
+  }
+  if (seen("pid")) {
+    auto pid = number_from("pid", pid_text, 2147483647u);
+    if (!pid) return pid.error();
+    req.pid = static_cast<std::int32_t>(*pid);
+  }
 
   if (req.op == Op::Set || req.op == Op::Unset || req.op == Op::List) {
     if (scope_text.empty() && req.op == Op::List) scope_text = "all";

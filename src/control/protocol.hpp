@@ -25,6 +25,9 @@
 //               mounts; or its absolute path as the client sees it),
 //               and the optional process fields below
 //     universe  the optional process fields below
+//     trace     prefix (a path inside the mounted filesystem, as for
+//               explain's dir; or an absolute path as the client sees it),
+//               uid, pid (decimal)                      each optional
 //     reload, status                                        no fields
 // Names are variable names ([A-Za-z_][A-Za-z0-9_]*); a value must be valid
 // UTF-8 (it is persisted as TOML); raw and dir may be any bytes but NUL, at
@@ -42,6 +45,14 @@
 //               file capabilities); "0" or absent: it does not
 //     compat    "1": the client is a 32-bit process (personality or
 //               executable); "0" or absent: it is not
+//     emulated  the client is a program of another architecture run by an
+//               emulator through binfmt_misc: its machine (uname -m, one
+//               the daemon knows), the emulator's name and the entry's
+//               name, each followed by a NUL. Absent: a native process.
+//
+// A trace request is answered by a stream of replies on its connection
+// (see trace_wire.hpp): `ok` when the trace has started, then one `ok` per
+// event or per run of dropped events, until either side closes.
 //
 // Reply verbs: `ok` (fields depend on the request, in a meaningful order,
 // keys may repeat) or `error` with the fields `errno` (decimal) and
@@ -50,6 +61,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -69,7 +81,7 @@ inline constexpr std::size_t kMaxRequestSize = 16 * 1024 + kMaxEnvironSize;
 inline constexpr std::size_t kMaxReplySize = 1024 * 1024;
 inline constexpr std::size_t kMaxWord = 32;
 
-enum class Op : std::uint8_t { Set, Unset, List, Explain, Reload, Universe, Status };
+enum class Op : std::uint8_t { Set, Unset, List, Explain, Reload, Universe, Status, Trace };
 enum class ScopeArg : std::uint8_t { User, System, All };
 
 std::string_view to_string(Op op) noexcept;
@@ -87,7 +99,18 @@ struct Request {
   std::vector<std::string> environ{};  // "NAME=value" entries, in order
   bool secure = false;
   bool compat32 = false;
+  // `emulated`: all three set, or all empty (a native client).
+  std::string emulated_machine, emulator, binfmt_entry;
+  // trace: the filters, each optional.
+  std::string prefix{};
+  std::optional<std::uint32_t> uid{};
+  std::optional<std::int32_t> pid{};
+
+  bool operator==(const Request&) const = default;
 };
+
+// The longest emulator or binfmt_misc entry name a request may carry.
+inline constexpr std::size_t kMaxEmulationName = 255;
 
 struct Field {
   std::string key;

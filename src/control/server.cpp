@@ -25,6 +25,8 @@
 #include <cstring>
 #include <ctime>
 #include <exception>
+#include <fstream>
+#include <sstream>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -33,6 +35,9 @@
 
 #include "protocol.hpp"
 #include "store.hpp"
+#include "vsymfs/emulation.hpp"
+#include "trace_hub.hpp"
+#include "trace_wire.hpp"
 #include "vsymfs/resolver.hpp"
 
 namespace vsymfs::control {
@@ -47,11 +52,6 @@ constexpr int kMaxAcceptsPerWake = 128;
 constexpr auto kRefusalLogInterval = std::chrono::seconds(10);
 
 Error sys_error(int code, const std::string& what) { return make_error(code, what + ": " + std::strerror(code)); }
-
-std::string errno_text(const Error& e) {
-  const char* name = ::strerrorname_np(e.code);
-  return std::string(name != nullptr ? name : "E" + std::to_string(e.code)) + ": " + e.message;
-}
 
 std::string iso_time(std::chrono::system_clock::time_point tp) {
   const std::time_t t = std::chrono::system_clock::to_time_t(tp);
@@ -103,7 +103,15 @@ struct Connection {
   std::string in;                 // frame header + payload received so far
   std::string out;                // the framed reply, once there is one
   std::size_t sent = 0;
+  // A trace (after its request): the stream's source, and how many of its
+  // dropped events the stream has reported.
+  daemon::TraceHub::Subscription trace{};
+  std::uint64_t trace_dropped_reported = 0;
 };
+
+// Records taken from a trace's queue per write: a stream catches up in
+// batches without one reader holding the thread for long.
+constexpr std::size_t kTraceBatch = 64;
 
 // The supplementary groups of a socket's peer when it connected, from the
 // kernel; only the primary group if the kernel cannot say.
@@ -140,9 +148,11 @@ struct Server::Impl {
   StateFile store;
   int listen_fd = -1;
   int wake_fd = -1;
+  int trace_fd = -1;  // eventfd: a trace has events waiting (TraceHub)
   int source_fd = -1;
   dev_t socket_dev = 0;
   ino_t socket_ino = 0;
+  bool socket_named_after_mountpoint = false;  // the default path (paths.hpp), not -o socket=
   std::vector<Connection> conns;
   Clock::time_point accept_paused_until{};
   // Only the server thread touches these (status is served there too).
@@ -158,7 +168,10 @@ struct Server::Impl {
         store(std::move(state_path)) {}
 
   ~Impl() {
+    links.tracer().set_wake_fd(-1);
     for (Connection& c : conns) ::close(c.fd);
+    conns.clear();  // ends the traces
+    if (trace_fd >= 0) ::close(trace_fd);
     if (listen_fd >= 0) {
       ::close(listen_fd);
       // Remove the socket only if it is still ours (a second daemon may have
@@ -177,11 +190,16 @@ struct Server::Impl {
   void admit(int fd, const ucred& peer);
   void log_refusal(const std::string& why);
   Clock::time_point deadline(const Connection& c) const {
+    // A trace is meant to stay open and quiet; it still holds its uid's slot.
+    if (c.trace) return Clock::time_point::max();
     return std::min(c.accepted + opts.connection_deadline, c.last_active + opts.idle_timeout);
   }
   // Returns false when the connection is finished (closed by the caller).
   bool on_readable(Connection& c);
   bool on_writable(Connection& c);
+  bool on_trace_readable(Connection& c);
+  bool refill(Connection& c);
+  Reply start_trace(Request& req, Connection& c);
   void respond(Connection& c, const Reply& reply);
   Reply handle(Request& req, const Connection& c);
   std::shared_ptr<const Caller> peer_caller(Request& req, const Connection& c);
@@ -214,13 +232,30 @@ Result<void> Server::Impl::bind_socket() {
   if (listen_fd < 0) return sys_error(errno, "socket");
   // A socket file left by a daemon that died is replaced; one that answers
   // belongs to a live daemon, and stealing it would orphan that mount.
+  // Except the socket named after our mountpoint when no vsymfs is mounted
+  // there: its daemon has left the mount and is on its way out (umount
+  // returns before the daemon has finished, which can take long: the
+  // kernel's FORGETs after the unmount close the last descriptor of a
+  // removed file, and a large fallocated one takes a while to free). A
+  // remount must not wait for that; the old daemon removes the socket at
+  // exit only while it is still its own.
   struct stat st {};
   if (::lstat(socket_path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) return make_error(EEXIST, socket_path + " exists and is not a socket");
     const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     const bool live = probe >= 0 && ::connect(probe, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
     if (probe >= 0) ::close(probe);
-    if (live) return make_error(EADDRINUSE, socket_path + " is in use by another daemon");
+    if (live) {
+      const std::string& mp = state.config().mountpoint;
+      if (!socket_named_after_mountpoint) return make_error(EADDRINUSE, socket_path + " is in use by another daemon");
+      std::ifstream in("/proc/self/mountinfo");
+      std::stringstream mi;
+      mi << in.rdbuf();
+      if (!in || has_mount_at(mi.str(), mp, "fuse.vsymfs"))
+        return make_error(EADDRINUSE, socket_path + " is in use by another daemon");
+      spdlog::warn("control: {} is held by a daemon that has left {} and is still exiting; taking the socket over",
+                   socket_path, mp);
+    }
     ::unlink(socket_path.c_str());
   }
   if (::bind(listen_fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
@@ -245,9 +280,14 @@ void Server::Impl::loop() {
     // decided per uid once the kernel has told us the peer's (admit).
     const bool paused = Clock::now() < accept_paused_until;
     fds.push_back({listen_fd, static_cast<short>(paused ? 0 : POLLIN), 0});
+    fds.push_back({trace_fd, POLLIN, 0});
     auto next_deadline = paused ? accept_paused_until : Clock::time_point::max();
     for (const Connection& c : conns) {
-      fds.push_back({c.fd, static_cast<short>(c.out.empty() ? POLLIN : POLLOUT), 0});
+      short events = static_cast<short>(c.out.empty() ? POLLIN : POLLOUT);
+      // A trace listens for its reader closing, and writes while it has
+      // something unsent.
+      if (c.trace) events = static_cast<short>(POLLIN | (c.sent < c.out.size() ? POLLOUT : 0));
+      fds.push_back({c.fd, events, 0});
       next_deadline = std::min(next_deadline, deadline(c));
     }
     int timeout = -1;
@@ -262,16 +302,25 @@ void Server::Impl::loop() {
     }
     if (fds[0].revents != 0) return;  // shutdown
 
-    // Connections first (fds[2..] match conns as they were before accepting).
+    // Traces with events waiting: each idle one takes its next batch.
+    bool traced = false;
+    if (n > 0 && (fds[2].revents & POLLIN)) {
+      std::uint64_t count = 0;
+      (void)!::read(trace_fd, &count, sizeof count);
+      traced = true;
+    }
+    // Connections first (fds[3..] match conns as they were before accepting).
     const auto now = Clock::now();
-    std::vector<Connection> keep;
-    keep.reserve(conns.size());
+    // In place: a trace starting counts the traces its uid holds in conns.
     for (std::size_t i = 0; i < conns.size(); ++i) {
       Connection& c = conns[i];
-      const short rev = n > 0 ? fds[i + 2].revents : 0;
+      const short rev = n > 0 ? fds[i + 3].revents : 0;
       bool alive = true;
       if (rev & (POLLERR | POLLNVAL)) {
         alive = false;
+      } else if (c.trace) {
+        if (rev & (POLLIN | POLLHUP)) alive = on_trace_readable(c);
+        if (alive && ((rev & POLLOUT) || (traced && c.sent == c.out.size()))) alive = on_writable(c);
       } else if (now >= deadline(c)) {
         alive = false;  // a stalled or dribbling client loses its slot
         ++timed_out;
@@ -280,13 +329,13 @@ void Server::Impl::loop() {
       } else if (rev & POLLOUT) {
         alive = on_writable(c);
       }
-      if (alive) {
-        keep.push_back(std::move(c));
-      } else {
+      if (!alive) {
         ::close(c.fd);
+        c.fd = -1;
+        c.trace.reset();
       }
     }
-    conns = std::move(keep);
+    std::erase_if(conns, [](const Connection& c) { return c.fd < 0; });
     if (n > 0 && (fds[1].revents & POLLIN)) accept_new();
   }
 }
@@ -385,6 +434,8 @@ bool Server::Impl::on_readable(Connection& c) {
       Reply reply;
       if (!req) {
         reply = Reply::failure(req.error());
+      } else if (req->op == Op::Trace) {
+        reply = start_trace(*req, c);  // on success the connection becomes the stream
       } else {
         try {
           reply = handle(*req, c);
@@ -410,13 +461,79 @@ bool Server::Impl::on_readable(Connection& c) {
 }
 
 bool Server::Impl::on_writable(Connection& c) {
-  while (c.sent < c.out.size()) {
-    const ssize_t n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
-    if (n < 0) return errno == EAGAIN || errno == EINTR;
-    c.sent += static_cast<std::size_t>(n);
-    c.last_active = Clock::now();
+  for (;;) {
+    while (c.sent < c.out.size()) {
+      const ssize_t n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+      if (n < 0) return errno == EAGAIN || errno == EINTR;
+      c.sent += static_cast<std::size_t>(n);
+      c.last_active = Clock::now();
+    }
+    if (!c.trace) return false;  // reply sent in full: one request per connection
+    if (!refill(c)) return true;  // the stream waits for its next events
   }
-  return false;  // reply sent in full: one request per connection
+}
+
+// A trace's reader has nothing to say after its request: bytes are read and
+// ignored, and its end of the connection closing ends the trace.
+bool Server::Impl::on_trace_readable(Connection& c) {
+  char buf[512];
+  for (;;) {
+    const ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
+    if (n > 0) continue;
+    if (n == 0) return false;
+    return errno == EAGAIN || errno == EINTR;
+  }
+}
+
+// The trace's next records (its dropped events first, then up to a batch of
+// events) into c.out. False when there is nothing to send.
+bool Server::Impl::refill(Connection& c) {
+  std::vector<std::shared_ptr<const TraceEvent>> events;
+  std::uint64_t dropped = 0;
+  c.trace->take(events, kTraceBatch, dropped);
+  c.out.clear();
+  c.sent = 0;
+  if (dropped > c.trace_dropped_reported) {
+    c.out += frame(encode_reply(trace_dropped(dropped - c.trace_dropped_reported, dropped)));
+    c.trace_dropped_reported = dropped;
+  }
+  for (const auto& e : events) {
+    std::string payload = encode_reply(trace_event(*e));
+    if (payload.size() > kMaxReplySize) continue;  // cannot happen: its fields are each < PATH_MAX
+    c.out += frame(payload);
+  }
+  return !c.out.empty();
+}
+
+Reply Server::Impl::start_trace(Request& req, Connection& c) {
+  std::size_t mine = 0;
+  for (const Connection& other : conns)
+    if (other.trace && other.peer.uid == c.peer.uid) ++mine;
+  if (mine >= kMaxTracesPerUid)
+    return Reply::failure(make_error(EUSERS, "uid " + std::to_string(c.peer.uid) + " has " + std::to_string(mine) +
+                                                 " traces open already (at most " +
+                                                 std::to_string(kMaxTracesPerUid) + ")"));
+  const bool all = is_admin(c.peer);
+  if (!all && req.uid && *req.uid != c.peer.uid)
+    return Reply::failure(make_error(EPERM, "only root or the mount's owner may trace another user's requests"));
+  TraceFilter f;
+  const std::string& mp = state.config().mountpoint;
+  if (req.prefix.empty() || req.prefix.front() != '/') {
+    f.prefix = normalize_trace_path(req.prefix);  // inside the filesystem, as explain's dir
+  } else if (req.prefix == mp) {
+    f.prefix.clear();
+  } else if (req.prefix.size() > mp.size() && req.prefix.compare(0, mp.size(), mp) == 0 &&
+             (mp == "/" || req.prefix[mp.size()] == '/')) {
+    f.prefix = normalize_trace_path(req.prefix.substr(mp.size()));
+  } else {
+    return Reply::failure(make_error(EXDEV, req.prefix + " is not inside this mount (" + mp + ")"));
+  }
+  if (req.uid) f.uid = static_cast<uid_t>(*req.uid);
+  if (req.pid) f.pid = static_cast<pid_t>(*req.pid);
+  if (!all) f.viewer_only = c.peer.uid;
+  c.trace = links.tracer().subscribe(std::move(f));
+  spdlog::info("control: uid {} traces expansions ({})", c.peer.uid, all ? "every caller" : "its own");
+  return trace_started(all);
 }
 
 void Server::Impl::respond(Connection& c, const Reply& reply) {
@@ -436,6 +553,7 @@ Reply Server::Impl::handle(Request& req, const Connection& c) {
     case Op::Reload: return do_reload(c.peer);
     case Op::Universe: return do_universe(req, c);
     case Op::Status: return do_status();
+    case Op::Trace: break;  // on_readable starts traces (the connection changes)
   }
   return Reply::failure(make_error(EINVAL, "unknown operation"));
 }
@@ -484,7 +602,8 @@ Reply Server::Impl::do_list(const Request& req, const ucred& peer) {
 }
 
 // The client as it connected: its ids and groups from the kernel, its
-// environment (and secure-execution mode, 32-bit personality) as it says.
+// environment (and secure-execution mode, 32-bit personality, emulation by
+// qemu-user) as it says.
 // Nothing is read from /proc/<pid>: the client may have exited, and its pid
 // may by now belong to another user's process. The environment is the
 // client's word about itself, answered to itself only; a client that sent
@@ -499,6 +618,8 @@ std::shared_ptr<const Caller> Server::Impl::peer_caller(Request& req, const Conn
   who.groups = peer_groups(c.fd, c.peer.gid);
   who.secure = req.secure;
   who.compat32 = req.compat32;
+  if (const auto machine = elf_machine_named(req.emulated_machine); machine && !req.emulated_machine.empty())
+    who.emulation = std::make_shared<const Emulation>(make_emulation(*machine, req.emulator, req.binfmt_entry));
   who.environ_known = req.has_environ && !req.secure;
   if (who.environ_known) who.environ = std::move(req.environ);
   return contexts.described(std::move(who));
@@ -534,13 +655,9 @@ Reply Server::Impl::do_explain(Request& req, const Connection& c) {
   if (expanded) {
     reply.add("expansion", out);
   } else {
-    reply.add("error", errno_text(expanded.error()));
+    reply.add("error", errno_text(expanded.error().code, expanded.error().message));
   }
-  for (const Substitution& s : trace) {
-    reply.add("ref", s.reference);
-    reply.add("value", s.value);
-    reply.add("scope", std::string(to_string(s.scope)));
-  }
+  add_substitutions(reply, trace);
   return reply;
 }
 
@@ -564,7 +681,8 @@ Reply Server::Impl::do_universe(Request& req, const Connection& c) {
   const auto rt = runtime();
   const auto caller = peer_caller(req, c);
   if (!rules) return Reply::failure(make_error(EIO, "no rules"));
-  const ScopedResolver resolver(*rules, state.host(), *caller, rt.get());
+  const std::shared_ptr<const HostView> host = state.host_view(*rules);
+  const ScopedResolver resolver(*rules, *host, *caller, rt.get());
   const Value u = resolver.universe();
   Reply reply;
   reply.add("universe", std::string(u.text));
@@ -585,17 +703,40 @@ Reply Server::Impl::do_status() {
   Reply r;
   r.add("mountpoint", cfg.mountpoint);
   r.add("source", cfg.source);
+  const std::string source_problem = state.source_problem();
+  r.add("source_state", source_problem.empty() ? "ok" : source_problem);
   r.add("rules", rules ? rules->origin : "");
   r.add("rules_loaded_at", iso_time(state.rules_loaded_at()));
   r.add("rules_generation", num(state.rules_generation()));
+  // Why the last reload failed, until one succeeds: the old rules are in force.
+  const auto reload_error = state.last_reload_error();
+  r.add("rules_error", reload_error.message.empty()
+                           ? "none"
+                           : iso_time(reload_error.at) + " " + reload_error.message + " (the rules above stay in force)");
   r.add("per_caller", rules && rules->per_caller ? "yes" : "no");
   r.add("kernel_symlink_cache", rules && rules->kernel_may_cache_symlinks() ? "on" : "off");
+  if (rules) {
+    // What the shared rules give this host (docs/cluster.md).
+    const std::shared_ptr<const HostView> host = state.host_view(*rules);
+    r.add("hostname", host->host().hostname);
+    r.add("member", std::to_string(host->member()) +
+                        (host->member_pattern().empty() ? " ([cluster] member)"
+                                                        : " ([cluster.members] \"" + host->member_pattern() + "\")"));
+    std::string tables;
+    for (std::size_t i : host->matched_tables())
+      tables += (tables.empty() ? "\"" : ", \"") + rules->hosts[i].pattern + "\"";
+    r.add("host_tables", tables.empty() ? "none" : tables);
+  }
   for (auto& [key, value] : state.fs_status()) r.add(key, value);
   r.add("socket", socket_path);
   r.add("state_file", store.path());
   r.add("control_connections_refused", num(refused));
   r.add("control_connections_evicted", num(evicted));
   r.add("control_connections_timed_out", num(timed_out));
+  const auto ts = links.tracer().stats();
+  r.add("trace_subscribers", num(ts.subscribers));
+  r.add("trace_events", num(ts.events));
+  r.add("trace_dropped", num(ts.dropped));
   std::size_t user_vars = 0;
   for (const auto& [uid, table] : rt->users) user_vars += table.size();
   r.add("runtime_users", num(rt->users.size()));
@@ -664,7 +805,9 @@ Result<std::unique_ptr<Server>> Server::start(daemon::MountState& state, daemon:
       if (auto ok = ensure_private_directory(parent_directory(state_path)); !ok) return ok.error();
     }
   }
+  const bool derived_socket = opts.socket_path.empty();
   auto impl = std::make_unique<Impl>(state, links, contexts, std::move(socket_path), opts, std::move(state_path));
+  impl->socket_named_after_mountpoint = derived_socket;
 
   // Run-time values first: a daemon that cannot read its state must not
   // start empty and then overwrite the file on the first change.
@@ -677,6 +820,9 @@ Result<std::unique_ptr<Server>> Server::start(daemon::MountState& state, daemon:
   if (impl->source_fd < 0) return sys_error(errno, "cannot open source " + state.config().source);
   impl->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (impl->wake_fd < 0) return sys_error(errno, "eventfd");
+  impl->trace_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (impl->trace_fd < 0) return sys_error(errno, "eventfd");
+  links.tracer().set_wake_fd(impl->trace_fd);
   if (auto ok = impl->bind_socket(); !ok) return ok.error();
 
   std::unique_ptr<Server> server(new Server());

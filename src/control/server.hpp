@@ -39,6 +39,10 @@ struct ServerOptions {
 // fewer than the busiest uid takes that uid's oldest connection's slot.
 inline constexpr std::size_t kMaxConnections = 64;
 inline constexpr std::size_t kMaxConnectionsPerUid = 8;
+// A trace (`vsymctl trace`) keeps its connection, and its slot, open with
+// no deadline or idle timeout; one uid holds at most this many, so its
+// other requests always find a slot (EUSERS beyond).
+inline constexpr std::size_t kMaxTracesPerUid = 4;
 
 // default_socket_path(mountpoint) and default_state_path(mountpoint) are in
 // paths.hpp.

@@ -280,8 +280,10 @@ Result<void> Template::expand_segments(std::span<const Segment> segments, const 
     out.append(piece);
     return true;
   };
-  auto record = [&opts](std::string_view reference, std::string_view value, Scope scope) {
-    if (opts.trace != nullptr) opts.trace->push_back({std::string(reference), std::string(value), scope});
+  auto record = [&opts](std::string_view reference, std::string_view value, Scope scope,
+                        std::string_view note = {}) {
+    if (opts.trace != nullptr)
+      opts.trace->push_back({std::string(reference), std::string(value), scope, std::string(note)});
   };
 
   for (const Segment& seg : segments) {
@@ -298,7 +300,7 @@ Result<void> Template::expand_segments(std::span<const Segment> segments, const 
         const bool has_default = seg.default_offset >= 0;
         if (v && !(has_default && v->text.empty())) {
           piece = v->text;
-          record(reference, piece, v->scope);
+          record(reference, piece, v->scope, v->note);
         } else if (has_default) {
           piece = raw.substr(static_cast<std::size_t>(seg.default_offset), seg.default_length);
           record(reference, piece, Scope::Default);
@@ -317,7 +319,7 @@ Result<void> Template::expand_segments(std::span<const Segment> segments, const 
         const std::optional<Value> v = values.magic(name);
         if (v) {
           piece = v->text;
-          record(reference, piece, v->scope);
+          record(reference, piece, v->scope, v->note);
         } else {
           piece = reference;
         }
@@ -327,7 +329,7 @@ Result<void> Template::expand_segments(std::span<const Segment> segments, const 
         const std::span<const std::string> names = values.sysnames();
         if (sys_index < names.size()) {
           piece = names[sys_index];
-          record(reference, piece, values.sysnames_scope());
+          record(reference, piece, values.sysnames_scope(), values.sysnames_note());
         } else {
           piece = reference;
         }

@@ -1,9 +1,11 @@
 // The scopes: one caller's view of the variables, the @ names, @sys and the
 // universe. Built on the stack for every expansion, so construction and every
 // lookup borrow and never allocate: values are string_views into the Rules,
-// the RuntimeVars, the Caller and the HostInfo, or into the resolver's own
+// the RuntimeVars, the Caller and the HostView, or into the resolver's own
 // small number buffers.
 #include "vsymfs/resolver.hpp"
+
+#include "vsymfs/emulation.hpp"
 
 #include <fnmatch.h>
 
@@ -88,17 +90,16 @@ bool environment_name_used(const Rules& rules, std::string_view name) noexcept {
   return !is_identity_builtin(name) && name_matches_any(rules.env_allow, name) && !name_matches_any(rules.env_deny, name);
 }
 
-ScopedResolver::ScopedResolver(const Rules& rules, const HostInfo& host, const Caller& caller,
+ScopedResolver::ScopedResolver(const Rules& rules, const HostView& host, const Caller& caller,
                                const RuntimeVars* runtime) noexcept
-    : rules_(rules), host_(host), caller_(caller), runtime_(runtime) {
-  // Formatting all five numbers eagerly: the whole constructor measured
+    : rules_(rules), view_(host), host_(host.host()), caller_(caller), runtime_(runtime) {
+  // Formatting all four numbers eagerly: the whole constructor measured
   // ~10 ns of CPU, against a READLINK round trip of 10-25 us; lazy
   // formatting would make const lookups write to the object.
   uid_s_ = format_into(uid_buf_, {}, caller.uid);
   gid_s_ = format_into(gid_buf_, {}, caller.gid);
   ruid_s_ = format_into(ruid_buf_, {}, caller.ruid);
   rgid_s_ = format_into(rgid_buf_, {}, caller.rgid);
-  member_s_ = format_into(member_buf_, "member", rules.member);
 }
 
 bool ScopedResolver::process_scope_active() const noexcept {
@@ -158,14 +159,9 @@ std::optional<Value> ScopedResolver::variable(std::string_view name) const {
     }
   }
 
-  // File order: the first matching [host."pattern"] that defines the name.
-  // Case-insensitive, as host names are.
-  for (const HostRules& h : rules_.hosts) {
-    const auto it = h.vars.find(name);
-    if (it != h.vars.end() && ::fnmatch(h.pattern.c_str(), host_.hostname.c_str(), FNM_CASEFOLD) == 0) {
-      return Value{it->second, Scope::Host};
-    }
-  }
+  // File order: the first matching [host."pattern"] that defines the name,
+  // matched once per host name and rules (HostView), not per lookup.
+  if (const std::string* v = view_.host_value(name)) return Value{*v, Scope::Host};
 
   if (runtime_ != nullptr) {
     if (auto v = find_in(runtime_->system, name, Scope::System)) return v;
@@ -185,15 +181,22 @@ std::optional<Value> ScopedResolver::variable(std::string_view name) const {
   if (name == "UID") return per_caller ? builtin(uid_s_) : std::nullopt;
   if (name == "GID") return per_caller ? builtin(gid_s_) : std::nullopt;
   if (name == "HOSTNAME") return builtin(host_.hostname);
-  if (name == "ARCH") return builtin(per_caller && caller_.compat32 ? host_.machine32 : host_.machine);
+  if (name == "ARCH") {
+    if (const Emulation* em = emulated()) return Value{em->machine, Scope::Builtin, em->source};
+    return builtin(per_caller && caller_.compat32 ? host_.machine32 : host_.machine);
+  }
   if (name == "SYSNAME") return builtin(sysnames().front());
-  if (name == "MEMBER") return builtin(member_s_.substr(std::string_view("member").size()));
+  if (name == "MEMBER") return builtin(view_.member_number());
   return std::nullopt;
 }
 
 std::optional<Value> ScopedResolver::magic(std::string_view name) const {
   const bool compat32 = rules_.per_caller && caller_.compat32;
   const auto builtin = [](std::string_view text) -> std::optional<Value> { return Value{text, Scope::Builtin}; };
+  if (const Emulation* em = emulated()) {
+    if (name == "machine_arch" || name == "machine") return Value{em->machine, Scope::Builtin, em->source};
+    if (name == "emul") return Value{em->emul, Scope::Builtin, em->source};
+  }
   if (name == "machine_arch" || name == "machine") return builtin(compat32 ? host_.machine32 : host_.machine);
   if (name == "hostname") return builtin(host_.hostname);
   if (name == "domainname") return builtin(host_.domainname);
@@ -211,7 +214,20 @@ std::optional<Value> ScopedResolver::magic(std::string_view name) const {
   return std::nullopt;
 }
 
+const Emulation* ScopedResolver::emulated() const noexcept {
+  return rules_.per_caller && rules_.emulation ? caller_.emulation.get() : nullptr;
+}
+
+const std::vector<std::string>* ScopedResolver::arch_sysnames(const Emulation& em) const noexcept {
+  const auto it = rules_.sysnames_by_arch.find(std::string_view(em.machine));
+  return it == rules_.sysnames_by_arch.end() ? nullptr : &it->second;
+}
+
 std::span<const std::string> ScopedResolver::sysnames() const {
+  if (const Emulation* em = emulated()) {
+    if (const auto* configured = arch_sysnames(*em)) return *configured;
+    if (!em->sysnames.empty()) return em->sysnames;
+  }
   const bool compat32 = rules_.per_caller && caller_.compat32;
   const std::vector<std::string>& list = compat32 ? rules_.sysnames32 : rules_.sysnames;
   if (list.empty()) return fallback_sysnames(compat32);
@@ -219,7 +235,16 @@ std::span<const std::string> ScopedResolver::sysnames() const {
 }
 
 Scope ScopedResolver::sysnames_scope() const {
+  if (const Emulation* em = emulated()) {
+    if (arch_sysnames(*em) != nullptr) return Scope::System;
+    if (!em->sysnames.empty()) return Scope::Builtin;
+  }
   return rules_.sysnames_configured ? Scope::System : Scope::Builtin;
+}
+
+std::string_view ScopedResolver::sysnames_note() const {
+  const Emulation* em = emulated();
+  return em != nullptr ? std::string_view(em->source) : std::string_view();
 }
 
 Value ScopedResolver::universe() const {
@@ -261,6 +286,6 @@ Value ScopedResolver::universe() const {
                Scope::Builtin};
 }
 
-Value ScopedResolver::member() const { return Value{member_s_, Scope::Builtin}; }
+Value ScopedResolver::member() const { return Value{view_.memb(), Scope::Builtin}; }
 
 }  // namespace vsymfs

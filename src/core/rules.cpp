@@ -363,8 +363,9 @@ Result<void> RulesParser::syntax(const toml::table& tbl, std::string_view s) {
 }
 
 Result<void> RulesParser::scopes(const toml::table& tbl, std::string_view s) {
-  if (auto r = check_keys(tbl, s, {"per_caller", "symlink_cache"}); !r) return r;
+  if (auto r = check_keys(tbl, s, {"per_caller", "symlink_cache", "emulation"}); !r) return r;
   if (auto r = get_bool(tbl, "per_caller", s, rules_.per_caller); !r) return r;
+  if (auto r = get_bool(tbl, "emulation", s, rules_.emulation); !r) return r;
   auto cache = get_string(tbl, "symlink_cache", s, "\"auto\" or \"never\"");
   if (!cache) return std::move(cache).error();
   if (const auto* c = *cache) {
@@ -417,7 +418,28 @@ Result<std::vector<std::string>> RulesParser::sysname_list(const toml::node& nod
 }
 
 Result<void> RulesParser::sysname(const toml::table& tbl, std::string_view s) {
-  if (auto r = check_keys(tbl, s, {"native", "compat32"}); !r) return r;
+  // [sysname.MACHINE] tables: the lists for callers emulated as MACHINE.
+  for (auto&& [key, node] : tbl) {
+    const std::string_view machine = key.str();
+    if (machine == "native" || machine == "compat32" || !node.is_table()) continue;
+    const std::string sub = "[sysname." + printable(machine) + "]";
+    if (machine.empty() || machine.find('/') != std::string_view::npos || has_nul(machine))
+      return error_at(key.source(), "expected a machine name (uname -m, e.g. aarch64) in [sysname.MACHINE], found \"" +
+                                        printable(machine) + "\"");
+    const toml::table& arch = *node.as_table();
+    if (auto r = check_keys(arch, sub, {"native"}); !r) return r;
+    const toml::node* list_node = arch.get("native");
+    if (list_node == nullptr) return error_at(node.source(), "expected 'native = [...]' in " + sub);
+    auto list = sysname_list(*list_node, "native", sub);
+    if (!list) return std::move(list).error();
+    rules_.sysnames_by_arch.insert_or_assign(std::string(machine), std::move(list).value());
+  }
+  static constexpr std::array<std::string_view, 2> kKeys{"native", "compat32"};
+  for (auto&& [key, node] : tbl) {
+    if (node.is_table() || std::find(kKeys.begin(), kKeys.end(), key.str()) != kKeys.end()) continue;
+    return error_at(key.source(), "unknown key '" + printable(key.str()) + "' in " + std::string(s) +
+                                      suggestion(key.str(), kKeys, false) + " (or a [sysname.MACHINE] table)");
+  }
   for (auto [key, out] : {std::pair{"native", &rules_.sysnames}, std::pair{"compat32", &rules_.sysnames32}}) {
     const toml::node* node = tbl.get(key);
     if (node == nullptr) continue;
@@ -504,16 +526,46 @@ Result<void> RulesParser::universe(const toml::table& tbl, std::string_view s) {
 }
 
 Result<void> RulesParser::cluster(const toml::table& tbl, std::string_view s) {
-  if (auto r = check_keys(tbl, s, {"member"}); !r) return r;
-  const toml::node* node = tbl.get("member");
-  if (node == nullptr) return {};
-  const auto* m = node->as_integer();
-  if (m == nullptr) return type_error(*node, "member", s, "an integer");
-  if (m->get() < 0 || m->get() > INT_MAX) {
-    return error_at(node->source(), "expected a member number from 0 to " + std::to_string(INT_MAX) +
-                                        " for 'member' in [cluster], found " + std::to_string(m->get()));
+  if (auto r = check_keys(tbl, s, {"member", "members"}); !r) return r;
+  const auto member_number = [&](const toml::node& node, std::string_view key,
+                                 std::string_view section) -> Result<int> {
+    const auto* m = node.as_integer();
+    if (m == nullptr) return type_error(node, key, section, "a member number (an integer)");
+    if (m->get() < 0 || m->get() > INT_MAX) {
+      return error_at(node.source(), "expected a member number from 0 to " + std::to_string(INT_MAX) + " for '" +
+                                         printable(key) + "' in " + std::string(section) + ", found " +
+                                         std::to_string(m->get()));
+    }
+    return static_cast<int>(m->get());
+  };
+  if (const toml::node* node = tbl.get("member")) {
+    auto m = member_number(*node, "member", s);
+    if (!m) return std::move(m).error();
+    rules_.member = *m;
   }
-  rules_.member = static_cast<int>(m->get());
+  const toml::node* node = tbl.get("members");
+  if (node == nullptr) return {};
+  const auto* map = node->as_table();
+  if (map == nullptr) return type_error(*node, "members", s, "a table of \"hostname pattern\" = member number");
+  // As for [host."pattern"]: the first match in file order wins, and toml++
+  // keeps keys sorted.
+  std::vector<std::pair<const toml::key*, const toml::node*>> entries;
+  for (auto&& [key, value] : *map) entries.emplace_back(&key, &value);
+  std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+    const auto& pa = a.first->source().begin;
+    const auto& pb = b.first->source().begin;
+    return pa.line != pb.line ? pa.line < pb.line : pa.column < pb.column;
+  });
+  for (const auto& [key, value] : entries) {
+    const std::string_view pattern = key->str();
+    if (pattern.empty() || has_nul(pattern)) {
+      return error_at(key->source(), "expected a hostname pattern in [cluster.members], found " +
+                                         std::string(pattern.empty() ? "an empty key" : "a NUL character"));
+    }
+    auto m = member_number(*value, pattern, "[cluster.members]");
+    if (!m) return std::move(m).error();
+    rules_.members.push_back(MemberRule{std::string(pattern), *m});
+  }
   return {};
 }
 

@@ -3,9 +3,16 @@
 //    identity_ttl_ms: groups change only through setgroups, which needs
 //    privilege, and a uid/gid change changes the key. "pid" is the calling
 //    thread's id (FUSE reports threads), and threads may hold different
-//    credentials, so identity stays per thread.
+//    credentials, so identity stays per thread. An id handed to another
+//    task must not pass its holder's groups on: an exit event drops the
+//    id's entries, and an expansion for an image we hold no context for
+//    (or cannot identify) reads the identity afresh. Permission switching
+//    alone (identity()) may use a dead holder's groups until the TTL ends
+//    when there are no events; the kernel has checked the caller's own
+//    permissions before (default_permissions).
 //  - what belongs to a program image (environment, AT_SECURE, ELF class,
-//    personality) is kept once per *process* (thread group id, from the
+//    personality, the binfmt_misc emulation of a foreign-architecture
+//    program) is kept once per *process* (thread group id, from the
 //    thread's status), validated like the thread entries below, and shared
 //    by every thread of that process: a process with 4000 threads costs one
 //    environment, not 4000 (one per distinct identity among its threads,
@@ -66,6 +73,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "binfmt_registry.hpp"
 #include "mount_state.hpp"
 #include "namespaces.hpp"
 #include "proc_events.hpp"
@@ -119,6 +127,7 @@ struct ProcEntry {
   std::uint64_t filter;  // the variable filter the environment was kept with
   bool environ_known;
   bool compat32;
+  std::shared_ptr<const Emulation> emulation;  // null: a native program
   bool auxv_secure;  // AT_SECURE of this image, fixed at execve
   bool used;         // looked up since the eviction hand last passed
   std::size_t bytes;  // counted in environ_bytes
@@ -215,6 +224,8 @@ struct ProcJob {
   bool auxv_secure = true;  // unknown auxv counts as secure: the process scope stays off
   bool compat32 = false;
   bool from_execve = false;  // environ is the envp of an execve in progress
+  std::shared_ptr<BinfmtRegistry> binfmt;      // which files are emulators
+  std::shared_ptr<const Emulation> emulation;  // null: a native program
 };
 
 // A few threads that do the /proc reads which may block (a process inside
@@ -284,7 +295,11 @@ class ProcPool {
   static void read_process(ProcJob& job) {
     // The ELF class decides the auxv word size, so it comes first.
     unsigned elf_class = 64;
-    if (auto c = proc::read_exe_elf_class(job.pid); c) elf_class = *c;
+    if (auto exe = proc::read_exe(job.pid); exe) {
+      if (exe->elf_class != 0) elf_class = exe->elf_class;
+      // A program of another architecture: its exe is the emulator.
+      if (job.binfmt) job.emulation = job.binfmt->emulation_of(exe->dev, exe->ino);
+    }
     bool persona32 = false;
     if (auto p = proc::read_personality(job.pid); p) persona32 = proc::is_linux32_personality(*p);
     job.compat32 = elf_class == 32 || persona32;
@@ -444,6 +459,9 @@ struct CallerContexts::Impl {
     std::lock_guard lock(sh.mu);
     sh.threads.erase(pid);
     if (auto it = sh.procs.find(pid); it != sh.procs.end()) erase_proc(sh, it);
+    // The identities too: the next holder of this id may have the same uid
+    // and gid but other groups (its [group.NAME] values are its own).
+    std::erase_if(sh.ids, [pid](const auto& e) { return e.first.pid == pid; });
     ++sh.seq;
     sh.forgotten[sh.seq % kForgottenRing] = pid;
   }
@@ -461,6 +479,7 @@ struct CallerContexts::Impl {
   }
 
   Options opts;
+  std::shared_ptr<BinfmtRegistry> binfmt = std::make_shared<BinfmtRegistry>(opts.binfmt_dir);
   std::size_t per_shard;
   Shard shards[kShards];
 
@@ -590,15 +609,16 @@ struct CallerContexts::Impl {
   // Returns the cached identity entry's pointers, refreshed when stale.
   // `want_named` also fills the NSS names on first demand. `tgid_out` gets
   // the thread group id when status was read by this call, else 0.
+  // `fresh_only`: read /proc/<pid>/status whatever is cached.
   std::shared_ptr<const Caller> lookup_identity(pid_t pid, uid_t uid, gid_t gid, bool want_named,
-                                                pid_t* tgid_out = nullptr) {
+                                                pid_t* tgid_out = nullptr, bool fresh_only = false) {
     if (tgid_out != nullptr) *tgid_out = 0;
     Shard& sh = shard_for(pid);
     const IdKey key{pid, uid, gid};
     const auto now = Clock::now();
     const auto ttl = std::chrono::milliseconds(opts.identity_ttl_ms);
     std::shared_ptr<const Caller> ident;
-    {
+    if (!fresh_only) {
       std::lock_guard lock(sh.mu);
       auto it = sh.ids.find(key);
       if (it != sh.ids.end() && now - it->second.read_at <= ttl) {
@@ -758,6 +778,7 @@ struct CallerContexts::Impl {
     c->environ = std::move(environ);
     c->environ_known = pe.environ_known;
     c->compat32 = pe.compat32;
+    c->emulation = pe.emulation;
     c->secure = named.secure || pe.auxv_secure;
     return c;
   }
@@ -770,13 +791,26 @@ struct CallerContexts::Impl {
       sync_events();
     } else {
       auto k = image_keys(pid);
-      if (!k) return lookup_identity(pid, uid, gid, true);  // gone: no process scope
+      // Gone, or not ours to read (a non-dumpable process): no process
+      // scope, and an identity read now, as we cannot tell whose it was.
+      if (!k) return lookup_identity(pid, uid, gid, true, nullptr, true);
       keys = *k;
     }
     if (auto hit = cached_full(pid, uid, gid, keys.thread)) return hit;
 
+    // A program image we have no context for (a new thread, an execve, or
+    // an id that another process holds now) has its identity read afresh:
+    // one kept from the id's last holder would give it that holder's groups.
+    bool known_image;
+    {
+      Shard& sh = shard_for(pid);
+      std::lock_guard lock(sh.mu);
+      const auto it = sh.threads.find(pid);
+      known_image = it != sh.threads.end() && it->second.image == keys.thread && it->second.uid == uid &&
+                    it->second.gid == gid;
+    }
     pid_t tgid = 0;
-    auto named = lookup_identity(pid, uid, gid, true, &tgid);
+    auto named = lookup_identity(pid, uid, gid, true, &tgid, !known_image);
     if (tgid == 0) {
       // The identity was cached: which process the thread belongs to is
       // read again, for a thread id may have been handed out anew since.
@@ -803,6 +837,7 @@ struct CallerContexts::Impl {
     auto job = std::make_shared<ProcJob>();
     job->pid = pid;
     job->try_execve_envp = key_in_use != Options::ImageKey::Stat;
+    job->binfmt = binfmt;
     bool completed = false;
     if (pool.submit(job)) {
       std::unique_lock lock(job->mu);
@@ -823,6 +858,7 @@ struct CallerContexts::Impl {
     ProcEntry pe{};
     pe.image = keys.process;
     pe.compat32 = job->compat32;
+    pe.emulation = std::move(job->emulation);
     pe.auxv_secure = job->auxv_secure;
     pe.used = true;
     pe.environ_known = job->environ_ok;
@@ -903,6 +939,7 @@ struct CallerContexts::Impl {
         snapshot.environ_known = pe.environ_known;
         if (!pe.callers.empty()) environ = pe.callers.front().caller->environ;
         snapshot.compat32 = pe.compat32;
+        snapshot.emulation = pe.emulation;
         snapshot.auxv_secure = pe.auxv_secure;
         stamp = pe.stamp;
       }

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "vsymfs/caller.hpp"
 
@@ -60,6 +61,9 @@ class CallerContexts {
     // or numbers when they cannot be read. false (-o daemon_nss): the
     // daemon's NSS for every caller.
     bool caller_accounts = true;
+    // Where binfmt_misc is mounted: a caller whose executable is an entry's
+    // interpreter is emulated (binfmt_registry.hpp). Tests point it elsewhere.
+    std::string binfmt_dir = "/proc/sys/fs/binfmt_misc";
   };
   CallerContexts();
   explicit CallerContexts(Options opts);

@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -362,6 +363,28 @@ const Caller& anonymous_caller() {
 
 bool LinkDirectory::identity(dev_t&, ino_t&) { return false; }
 
+std::string LinkDirectory::link_path() { return {}; }
+
+namespace {
+
+// The caller's command name for a trace (only read while someone traces).
+std::string command_name(pid_t pid) {
+  if (pid <= 0) return {};
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%d/comm", static_cast<int>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  char buf[64];
+  const ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  if (n <= 0) return {};
+  std::string out(buf, static_cast<std::size_t>(n));
+  if (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+}  // namespace
+
 struct LinkService::Impl {
   Impl(MountState& s, CallerContexts& c, const Options& o)
       : state(s),
@@ -378,19 +401,22 @@ struct LinkService::Impl {
   ProbeWalker walker;
   const Clock::duration probe_budget;
   UtsReader uts;                 // a container's host name and domain name
-  NamespaceHosts uts_hosts;      // one host per UTS namespace other than ours
+  NamespaceHosts uts_hosts;      // one view per UTS namespace other than ours
+  TraceHub tracer;
 
-  // The host facts for `caller`: the daemon's, unless the caller is in
-  // another UTS namespace (uts_ns != 0: a container) whose names we can
-  // read, then that namespace's. Read again at every expansion (setns and
-  // uname, about a microsecond), so a sethostname there shows at once; the
-  // daemon's own namespace pays the one comparison. With per_caller = false
-  // the kernel caches links: everyone gets the daemon's.
-  std::shared_ptr<const HostInfo> host_for(const Caller& caller, const Rules& rules) {
-    if (caller.uts_ns == 0 || !rules.per_caller) return nullptr;
+  // The host facts for `caller` and what `rules` give its host name: the
+  // daemon's, unless the caller is in another UTS namespace (uts_ns != 0: a
+  // container) whose names we can read, then that namespace's. Read again
+  // at every expansion (setns and uname, about a microsecond), so a
+  // sethostname there shows at once; the daemon's own namespace pays the one
+  // comparison. With per_caller = false the kernel caches links: everyone
+  // gets the daemon's.
+  std::shared_ptr<const HostView> host_for(const Caller& caller, const std::shared_ptr<const Rules>& rules) {
+    std::shared_ptr<const HostView> own = state.host_view(*rules);
+    if (caller.uts_ns == 0 || !rules->per_caller) return own;
     const std::optional<UtsNames> names = uts.read(caller.pid, caller.uts_ns);
-    if (!names) return nullptr;
-    return uts_hosts.get(caller.uts_ns, names->hostname, names->domainname, state.host());
+    if (!names) return own;
+    return uts_hosts.get(caller.uts_ns, names->hostname, names->domainname, rules, own->host());
   }
 
   std::shared_ptr<const Parsed> parsed(std::string_view raw, std::uint64_t generation, const Rules& rules) {
@@ -433,8 +459,39 @@ struct LinkService::Impl {
     return contexts.full(ids.pid, ids.uid, ids.gid);
   }
 
+  // An expansion for a FUSE request: traced when someone asks for it.
+  Result<void> expand(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids, std::string& out) {
+    if (!tracer.active()) [[likely]]
+      return run(raw, link_dir, ids, out, nullptr, true);
+    return expand_traced(raw, link_dir, ids, out);
+  }
+
+  Result<void> expand_traced(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids,
+                             std::string& out) {
+    if (!tracer.wants_caller(ids.pid, ids.uid)) return run(raw, link_dir, ids, out, nullptr, true);
+    TraceEvent e;
+    e.path = normalize_trace_path(link_dir.link_path());
+    if (!tracer.wants(ids.pid, ids.uid, e.path)) return run(raw, link_dir, ids, out, nullptr, true);
+    e.time = std::chrono::system_clock::now();
+    e.pid = ids.pid;
+    e.uid = ids.uid;
+    e.raw.assign(raw);
+    Result<void> r = run(raw, link_dir, ids, out, &e.substitutions, true);
+    if (r) {
+      e.expansion = out;
+    } else {
+      e.error = r.error().code;
+      e.message = r.error().message;
+    }
+    e.comm = command_name(ids.pid);
+    tracer.publish(std::move(e));
+    return r;
+  }
+
+  // `trace`: collect the substitutions; `store_probes`: @sys answers may be
+  // remembered (not for explain, whose text a client chose).
   Result<void> run(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids, std::string& out,
-                   std::vector<Substitution>* trace, const Caller* given = nullptr) {
+                   std::vector<Substitution>* trace, bool store_probes, const Caller* given = nullptr) {
     // Generation first, then rules: see MountState::reload.
     const std::uint64_t generation = state.rules_generation();
     const std::shared_ptr<const Rules> rules = state.rules();
@@ -460,8 +517,8 @@ struct LinkService::Impl {
                                     " was not read in time; the link needs it");
     }
     const std::shared_ptr<const RuntimeVars> runtime = state.runtime();
-    const std::shared_ptr<const HostInfo> ns_host = host_for(caller, *rules);
-    ScopedResolver resolver(*rules, ns_host ? *ns_host : state.host(), caller, runtime.get());
+    const std::shared_ptr<const HostView> host = host_for(caller, rules);
+    ScopedResolver resolver(*rules, *host, caller, runtime.get());
     CountingSource counting(resolver);
 
     // Who probes: the caller, whose identity this thread has; or, when
@@ -469,7 +526,7 @@ struct LinkService::Impl {
     const bool as_caller = rules->per_caller;
     const ProbeCredentials creds = as_caller ? ProbeCredentials{caller.uid, caller.gid, caller.groups}
                                              : ProbeCredentials{kNobody, kNobody, {}};
-    SourceProbe probe(link_dir, probes, generation, walker, creds, as_caller, trace == nullptr, probe_budget);
+    SourceProbe probe(link_dir, probes, generation, walker, creds, as_caller, store_probes, probe_budget);
     ExpandOptions opts;
     opts.undefined = rules->undefined;
     opts.probe = p->tmpl.uses_sys() ? &probe : nullptr;
@@ -500,19 +557,19 @@ LinkService::~LinkService() = default;
 
 Result<void> LinkService::expand(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out) {
   KnownDirectory dir(link_dir_fd);
-  return impl_->run(raw, dir, ids, out, nullptr);
+  return impl_->expand(raw, dir, ids, out);
 }
 
 Result<void> LinkService::expand(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids,
                                  std::string& out) {
-  return impl_->run(raw, link_dir, ids, out, nullptr);
+  return impl_->expand(raw, link_dir, ids, out);
 }
 
 Result<void> LinkService::explain(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out,
                                   std::vector<Substitution>& trace) {
   trace.clear();
   KnownDirectory dir(link_dir_fd);
-  return impl_->run(raw, dir, ids, out, &trace);
+  return impl_->run(raw, dir, ids, out, &trace, false);
 }
 
 Result<void> LinkService::explain(std::string_view raw, int link_dir_fd, const Caller& caller, std::string& out,
@@ -520,8 +577,10 @@ Result<void> LinkService::explain(std::string_view raw, int link_dir_fd, const C
   trace.clear();
   KnownDirectory dir(link_dir_fd);
   // pid 0: the caller is described by the request; nothing is read from /proc.
-  return impl_->run(raw, dir, RequestIds{0, caller.uid, caller.gid}, out, &trace, &caller);
+  return impl_->run(raw, dir, RequestIds{0, caller.uid, caller.gid}, out, &trace, false, &caller);
 }
+
+TraceHub& LinkService::tracer() noexcept { return impl_->tracer; }
 
 bool LinkService::per_caller() const noexcept { return impl_->state.rules()->per_caller; }
 
@@ -541,7 +600,8 @@ void LinkService::sys_component_candidates(std::string_view name, const RequestI
   // kernel does not cache for @sys names) rather than maybe the wrong list.
   if (caller.environ_late && (rules->sysnames.empty() || rules->sysnames != rules->sysnames32)) return;
   const std::shared_ptr<const RuntimeVars> runtime = impl_->state.runtime();
-  ScopedResolver resolver(*rules, impl_->state.host(), caller, runtime.get());
+  const std::shared_ptr<const HostView> host = impl_->state.host_view(*rules);
+  ScopedResolver resolver(*rules, *host, caller, runtime.get());
   for (const std::string& sysname : resolver.sysnames()) {
     std::string candidate;
     candidate.reserve(prefix.size() + sysname.size());

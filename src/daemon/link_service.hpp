@@ -16,6 +16,7 @@
 #include "vsymfs/result.hpp"
 #include "caller_contexts.hpp"
 #include "mount_state.hpp"
+#include "trace_hub.hpp"
 
 namespace vsymfs::daemon {
 
@@ -38,6 +39,10 @@ class LinkDirectory {
   // This default says "not known"; the probe then takes fd() and fstat(2)s
   // it (still cheaper than a failed path walk per candidate).
   virtual bool identity(dev_t& dev, ino_t& ino);
+  // The link's path inside the mount (relative, no leading slash), asked
+  // only while someone traces expansions (trace_hub.hpp); "" when unknown
+  // (this default).
+  virtual std::string link_path();
 
  protected:
   ~LinkDirectory() = default;
@@ -84,6 +89,10 @@ class LinkService {
   // Nothing of the caller's is read from /proc.
   Result<void> explain(std::string_view raw, int link_dir_fd, const Caller& caller, std::string& out,
                        std::vector<Substitution>& trace);
+
+  // Who traces expansions (`vsymctl trace`). expand() hands each of its
+  // expansions to it while anyone subscribes; explain() never does.
+  TraceHub& tracer() noexcept;
 
   // Whether symlink expansions may differ between callers under the rules in
   // force now (then symlink attributes get attr_timeout 0).

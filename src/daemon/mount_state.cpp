@@ -1,5 +1,6 @@
 #include "mount_state.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <pwd.h>
 #include <sys/eventfd.h>
@@ -7,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <cstring>
@@ -24,6 +26,20 @@ namespace {
 
 // Editors save in bursts (write, rename, chmod); one reload per burst.
 constexpr int kDebounceMs = 100;
+// How often the watcher looks whether SOURCE is still where it was: a
+// readlink and an fstat, about 2 us.
+constexpr auto kSourceCheckInterval = std::chrono::seconds(1);
+
+// The path the kernel gives an open descriptor (d_path: " (deleted)" when
+// removed; relative to its filesystem's root when that is no longer
+// reachable, e.g. after a lazy unmount).
+std::string fd_path(int fd) {
+  char link[64];
+  std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink(link, buf, sizeof buf);
+  return n < 0 ? std::string() : std::string(buf, static_cast<std::size_t>(n));
+}
 
 bool file_exists(const std::string& path) {
   struct stat st {};
@@ -130,7 +146,10 @@ Result<void> check_rules_file_trusted(const std::string& path, uid_t self) {
 
 MountState::MountState(Config cfg) : cfg_(std::move(cfg)) {}
 
-MountState::~MountState() { stop_watching(); }
+MountState::~MountState() {
+  stop_watching();
+  if (source_fd_ >= 0) ::close(source_fd_);
+}
 
 Result<std::unique_ptr<MountState>> MountState::create(Config cfg) {
   // @sys probes compare link targets with the mountpoint as text.
@@ -147,12 +166,18 @@ Result<std::unique_ptr<MountState>> MountState::create(Config cfg) {
       st->rules_file_required_ = c.rules_path_explicit || c.rules_path != VSYMFS_DEFAULT_RULES_PATH;
     }
   }
-  st->host_ = read_host_info();
+  // What SOURCE is now, to notice later when its path leads elsewhere
+  // (opened before the mount: with MOUNTPOINT == SOURCE this is the
+  // directory underneath). Failing here is not ours to report: the inode
+  // table opens SOURCE next and says why it cannot.
+  st->source_fd_ = ::open(c.source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (st->source_fd_ >= 0) st->source_seen_ = fd_path(st->source_fd_);
 
   auto rules = st->load_rules();
   if (!rules) return std::move(rules).error();
-  st->rules_.store(std::move(*rules), std::memory_order_release);
-  st->runtime_.store(std::make_shared<const RuntimeVars>(), std::memory_order_release);
+  st->publish_host(*rules);
+  st->rules_.store(std::move(*rules));
+  st->runtime_.store(std::make_shared<const RuntimeVars>());
   st->generation_.store(1, std::memory_order_release);
   st->loaded_at_ = std::chrono::system_clock::now();
   return st;
@@ -178,6 +203,21 @@ Result<std::shared_ptr<const Rules>> MountState::load_rules() const {
   return std::shared_ptr<const Rules>(std::make_shared<const Rules>(std::move(*loaded)));
 }
 
+void MountState::publish_host(std::shared_ptr<const Rules> rules) {
+  // The host name again: one set after the daemon started (hostnamectl,
+  // a container's runtime) counts from the next reload on.
+  HostView view(*rules, read_host_info());
+  host_.store(std::make_shared<const HostSnapshot>(HostSnapshot{std::move(rules), std::move(view)}));
+}
+
+std::shared_ptr<const HostView> MountState::host_view(const Rules& rules) const {
+  std::shared_ptr<const HostSnapshot> snap = host_.load();
+  // Both objects are alive (the snapshot holds its rules, the caller its
+  // own), so equal addresses mean the same rules.
+  if (snap->rules.get() == &rules) return std::shared_ptr<const HostView>(snap, &snap->view);
+  return std::make_shared<const HostView>(rules, snap->view.host());
+}
+
 std::chrono::system_clock::time_point MountState::rules_loaded_at() const {
   std::lock_guard lock(mu_);
   return loaded_at_;
@@ -188,18 +228,30 @@ Result<void> MountState::reload() {
     std::lock_guard reload_lock(reload_mu_);
     if (rules_file_.empty()) return {};  // built-in rules only: nothing to re-read
     auto rules = load_rules();
+    // The default file is optional at start, but once its rules are in
+    // force, its disappearing is not a request for the built-in ones (an
+    // editor may delete before it writes): they stay, as for any bad file.
+    if (rules && !rules_file_required_ && (*rules)->origin != rules_file_ && rules_.load()->origin == rules_file_)
+      rules = make_error(ENOENT, rules_file_ + ": " + std::strerror(ENOENT) +
+                                     " (the rules read from it stay in force; a restart without it takes the "
+                                     "built-in rules)");
     if (!rules) {
       counters_.reload_failures.fetch_add(1, std::memory_order_relaxed);
+      std::lock_guard lock(mu_);
+      reload_error_ = {rules.error().message, std::chrono::system_clock::now()};
       return std::move(rules).error();
     }
-    // Rules before generation: a reader that sees the new generation is
-    // guaranteed to see these rules (LinkService tags parsed templates with
-    // the generation it read first).
-    rules_.store(std::move(*rules), std::memory_order_release);
+    // The host view before the rules (a reader of the new rules finds its
+    // view), rules before generation: a reader that sees the new generation
+    // is guaranteed to see these rules (LinkService tags parsed templates
+    // with the generation it read first).
+    publish_host(*rules);
+    rules_.store(std::move(*rules));
     generation_.fetch_add(1, std::memory_order_acq_rel);
     {
       std::lock_guard lock(mu_);
       loaded_at_ = std::chrono::system_clock::now();
+      reload_error_ = {};
     }
     counters_.reloads.fetch_add(1, std::memory_order_relaxed);
   }
@@ -209,7 +261,7 @@ Result<void> MountState::reload() {
 
 void MountState::publish_runtime(std::shared_ptr<const RuntimeVars> vars) noexcept {
   if (!vars) vars = std::make_shared<const RuntimeVars>();
-  runtime_.store(std::move(vars), std::memory_order_release);
+  runtime_.store(std::move(vars));
   notify_change();
 }
 
@@ -229,33 +281,46 @@ void MountState::notify_change() {
   if (hook) hook();
 }
 
+MountState::ReloadError MountState::last_reload_error() const {
+  std::lock_guard lock(mu_);
+  return reload_error_;
+}
+
+std::string MountState::source_problem() const {
+  std::lock_guard lock(mu_);
+  return source_problem_;
+}
+
 Result<void> MountState::start_watching() {
   std::lock_guard lock(watch_mu_);
-  if (rules_file_.empty() || watcher_.joinable()) return {};
-  namespace fs = std::filesystem;
-  const std::string dir = fs::path(rules_file_).parent_path().string();
-
-  int ifd = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-  if (ifd < 0) return make_error(errno, std::string("inotify_init1: ") + std::strerror(errno));
-  // The directory, not the file: an editor replaces the file by rename, and
-  // a watch on the old inode would never fire again.
-  if (::inotify_add_watch(ifd, dir.empty() ? "." : dir.c_str(), IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE) < 0) {
-    int e = errno;
-    ::close(ifd);
-    return make_error(e, "cannot watch " + dir + " for changes to " + rules_file_ + ": " + std::strerror(e));
-  }
+  if (watcher_.joinable()) return {};
   int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (efd < 0) {
-    int e = errno;
-    ::close(ifd);
-    return make_error(e, std::string("eventfd: ") + std::strerror(e));
+  if (efd < 0) return make_error(errno, std::string("eventfd: ") + std::strerror(errno));
+  // Without a rules file the thread only checks SOURCE.
+  int ifd = -1;
+  Result<void> watching;
+  if (!rules_file_.empty()) {
+    namespace fs = std::filesystem;
+    const std::string dir = fs::path(rules_file_).parent_path().string();
+    ifd = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    // The directory, not the file: an editor replaces the file by rename,
+    // and a watch on the old inode would never fire again.
+    if (ifd < 0) {
+      watching = make_error(errno, std::string("inotify_init1: ") + std::strerror(errno));
+    } else if (::inotify_add_watch(ifd, dir.empty() ? "." : dir.c_str(),
+                                   IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE) < 0) {
+      const int e = errno;
+      ::close(ifd);
+      ifd = -1;
+      watching = make_error(e, "cannot watch " + dir + " for changes to " + rules_file_ + ": " + std::strerror(e));
+    }
   }
   watch_stop_fd_ = efd;
   watcher_ = std::thread([this, ifd, efd] {
     watch_loop(ifd, efd);
-    ::close(ifd);
+    if (ifd >= 0) ::close(ifd);
   });
-  return {};
+  return watching;
 }
 
 void MountState::stop_watching() noexcept {
@@ -269,20 +334,36 @@ void MountState::stop_watching() noexcept {
 }
 
 void MountState::watch_loop(int inotify_fd, int stop_fd) {
+  using Clock = std::chrono::steady_clock;
   const std::string name = std::filesystem::path(rules_file_).filename().string();
   alignas(inotify_event) char buf[4096];
   bool pending = false;
+  // A regular file was created under the rules file's name and its writer
+  // has not closed it yet: reading it now could take half a file (which may
+  // well parse), so the reload waits for IN_CLOSE_WRITE.
+  bool being_written = false;
+  auto next_source_check = Clock::now();
   for (;;) {
-    pollfd fds[2] = {{inotify_fd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
-    int rc = ::poll(fds, 2, pending ? kDebounceMs : -1);
+    const auto now = Clock::now();
+    if (now >= next_source_check) {
+      check_source();
+      next_source_check = now + kSourceCheckInterval;
+    }
+    auto wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(next_source_check - now).count() + 1;
+    if (pending) wait_ms = std::min<long long>(wait_ms, kDebounceMs);
+    pollfd fds[2] = {{stop_fd, POLLIN, 0}, {inotify_fd, POLLIN, 0}};
+    const int rc = ::poll(fds, inotify_fd >= 0 ? 2 : 1, static_cast<int>(wait_ms));
     if (rc < 0) {
       if (errno == EINTR) continue;
-      spdlog::error("rules watcher: poll: {}; no longer reloading on change", std::strerror(errno));
+      spdlog::error("rules watcher: poll: {}; no longer reloading on change nor checking SOURCE", std::strerror(errno));
       return;
     }
-    if (fds[1].revents) return;
-    if (rc == 0) {  // quiet for kDebounceMs after a change: reload now
+    if (fds[0].revents) return;
+    if (rc == 0) {
+      if (!pending) continue;  // only the SOURCE check was due
+      // Quiet for kDebounceMs after a change: reload now.
       pending = false;
+      if (being_written) continue;  // the writer's close brings it back
       if (auto r = reload(); r)
         spdlog::info("rules reloaded from {} (changed on disk)", rules_file_);
       else
@@ -293,10 +374,49 @@ void MountState::watch_loop(int inotify_fd, int stop_fd) {
     if (n <= 0) continue;
     for (char* p = buf; p < buf + n;) {
       auto* ev = reinterpret_cast<inotify_event*>(p);
-      if (ev->len > 0 && name == ev->name) pending = true;
       p += sizeof(inotify_event) + ev->len;
+      if (ev->len == 0 || name != ev->name) continue;
+      pending = true;
+      if (ev->mask & IN_CREATE) {
+        // Created by open(O_CREAT): a file with one link, written next. A
+        // hard link or symlink made there is complete already.
+        struct stat st {};
+        being_written = ::lstat(rules_file_.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1;
+      } else {
+        being_written = false;  // closed, renamed over, or deleted
+      }
     }
   }
+}
+
+void MountState::check_source() {
+  if (source_fd_ < 0) return;
+  std::string problem;
+  struct stat st {};
+  const std::string now = fd_path(source_fd_);
+  if (::fstat(source_fd_, &st) == 0 && st.st_nlink == 0) {
+    problem = "SOURCE " + cfg_.source +
+              " was removed: this mount serves the deleted directory, which has no names left and takes "
+              "no new ones (ENOENT); a directory made at that path since is not served: unmount and mount "
+              "again";
+  } else if (!now.empty() && now != source_seen_) {
+    struct stat there {};
+    if (::stat(now.c_str(), &there) == 0 && there.st_dev == st.st_dev && there.st_ino == st.st_ino)
+      problem = "SOURCE " + cfg_.source + " was moved to " + now + ": this mount goes on serving it there";
+    else
+      problem = "SOURCE " + cfg_.source +
+                " is out of reach (the filesystem it is on was unmounted, or a directory above it was moved "
+                "where this daemon cannot see): this mount goes on serving it until it is unmounted";
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (problem == source_problem_) return;
+    source_problem_ = problem;
+  }
+  if (!problem.empty())
+    spdlog::error("{}", problem);
+  else
+    spdlog::info("SOURCE {} is back where it was", cfg_.source);
 }
 
 void MountState::set_fs_status(std::function<StatusLines()> provider) {

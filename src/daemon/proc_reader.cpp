@@ -2,6 +2,7 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -191,8 +192,11 @@ Result<SyscallState> parse_syscall(std::string_view text) {
   SyscallState st;
   std::string_view s = skip_spaces(text);
   if (s.starts_with("running")) return st;
-  if (s.starts_with("-1")) return st;  // blocked, but not in a system call
-  if (!take_number(s, st.nr)) return make_error(EINVAL, "syscall: no system call number");
+  long nr = 0;
+  if (!take_number(s, nr)) return make_error(EINVAL, "syscall: no system call number");
+  if (nr == -1) return st;  // blocked, but not in a system call
+  if (nr < 0) return make_error(EINVAL, "syscall: negative system call number");
+  st.nr = nr;
   for (std::uint64_t& arg : st.args) {
     s = skip_spaces(s);
     if (!s.starts_with("0x")) return make_error(EINVAL, "syscall: argument is not 0x-hex");
@@ -289,6 +293,29 @@ Result<bool> read_environ(pid_t pid, std::vector<std::string>& out) {
   if (!r) return std::move(r).error();
   parse_environ(bytes, out);
   return *r;
+}
+
+Result<ExeFacts> read_exe(pid_t pid) {
+  ProcPath path(pid, "exe");
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno_error(errno, "open", path.c_str());
+  std::byte head[EI_NIDENT];
+  ssize_t n;
+  do {
+    n = ::pread(fd, head, sizeof head, 0);
+  } while (n < 0 && errno == EINTR);
+  int e = errno;
+  struct stat st {};
+  const bool stat_ok = n >= 0 && ::fstat(fd, &st) == 0;
+  if (n >= 0 && !stat_ok) e = errno;
+  ::close(fd);
+  if (n < 0) return errno_error(e, "read", path.c_str());
+  if (!stat_ok) return errno_error(e, "fstat", path.c_str());
+  ExeFacts facts;
+  facts.dev = st.st_dev;
+  facts.ino = st.st_ino;
+  if (auto c = parse_elf_class(std::span<const std::byte>(head, static_cast<std::size_t>(n)))) facts.elf_class = *c;
+  return facts;
 }
 
 Result<unsigned> read_exe_elf_class(pid_t pid) {

@@ -116,6 +116,14 @@ Result<std::uint64_t> read_auxv_hash(pid_t pid);
 // Returns whether the environment was truncated at kMaxEnvironBytes.
 Result<bool> read_environ(pid_t pid, std::vector<std::string>& out);
 Result<unsigned> read_exe_elf_class(pid_t pid);
+// The same, plus which file the executable is (for binfmt_misc emulators:
+// an emulated process's exe is its emulator). One open of /proc/<pid>/exe.
+struct ExeFacts {
+  unsigned elf_class = 0;  // 32 or 64; 0 when not an ELF file
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+Result<ExeFacts> read_exe(pid_t pid);
 Result<bool> read_auxv_secure(pid_t pid, unsigned word_bytes);
 Result<unsigned long> read_personality(pid_t pid);
 

@@ -92,6 +92,21 @@ void FdCache::evict_locked() {
   }
 }
 
+void FdCache::evict_all(std::vector<int>& in_use) {
+  std::lock_guard lock(mu_);
+  while (FdSlot* s = tail_) {
+    // Cleared before the pins are read, as in close_unpinned_locked: an
+    // acquire() that pins after this reads -1 and reopens.
+    const int fd = s->fd.exchange(-1);
+    if (s->pins.load() != 0)
+      in_use.push_back(fd);
+    else
+      ::close(fd);
+    unlink(*s);
+    --count_;
+  }
+}
+
 void FdCache::drop(FdSlot& slot) {
   std::lock_guard lock(mu_);
   const int fd = slot.fd.exchange(-1);

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <vector>
 
 namespace vsymfs::fs {
 
@@ -35,7 +36,9 @@ struct FdSlot {
   // How many descriptors the slot has been given. Changes only while the
   // slot holds none, so while a pin is held it names the descriptor in use:
   // the same count means the same open file, and an open file keeps its
-  // inode, and so its inode number, from being reused.
+  // inode, and so its inode number, from being reused. (One exception:
+  // evict_all() empties pinned slots too, when SOURCE's filesystem is gone;
+  // the pins it leaves hold descriptors on which every call fails.)
   std::atomic<std::uint64_t> serial{0};
   FdSlot* prev = nullptr;               // list from hot to cold, guarded by FdCache::mu_
   FdSlot* next = nullptr;
@@ -70,6 +73,13 @@ class FdCache {
   void release(FdSlot& slot) noexcept { slot.pins.fetch_sub(1, std::memory_order_release); }
   // Closes the slot's descriptor for good (the inode is going away).
   void drop(FdSlot& slot);
+  // Empties every slot (their descriptors point into a filesystem that is
+  // gone), so that each is opened anew. Unpinned descriptors are closed;
+  // pinned ones are still in use, so they are appended to `in_use` for the
+  // caller to close once no operation can hold them (never a number reused
+  // under an operation). Leaving a pinned one in its slot would keep it
+  // there for good: the next acquire() would hit it again.
+  void evict_all(std::vector<int>& in_use);
 
   std::size_t budget() const noexcept { return budget_; }
   std::size_t open_count() const;

@@ -11,8 +11,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include "atime.hpp"
 #include "identity.hpp"
 #include "ops.hpp"
+#include "passthrough.hpp"
 
 namespace vsymfs::fs {
 
@@ -104,6 +106,45 @@ mode_t Filesystem::creation_mode(fuse_req_t req, mode_t mode) {
   return ThreadIdentity::use_umask(mask) == 0 ? mode : mode & ~mask;
 }
 
+int Filesystem::quiet_atime(int fd, int flags, bool dir) const noexcept {
+  if (quiet_atime_ == nullptr || (!dir && !quiet_files_)) return fd;
+  const int quiet = quiet_atime_->reopen(fd, flags);
+  if (quiet < 0) return fd;
+  ::close(fd);
+  return quiet;
+}
+
+void Filesystem::invalidate_attributes(fuse_ino_t ino) noexcept {
+  // A negative offset: attributes only (fuse_lowlevel.h). It fails with
+  // ENOENT when the kernel no longer holds the inode: nothing to refresh.
+  if (session_ != nullptr) (void)fuse_lowlevel_notify_inval_inode(session_, ino, -1, 0);
+}
+
+namespace {
+// Notices whose request never came (a chown(-1, -1), a write that failed
+// before reaching us) stay until the inode's next write; past this many
+// they are dropped, and such files show stale set-id bits for up to
+// attr_timeout, as before.
+constexpr std::size_t kMaxSetidNotices = 4096;
+}  // namespace
+
+void Filesystem::note_setid_notice(fuse_ino_t ino) {
+  std::lock_guard lock(setid_mu_);
+  if (setid_notices_.size() >= kMaxSetidNotices) setid_notices_.clear();
+  setid_notices_.insert(ino);
+  setid_notice_count_.store(setid_notices_.size(), std::memory_order_relaxed);
+}
+
+void Filesystem::after_setid_notice(fuse_ino_t ino) {
+  if (setid_notice_count_.load(std::memory_order_relaxed) == 0) return;
+  {
+    std::lock_guard lock(setid_mu_);
+    if (setid_notices_.erase(ino) == 0) return;
+    setid_notice_count_.store(setid_notices_.size(), std::memory_order_relaxed);
+  }
+  invalidate_attributes(ino);
+}
+
 bool Filesystem::reserve_open_file() noexcept {
   if (open_files_.fetch_add(1, std::memory_order_relaxed) >= cfg_.max_open_files) {
     open_files_.fetch_sub(1, std::memory_order_relaxed);
@@ -115,7 +156,13 @@ bool Filesystem::reserve_open_file() noexcept {
 double Filesystem::attr_timeout_for(const Inode& inode) const noexcept {
   // The kernel shares cached attributes between callers, and a symlink's
   // st_size is its caller's expansion length.
-  return inode.is_symlink() && links_.per_caller() ? 0.0 : cfg_.attr_timeout;
+  if (inode.is_symlink()) return links_.per_caller() ? 0.0 : cfg_.attr_timeout;
+  // A file written through a shared mapping of its backing file changes
+  // its mtime and ctime in SOURCE unseen (page faults pass no FUSE
+  // request): while that may happen, every stat asks (vsymfs(8), FILE I/O
+  // PASSTHROUGH). One atomic load while no file is open so.
+  if (passthrough_ != nullptr && passthrough_->written_directly(inodes_.nodeid(inode))) return 0.0;
+  return cfg_.attr_timeout;
 }
 
 int Filesystem::link_text(Inode& inode, const FdRef& fd, const struct stat& st, std::string& out) {
@@ -138,20 +185,44 @@ int Filesystem::read_raw_link(int fd, std::string& out) {
 
 namespace {
 
-// The link's directory, pinned only when the template has an @sys to probe.
+// The link's directory, pinned only when the template has an @sys to probe
+// (or given: `dir_fd`, when the caller holds it already).
 class ParentDirectory final : public daemon::LinkDirectory {
  public:
-  ParentDirectory(InodeTable& inodes, Inode& link) noexcept : inodes_(inodes), link_(link) {}
+  ParentDirectory(InodeTable& inodes, Inode& link, int dir_fd) noexcept
+      : inodes_(inodes), link_(link), dir_fd_(dir_fd) {}
   int fd() override {
+    if (dir_fd_ >= 0) return dir_fd_;
     // A link we have not seen found in a directory (cannot happen for
     // looked-up links) is probed relative to the root.
     if (inodes_.parent_fd(link_, pin_) != 0 && inodes_.fd(inodes_.root(), pin_) != 0) return -1;
     return pin_.get();
   }
+  // Only while someone traces: the directory's path as the kernel knows it
+  // (directories stay connected, whatever opened them), less SOURCE's, and
+  // the link's name there.
+  std::string link_path() override {
+    const std::string name = inodes_.tracked_name(link_);
+    FdRef root;
+    if (fd() < 0 || inodes_.fd(inodes_.root(), root) != 0) return name;
+    const std::string here = fd_path(dir_fd_ >= 0 ? dir_fd_ : pin_.get()), top = fd_path(root.get());
+    if (here.empty() || top.empty() || here.compare(0, top.size(), top) != 0) return name;
+    if (here.size() == top.size()) return name;
+    if (top != "/" && here[top.size()] != '/') return name;
+    return here.substr(top == "/" ? 1 : top.size() + 1) + "/" + name;
+  }
 
  private:
+  static std::string fd_path(int fd) {
+    char buf[PATH_MAX];
+    const ssize_t n = ::readlink(ProcFdPath(fd).c_str(), buf, sizeof buf);
+    return n > 0 && static_cast<std::size_t>(n) < sizeof buf ? std::string(buf, static_cast<std::size_t>(n))
+                                                              : std::string();
+  }
+
   InodeTable& inodes_;
   Inode& link_;
+  const int dir_fd_;
   FdRef pin_;
 };
 
@@ -164,13 +235,8 @@ int Filesystem::expand_link(fuse_req_t req, Inode& link, int link_fd, int dir_fd
 }
 
 int Filesystem::expand_text(fuse_req_t req, Inode& link, const std::string& raw, int dir_fd, std::string& out) {
-  Result<void> r;
-  if (dir_fd >= 0) {
-    r = links_.expand(raw, dir_fd, ids_of(req), out);
-  } else {
-    ParentDirectory parent(inodes_, link);
-    r = links_.expand(raw, parent, ids_of(req), out);
-  }
+  ParentDirectory parent(inodes_, link, dir_fd);
+  const Result<void> r = links_.expand(raw, parent, ids_of(req), out);
   return r ? 0 : r.error().code;
 }
 
@@ -240,9 +306,9 @@ int Filesystem::lookup(fuse_req_t req, Inode& parent, int parent_fd, const char*
     // reused: the same link either way.
     thread_local std::string raw, expansion;
     FdRef lfd;
-    // `parent` is the link's directory: the same one readlink will probe in.
+    // `parent_fd` is the link's directory: the same one readlink will probe in.
     if (inodes_.fd(**inode, lfd) == 0 && link_text(**inode, lfd, e.attr, raw) == 0 &&
-        expand_text(req, parent, raw, parent_fd, expansion) == 0)
+        expand_text(req, **inode, raw, parent_fd, expansion) == 0)
       e.attr.st_size = static_cast<off_t>(expansion.size());
   }
   e.ino = inodes_.nodeid(**inode);

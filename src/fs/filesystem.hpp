@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_set>
 
 #include "caller_contexts.hpp"
 #include "inode_table.hpp"
@@ -23,6 +24,7 @@
 namespace vsymfs::fs {
 
 class Passthrough;
+class QuietAtime;
 
 struct FsConfig {
   double entry_timeout = 1.0;
@@ -62,6 +64,16 @@ class Filesystem {
   // Set before the session starts; not owned.
   void set_passthrough(Passthrough* p) noexcept { passthrough_ = p; }
   Passthrough* passthrough() const noexcept { return passthrough_; }
+  // -o noatime / nodiratime (atime.hpp): the clone opens are moved to, for
+  // files (`files`, noatime) and for directories. Set before the session
+  // starts; not owned.
+  void set_quiet_atime(const QuietAtime* q, bool files) noexcept {
+    quiet_atime_ = q;
+    quiet_files_ = files;
+  }
+  // `fd`, opened by a caller with `flags`, or the same file reopened where
+  // reading it leaves the atime alone (closing `fd`).
+  int quiet_atime(int fd, int flags, bool dir) const noexcept;
 
   // --- for the operations ---
   const FsConfig& config() const noexcept { return cfg_; }
@@ -105,6 +117,26 @@ class Filesystem {
   // The expansion of a link for the caller of `req` (readlink: reads the link).
   int expand_link(fuse_req_t req, Inode& link, int link_fd, int dir_fd, std::string& out);
 
+  // Makes the kernel drop the attributes it holds for `ino`, so the next
+  // stat asks GETATTR, for a request that changed them in SOURCE beyond
+  // what the kernel knows it changed (set-id bits a write cleared, the mode
+  // an ACL write set). Attributes only: cached pages stay. Safe inside a
+  // request handler: the kernel takes no lock for it that a request holds.
+  void invalidate_attributes(fuse_ino_t ino) noexcept;
+
+  // Set-id bits and the kernel's cache. Writes, fallocate and
+  // copy_file_range run as the caller, so SOURCE clears set-id bits by its
+  // own rules (since Linux 6.2 also set-group-ID without group execute, for
+  // a writer outside the file's group). Ahead of such a request the kernel
+  // sends a notice, a SETATTR that clears in its cache what FUSE's older
+  // rules say (set-user-ID; set-group-ID only with group execute) or
+  // nothing at all, and afterwards it marks only size and times stale. So
+  // setattr notes a notice that leaves set-id bits on a regular file, and
+  // the next such request on that inode drops the kernel's attributes once
+  // it has succeeded. No notice, no cost beyond an atomic load.
+  void note_setid_notice(fuse_ino_t ino);
+  void after_setid_notice(fuse_ino_t ino);
+
   // Open-descriptor accounting for open files and directories.
   bool reserve_open_file() noexcept;
   void release_open_file() noexcept { open_files_.fetch_sub(1, std::memory_order_relaxed); }
@@ -125,6 +157,11 @@ class Filesystem {
   std::atomic<bool> kernel_caches_symlinks_{false};
   std::atomic<bool> kernel_acls_{false};
   Passthrough* passthrough_ = nullptr;
+  const QuietAtime* quiet_atime_ = nullptr;
+  bool quiet_files_ = false;
+  std::mutex setid_mu_;
+  std::unordered_set<fuse_ino_t> setid_notices_;  // at most kMaxSetidNotices
+  std::atomic<std::size_t> setid_notice_count_{0};
 
   fuse_session* session_ = nullptr;
   std::mutex inval_mu_;

@@ -2,13 +2,20 @@
 
 #include <fcntl.h>
 #include <linux/mount.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <utility>
+
+#include <spdlog/spdlog.h>
 
 #include "identity.hpp"
 
@@ -16,6 +23,73 @@ namespace vsymfs::fs {
 
 namespace {
 constexpr std::uint64_t kRootNodeId = 1;  // FUSE_ROOT_ID; this file does not include FUSE
+
+struct FsKind {
+  unsigned long f_type;
+  std::string_view name;
+  // Empty: its handles outlive the kernel's cache. Else why they do not.
+  std::string_view no_lasting_handles;
+};
+
+// statfs(2) f_type values (linux/magic.h and the filesystems' own headers).
+constexpr std::string_view kFuseWhy =
+    "a FUSE filesystem decodes a file handle only while the inode is in the kernel's cache, unless its server "
+    "has export support, which the kernel does not report";
+constexpr std::string_view kSmbWhy = "an SMB client's file handles do not outlive the inode in the kernel's cache";
+constexpr std::array<FsKind, 19> kKinds{{
+    {0x65735546, "FUSE", kFuseWhy},
+    {0xFF534D42, "CIFS", kSmbWhy},
+    {0xFE534D42, "SMB2", kSmbWhy},
+    {0x517B, "SMB", kSmbWhy},
+    {0x01021997, "9p", "a 9p client gives no file handles"},
+    {0x6B414653, "AFS", "an AFS client gives no lasting file handles"},
+    {0x6969, "NFS", ""},
+    {0x00C36400, "Ceph", ""},
+    {0x0BD00BD0, "Lustre", ""},
+    {0x47504653, "GPFS", ""},
+    {0xEF53, "ext2/3/4", ""},
+    {0x58465342, "xfs", ""},
+    {0x9123683E, "btrfs", ""},
+    {0x01021994, "tmpfs", ""},
+    {0x794C7630, "overlayfs", ""},
+    {0x2FC12FC1, "zfs", ""},
+    {0xF2F52010, "f2fs", ""},
+    {0x5346544E, "ntfs", ""},
+    {0x4D44, "vfat", ""},
+}};
+
+const FsKind* kind_of(unsigned long f_type) {
+  for (const FsKind& k : kKinds)
+    if (k.f_type == f_type) return &k;
+  return nullptr;
+}
+
+unsigned long statfs_type(int fd) {
+  struct statfs sfs {};
+  return ::fstatfs(fd, &sfs) == 0 ? static_cast<unsigned long>(sfs.f_type) : 0;
+}
+
+// Makes a handle for `fd` (a directory) and opens it again right away: ""
+// when that gives the same file, else why not. As the daemon.
+std::string probe_handles(int fd) {
+  ScopedDaemonIdentity as_daemon;
+  alignas(struct file_handle) std::byte buf[sizeof(struct file_handle) + 128];
+  auto* fh = reinterpret_cast<struct file_handle*>(buf);
+  fh->handle_bytes = 128;
+  int mount_id = 0;
+  if (::name_to_handle_at(fd, "", fh, &mount_id, AT_EMPTY_PATH) != 0)
+    return std::string("name_to_handle_at: ") + std::strerror(errno);
+  const int dir = ::openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return std::string("cannot open it: ") + std::strerror(errno);
+  const int again = ::open_by_handle_at(dir, fh, O_PATH | O_CLOEXEC);
+  const int e = errno;
+  ::close(dir);
+  if (again < 0) return std::string("open_by_handle_at: ") + std::strerror(e);
+  struct stat a {}, b {};
+  const bool same = ::fstat(fd, &a) == 0 && ::fstat(again, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+  ::close(again);
+  return same ? std::string() : "open_by_handle_at gave another file";
+}
 
 int read_link(int fd, std::string& out) {
   char buf[PATH_MAX];
@@ -65,6 +139,29 @@ void LinkText::put(std::uint64_t serial, std::string_view text) {
   valid_ = true;
 }
 
+std::string fs_type_name(unsigned long f_type) {
+  char hex[32];
+  std::snprintf(hex, sizeof hex, "0x%lx", f_type);
+  const FsKind* k = kind_of(f_type);
+  return k ? std::string(k->name) + " (f_type " + hex + ")" : std::string("f_type ") + hex;
+}
+
+HandleDecision decide_handles(HandleChoice choice, bool can_open, unsigned long f_type, std::string_view probe_error) {
+  if (choice == HandleChoice::Off) return {false, "-o no_handles"};
+  if (!can_open) return {false, "the daemon is not root (open_by_handle_at needs CAP_DAC_READ_SEARCH)"};
+  const std::string type = fs_type_name(f_type);
+  if (!probe_error.empty()) {
+    return {false, "SOURCE is " + type + " and gives no usable file handles: " + std::string(probe_error) +
+                       (choice == HandleChoice::On ? " (-o handles asked for them)" : "")};
+  }
+  if (choice == HandleChoice::On) return {true, "-o handles; SOURCE is " + type};
+  const FsKind* k = kind_of(f_type);
+  if (k != nullptr && !k->no_lasting_handles.empty()) {
+    return {false, "SOURCE is " + type + ": " + std::string(k->no_lasting_handles) + " (-o handles to use them anyway)"};
+  }
+  return {true, "SOURCE is " + type + " and a file handle opened the same directory again"};
+}
+
 Inode::~Inode() {
   if (handle_len_ > kInlineHandle) delete[] handle_.heap;
 }
@@ -93,8 +190,7 @@ void FdRef::reset() noexcept {
   fd_ = -1;
 }
 
-Result<std::unique_ptr<InodeTable>> InodeTable::create(const std::string& source, std::size_t fd_budget,
-                                                       bool use_handles) {
+Result<std::unique_ptr<InodeTable>> InodeTable::create(const std::string& source, const Options& options) {
   int fd = ::open(source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return make_error(errno, "SOURCE " + source + ": " + std::strerror(errno));
   struct stat st {};
@@ -103,18 +199,23 @@ Result<std::unique_ptr<InodeTable>> InodeTable::create(const std::string& source
     ::close(fd);
     return make_error(e, "SOURCE " + source + ": " + std::strerror(e));
   }
-  std::unique_ptr<InodeTable> t(new InodeTable(fd_budget, use_handles));
+  std::unique_ptr<InodeTable> t(new InodeTable(source, options));
+  const bool try_handles = options.handles != HandleChoice::Off && options.can_open_handles;
+  t->handles_ = decide_handles(options.handles, options.can_open_handles, statfs_type(fd),
+                               try_handles ? probe_handles(fd) : std::string());
   t->root_ = new Inode(st.st_dev, st.st_ino, st.st_mode & S_IFMT);
   t->root_->refs_ = 1;  // never forgotten
   t->root_->in_map_ = true;
-  t->root_fd_ = fd;
-  t->root_dev_ = st.st_dev;
+  t->root_fd_.store(fd);
+  t->source_dev_ = st.st_dev;
   t->map_.insert(t->root_);
   const int quiet = open_quiet_clone(fd);
-  if (quiet >= 0)
+  if (quiet >= 0) {
     t->quiet_fd_ = quiet;
-  else
+    t->quiet_dev_ = st.st_dev;
+  } else {
     t->quiet_error_ = -quiet;
+  }
   return t;
 }
 
@@ -124,9 +225,11 @@ InodeTable::~InodeTable() {
     if (inode != root_) delete inode;
   }
   delete root_;
-  for (auto& [id, fd] : mount_fds_) ::close(fd);
+  for (auto& [id, fd] : mount_fds_)
+    if (fd >= 0) ::close(fd);
+  for (int fd : retired_fds_) ::close(fd);
   if (quiet_fd_ >= 0) ::close(quiet_fd_);
-  ::close(root_fd_);
+  ::close(root_fd_.load());
 }
 
 Inode& InodeTable::from_nodeid(std::uint64_t nodeid) noexcept {
@@ -162,10 +265,23 @@ void InodeTable::attach_handle(Inode& inode, int fd) {
     // directory to anchor on and is tracked by name instead.
     if (!inode.is_dir()) return;
     ScopedDaemonIdentity as_daemon;
-    int mfd = ::openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (mfd < 0) return;
+    int mfd = -1;
+    // A mount of its own inside SOURCE: its handles are judged like SOURCE's
+    // (-o handles keeps them on everywhere).
+    const unsigned long type = statfs_type(fd);
+    const bool lasting = options_.handles == HandleChoice::On ||
+                         decide_handles(HandleChoice::Auto, true, type, probe_handles(fd)).use;
+    if (lasting) {
+      mfd = ::openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (mfd < 0) return;
+    } else {
+      nested_by_name_.fetch_add(1, std::memory_order_relaxed);
+      spdlog::info("inodes on the mount inside SOURCE at inode {} ({}) are found again by parent and name",
+                   static_cast<unsigned long long>(inode.ino()), fs_type_name(type));
+    }
     it = mount_fds_.emplace(mount_id, mfd).first;
   }
+  if (it->second < 0) return;
   inode.mount_fd_ = it->second;
   inode.handle_type_ = fh->handle_type;
   std::byte* dst = inode.handle_.inline_bytes;
@@ -181,14 +297,13 @@ Inode* InodeTable::find_locked(const struct stat& st) const {
 }
 
 void InodeTable::retrack_locked(Inode& inode, Inode& parent, std::string_view name, std::vector<Inode*>& dead) {
-  if (&inode == root_ || !inode.tracked_) return;
-  Inode::Tracked& t = *inode.tracked_;
-  if (t.parent != &parent) {
+  if (&inode == root_) return;
+  if (inode.parent_ != &parent) {
     ++parent.refs_;
-    if (t.parent) unref_locked(t.parent, dead);
-    t.parent = &parent;
+    if (inode.parent_) unref_locked(inode.parent_, dead);
+    inode.parent_ = &parent;
   }
-  if (t.name != name) t.name.assign(name);
+  if (inode.name_ != name) inode.name_.assign(name);
 }
 
 Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, const struct stat& st) {
@@ -205,9 +320,9 @@ Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, c
   std::unique_ptr<Inode> fresh;
   if (!inode) {
     fresh = std::make_unique<Inode>(st.st_dev, st.st_ino, type);
-    if (use_handles_) attach_handle(*fresh, fd);
-    if (fresh->is_symlink() || !fresh->has_handle()) fresh->tracked_ = std::make_unique<Inode::Tracked>();
-    if (fresh->is_symlink()) fresh->tracked_->link = std::make_unique<LinkText>();
+    // Without a handle the inode is found by parent and name alone.
+    if (handles_.use) attach_handle(*fresh, fd);
+    if (fresh->is_symlink()) fresh->link_ = std::make_unique<LinkText>();
   }
 
   std::vector<Inode*> dead;
@@ -286,7 +401,7 @@ void InodeTable::unref_locked(Inode* inode, std::vector<Inode*>& dead) {
       inode->in_map_ = false;
     }
     dead.push_back(inode);
-    inode = inode->tracked_ ? std::exchange(inode->tracked_->parent, nullptr) : nullptr;
+    inode = std::exchange(inode->parent_, nullptr);
   }
 }
 
@@ -308,28 +423,24 @@ void InodeTable::destroy(std::vector<Inode*>& dead) {
   }
 }
 
-int InodeTable::reopen(Inode& inode) {
-  // As the daemon: open_by_handle_at needs CAP_DAC_READ_SEARCH, which a
-  // caller's fsuid clears, and an O_PATH open is not an access by the caller
-  // anyway (the kernel checked the caller's permissions before asking us).
-  ScopedDaemonIdentity as_daemon;
-  if (inode.has_handle()) {
-    alignas(struct file_handle) std::byte buf[sizeof(struct file_handle) + 128];
-    auto* fh = reinterpret_cast<struct file_handle*>(buf);
-    fh->handle_bytes = inode.handle_len_;
-    fh->handle_type = inode.handle_type_;
-    std::memcpy(fh->f_handle, inode.handle_bytes(), inode.handle_len_);
-    int fd = ::open_by_handle_at(inode.mount_fd_, fh, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    return fd >= 0 ? fd : -errno;
-  }
+bool InodeTable::same_file_locked(const Inode& inode, const struct stat& st) const {
+  if (st.st_ino != inode.ino_) return false;
+  if (st.st_dev == inode.dev_) return true;
+  // Found under a SOURCE opened again (reopen_source): its files keep their
+  // numbers on the new mount (GlusterFS's come from the file's gfid).
+  return st.st_dev == source_dev_ &&
+         std::find(retired_devs_.begin(), retired_devs_.end(), inode.dev_) != retired_devs_.end();
+}
+
+int InodeTable::reopen_by_name(Inode& inode) {
   std::string name;
   Inode* parent = nullptr;
   {
     std::lock_guard lock(mu_);
-    parent = inode.tracked_ ? inode.tracked_->parent : nullptr;
+    parent = inode.parent_;
     if (!parent) return -ESTALE;
     ++parent->refs_;  // keep it while we use it, even if a rename re-parents `inode`
-    name = inode.tracked_->name;
+    name = inode.name_;
   }
   FdRef pfd;
   pfd.table_ = this;
@@ -338,17 +449,53 @@ int InodeTable::reopen(Inode& inode) {
   int fd = ::openat(pfd.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return errno == ENOENT ? -ESTALE : -errno;
   struct stat st {};
-  if (::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != inode.dev_ ||
-      st.st_ino != inode.ino_) {
+  bool same = false;
+  if (::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0) {
+    std::lock_guard lock(mu_);
+    same = same_file_locked(inode, st);
+  }
+  if (!same) {
     ::close(fd);
     return -ESTALE;
   }
   return fd;
 }
 
+int InodeTable::reopen(Inode& inode) {
+  // As the daemon: open_by_handle_at needs CAP_DAC_READ_SEARCH, which a
+  // caller's fsuid clears, and an O_PATH open is not an access by the caller
+  // anyway (the kernel checked the caller's permissions before asking us).
+  ScopedDaemonIdentity as_daemon;
+  if (inode.has_handle() && !inode.handle_stale_.load(std::memory_order_relaxed)) {
+    alignas(struct file_handle) std::byte buf[sizeof(struct file_handle) + 128];
+    auto* fh = reinterpret_cast<struct file_handle*>(buf);
+    fh->handle_bytes = inode.handle_len_;
+    fh->handle_type = inode.handle_type_;
+    std::memcpy(fh->f_handle, inode.handle_bytes(), inode.handle_len_);
+    int fd = ::open_by_handle_at(inode.mount_fd_, fh, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) return fd;
+    // The handle's filesystem is gone (a FUSE client that died): if SOURCE
+    // was opened again since (reopen_source), the name leads to the file there.
+    if (errno == ENOTCONN) return reopen_by_name(inode);
+    if (errno != ESTALE) return -errno;
+    // The source no longer decodes this handle: a FUSE source whose inode
+    // left the kernel's cache, an NFS server that forgot it, a file
+    // replaced behind our back. Its name may still lead to it; from now on
+    // only the name is used for this inode.
+    inode.handle_stale_.store(true, std::memory_order_relaxed);
+    if (stale_handles_.fetch_add(1, std::memory_order_relaxed) == 0)
+      spdlog::warn("a file handle on SOURCE {} went stale (ESTALE); such inodes are found again by parent and name "
+                   "(counted in vsymctl status: stale_handles)", source_);
+    const int by_name = reopen_by_name(inode);
+    if (by_name >= 0) stale_found_.fetch_add(1, std::memory_order_relaxed);
+    return by_name;
+  }
+  return reopen_by_name(inode);
+}
+
 int InodeTable::pin(Inode& inode, FdRef& out) {
   if (&inode == root_) {
-    out.fd_ = root_fd_;
+    out.fd_ = root_fd_.load(std::memory_order_acquire);
     return 0;
   }
   int fd = cache_.acquire(inode.slot_);
@@ -380,13 +527,18 @@ int InodeTable::parent_fd(Inode& inode, FdRef& out) {
   Inode* parent = nullptr;
   {
     std::lock_guard lock(mu_);
-    parent = inode.tracked_ ? inode.tracked_->parent : nullptr;
+    parent = inode.parent_;
     if (!parent) return ENOENT;
     ++parent->refs_;  // a concurrent rename may re-parent `inode` while we use this one
   }
   out.table_ = this;
   out.ref_held_ = parent;
   return pin(*parent, out);
+}
+
+std::string InodeTable::tracked_name(const Inode& inode) const {
+  std::lock_guard lock(mu_);
+  return inode.name_;
 }
 
 void InodeTable::moved(Inode& new_parent, std::string_view new_name, const struct stat& st) {
@@ -396,22 +548,62 @@ void InodeTable::moved(Inode& new_parent, std::string_view new_name, const struc
     auto it = map_.find(Key{st.st_dev, st.st_ino});
     if (it == map_.end()) return;
     Inode* inode = *it;
-    if (inode == root_ || !inode->tracked_ || !inode->tracked_->parent) return;  // untracked: its handle still finds it
-    Inode::Tracked& t = *inode->tracked_;
-    if (t.parent != &new_parent) {
+    if (inode == root_ || !inode->parent_) return;
+    if (inode->parent_ != &new_parent) {
       ++new_parent.refs_;
-      unref_locked(t.parent, dead);
-      t.parent = &new_parent;
+      unref_locked(inode->parent_, dead);
+      inode->parent_ = &new_parent;
     }
-    t.name.assign(new_name);
+    inode->name_.assign(new_name);
   }
   destroy(dead);
 }
 
+bool InodeTable::reopen_source() {
+  if (!options_.reopen_source_by_path) return false;
+  std::unique_lock lock(reopen_mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return false;  // another thread is at it
+  ScopedDaemonIdentity as_daemon;
+  const int old_fd = root_fd_.load();
+  struct stat old_st {};
+  if (::fstatat(old_fd, "", &old_st, AT_EMPTY_PATH) == 0) return false;  // ours still works
+  const int fd = ::open(source_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat st {};
+  if (::fstatat(fd, "", &st, AT_EMPTY_PATH) != 0 || !S_ISDIR(st.st_mode)) {
+    ::close(fd);  // still gone (the dead mount is still there)
+    return false;
+  }
+  // Operations may still hold the old descriptors: they are closed at the
+  // end, not now (a closed number could be reused under them).
+  retired_fds_.push_back(old_fd);
+  root_fd_.store(fd, std::memory_order_release);
+  {
+    std::lock_guard mlock(mu_);
+    retired_devs_.push_back(source_dev_);
+    source_dev_ = st.st_dev;
+  }
+  {
+    std::lock_guard mlock(mount_mu_);
+    for (auto& [id, mfd] : mount_fds_)
+      if (mfd >= 0) retired_fds_.push_back(mfd);
+    mount_fds_.clear();
+  }
+  // Every cached descriptor points into the gone filesystem: all leave
+  // their slots, so their inodes are found again by name under the new
+  // root. Those in use (the operation that got ENOTCONN and called us pins
+  // one) are closed at the end with the others; left in their slots they
+  // would give ENOTCONN for good, since the next call finds SOURCE working.
+  cache_.evict_all(retired_fds_);
+  source_reopens_.fetch_add(1, std::memory_order_relaxed);
+  spdlog::warn("SOURCE {} had gone (ENOTCONN) and is there again: opened it anew", source_);
+  return true;
+}
+
 int InodeTable::read_link_quietly(int fd, dev_t dev, ino_t ino, std::string& out) {
-  // Only SOURCE's own filesystem decodes on the clone; a filesystem mounted
-  // inside SOURCE is not part of it.
-  if (quiet_fd_ < 0 || dev != root_dev_) return read_link(fd, out);
+  // Only the filesystem the clone was made of decodes there: not one
+  // mounted inside SOURCE, nor SOURCE's filesystem after reopen_source().
+  if (quiet_fd_ < 0 || dev != quiet_dev_) return read_link(fd, out);
   alignas(struct file_handle) std::byte buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
   auto* fh = reinterpret_cast<struct file_handle*>(buf);
   fh->handle_bytes = MAX_HANDLE_SZ;
@@ -441,6 +633,14 @@ std::vector<std::uint64_t> InodeTable::symlink_nodeids() const {
   for (const Inode* inode : map_)
     if (inode->is_symlink()) ids.push_back(reinterpret_cast<std::uint64_t>(inode));
   return ids;
+}
+
+std::string inode_status(const InodeTable& table) {
+  const HandleDecision& d = table.handle_mode();
+  std::string line = (d.use ? "file handle, else parent and name (" : "parent and name (") + d.reason + ")";
+  if (const std::uint64_t n = table.nested_mounts_by_name(); n != 0)
+    line += "; " + std::to_string(n) + " mount(s) inside SOURCE by parent and name";
+  return line;
 }
 
 }  // namespace vsymfs::fs

@@ -1,18 +1,23 @@
 // The inodes the kernel knows about, keyed by (st_dev, st_ino) of the source
 // file. The FUSE node id of an inode is the address of its entry (the root is
 // FUSE_ROOT_ID); an entry lives exactly as long as the kernel's lookup count
-// plus the references its tracked children hold.
+// plus the references its children hold.
 //
 // Descriptors are bounded (see fd_cache.hpp). To reopen an inode whose
 // descriptor was evicted, an entry keeps
-//   - a file handle (name_to_handle_at), reopened with open_by_handle_at as
-//     the daemon (it needs CAP_DAC_READ_SEARCH), or, when the source cannot
-//     give handles (or -o no_handles),
-//   - its parent entry and name, reopened with openat(parent, name) and
-//     checked against (st_dev, st_ino): a file renamed behind our back gives
-//     ESTALE until the kernel looks it up again.
-// Symlinks always track their parent as well: an @sys candidate in a relative
-// target is probed in the link's own directory.
+//   - its parent entry and name (every inode but the root), reopened with
+//     openat(parent, name) and checked against (st_dev, st_ino): a file
+//     renamed behind our back gives ESTALE until the kernel looks it up
+//     again. Renames through the mount keep the name current (moved()).
+//   - and, where the source's file handles can be trusted, a file handle
+//     (name_to_handle_at), reopened first with open_by_handle_at as the
+//     daemon (it needs CAP_DAC_READ_SEARCH): it finds a file renamed behind
+//     our back too. A handle that ever fails with ESTALE is not used again
+//     for that inode: the inode is found by parent and name instead, counted
+//     in stale_handles().
+// Whether handles can be trusted is decided per mount (decide_handles): not
+// on FUSE, SMB or 9p sources, whose handles do not outlive the source
+// inode in the kernel's cache, nor when a live round trip fails.
 //
 // Symlinks also keep their raw text (LinkText): lstat reports the caller's
 // expansion length as st_size, and reading the text again for every stat
@@ -25,6 +30,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -41,6 +47,31 @@
 namespace vsymfs::fs {
 
 class InodeTable;
+
+// -o handles / -o no_handles / neither.
+enum class HandleChoice { Auto, On, Off };
+
+struct HandleDecision {
+  bool use = false;
+  std::string reason;  // for the log and `vsymctl status`
+};
+
+// Whether to find evicted inodes of a filesystem by file handle. `f_type` is
+// its statfs type; `probe_error` is "" when a handle made on it just now
+// opened the same file again, else why not; `can_open` is whether the
+// daemon may call open_by_handle_at at all (CAP_DAC_READ_SEARCH). Pure.
+//
+// Evicting one inode to test whether its handle survives needs root-wide
+// `drop_caches`, which costs every filesystem on the host its caches, so the
+// eviction behaviour comes from the type: FUSE decodes a handle only while
+// the inode is cached (unless its server has export support, which the
+// kernel does not report), SMB and 9p clients give no lasting handles.
+// Sources that pass are still covered at run time: an ESTALE from a handle
+// falls back to parent and name.
+HandleDecision decide_handles(HandleChoice choice, bool can_open, unsigned long f_type, std::string_view probe_error);
+
+// A readable name for a statfs type ("FUSE", "NFS", "ext2/3/4", ...) or its hex value.
+std::string fs_type_name(unsigned long f_type);
 
 // A symlink's raw text as last read, with the descriptor it was read
 // through (FdSlot::serial). A symlink's text never changes in place, but a
@@ -78,20 +109,11 @@ class Inode {
   bool is_symlink() const noexcept { return S_ISLNK(type_); }
   bool is_dir() const noexcept { return S_ISDIR(type_); }
   // The cached raw text of a symlink (null for every other type).
-  LinkText* link_text() const noexcept { return tracked_ ? tracked_->link.get() : nullptr; }
+  LinkText* link_text() const noexcept { return link_.get(); }
 
  private:
   friend class InodeTable;
   friend class FdRef;
-  // Where a tracked inode was last found (see the top of this file). Only
-  // symlinks and inodes without a file handle need it, so it is not part
-  // of every inode: a million handle-tracked inodes would carry 40 unused
-  // bytes each.
-  struct Tracked {
-    Inode* parent = nullptr;  // holds one of its refs_, or null
-    std::string name;
-    std::unique_ptr<LinkText> link;  // symlinks only; the pointer is immutable once published
-  };
   // Handles of the common filesystems (ext4 8 bytes, xfs and tmpfs 8-16)
   // live inside the inode; larger ones (btrfs 20-40) on the heap.
   static constexpr std::size_t kInlineHandle = 16;
@@ -105,8 +127,9 @@ class Inode {
   // Set before the inode is published in the table, immutable afterwards.
   int handle_type_ = 0;
   // Guarded by InodeTable::mu_.
-  std::uint64_t refs_ = 0;  // kernel lookups + tracked children + in-flight parent pins
-  std::unique_ptr<Tracked> tracked_;  // symlinks and handle-less inodes only; allocated before publishing
+  std::uint64_t refs_ = 0;  // kernel lookups + children + in-flight parent pins
+  Inode* parent_ = nullptr; // where it was last found (holds one of its refs_), or null
+  std::string name_;        // its name there
   // Set before publishing, immutable afterwards.
   union {
     std::byte inline_bytes[kInlineHandle];
@@ -114,8 +137,10 @@ class Inode {
   } handle_{};
   int mount_fd_ = -1;              // where the handle opens (owned by the table)
   std::uint8_t handle_len_ = 0;    // f_handle bytes, 0 for none (MAX_HANDLE_SZ is 128)
+  std::atomic<bool> handle_stale_{false};  // open_by_handle_at said ESTALE: use the name
   bool in_map_ = false;            // guarded by InodeTable::mu_
   FdSlot slot_;
+  std::unique_ptr<LinkText> link_;  // symlinks only; set before publishing, immutable afterwards
 };
 
 // A pinned descriptor of an inode; unpins on destruction.
@@ -138,8 +163,18 @@ class FdRef {
 
 class InodeTable {
  public:
-  // Opens SOURCE (which must be a directory) as the root.
-  static Result<std::unique_ptr<InodeTable>> create(const std::string& source, std::size_t fd_budget, bool use_handles);
+  struct Options {
+    std::size_t fd_budget = 8192;
+    HandleChoice handles = HandleChoice::Auto;
+    bool can_open_handles = true;  // open_by_handle_at needs CAP_DAC_READ_SEARCH
+    // When SOURCE's own filesystem goes away (ENOTCONN: a FUSE client such
+    // as GlusterFS's died), open it again by its path once it is mounted
+    // again. Not with MOUNTPOINT == SOURCE: the path is then our own mount.
+    bool reopen_source_by_path = true;
+  };
+  // Opens SOURCE (which must be a directory) as the root and decides
+  // whether its file handles are used (handle_mode()).
+  static Result<std::unique_ptr<InodeTable>> create(const std::string& source, const Options& options);
   ~InodeTable();
   InodeTable(const InodeTable&) = delete;
   InodeTable& operator=(const InodeTable&) = delete;
@@ -166,9 +201,11 @@ class InodeTable {
   int fd(Inode& inode, FdRef& out);
   // Which of the inode's descriptors `ref` (from fd()) pins (FdSlot::serial).
   static std::uint64_t serial(const Inode& inode, const FdRef& ref) noexcept;
-  // A pinned descriptor of the directory the inode was last found in
-  // (tracked inodes only: symlinks and no-handle inodes). ENOENT when unknown.
+  // A pinned descriptor of the directory the inode was last found in.
+  // ENOENT when unknown (the root).
   int parent_fd(Inode& inode, FdRef& out);
+  // The name the inode was last found by in its directory ("" for the root).
+  std::string tracked_name(const Inode& inode) const;
   // A file in `parent` was renamed to `name` there (or removed, when st is
   // null): keep tracked names current.
   void moved(Inode& new_parent, std::string_view new_name, const struct stat& st);
@@ -188,6 +225,24 @@ class InodeTable {
 
   std::size_t size() const;
   FdCache& cache() noexcept { return cache_; }
+
+  // How evicted inodes of SOURCE are found again, and why.
+  const HandleDecision& handle_mode() const noexcept { return handles_; }
+  // Handles that open_by_handle_at refused with ESTALE, and how many of
+  // those inodes were then found by parent and name.
+  std::uint64_t stale_handles() const noexcept { return stale_handles_.load(std::memory_order_relaxed); }
+  std::uint64_t stale_handles_found() const noexcept { return stale_found_.load(std::memory_order_relaxed); }
+  // Mounts inside SOURCE whose handles are not used (their type).
+  std::uint64_t nested_mounts_by_name() const noexcept { return nested_by_name_.load(std::memory_order_relaxed); }
+
+  // An operation on SOURCE failed with ENOTCONN: its filesystem is gone (a
+  // FUSE client that died). If SOURCE's path now leads to another live
+  // directory (the client was mounted again), that becomes the root: new
+  // lookups work again, and inodes the kernel still holds are found by
+  // name under the new root. Returns whether it switched. Cheap when
+  // nothing changed (an open and two fstats), and at most one thread at a time.
+  bool reopen_source();
+  std::uint64_t source_reopens() const noexcept { return source_reopens_.load(std::memory_order_relaxed); }
 
  private:
   struct Key {
@@ -211,8 +266,10 @@ class InodeTable {
     bool operator()(const Inode* i, const Key& k) const noexcept { return k == key_of(i); }
   };
 
-  InodeTable(std::size_t fd_budget, bool use_handles) : cache_(fd_budget), use_handles_(use_handles) {}
+  InodeTable(const std::string& source, const Options& o) : cache_(o.fd_budget), source_(source), options_(o) {}
   Inode* find_locked(const struct stat& st) const;
+  bool same_file_locked(const Inode& inode, const struct stat& st) const;
+  int reopen_by_name(Inode& inode);
   void retrack_locked(Inode& inode, Inode& parent, std::string_view name, std::vector<Inode*>& dead);
   void attach_handle(Inode& inode, int fd);
   int reopen(Inode& inode);
@@ -223,16 +280,27 @@ class InodeTable {
   friend class FdRef;
 
   FdCache cache_;
-  const bool use_handles_;
+  const std::string source_;
+  const Options options_;
+  HandleDecision handles_;  // for SOURCE's own mount; set in create()
   Inode* root_ = nullptr;
-  int root_fd_ = -1;  // O_PATH, never evicted
-  dev_t root_dev_ = 0;
-  int quiet_fd_ = -1;     // a directory (O_RDONLY) on a read-only, noatime clone of SOURCE's mount, or -1
-  int quiet_error_ = 0;   // why there is no clone
-  mutable std::mutex mu_;  // guards map_ and every Inode's refs_, tracked_, in_map_
+  std::atomic<int> root_fd_{-1};  // O_PATH, never evicted; replaced by reopen_source()
+  mutable std::mutex mu_;  // guards map_, retired_devs_ and every Inode's refs_, parent_, name_, in_map_
   std::unordered_set<Inode*, KeyHash, KeyEq> map_;
+  std::vector<dev_t> retired_devs_;  // SOURCE's devices before reopen_source(), with source_dev_ now
+  dev_t source_dev_ = 0;
+  int quiet_fd_ = -1;     // a directory (O_RDONLY) on a read-only, noatime clone of SOURCE's mount, or -1
+  dev_t quiet_dev_ = 0;   // the device of that clone's filesystem
+  int quiet_error_ = 0;   // why there is no clone
   std::mutex mount_mu_;
-  std::unordered_map<int, int> mount_fds_;  // mount id -> a readable directory fd on it
+  std::unordered_map<int, int> mount_fds_;  // mount id -> a readable directory fd on it, -1: no handles there
+  std::mutex reopen_mu_;
+  std::vector<int> retired_fds_;  // descriptors of a gone SOURCE an operation may still use; closed at the end
+  std::atomic<std::uint64_t> stale_handles_{0}, stale_found_{0}, nested_by_name_{0}, source_reopens_{0};
 };
+
+// The `vsymctl status` line: "file handle (REASON)" or "parent and name
+// (REASON)", and mounts inside SOURCE found by name.
+std::string inode_status(const InodeTable& table);
 
 }  // namespace vsymfs::fs

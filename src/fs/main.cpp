@@ -22,6 +22,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -38,6 +39,7 @@
 #include "link_service.hpp"
 #include "mount_state.hpp"
 #include "options.hpp"
+#include "atime.hpp"
 #include "passthrough.hpp"
 #include "paths.hpp"
 #include "server.hpp"
@@ -292,7 +294,6 @@ int main(int argc, char** argv) {
   // open_by_handle_at needs CAP_DAC_READ_SEARCH in the initial user
   // namespace: root of any other (unshare -Ur, rootless podman) gets EPERM.
   const bool can_open_handles = can_switch && control::DaemonUser::current().initial_user_namespace;
-  if (!can_open_handles && o.use_handles) o.use_handles = false;
   const FdPlan plan = plan_descriptors(o.fd_budget, o.max_threads);
 
   daemon::MountState::Config cfg;
@@ -305,11 +306,15 @@ int main(int argc, char** argv) {
   auto state = daemon::MountState::create(cfg);
   if (!state) startup.fail(kRules, state.error().message);
 
-  auto inodes = fs::InodeTable::create(o.source, plan.budget, o.use_handles);
+  fs::InodeTable::Options iopts;
+  iopts.fd_budget = plan.budget;
+  iopts.handles = o.handles == fs::HandleOption::On    ? fs::HandleChoice::On
+                  : o.handles == fs::HandleOption::Off ? fs::HandleChoice::Off
+                                                       : fs::HandleChoice::Auto;
+  iopts.can_open_handles = can_open_handles;  // open_by_handle_at needs CAP_DAC_READ_SEARCH in the initial user namespace
+  iopts.reopen_source_by_path = o.source != o.mountpoint;
+  auto inodes = fs::InodeTable::create(o.source, iopts);
   if (!inodes) startup.fail(kPaths, inodes.error().message);
-  if (int e = (*inodes)->quiet_links_error(); e != 0)
-    spdlog::info("stat of a symlink may update its atime the first time the daemon meets it (no read-only clone of "
-                 "SOURCE's mount: {}; vsymfs(8), SYMLINK TIMES)", std::strerror(e));
 
   daemon::CallerContexts::Options copts;
   copts.max_environ_bytes = o.environ_cache;
@@ -325,6 +330,18 @@ int main(int argc, char** argv) {
   fcfg.posix_acl = o.acl;
   fcfg.max_open_files = plan.max_open_files;
   fs::Filesystem filesystem(fcfg, **inodes, **state, contexts, links);
+  // -o noatime / nodiratime: what the daemon and passthrough read leaves
+  // SOURCE's atimes alone too (atime.hpp).
+  std::optional<fs::QuietAtime> quiet_atime;
+  if (o.noatime || o.nodiratime) {
+    if (auto q = fs::QuietAtime::open(o.source); q) {
+      quiet_atime.emplace(std::move(*q));
+      filesystem.set_quiet_atime(&*quiet_atime, o.noatime);
+    } else {
+      spdlog::warn("{}: reads through the mount still update atimes in SOURCE ({})",
+                   o.noatime ? "noatime" : "nodiratime", q.error().message);
+    }
+  }
 
   std::vector<std::string> fuse_argv_s{"vsymfs", "-o", o.fuse_mount_options};
   if (o.debug) fuse_argv_s.emplace_back("-d");
@@ -384,12 +401,17 @@ int main(int argc, char** argv) {
     if (auto r = (*transport)->install(se, nullptr); !r) spdlog::warn("io_uring: off, {}", r.error().message);
 
   fs::Passthrough* const pt = passthrough.get();
+  fs::InodeTable* const table = inodes->get();
   fs::UringTransport* const tr = transport->get();
-  (*state)->set_fs_status([&filesystem, pt, tr] {
+  (*state)->set_fs_status([&filesystem, pt, table, tr] {
     return daemon::MountState::StatusLines{
         {"posix_acls", filesystem.kernel_enforces_acls() ? "enforced (-o acl)" : "mode bits only"},
         {"passthrough", pt != nullptr ? pt->status() : "off"},
-        {"transport", tr->status()}};
+        {"transport", tr->status()},
+        {"inodes_found_by", fs::inode_status(*table)},
+        {"stale_handles", std::to_string(table->stale_handles()) + " (found again by name: " +
+                              std::to_string(table->stale_handles_found()) + ")"},
+        {"source_reopened", std::to_string(table->source_reopens())}};
   });
   filesystem.set_control_socket((*server)->socket_path());
   filesystem.attach_session(se);
@@ -432,7 +454,15 @@ int main(int argc, char** argv) {
   g_holding_fuse_messages = false;
   spdlog::info("mounted {} on {} (rules from {}; fd budget {}, open files at most {}, {} identity, inodes by {})",
                o.source, o.mountpoint, (*state)->rules()->origin, plan.budget, plan.max_open_files,
-               o.single_user ? "single-user" : "per-caller", o.use_handles ? "file handle" : "name");
+               o.single_user ? "single-user" : "per-caller", (*inodes)->handle_mode().use ? "file handle" : "name");
+  // Details of the mount go after the "mounted" line: before it, any line
+  // would break the one-line startup error (Process.StartupErrorsAreOneLine...).
+  spdlog::info("evicted inodes are found again by {}: {}",
+               (*inodes)->handle_mode().use ? "file handle (else by parent and name)" : "parent and name",
+               (*inodes)->handle_mode().reason);
+  if (int e = (*inodes)->quiet_links_error(); e != 0)
+    spdlog::info("stat of a symlink may update its atime the first time the daemon meets it (no read-only clone of "
+                 "SOURCE's mount: {}; vsymfs(8), SYMLINK TIMES)", std::strerror(e));
   startup.succeeded();
   fs::service::ready("serving " + o.source + " on " + o.mountpoint + " (rules from " + (*state)->rules()->origin + ")");
 

@@ -228,6 +228,7 @@ void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fs.release_open_file();
     return (void)fuse_reply_err(req, e);
   }
+  dfd = fs.quiet_atime(dfd, O_RDONLY | O_DIRECTORY, true);
   auto d = std::make_unique<DirHandle>();
   d->dir = ::fdopendir(dfd);
   if (!d->dir) {

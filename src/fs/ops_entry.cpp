@@ -55,14 +55,28 @@ void init(void* userdata, fuse_conn_info* conn) {
                cache_links ? "on" : "off", acls ? "enforced" : "not enforced (mode bits only)");
 }
 
+namespace {
+
+// SOURCE's filesystem is gone (ENOTCONN: a FUSE client such as GlusterFS's
+// died). Once it is mounted again the inode table opens it anew; until
+// then callers get ENOTCONN, and the daemon keeps serving.
+bool source_came_back(Filesystem& fs, int err) { return err == ENOTCONN && fs.inodes().reopen_source(); }
+
+}  // namespace
+
 void lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) {
   Filesystem& fs = fs_of(req);
   Inode& parent = fs.inode(parent_ino);
   if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
   FdRef pfd;
-  if (int e = fs.inodes().fd(parent, pfd); e != 0) return (void)fuse_reply_err(req, e);
   fuse_entry_param e;
-  int err = fs.lookup(req, parent, pfd.get(), name, e, true);
+  int err = fs.inodes().fd(parent, pfd);
+  if (err == 0) err = fs.lookup(req, parent, pfd.get(), name, e, true);
+  if (source_came_back(fs, err)) {
+    pfd.reset();
+    err = fs.inodes().fd(parent, pfd);
+    if (err == 0) err = fs.lookup(req, parent, pfd.get(), name, e, true);
+  }
   const std::string_view n(name);
   const bool sys_name = n.size() >= 4 && n.substr(n.size() - 4) == "@sys";  // absent for one caller, not all
   if (err == ENOENT && fs.config().negative_timeout > 0 && !sys_name) {
@@ -103,8 +117,14 @@ void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
   }
   FdRef fd;
-  if (int e = fs.inodes().fd(inode, fd); e != 0) return (void)fuse_reply_err(req, e);
-  if (int e = fs.stat_inode(req, inode, fd, st); e != 0) return (void)fuse_reply_err(req, e);
+  int err = fs.inodes().fd(inode, fd);
+  if (err == 0) err = fs.stat_inode(req, inode, fd, st);
+  if (source_came_back(fs, err)) {
+    fd.reset();
+    err = fs.inodes().fd(inode, fd);
+    if (err == 0) err = fs.stat_inode(req, inode, fd, st);
+  }
+  if (err != 0) return (void)fuse_reply_err(req, err);
   fuse_reply_attr(req, &st, fs.attr_timeout_for(inode));
 }
 
@@ -193,6 +213,10 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
   }
   struct stat st {};
   if (int e = fs.stat_inode(req, inode, fd, st); e != 0) return (void)fuse_reply_err(req, e);
+  // The kernel's notice ahead of a write, fallocate or copy that clears
+  // set-id bits is an empty SETATTR or a chmod (Filesystem::note_setid_notice).
+  if ((to_set & kChanges & ~FUSE_SET_ATTR_MODE) == 0 && S_ISREG(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)))
+    fs.note_setid_notice(ino);
   fuse_reply_attr(req, &st, fs.attr_timeout_for(inode));
 }
 

@@ -10,7 +10,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
+#include <cstdlib>
 
+#include "identity.hpp"
 #include "ops.hpp"
 #include "passthrough.hpp"
 
@@ -20,10 +23,33 @@ namespace {
 
 int file_fd(const fuse_file_info* fi) { return static_cast<int>(fi->fh); }
 
+// The kernel's FMODE_EXEC (include/linux/fs.h; not an O_ flag, and open(2)
+// never lets a process pass it): the open an execve (or uselib) makes. It
+// reaches the daemon in FUSE_OPEN's flags, which libfuse hands on as they
+// are.
+constexpr int kOpenForExec = 0x20;
+
 // O_NOFOLLOW would refuse the /proc/self/fd magic link itself; the kernel has
 // already resolved the caller's path, so it has nothing left to protect (the
 // magic link reaches the inode we hold, never a link's target).
-int open_flags(int flags) { return (flags & ~O_NOFOLLOW) | O_CLOEXEC; }
+int open_flags(int flags) { return (flags & ~(O_NOFOLLOW | kOpenForExec)) | O_CLOEXEC; }
+
+// Opens an inode's file for an execve. Natively exec needs execute
+// permission and not read permission (a mode 0711 binary runs for
+// everyone), but the open for it reads: as the caller that open fails with
+// EACCES. The kernel has already checked MAY_EXEC on the mount's mode bits
+// (default_permissions) before it sends this open, and FMODE_EXEC comes
+// only from its exec path. SOURCE may refuse what the mode bits allow (an
+// ACL entry without x, a noexec mount), so execute permission is checked
+// again there as the caller; then the file is opened read-only as the
+// daemon. Nothing else is granted: the descriptor is read-only, and
+// writes, truncation and every other open keep running as the caller.
+int open_for_exec(int path_fd, int flags) {
+  const ProcFdPath path(path_fd);
+  if (::faccessat(AT_FDCWD, path.c_str(), X_OK, AT_EACCESS) != 0) return -1;
+  ScopedDaemonIdentity as_daemon;
+  return ::open(path.c_str(), open_flags(flags));
+}
 
 // One buffer that is a file range: libfuse reads or writes it straight from
 // or to the descriptor. (FUSE_BUFVEC_INIT is a C compound literal.)
@@ -41,6 +67,44 @@ fuse_bufvec fd_range(size_t size, int fd, off_t pos) {
 long file_system_type(int fd) {
   struct statfs sf {};
   return ::fstatfs(fd, &sf) == 0 ? static_cast<long>(sf.f_type) : 0;
+}
+
+fuse_bufvec mem_range(size_t size, void* mem) {
+  fuse_bufvec v{};
+  v.count = 1;
+  v.buf[0].size = size;
+  v.buf[0].mem = mem;
+  return v;
+}
+
+bool page_aligned(const fuse_bufvec* v) {
+  static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  for (size_t i = v->idx; i < v->count; ++i) {
+    const fuse_buf& b = v->buf[i];
+    if (b.flags & FUSE_BUF_IS_FD) return false;  // copied through memory anyway
+    const uintptr_t start = reinterpret_cast<uintptr_t>(b.mem) + (i == v->idx ? v->off : 0);
+    if (start % page != 0) return false;
+  }
+  return true;
+}
+
+// A page-aligned buffer of at least `size` bytes for this thread, kept for
+// its next O_DIRECT write (at most max_write, 1 MiB). Null when out of memory.
+void* bounce_buffer(size_t size) {
+  struct Buffer {
+    void* p = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(p); }
+  };
+  thread_local Buffer b;
+  if (b.size >= size) return b.p;
+  void* p = nullptr;
+  static const auto page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  if (::posix_memalign(&p, page, size) != 0) return nullptr;
+  std::free(b.p);
+  b.p = p;
+  b.size = size;
+  return p;
 }
 
 // Whether close() on a file of this filesystem can report anything. The
@@ -63,14 +127,18 @@ bool close_reports_nothing(long fs_type) {
 
 // Registers the open with the passthrough registry (when on) and replies;
 // undoes everything when the kernel no longer waits for the reply.
+// `reply(direct_writes)`: direct_writes when the open may write the file
+// through its backing file, so that its times change unseen (mmap): its
+// attributes must not be cached from now on (Filesystem::attr_timeout_for).
 template <typename Reply>
 bool reply_opened(Filesystem& fs, fuse_ino_t ino, const Passthrough::OpenedFile& file, Reply&& reply) {
   Passthrough* pt = fs.passthrough();
   const int backing_id = pt ? pt->acquire(ino, file) : 0;
+  const bool direct_writes = backing_id != 0 && (file.flags & O_ACCMODE) != O_RDONLY;
   int r;
   {
     Passthrough::ReplyMark mark(backing_id);
-    r = reply();
+    r = reply(direct_writes);
   }
   if (r != -ENOENT) return true;
   // Interrupted: no release will come.
@@ -88,12 +156,15 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   FdRef fd;
   if (int e = fs.inodes().fd(fs.inode(ino), fd); e != 0) return (void)fuse_reply_err(req, e);
   if (!fs.reserve_open_file()) return (void)fuse_reply_err(req, ENFILE);
-  int ofd = ::open(ProcFdPath(fd.get()).c_str(), open_flags(fi->flags));
+  const bool for_exec = (fi->flags & kOpenForExec) != 0 && (fi->flags & O_ACCMODE) == O_RDONLY &&
+                        S_ISREG(fs.inode(ino).type());
+  int ofd = for_exec ? open_for_exec(fd.get(), fi->flags) : ::open(ProcFdPath(fd.get()).c_str(), open_flags(fi->flags));
   if (ofd < 0) {
     int e = errno;
     fs.release_open_file();
     return (void)fuse_reply_err(req, e);
   }
+  ofd = fs.quiet_atime(ofd, open_flags(fi->flags), false);
   fi->fh = static_cast<uint64_t>(ofd);
   // Keep the page cache across opens: writes through the mount update it,
   // and a change made in SOURCE directly is noticed when the attributes are
@@ -110,7 +181,12 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     file.fs_type = file_system_type(ofd);
     fi->noflush = close_reports_nothing(file.fs_type);
   }
-  reply_opened(fs, ino, file, [&] { return fuse_reply_open(req, fi); });
+  reply_opened(fs, ino, file, [&](bool direct_writes) {
+    // What the kernel cached before this open (lookup, stat) would
+    // otherwise stay for attr_timeout after a write through a mapping.
+    if (direct_writes) fs.invalidate_attributes(ino);
+    return fuse_reply_open(req, fi);
+  });
 }
 
 // The kernel sends CREATE for a name it believes absent, but SOURCE may have
@@ -155,10 +231,15 @@ void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode
     fs.inodes().forget(fs.inode(e.ino), 1);
     return fail(ESTALE);
   }
+  ofd = fs.quiet_atime(ofd, open_flags(fi->flags), false);
   fi->fh = static_cast<uint64_t>(ofd);
   const Passthrough::OpenedFile file{.fd = ofd, .flags = fi->flags, .st = &st, .fs_type = file_system_type(ofd)};
   fi->noflush = close_reports_nothing(file.fs_type);
-  if (!reply_opened(fs, e.ino, file, [&] { return fuse_reply_create(req, &e, fi); }))
+  const bool opened = reply_opened(fs, e.ino, file, [&](bool direct_writes) {
+    if (direct_writes) e.attr_timeout = 0;
+    return fuse_reply_create(req, &e, fi);
+  });
+  if (!opened)
     fs.inodes().forget(fs.inode(e.ino), 1);
 }
 
@@ -168,14 +249,30 @@ void read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
-void write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in_buf, off_t off, fuse_file_info* fi) {
+void write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in_buf, off_t off, fuse_file_info* fi) {
   // As the caller: a write by anyone but the owner (without CAP_FSETID)
   // must clear set-user-ID bits, as it would natively.
   Filesystem& fs = fs_of(req);
   if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
-  fuse_bufvec out = fd_range(fuse_buf_size(in_buf), file_fd(fi), off);
+  const size_t size = fuse_buf_size(in_buf);
+  fuse_bufvec out = fd_range(size, file_fd(fi), off);
+  fuse_bufvec aligned{};
+  if ((fi->flags & O_DIRECT) != 0 && !page_aligned(in_buf)) {
+    // O_DIRECT wants the memory aligned as well as the offset and length
+    // (else EINVAL). libfuse reads a WRITE request into one buffer, so its
+    // data starts right after the request's headers, never aligned. The
+    // caller's offset and length reach SOURCE as they are: unaligned ones
+    // fail there as they would natively.
+    void* bounce = bounce_buffer(size);
+    if (bounce == nullptr) return (void)fuse_reply_err(req, ENOMEM);
+    aligned = mem_range(size, bounce);
+    if (fuse_buf_copy(&aligned, in_buf, fuse_buf_copy_flags{}) != static_cast<ssize_t>(size))
+      return (void)fuse_reply_err(req, EIO);
+    in_buf = &aligned;
+  }
   ssize_t n = fuse_buf_copy(&out, in_buf, fuse_buf_copy_flags{});
   if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
+  fs.after_setid_notice(ino);
   fuse_reply_write(req, static_cast<size_t>(n));
 }
 
@@ -200,10 +297,12 @@ void fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
   fuse_reply_err(req, r == 0 ? 0 : errno);
 }
 
-void fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length, fuse_file_info* fi) {
+void fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fuse_file_info* fi) {
   Filesystem& fs = fs_of(req);
   if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
-  fuse_reply_err(req, ::fallocate(file_fd(fi), mode, offset, length) == 0 ? 0 : errno);
+  if (::fallocate(file_fd(fi), mode, offset, length) != 0) return (void)fuse_reply_err(req, errno);
+  fs.after_setid_notice(ino);
+  fuse_reply_err(req, 0);
 }
 
 void lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) {
@@ -212,13 +311,14 @@ void lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi
   fuse_reply_lseek(req, r);
 }
 
-void copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* fi_in, fuse_ino_t, off_t off_out,
-                     fuse_file_info* fi_out, size_t len, int flags) {
+void copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* fi_in, fuse_ino_t ino_out,
+                     off_t off_out, fuse_file_info* fi_out, size_t len, int flags) {
   Filesystem& fs = fs_of(req);
   if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
   loff_t in = off_in, out = off_out;
   ssize_t n = ::copy_file_range(file_fd(fi_in), &in, file_fd(fi_out), &out, len, static_cast<unsigned>(flags));
   if (n < 0) return (void)fuse_reply_err(req, errno);
+  fs.after_setid_notice(ino_out);
   fuse_reply_write(req, static_cast<size_t>(n));
 }
 

@@ -51,8 +51,13 @@ void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* valu
   if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
   FdRef fd;
   if (int e = fs.inodes().fd(fs.inode(ino), fd); e != 0) return (void)fuse_reply_err(req, e);
-  int r = ::setxattr(ProcFdPath(fd.get()).c_str(), name, value, size, flags);
-  fuse_reply_err(req, r == 0 ? 0 : errno);
+  if (::setxattr(ProcFdPath(fd.get()).c_str(), name, value, size, flags) != 0)
+    return (void)fuse_reply_err(req, errno);
+  // An access ACL sets the mode's permission bits in SOURCE (its owner,
+  // group-or-mask and other entries); the kernel does not know that and
+  // would show the old mode until attr_timeout.
+  if (std::string_view(name) == "system.posix_acl_access") fs.invalidate_attributes(ino);
+  fuse_reply_err(req, 0);
 }
 
 void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {

@@ -91,12 +91,17 @@ Result<bool> apply_own_option(std::string_view opt, Options& o) {
   } else if (key == "daemon_nss") {
     if (auto r = no_value(); !r) return r.error();
     o.daemon_nss = true;
-  } else if (key == "no_handles") {
+  } else if (key == "handles" || key == "no_handles") {
     if (auto r = no_value(); !r) return r.error();
-    o.use_handles = false;
+    o.handles = key == "handles" ? HandleOption::On : HandleOption::Off;
   } else if (key == "passthrough" || key == "nopassthrough") {
     if (auto r = no_value(); !r) return r.error();
     o.passthrough = key == "passthrough";
+  } else if (key == "nodiratime" || key == "diratime") {
+    // Ours alone: libfuse 3.14 refuses it, and the kernel stamps no atime
+    // on a FUSE inode anyway; what matters is SOURCE's (atime.hpp).
+    if (auto r = no_value(); !r) return r.error();
+    o.nodiratime = key == "nodiratime";
   } else if (key == "acl" || key == "noacl") {
     if (auto r = no_value(); !r) return r.error();
     o.acl = key == "acl";
@@ -209,6 +214,13 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
   // io_uring serves requests on a thread per CPU queue: not one thread.
   if (o.single_thread && o.uring == UringMode::on) return bad("options -s and uring contradict each other");
 
+  // The last of noatime, relatime, strictatime and atime wins, as in
+  // mount(8). It stays a mount option too (libfuse passes it on; shown in
+  // /proc/mounts).
+  for (const auto& m : mount_opts) {
+    if (m == "noatime") o.noatime = true;
+    else if (m == "atime" || m == "relatime" || m == "strictatime") o.noatime = false;
+  }
   if (!has_mount_option(mount_opts, "default_permissions")) mount_opts.emplace_back("default_permissions");
   if (!has_mount_option(mount_opts, "fsname")) {
     // libfuse splits options at commas; an escaped one would survive, but a
@@ -244,8 +256,11 @@ vsymfs options:
                            per-caller identity switch)
     -o fd_budget=N         at most N cached O_PATH descriptors for known inodes
                            (default: min(RLIMIT_NOFILE/2, 8192))
-    -o no_handles          find inodes again by parent and name instead of
-                           file handles (for sources without name_to_handle_at)
+    -o handles             find evicted inodes by file handle even where SOURCE's
+                           handles do not last (FUSE, SMB, 9p); a stale one
+                           still falls back to parent and name
+    -o no_handles          find evicted inodes by parent and name only
+                           (default: file handles where SOURCE's can be trusted)
     -o threads=N           at most N worker threads (default: one per CPU, at least 2)
     -o environ_cache=BYTES callers' environments kept at most, together; k, m, g
                            suffixes (default 32m; 0: read /proc on every request)
@@ -271,6 +286,10 @@ vsymfs options:
     -o no_uring            take every request by reading /dev/fuse
                            (default: io_uring when the kernel offers it at
                            mount time and -s is not given, else /dev/fuse)
+    -o noatime             reading through the mount leaves atimes in SOURCE
+                           alone (needs CAP_SYS_ADMIN); relatime, strictatime
+                           and atime are accepted and leave SOURCE's own rule
+    -o nodiratime          the same for directories only
     -o socket=PATH         control socket (default: derived from MOUNTPOINT, in
                            )" VSYMFS_RUN_DIR R"(, or for a non-root daemon in
                            $XDG_RUNTIME_DIR/vsymfs or /tmp/vsymfs-UID)

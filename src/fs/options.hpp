@@ -24,6 +24,10 @@ namespace vsymfs::fs {
 // helper threads with a time limit, and locks are kept by the kernel.
 unsigned default_max_threads() noexcept;
 
+// How evicted inodes are found again: file handles where SOURCE's can be
+// trusted (Auto), always (-o handles), never (-o no_handles).
+enum class HandleOption { Auto, On, Off };
+
 // How requests travel between the kernel and the daemon (uring_transport.hpp).
 enum class UringMode {
   automatic,  // io_uring when the kernel offers it at mount time, else /dev/fuse
@@ -47,11 +51,16 @@ struct Options {
   double entry_timeout = 1.0;      // -o entry_timeout=S
   double attr_timeout = 1.0;       // -o attr_timeout=S
   double negative_timeout = 0.0;   // -o negative_timeout=S
-  bool use_handles = true;         // -o no_handles: re-resolve by (parent, name) instead
+  HandleOption handles = HandleOption::Auto;  // -o handles / -o no_handles
   bool passthrough = true;         // -o passthrough / -o nopassthrough: kernel passthrough file I/O
   bool acl = false;                // -o acl / -o noacl: the kernel enforces POSIX ACLs of SOURCE
   UringMode uring = UringMode::automatic;  // -o uring / -o no_uring
   std::size_t environ_cache = std::size_t{32} << 20;  // -o environ_cache=BYTES[k|m|g]: kept environments
+
+  // Mount options that also reach libfuse: SOURCE's atimes must follow them
+  // (atime.hpp).
+  bool noatime = false;     // -o noatime
+  bool nodiratime = false;  // -o nodiratime (implied by noatime)
 
   bool foreground = false;  // -f
   bool debug = false;       // -d (implies -f)

@@ -328,7 +328,19 @@ int Passthrough::acquire(std::uint64_t nodeid, const OpenedFile& file) {
       io.backing_id = open_backing(file.fd, reserve_of(st.st_dev, fs_type));
   }
   ++io.opens;
+  if (io.backing_id != 0 && !io.writable && (file.flags & O_ACCMODE) != O_RDONLY) {
+    io.writable = true;
+    writable_inodes_.fetch_add(1, std::memory_order_relaxed);
+  }
   return io.backing_id;
+}
+
+bool Passthrough::written_directly(std::uint64_t nodeid) noexcept {
+  if (writable_inodes_.load(std::memory_order_relaxed) == 0) return false;
+  Shard& s = shard_of(nodeid);
+  std::lock_guard lock(s.mu);
+  auto it = s.inodes.find(nodeid);
+  return it != s.inodes.end() && it->second.writable;
 }
 
 void Passthrough::release(std::uint64_t nodeid) {
@@ -341,6 +353,7 @@ void Passthrough::release(std::uint64_t nodeid) {
   // The kernel keeps its own reference while a file still uses the backing
   // file; closing the id only stops new opens from naming it.
   if (it->second.backing_id != 0) close_backing(it->second.backing_id);
+  if (it->second.writable) writable_inodes_.fetch_sub(1, std::memory_order_relaxed);
   s.inodes.erase(it);
 }
 

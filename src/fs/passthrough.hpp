@@ -112,6 +112,11 @@ class Passthrough {
   // the reply, or 0 for plain FUSE read/write.
   int acquire(std::uint64_t nodeid, const OpenedFile& file);
   void release(std::uint64_t nodeid);
+  // Whether `nodeid` does I/O through a backing file and has been opened
+  // for writing since its first open: a shared mapping of it may be
+  // written, which changes its times in SOURCE with no request to the
+  // daemon and no notice to the kernel. One atomic load when no inode is.
+  bool written_directly(std::uint64_t nodeid) noexcept;
 
   // While alive, the calling thread's next OPEN/CREATE reply carries
   // FOPEN_PASSTHROUGH and `backing_id` (no effect for 0).
@@ -134,6 +139,7 @@ class Passthrough {
   struct InodeIo {
     int backing_id = 0;       // 0: the inode's opens use plain FUSE I/O
     std::uint32_t opens = 0;  // opens replied to and not yet released
+    bool writable = false;    // with a backing file, and opened for writing
   };
   struct Shard {
     std::mutex mu;
@@ -159,6 +165,7 @@ class Passthrough {
   std::atomic<std::uint64_t> reads_seen_{0};
   std::atomic<std::uint64_t> writes_seen_{0};
   std::atomic<std::uint64_t> backing_opened_{0};
+  std::atomic<std::uint64_t> writable_inodes_{0};  // InodeIo::writable ones
   std::array<Shard, 16> shards_;  // a power of two
   std::mutex reserves_mu_;  // after a shard's mutex
   std::unordered_map<dev_t, ReservedFor> reserves_;  // by device, read once

@@ -15,6 +15,7 @@
 #include "exit_codes.hpp"
 #include "output.hpp"
 #include "vsymfs/caller.hpp"
+#include "vsymfs/emulation.hpp"
 #include "vsymfs/link_template.hpp"
 #include "vsymfs/resolver.hpp"
 #include "vsymfs/rules.hpp"
@@ -175,10 +176,25 @@ int run_expand(const ExpandArgs& args) {
   }
   HostInfo host = read_host_info();
   if (!args.hostname.empty()) host.hostname = args.hostname;
-  if (!args.arch.empty()) (caller->compat32 ? host.machine32 : host.machine) = args.arch;
+  // A machine the host does not run natively (neither its own nor its
+  // 32-bit personality's) but an emulator can: the caller is simulated as a
+  // program of that architecture run by qemu-user through binfmt_misc, as
+  // the daemon finds one, with @emul qemu-<target>, its [sysname.MACHINE]
+  // list or the built-in one for it.
+  if (!args.arch.empty()) {
+    const auto guest = elf_machine_named(args.arch);
+    if (guest && guest->machine != host.machine && guest->machine != host.machine32) {
+      const std::string emulator = "qemu-" + std::string(guest->qemu);
+      Emulation em = make_emulation(*guest, emulator, emulator);
+      em.source = "as if emulated by " + em.emul + " (--arch " + args.arch + ")";
+      caller->compat32 = false;
+      caller->emulation = std::make_shared<const Emulation>(std::move(em));
+    }
+  }
+  if (!args.arch.empty() && !caller->emulation) (caller->compat32 ? host.machine32 : host.machine) = args.arch;
   // Sysname lists the rules did not set are derived from the machine type;
   // a simulated native machine of another type gets its own lists.
-  if (!args.arch.empty() && !caller->compat32 && !rules->sysnames_configured) {
+  if (!args.arch.empty() && !caller->compat32 && !caller->emulation && !rules->sysnames_configured) {
     if (rules != &file_rules) {
       file_rules = *rules;
       rules = &file_rules;
@@ -200,7 +216,8 @@ int run_expand(const ExpandArgs& args) {
 
   const ParseOptions parse_opts{rules->families, rules->universes.names};
   const Template tmpl = Template::parse(args.text, parse_opts);
-  const ScopedResolver resolver(*rules, host, *caller, nullptr);
+  const HostView view(*rules, host);
+  const ScopedResolver resolver(*rules, view, *caller, nullptr);
   std::vector<Substitution> trace;
   ExpandOptions opts;
   opts.undefined = rules->undefined;
@@ -218,21 +235,35 @@ int run_expand(const ExpandArgs& args) {
     std::cout << "rules: " << rules->origin << '\n';
     if (trace.empty()) std::cout << "no substitutions\n";
     for (const Substitution& s : trace)
-      std::cout << "  " << s.reference << " = " << s.value << "  (" << to_string(s.scope) << ")\n";
+      std::cout << "  " << s.reference << " = " << s.value << "  (" << to_string(s.scope)
+                << (s.note.empty() ? "" : ": ") << s.note << ")\n";
   }
   return kExitOk;
 }
 
-int run_check(const std::vector<std::string>& files) {
+int run_check(const std::vector<std::string>& files, const std::vector<std::string>& hostnames) {
   int status = kExitOk;
   for (const std::string& file : files) {
     auto rules = load_rules_file(file);
-    if (rules) {
-      std::cout << file << ": ok\n";
-    } else {
+    if (!rules) {
       // Parse errors already read "FILE:LINE:COLUMN: ...".
       std::cerr << rules.error().message << '\n';
       status = kExitFailed;
+      continue;
+    }
+    std::cout << file << ": ok\n";
+    // What one shared file gives each host of a cluster.
+    for (const std::string& name : hostnames) {
+      HostInfo host = read_host_info();
+      host.hostname = name;
+      const HostView view(*rules, host);
+      std::cout << "  host " << name << ": member " << view.member();
+      if (!view.member_pattern().empty()) std::cout << " ([cluster.members] \"" << view.member_pattern() << "\")";
+      std::cout << "; host tables:";
+      if (view.matched_tables().empty()) std::cout << " none";
+      for (std::size_t i = 0; i < view.matched_tables().size(); ++i)
+        std::cout << (i == 0 ? " \"" : ", \"") << rules->hosts[view.matched_tables()[i]].pattern << '"';
+      std::cout << '\n';
     }
   }
   return status;

@@ -23,6 +23,8 @@ struct ExpandArgs {
 };
 
 int run_expand(const ExpandArgs& args);
-int run_check(const std::vector<std::string>& files);
+// Validates each file; with hostnames, also prints what each host gets
+// (member id, matching [host] tables).
+int run_check(const std::vector<std::string>& files, const std::vector<std::string>& hostnames);
 
 }  // namespace vsymfs::vsymctl

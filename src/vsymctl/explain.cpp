@@ -17,6 +17,7 @@
 #include "exit_codes.hpp"
 #include "output.hpp"
 #include "paths.hpp"
+#include "trace_wire.hpp"
 
 namespace vsymfs::vsymctl {
 namespace {
@@ -59,6 +60,8 @@ Result<std::string> raw_text(const std::string& path) {
   return buf;
 }
 
+}  // namespace
+
 // The text of /proc/self/mountinfo, read once ("" when unreadable).
 const std::string& mountinfo() {
   static const std::string text = [] {
@@ -78,6 +81,14 @@ std::string dir_for_daemon(const std::string& dir) {
   if (auto inside = control::path_in_filesystem(mountinfo(), dir, "fuse.vsymfs")) return *inside;
   return dir;
 }
+
+void print_substitutions(const control::Reply& reply, const char* indent) {
+  const std::vector<std::string> lines = control::substitution_lines(reply);
+  for (const std::string& line : lines) std::cout << indent << line << '\n';
+  if (lines.empty()) std::cout << indent << "(no substitutions: the same for every caller)\n";
+}
+
+namespace {
 
 // Asks the link's daemon where each value came from; prints the trace.
 // Returns false when the daemon could not be asked (already reported).
@@ -106,16 +117,7 @@ bool print_provenance(const std::string& link, const std::string& dir, const std
   } else if (const std::string* exp = reply.find("expansion"); exp != nullptr && *exp != expansion) {
     std::cout << "  daemon:    " << *exp << "  (the values changed since readlink)\n";
   }
-  // Trace entries come as consecutive (reference, value, scope) fields.
-  bool any = false;
-  const auto& f = reply.fields;
-  for (std::size_t i = 0; i < f.size(); ++i) {
-    if (f[i].key != "ref" || i + 2 >= f.size() || f[i + 1].key != "value" || f[i + 2].key != "scope") continue;
-    std::cout << "    " << f[i].value << " = " << f[i + 1].value << "  (" << f[i + 2].value << ")\n";
-    any = true;
-    i += 2;
-  }
-  if (!any) std::cout << "    (no substitutions: the same for every caller)\n";
+  print_substitutions(reply, "    ");
   return true;
 }
 

@@ -14,6 +14,7 @@
 #include "exit_codes.hpp"
 #include "explain.hpp"
 #include "run.hpp"
+#include "trace.hpp"
 #include "vsymfs_config.h"
 
 using namespace vsymfs::vsymctl;
@@ -52,6 +53,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> check_files;
   auto* check = app.add_subcommand("check", "validate rules files");
   check->add_option("files", check_files, "rules files")->required();
+  std::vector<std::string> check_hosts;
+  check->add_option("-H,--hostname", check_hosts,
+                    "also print the member id and the [host] tables this host name gets (repeatable)");
 
   // explain
   std::string explain_path;
@@ -79,6 +83,17 @@ int main(int argc, char** argv) {
   auto* universe = app.add_subcommand("universe", "print your universe on the mount and where it came from");
   auto* status = app.add_subcommand("status", "print the mount's state and counters");
 
+  // trace
+  TraceArgs trace_args;
+  auto* trace = app.add_subcommand(
+      "trace", "stream each expansion the daemon makes, live (yours; root and the mount's owner: everyone's)");
+  trace->add_option("-p,--prefix", trace_args.prefix, "only links at or under this path on the mount");
+  trace->add_option("-u,--user,--uid", trace_args.user, "only requests of this user (a name or a uid)");
+  trace->add_option("--pid", trace_args.pid, "only requests of this process (thread) id")
+      ->check(CLI::NonNegativeNumber);
+  trace->add_option("-n,--count", trace_args.count, "stop after this many expansions (default: until interrupted)")
+      ->check(CLI::NonNegativeNumber);
+
   // run
   RunArgs run_args;
   auto* run = app.add_subcommand("run", "run a command in a universe: vsymctl run --universe U -- CMD ARGS...");
@@ -87,7 +102,7 @@ int main(int argc, char** argv) {
   run->add_option("command", run_args.command, "the command and its arguments (after --)")->required();
   run->prefix_command();
 
-  for (auto* sub : {explain, set, unset, list, reload, universe, status, run})
+  for (auto* sub : {explain, set, unset, list, reload, universe, status, trace, run})
     sub->footer("The daemon is the one of the mount holding --mount PATH (default: the current directory),\n"
                 "or --socket SOCKET; both may come before or after the command. See vsymctl(1).");
 
@@ -99,7 +114,7 @@ int main(int argc, char** argv) {
   }
 
   if (expand->parsed()) return run_expand(ex);
-  if (check->parsed()) return run_check(check_files);
+  if (check->parsed()) return run_check(check_files, check_hosts);
   if (explain->parsed()) return run_explain(explain_path);
   if (set->parsed()) return run_set(where, name, value, system_scope);
   if (unset->parsed()) return run_unset(where, name, system_scope);
@@ -110,6 +125,7 @@ int main(int argc, char** argv) {
   if (reload->parsed()) return run_reload(where);
   if (universe->parsed()) return run_universe(where);
   if (status->parsed()) return run_status(where);
+  if (trace->parsed()) return run_trace(where, trace_args);
   if (run->parsed()) {
     for (const std::string& extra : run->remaining()) run_args.command.push_back(extra);
     return run_command(where, mount_opt->count() > 0, run_args);

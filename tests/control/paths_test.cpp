@@ -208,6 +208,19 @@ TEST(Paths, ADirectoryIsFoundInsideTheMountedFilesystem) {
   EXPECT_EQ(path_in_filesystem("", "/tree", "fuse.vsymfs"), std::nullopt);
 }
 
+TEST(Paths, AMountIsFoundExactlyAtItsMountPoint) {
+  EXPECT_TRUE(has_mount_at(kMountinfo, "/tree", "fuse.vsymfs"));
+  EXPECT_TRUE(has_mount_at(kMountinfo, "/home/alice/apollo", "fuse.vsymfs")) << "a bind mount";
+  EXPECT_TRUE(has_mount_at(kMountinfo, "/mnt/with space", "fuse.vsymfs")) << "\\040 is a space";
+  EXPECT_TRUE(has_mount_at(kMountinfo, "/stacked", "fuse.vsymfs")) << "under or over another";
+  EXPECT_FALSE(has_mount_at(kMountinfo, "/tree/tmp", "fuse.vsymfs")) << "a tmpfs there";
+  EXPECT_TRUE(has_mount_at(kMountinfo, "/tree/tmp", "tmpfs"));
+  EXPECT_FALSE(has_mount_at(kMountinfo, "/tree/bin", "fuse.vsymfs")) << "inside a mount is not at it";
+  EXPECT_FALSE(has_mount_at(kMountinfo, "/tre", "fuse.vsymfs"));
+  EXPECT_FALSE(has_mount_at("garbage\n\n- -\n", "/tree", "fuse.vsymfs"));
+  EXPECT_FALSE(has_mount_at("", "/tree", "fuse.vsymfs"));
+}
+
 TEST(Paths, ParentDirectory) {
   EXPECT_EQ(parent_directory("/run/vsymfs/x.sock"), "/run/vsymfs");
   EXPECT_EQ(parent_directory("/x"), "/");

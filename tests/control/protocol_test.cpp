@@ -169,6 +169,47 @@ TEST(Protocol, ProcessFieldsRoundTrip) {
   EXPECT_FALSE(sec->has_environ);
 }
 
+// A client of another architecture (qemu-user) says so: its machine, the
+// emulator's name and the binfmt_misc entry's.
+TEST(Protocol, EmulatedClientRoundTrip) {
+  Request explain{Op::Explain, ScopeArg::All, "", "", "@machine", "."};
+  explain.emulated_machine = "aarch64";
+  explain.emulator = "qemu-aarch64";
+  explain.binfmt_entry = "qemu-aarch64";
+  auto payload = encode_request(explain);
+  ASSERT_TRUE(payload.ok()) << payload.error().message;
+  const std::string wire = std::string("aarch64") + '\0' + "qemu-aarch64" + '\0' + "qemu-aarch64" + '\0';
+  EXPECT_NE(payload->find(field("emulated", wire)), std::string::npos) << *payload;
+  auto back = decode_request(*payload);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->emulated_machine, "aarch64");
+  EXPECT_EQ(back->emulator, "qemu-aarch64");
+  EXPECT_EQ(back->binfmt_entry, "qemu-aarch64");
+  // Native: no field at all.
+  auto native = encode_request({Op::Explain, ScopeArg::All, "", "", "@machine", "."});
+  ASSERT_TRUE(native.ok());
+  EXPECT_EQ(native->find("emulated"), std::string::npos);
+
+  const std::string head = "VSYMFS1 explain\n" + field("raw", "x") + field("dir", ".");
+  const auto nul = [](std::initializer_list<const char*> parts) {
+    std::string s;
+    for (const char* p : parts) s += std::string(p) + '\0';
+    return s;
+  };
+  for (const auto& [what, payload_text] : std::vector<std::pair<const char*, std::string>>{
+           {"unknown machine", head + field("emulated", nul({"sun4", "qemu-x", "e"}))},
+           {"two names", head + field("emulated", nul({"aarch64", "qemu-aarch64"}))},
+           {"four names", head + field("emulated", nul({"aarch64", "q", "e", "x"}))},
+           {"empty emulator", head + field("emulated", nul({"aarch64", "", "e"}))},
+           {"slash in entry", head + field("emulated", nul({"aarch64", "q", "a/b"}))},
+           {"no final NUL", head + field("emulated", "aarch64")},
+           {"on status", "VSYMFS1 status\n" + field("emulated", nul({"aarch64", "q", "e"}))}}) {
+    auto r = decode_request(payload_text);
+    ASSERT_FALSE(r.ok()) << what;
+    EXPECT_EQ(r.error().code, EINVAL) << what << ": " << r.error().message;
+  }
+}
+
 TEST(Protocol, MalformedProcessFieldsAreRefused) {
   const std::string explain = "VSYMFS1 explain\n" + field("raw", "x") + field("dir", ".");
   const std::vector<Malformed> cases = {
@@ -308,6 +349,124 @@ TEST(Protocol, FuzzDecodeNeverCrashesAndAcceptsOnlyValidRequests) {
   // Mutations that only touch a value stay valid: the loop must have
   // exercised the accepting path too, or it proves little.
   EXPECT_GT(accepted, 0);
+}
+
+}  // namespace
+}  // namespace vsymfs::control
+
+// vsymctl trace (appended: the trace request and its stream's records).
+#include "trace_wire.hpp"
+
+namespace vsymfs::control {
+namespace {
+
+TEST(ProtocolTrace, RequestsRoundTripWithEachFilter) {
+  std::vector<Request> requests(4);
+  for (Request& r : requests) r.op = Op::Trace;
+  requests[1].prefix = "usr/local/bin";
+  requests[2].uid = 0;
+  requests[2].pid = 0;
+  requests[3].prefix = "/mnt/abs with space";
+  requests[3].uid = 4294967294u;
+  requests[3].pid = 2147483647;
+  for (const Request& r : requests) {
+    auto payload = encode_request(r);
+    ASSERT_TRUE(payload.ok()) << payload.error().message;
+    auto back = decode_request(*payload);
+    ASSERT_TRUE(back.ok()) << back.error().message << " in " << *payload;
+    EXPECT_EQ(*back, r);
+  }
+  EXPECT_EQ(*encode_request(requests[0]), "VSYMFS1 trace\n");
+  EXPECT_EQ(*encode_request(requests[2]), "VSYMFS1 trace\nuid 1\n0\npid 1\n0\n");
+}
+
+TEST(ProtocolTrace, MalformedTraceRequestsAreRefused) {
+  const std::vector<std::string> bad = {
+      "VSYMFS1 trace\nuid 2\n01\n",           // leading zero: not canonical
+      "VSYMFS1 trace\nuid 2\n-1\n",           // sign
+      "VSYMFS1 trace\nuid 10\n4294967295\n",  // (uid_t)-1 names no one
+      "VSYMFS1 trace\nuid 11\n99999999999\n",
+      "VSYMFS1 trace\nuid 0\n\n",
+      "VSYMFS1 trace\npid 10\n2147483648\n",
+      "VSYMFS1 trace\npid 2\n1x\n",
+      "VSYMFS1 trace\nprefix 0\n\n",          // empty: leave it out
+      std::string("VSYMFS1 trace\nprefix 3\na\0b\n", sizeof "VSYMFS1 trace\nprefix 3\na\0b\n" - 1),
+      "VSYMFS1 trace\nuid 1\n1\nuid 1\n2\n",  // twice
+      "VSYMFS1 trace\nraw 1\nx\n",            // not a trace field
+      "VSYMFS1 trace\nenviron 0\n\n",         // no process fields
+      "VSYMFS1 status\nuid 1\n0\n",           // filters belong to trace only
+      "VSYMFS1 explain\nraw 1\nx\ndir 1\n.\nprefix 1\na\n",
+  };
+  for (const std::string& p : bad) {
+    auto r = decode_request(p);
+    EXPECT_FALSE(r.ok()) << p;
+    if (!r.ok()) {
+      EXPECT_NE(r.error().code, 0);
+    }
+  }
+  Request r;
+  r.op = Op::Trace;
+  r.prefix = std::string(kMaxPathField + 1, 'a');
+  EXPECT_EQ(encode_request(r).error().code, ENAMETOOLONG);
+  r.prefix.clear();
+  r.uid = 4294967295u;
+  EXPECT_FALSE(encode_request(r).ok());
+  Request status;
+  status.op = Op::Status;
+  status.pid = 1;
+  EXPECT_FALSE(encode_request(status).ok());
+}
+
+TraceEvent sample() {
+  TraceEvent e;
+  e.time = std::chrono::system_clock::time_point(std::chrono::microseconds(1764952452123456LL));
+  e.pid = 4242;
+  e.uid = 1000;
+  e.comm = "cat";
+  e.path = "bin";
+  e.raw = "@sys/bin";
+  e.expansion = "amd64_linux26/bin";
+  e.substitutions = {{"@sys", "amd64_linux26", Scope::Builtin}};
+  return e;
+}
+
+TEST(TraceWire, AnEventTravelsAndPrintsAsOneLine) {
+  const Reply wire = trace_event(sample());
+  auto back = decode_reply(encode_reply(wire));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->fields, wire.fields);
+  EXPECT_EQ(*back->find("kind"), "event");
+  EXPECT_EQ(format_trace_record(*back),
+            "2025-12-05T16:34:12.123456Z uid 1000 pid 4242 (cat) bin: @sys/bin -> amd64_linux26/bin"
+            "  [@sys = amd64_linux26  (builtin)]");
+}
+
+TEST(TraceWire, AnErrorAndAnUnknownPathPrint) {
+  TraceEvent e = sample();
+  e.path.clear();
+  e.error = ENOENT;
+  e.message = "no universe matches";
+  e.substitutions.clear();
+  EXPECT_EQ(format_trace_record(trace_event(e)),
+            "2025-12-05T16:34:12.123456Z uid 1000 pid 4242 (cat) ?: @sys/bin -> error ENOENT: no universe matches");
+}
+
+TEST(TraceWire, DropsAreReportedAndUnknownKindsSkipped) {
+  EXPECT_EQ(format_trace_record(trace_dropped(17, 40)), "dropped 17 events (this reader was too slow; 40 in all)");
+  EXPECT_EQ(format_trace_record(trace_started(true)), "");
+  Reply future;
+  future.add("kind", "something_newer");
+  EXPECT_EQ(format_trace_record(future), "");
+  EXPECT_EQ(*trace_started(false).find("sees"), "own");
+}
+
+TEST(TraceWire, SubstitutionsAreTheFieldsExplainSends) {
+  Reply r;
+  add_substitutions(r, {{"${A}", "1", Scope::User}, {"@sys", "x", Scope::Builtin}});
+  ASSERT_EQ(r.fields.size(), 6u);
+  EXPECT_EQ(r.fields[0], (Field{"ref", "${A}"}));
+  EXPECT_EQ(r.fields[2], (Field{"scope", "user"}));
+  EXPECT_EQ(substitution_lines(r), (std::vector<std::string>{"${A} = 1  (user)", "@sys = x  (builtin)"}));
 }
 
 }  // namespace

@@ -444,6 +444,7 @@ TEST(Client, DescribeSelfSendsThisProcesssOwnEnvironment) {
   EXPECT_TRUE(req.has_environ);
   EXPECT_FALSE(req.secure);
   EXPECT_FALSE(req.compat32);
+  EXPECT_TRUE(req.emulated_machine.empty()) << "this test runs natively";
   EXPECT_THAT(req.environ, ::testing::Contains("VSYMFS_DESCRIBE_SELF=yes"));
   ::unsetenv("VSYMFS_DESCRIBE_SELF");
 }

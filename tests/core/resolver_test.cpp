@@ -15,6 +15,8 @@
 
 #include <gtest/gtest.h>
 
+#include "vsymfs/emulation.hpp"
+
 // Counts allocations while armed, to check the no-allocation contract of the
 // readlink hot path.
 namespace {
@@ -77,7 +79,11 @@ struct Fixture {
   Caller caller = test_caller();
   RuntimeVars runtime;
 
-  ScopedResolver resolver() const { return ScopedResolver(rules, host, caller, &runtime); }
+  // What the daemon keeps per host name and rules: built afresh here, as
+  // the tests change the rules and the host between lookups.
+  mutable std::optional<HostView> view;
+  const HostView& host_view() const { return view.emplace(rules, host); }
+  ScopedResolver resolver() const { return ScopedResolver(rules, host_view(), caller, &runtime); }
   // A copy: a Value may view the resolver's own number buffers, and the
   // resolver made here is gone when var() returns.
   struct Owned {
@@ -398,7 +404,7 @@ TEST(ScopedResolver, SecureCallerWithNoAdministratorValueSeesTheNameUndefined) {
 TEST(ScopedResolver, NoRuntimeTable) {
   Fixture f;
   f.rules.system["S"] = "rules";
-  const ScopedResolver r(f.rules, f.host, f.caller, nullptr);
+  const ScopedResolver r(f.rules, f.host_view(), f.caller, nullptr);
   expect_value(r.variable("S"), "rules", Scope::System);
 }
 
@@ -463,6 +469,80 @@ TEST(ScopedResolver, ThirtyTwoBitCaller) {
   expect_value(r.magic("osrelease"), "6.1.0-test", Scope::Builtin);
 }
 
+std::shared_ptr<const Emulation> emulated_as(const char* machine) {
+  const std::string emulator = "qemu-" + std::string(elf_machine_named(machine)->qemu);
+  return std::make_shared<const Emulation>(
+      make_emulation(*elf_machine_named(machine), emulator + "-static", emulator));
+}
+
+TEST(ScopedResolver, EmulatedCallerGetsItsOwnArchitecture) {
+  Fixture f;
+  f.caller.emulation = emulated_as("aarch64");
+  const ScopedResolver r = f.resolver();
+  const std::string_view note = "emulated by qemu-aarch64 (binfmt_misc entry qemu-aarch64)";
+  for (const char* name : {"machine", "machine_arch"}) {
+    expect_value(r.magic(name), "aarch64", Scope::Builtin, name);
+    EXPECT_EQ(r.magic(name)->note, note);
+  }
+  expect_value(r.magic("emul"), "qemu-aarch64", Scope::Builtin);
+  expect_value(r.variable("ARCH"), "aarch64", Scope::Builtin);
+  EXPECT_EQ(r.variable("ARCH")->note, note);
+  expect_value(r.variable("SYSNAME"), "arm64_linux26", Scope::Builtin);
+  ASSERT_EQ(r.sysnames().size(), 2u);
+  EXPECT_EQ(r.sysnames()[0], "arm64_linux26");
+  EXPECT_EQ(r.sysnames()[1], "arm_linux26");
+  EXPECT_EQ(r.sysnames_scope(), Scope::Builtin);
+  EXPECT_EQ(r.sysnames_note(), note);
+  // Host facts stay the host's.
+  expect_value(r.magic("osrelease"), "6.1.0-test", Scope::Builtin);
+  EXPECT_TRUE(r.magic("osrelease")->note.empty());
+}
+
+TEST(ScopedResolver, EmulatedThirtyTwoBitGuest) {
+  Fixture f;
+  f.caller.emulation = emulated_as("armv7l");
+  const ScopedResolver r = f.resolver();
+  expect_value(r.magic("machine"), "armv7l", Scope::Builtin);
+  expect_value(r.magic("emul"), "qemu-arm", Scope::Builtin);
+  expect_value(r.variable("ARCH"), "armv7l", Scope::Builtin);
+  ASSERT_EQ(r.sysnames().size(), 1u);
+  EXPECT_EQ(r.sysnames()[0], "arm_linux26");
+}
+
+TEST(ScopedResolver, EmulatedCallerTakesThePerArchitectureSysnames) {
+  Fixture f;
+  f.caller.emulation = emulated_as("aarch64");
+  f.rules.sysnames_configured = true;  // [sysname] native = ... is the host's, not the guest's
+  f.rules.sysnames_by_arch["aarch64"] = {"arm64_deb12", "arm64_linux26"};
+  f.rules.sysnames_by_arch["riscv64"] = {"riscv64_linux26"};
+  const ScopedResolver r = f.resolver();
+  ASSERT_EQ(r.sysnames().size(), 2u);
+  EXPECT_EQ(r.sysnames()[0], "arm64_deb12");
+  EXPECT_EQ(r.sysnames_scope(), Scope::System);
+  // A native caller keeps the host's list.
+  Fixture native;
+  native.rules = f.rules;
+  EXPECT_EQ(native.resolver().sysnames()[0], "amd64_linux26");
+  EXPECT_TRUE(native.resolver().sysnames_note().empty());
+}
+
+TEST(ScopedResolver, RulesTurnEmulationOff) {
+  for (bool per_caller : {true, false}) {
+    Fixture f;
+    f.caller.emulation = emulated_as("aarch64");
+    f.rules.sysnames_by_arch["aarch64"] = {"arm64_linux26"};
+    if (per_caller) f.rules.emulation = false;
+    else f.rules.per_caller = false;
+    const ScopedResolver r = f.resolver();
+    expect_value(r.magic("machine"), "x86_64", Scope::Builtin);
+    expect_value(r.magic("emul"), "linux", Scope::Builtin);
+    expect_value(r.variable("ARCH"), "x86_64", Scope::Builtin);
+    EXPECT_EQ(r.sysnames()[0], "amd64_linux26");
+    EXPECT_TRUE(r.sysnames_note().empty());
+    EXPECT_TRUE(r.magic("machine")->note.empty());
+  }
+}
+
 TEST(ScopedResolver, SysnamesAndTheirScope) {
   Fixture f;
   const ScopedResolver r = f.resolver();
@@ -473,7 +553,8 @@ TEST(ScopedResolver, SysnamesAndTheirScope) {
   EXPECT_EQ(f.resolver().sysnames_scope(), Scope::System);
   // A hand-built Rules with no lists still has candidates (never empty).
   Rules bare;
-  const ScopedResolver b(bare, f.host, f.caller, nullptr);
+  const HostView bare_view(bare, f.host);
+  const ScopedResolver b(bare, bare_view, f.caller, nullptr);
   EXPECT_FALSE(b.sysnames().empty());
   EXPECT_FALSE(b.variable("SYSNAME")->text.empty());
 }
@@ -583,11 +664,13 @@ TEST(ScopedResolver, LookupsNeverAllocate) {
   f.rules.system["S"] = "s";
   f.rules.universes.by_group["staff"] = "att";
 
+  // Built once per host name and rules, not per lookup: outside the count.
+  const HostView& view = f.host_view();
   g_allocs = 0;
   g_count_allocs = true;
   std::size_t total = 0;
   {
-    const ScopedResolver r(f.rules, f.host, f.caller, &f.runtime);
+    const ScopedResolver r(f.rules, view, f.caller, &f.runtime);
     for (const char* name : {"L", "PROJ", "U", "G", "H", "S", "USER", "UID", "HOME", "ARCH", "SYSNAME", "UNIVERSE",
                              "MEMBER", "NOPE", "LD_PRELOAD"}) {
       if (auto v = r.variable(name)) total += v->text.size();

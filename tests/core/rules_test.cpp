@@ -140,6 +140,48 @@ TEST(RulesSections, Sysname) {
   EXPECT_EQ(only_native.sysnames32, default_rules().sysnames32);
 }
 
+TEST(RulesSections, SysnamePerArchitecture) {
+  const Rules r = parse_ok(
+      "[sysname]\nnative = [\"amd64_linux26\"]\n"
+      "[sysname.aarch64]\nnative = [\"arm64_linux26\", \"arm64_generic\"]\n"
+      "[sysname.armv7l]\nnative = [\"arm_linux26\"]\n");
+  EXPECT_EQ(r.sysnames, std::vector<std::string>{"amd64_linux26"});
+  ASSERT_EQ(r.sysnames_by_arch.size(), 2u);
+  EXPECT_EQ(r.sysnames_by_arch.at("aarch64"), (std::vector<std::string>{"arm64_linux26", "arm64_generic"}));
+  EXPECT_EQ(r.sysnames_by_arch.at("armv7l"), std::vector<std::string>{"arm_linux26"});
+  // A per-architecture table alone leaves the host's lists derived.
+  const Rules only_arch = parse_ok("[sysname.riscv64]\nnative = [\"riscv64_linux26\"]\n");
+  EXPECT_FALSE(only_arch.sysnames_configured);
+  EXPECT_EQ(only_arch.sysnames, default_rules().sysnames);
+  EXPECT_TRUE(default_rules().sysnames_by_arch.empty());
+
+  const auto error_of = [](std::string_view text) {
+    auto bad = parse_rules(text, "r.toml");
+    return bad ? std::string("(parsed)") : bad.error().message;
+  };
+  EXPECT_EQ(error_of("[sysname.aarch64]\ncompat32 = [\"x\"]\n"),
+            "r.toml:2:1: unknown key 'compat32' in [sysname.aarch64]; valid keys are: native");
+  EXPECT_EQ(error_of("[sysname.aarch64]\n"), "r.toml:1:1: expected 'native = [...]' in [sysname.aarch64]");
+  EXPECT_EQ(error_of("[sysname.aarch64]\nnative = []\n"),
+            "r.toml:2:10: expected at least one sysname in 'native' in [sysname.aarch64], found an empty array");
+  EXPECT_EQ(error_of("[sysname.aarch64]\nnative = [\"a/b\"]\n"),
+            "r.toml:2:11: expected a sysname (one path component, no '/') in 'native' in [sysname.aarch64], found \"a/b\"");
+  EXPECT_EQ(error_of("[sysname]\nnatve = [\"x\"]\n"),
+            "r.toml:2:1: unknown key 'natve' in [sysname]; did you mean 'native'? (or a [sysname.MACHINE] table)");
+  EXPECT_EQ(error_of("[sysname.\"a/b\"]\nnative = [\"x\"]\n"),
+            "r.toml:1:10: expected a machine name (uname -m, e.g. aarch64) in [sysname.MACHINE], found \"a/b\"");
+}
+
+TEST(RulesSections, EmulationCanBeTurnedOff) {
+  EXPECT_TRUE(default_rules().emulation);
+  EXPECT_TRUE(parse_ok("[scopes]\nper_caller = true\n").emulation);
+  EXPECT_FALSE(parse_ok("[scopes]\nemulation = false\n").emulation);
+  auto bad = parse_rules("[scopes]\nemulation = \"no\"\n", "r.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message,
+            "r.toml:2:13: expected a boolean (true or false) for 'emulation' in [scopes], found a string");
+}
+
 TEST(RulesSections, Universe) {
   const Rules r = parse_ok(
       "[universe]\nnames = [\"sysv\", \"bsd\", \"posix\"]\ndefault = \"bsd\"\nenv = \"ENV_UNIVERSE\"\n"
@@ -164,6 +206,25 @@ TEST(RulesSections, Universe) {
 TEST(RulesSections, Cluster) {
   EXPECT_EQ(parse_ok("[cluster]\nmember = 7\n").member, 7);
   EXPECT_EQ(parse_ok("[cluster]\nmember = 2147483647\n").member, 2147483647);
+  EXPECT_TRUE(parse_ok("[cluster]\nmember = 7\n").members.empty());
+  // One file for the whole cluster: host-name patterns to ids, in file
+  // order (toml++ sorts keys; "node1*" must stay before "node*").
+  const Rules r = parse_ok(
+      "[cluster]\nmember = 9\n"
+      "[cluster.members]\n\"zeta\" = 4\n\"node1*\" = 1\n\"node*\" = 2\n\"alpha\" = 0\n");
+  EXPECT_EQ(r.member, 9);
+  ASSERT_EQ(r.members.size(), 4u);
+  EXPECT_EQ(r.members[0].pattern, "zeta");
+  EXPECT_EQ(r.members[0].member, 4);
+  EXPECT_EQ(r.members[1].pattern, "node1*");
+  EXPECT_EQ(r.members[1].member, 1);
+  EXPECT_EQ(r.members[2].pattern, "node*");
+  EXPECT_EQ(r.members[3].pattern, "alpha");
+  EXPECT_EQ(r.members[3].member, 0);
+  // The inline form is the same table.
+  const Rules inl = parse_ok("[cluster]\nmembers = { \"b*\" = 2, \"a*\" = 1 }\n");
+  ASSERT_EQ(inl.members.size(), 2u);
+  EXPECT_EQ(inl.members[0].pattern, "b*");
 }
 
 TEST(RulesSections, VariableTables) {
@@ -225,7 +286,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadRules{"UnknownTableSuggests", "\n[sytnax]\n", EINVAL,
                  "r.toml:2:2: unknown table [sytnax] at the top level; did you mean [syntax]?"},
         BadRules{"UnknownKeyListsValidKeys", "[cluster]\nfoo = 1\n", EINVAL,
-                 "r.toml:2:1: unknown key 'foo' in [cluster]; valid keys are: member"},
+                 "r.toml:2:1: unknown key 'foo' in [cluster]; valid keys are: member, members"},
         BadRules{"TopLevelKey", "magic = true\n", EINVAL, "r.toml:1:1: unknown key 'magic' at the top level; " + kTopLevel},
         BadRules{"SectionNotATable", "syntax = 1\n", EINVAL, "r.toml:1:10: expected a table [syntax], found an integer"},
         BadRules{"WrongType", "[syntax]\nmagic = \"yes\"\n", EINVAL,
@@ -281,6 +342,18 @@ INSTANTIATE_TEST_SUITE_P(
         BadRules{"HugeMember", "[cluster]\nmember = 3000000000\n", EINVAL,
                  "r.toml:2:10: expected a member number from 0 to 2147483647 for 'member' in [cluster], found "
                  "3000000000"},
+        BadRules{"MemberNotANumber", "[cluster]\nmember = \"1\"\n", EINVAL,
+                 "r.toml:2:10: expected a member number (an integer) for 'member' in [cluster], found a string"},
+        BadRules{"MembersNotATable", "[cluster]\nmembers = [\"node1\"]\n", EINVAL,
+                 "r.toml:2:11: expected a table of \"hostname pattern\" = member number for 'members' in [cluster], "
+                 "found an array"},
+        BadRules{"MembersValueNotANumber", "[cluster.members]\n\"node1*\" = 1\n\"node2*\" = \"two\"\n", EINVAL,
+                 "r.toml:3:12: expected a member number (an integer) for 'node2*' in [cluster.members], found a "
+                 "string"},
+        BadRules{"MembersNegative", "[cluster]\nmembers = { \"n*\" = -2 }\n", EINVAL,
+                 "r.toml:2:20: expected a member number from 0 to 2147483647 for 'n*' in [cluster.members], found -2"},
+        BadRules{"MembersEmptyPattern", "[cluster.members]\n\"\" = 1\n", EINVAL,
+                 "r.toml:2:1: expected a hostname pattern in [cluster.members], found an empty key"},
         BadRules{"HostPatternNotATable", "[host]\n\"node*\" = \"x\"\n", EINVAL,
                  "r.toml:2:11: expected a table [host.\"node*\"] of variables, found a string"},
         BadRules{"DuplicateKey", "[vars]\nA = \"1\"\nA = \"2\"\n", EINVAL,
@@ -467,6 +540,13 @@ TEST(ConfigExamples, DocumentedLinksExpand) {
       {"dynix-universe.toml", "ucb=/usr/.ucbetc/termcap default=/usr/lib/terminfo/termcap", nullptr,
        "/usr/lib/terminfo/termcap"},
       {"tru64-cdsl.toml", "../cluster/members/{memb}/etc/rc.config", nullptr, "../cluster/members/member1/etc/rc.config"},
+      {"cluster.toml", "cluster/members/{memb}", host("head1"), "cluster/members/member1"},
+      {"cluster.toml", "cluster/members/{memb}", host("NODE03.example.org"), "cluster/members/member4"},
+      {"cluster.toml", "cluster/members/{memb}", host("login"), "cluster/members/member0"},
+      {"cluster.toml", "${SCRATCH}/${USER}", host("node02"), "/local/scratch/alice"},
+      {"cluster.toml", "${SCRATCH}/${USER}", host("head1"), "/scratch/shared/alice"},
+      {"cluster.toml", "motd.${ROLE}", host("login"), "motd.other"},
+      {"cluster.toml", "/var/log/${CLUSTER}/@hostname", host("node04"), "/var/log/lab/node04"},
       {"tru64-cdsl.toml", "${CONSOLE}", host("tc1-m1"), "/dev/ttyS0"},
       {"tru64-cdsl.toml", "${CONSOLE}", host("tc1-m2"), "/dev/tty0"},
       {"cernvmfs.toml", "$(SW_VERSION:-2024.1)", nullptr, "2024.1"},
@@ -490,7 +570,8 @@ TEST(ConfigExamples, DocumentedLinksExpand) {
     if (c.setup) c.setup(caller, h);
     const ParseOptions popts{rules->families, rules->universes.names};
     const Template tmpl = Template::parse(c.raw, popts);
-    const ScopedResolver resolver(*rules, h, caller, nullptr);
+    const HostView view(*rules, h);
+    const ScopedResolver resolver(*rules, view, caller, nullptr);
     ExpandOptions eopts;
     eopts.undefined = rules->undefined;
     std::string out;

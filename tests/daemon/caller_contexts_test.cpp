@@ -30,6 +30,7 @@
 #include "common/temp_dir.hpp"
 #include "mount_state.hpp"
 #include "proc_events.hpp"
+#include "vsymfs/emulation.hpp"
 
 namespace vsymfs::daemon {
 namespace {
@@ -254,6 +255,32 @@ TEST(CallerContexts, AnExpiredIdentityKeepsTheImagesEnvironment) {
   EXPECT_EQ(second->secure, first->secure);
   EXPECT_EQ(ctx.stats().misses, 1u);
   EXPECT_EQ(ctx.stats().hits, 1u);
+}
+
+// A process whose executable is a binfmt_misc entry's interpreter is that
+// entry's architecture: here a stand-in registration names the shell the
+// child runs, so the child counts as an aarch64 program.
+TEST(CallerContexts, AnEmulatorsProcessIsEmulated) {
+  test::TempDir tmp("caller-binfmt");
+  std::ofstream(tmp.path() + "/qemu-aarch64")
+      << "enabled\ninterpreter /bin/sh\nflags: POF\noffset 0\n"
+         "magic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n";
+  Child child(kWaitScript, {"VSYMFS_A=1"});
+  ASSERT_TRUE(child.wait_ready());
+  CallerContexts::Options opts;
+  opts.binfmt_dir = tmp.path();
+  CallerContexts ctx(opts);
+  auto c = ctx.full(child.pid(), ::geteuid(), ::getegid());
+  ASSERT_NE(c->emulation, nullptr);
+  EXPECT_EQ(c->emulation->machine, "aarch64");
+  EXPECT_EQ(c->emulation->entry, "qemu-aarch64");
+  EXPECT_FALSE(c->compat32);
+  EXPECT_TRUE(has(c->environ, "VSYMFS_A=1"));
+  // Kept with the cached context.
+  EXPECT_EQ(ctx.full(child.pid(), ::geteuid(), ::getegid())->emulation, c->emulation);
+  // Without the registration the same process is native.
+  CallerContexts plain;
+  EXPECT_EQ(plain.full(child.pid(), ::geteuid(), ::getegid())->emulation, nullptr);
 }
 
 class ImageKeyTest : public ::testing::TestWithParam<CallerContexts::Options::ImageKey> {};

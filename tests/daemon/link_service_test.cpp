@@ -151,10 +151,24 @@ TEST_F(LinkServiceTest, HostOnlyTemplatesReadNoEnvironment) {
   start("[cluster]\nmember = 3\n");
   auto r = expand("cluster/members/{memb}/@ostype", ghost_ids());
   ASSERT_TRUE(r) << r.error().message;
-  EXPECT_EQ(*r, "cluster/members/member3/" + state_->host().ostype);
+  EXPECT_EQ(*r, "cluster/members/member3/" + state_->host_view(*state_->rules())->host().ostype);
   EXPECT_EQ(contexts_->stats().misses, 0u) << "no environment read";
   EXPECT_LE(contexts_->stats().entries, 1u);
   EXPECT_EQ(state_->counters().expansions.load(), 1u);
+}
+
+// One rules file for a cluster: the member id and host values come from
+// patterns matched against this host's name (read by the daemon).
+TEST_F(LinkServiceTest, MemberAndHostValuesFromTheSharedRulesByHostName) {
+  const std::string me = read_host_info().hostname;
+  start("[cluster]\nmember = 1\n[cluster.members]\n\"not-" + me + "\" = 2\n\"" + me + "\" = 4\n\"*\" = 9\n" +
+        "[host.\"not-" + me + "\"]\nROLE = \"other\"\n[host.\"" + me + "\"]\nROLE = \"mine\"\n");
+  auto r = expand("{memb}/${MEMBER}/${ROLE}", ghost_ids());
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(*r, "member4/4/mine");
+  const auto view = state_->host_view(*state_->rules());
+  EXPECT_EQ(view->member_pattern(), me);
+  EXPECT_EQ(view->matched_tables().size(), 1u);
 }
 
 TEST_F(LinkServiceTest, IdentityBuiltinsNeedNoEnvironment) {
@@ -573,6 +587,44 @@ TEST_F(LinkServiceTest, RuntimeValuesArePublishedAtomically) {
   EXPECT_EQ(*expand("$WHERE/$ONLYSYS", {::getpid(), 0, 0}), "user-scope/s");
   EXPECT_EQ(*expand("$WHERE/$ONLYSYS", root_ids()), "system-scope/s");
   EXPECT_EQ(*expand("$WHERE", {0, 1, 1}), "system-scope");  // another uid
+}
+
+// Rules reloads and run-time publications while workers expand: every
+// expansion sees one whole snapshot of each. Under ThreadSanitizer
+// (scripts/tsan builds this test too) this also checks that swapping the
+// snapshots is not a data race: with std::atomic<std::shared_ptr> from
+// libstdc++ 12 it was (load() unlocks with a relaxed RMW).
+TEST_F(LinkServiceTest, ReloadsAndPublicationsWhileWorkersExpand) {
+  start("[vars]\nX = \"x0\"\n");
+  std::atomic<bool> stop{false};
+  std::atomic<long> expansions{0}, wrong{0};
+  std::vector<std::thread> workers;
+  for (int i = 0; i < 3; ++i)
+    workers.emplace_back([&] {
+      while (!stop.load()) {
+        auto r = expand("$X/${V:-none}", root_ids());
+        const bool ok = r && r->size() >= 4 && r->compare(0, 1, "x") == 0 &&
+                        (r->ends_with("/none") || r->find("/v") != std::string::npos);
+        if (!ok) wrong.fetch_add(1);
+        expansions.fetch_add(1);
+      }
+    });
+  for (int round = 1; round <= 40; ++round) {
+    write_rules("[vars]\nX = \"x" + std::to_string(round) + "\"\n");
+    ASSERT_TRUE(state_->reload());
+    auto vars = std::make_shared<RuntimeVars>();
+    vars->system["V"] = "v" + std::to_string(round);  // pid 0 gets no run-time user values
+    state_->publish_runtime(vars);
+  }
+  // Until the workers have expanded at least once after the last swap.
+  const long seen = expansions.load();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (expansions.load() < seen + 3 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  stop = true;
+  for (auto& t : workers) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GE(expansions.load(), seen + 3);
+  EXPECT_EQ(*expand("$X/$V", root_ids()), "x40/v40");
 }
 
 TEST_F(LinkServiceTest, ReloadSwapsValidRulesAndKeepsOldOnError) {

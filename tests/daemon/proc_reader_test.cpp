@@ -285,6 +285,20 @@ TEST(ParseSyscall, NotInASyscallAndGarbage) {
   }
 }
 
+// The fuzzer's find: "-1" was recognised by its text, so "-0001 ..." (and
+// -1 written any other way) read as system call number -1 in progress, and
+// any other negative number counted as a system call.
+TEST(ParseSyscall, MinusOneIsNotInASyscallHoweverItIsWritten) {
+  auto st = parse_syscall("-0001 0x7ff20 0x0 0x1 0x10 0x7ffd00 0x7f10\n");
+  ASSERT_TRUE(st) << st.error().message;
+  EXPECT_FALSE(st->in_syscall);
+  for (std::string_view text : {"-10 0x1 0x2 0x3 0x4 0x5 0x6 0x7 0x8\n"sv, "-0001484338138 0x7ff20 0x0 0x1 0x10 0x7ffd00 0x7f10"sv}) {
+    auto neg = parse_syscall(text);
+    ASSERT_FALSE(neg) << text;
+    EXPECT_EQ(neg.error().code, EINVAL);
+  }
+}
+
 // --- readers against the real /proc --------------------------------------
 
 TEST(ReadBounded, CapsTheReadAndSaysSo) {

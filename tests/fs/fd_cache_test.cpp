@@ -78,6 +78,32 @@ TEST(FdCache, InsertIntoAFilledSlotKeepsTheFirst) {
   EXPECT_EQ(cache.open_count(), 0u);
 }
 
+// SOURCE's filesystem went away and came back: no slot may keep a
+// descriptor of the gone one, not even one in use at that moment (the
+// operation that noticed pins one), or its inode would fail for good.
+TEST(FdCache, EvictAllEmptiesPinnedSlotsTooAndKeepsTheirDescriptorsOpen) {
+  std::vector<FdSlot> slots(3);
+  FdCache cache(8);
+  const int pinned = cache.insert(slots[0], new_fd());
+  const int idle = new_fd();
+  cache.offer(slots[1], idle);
+  std::vector<int> in_use;
+  cache.evict_all(in_use);
+  EXPECT_EQ(cache.open_count(), 0u);
+  EXPECT_EQ(cache.acquire(slots[0]), -1) << "the pinned slot must be opened anew";
+  EXPECT_EQ(cache.acquire(slots[1]), -1);
+  EXPECT_EQ(in_use, std::vector<int>{pinned});
+  EXPECT_TRUE(is_open(pinned)) << "still in use: closed by the caller later";
+  EXPECT_FALSE(is_open(idle));
+  cache.release(slots[0]);
+  // The slot takes a new descriptor as any empty one does.
+  const int fresh = new_fd();
+  cache.offer(slots[0], fresh);
+  EXPECT_EQ(cache.open_count(), 1u);
+  EXPECT_EQ(slots[0].fd.load(), fresh);
+  ::close(pinned);
+}
+
 TEST(FdCache, ALockFreeHitNeverGetsADescriptorClosedUnderIt) {
   // Readers pin and check their descriptor while a writer keeps adding
   // descriptors, so eviction runs constantly against the readers' slots.

@@ -27,7 +27,7 @@ class InodeTableTest : public ::testing::Test {
   void SetUp() override {
     std::ofstream(dir_ + "/file") << "x";
     stdfs::create_directory(dir_ + "/sub");
-    auto t = InodeTable::create(dir_, 16, true);
+    auto t = InodeTable::create(dir_, InodeTable::Options{.fd_budget = 16});
     ASSERT_TRUE(t) << t.error().message;
     table_ = std::move(*t);
   }
@@ -91,3 +91,52 @@ TEST_F(InodeTableTest, RefKnownMakesNothingUp) {
 }
 
 }  // namespace
+
+namespace {
+
+using vsymfs::fs::decide_handles;
+using vsymfs::fs::HandleChoice;
+
+// Which sources' file handles are used: by type, by a live round trip,
+// and as forced by -o handles / -o no_handles.
+TEST(DecideHandles, ByTypeProbeAndChoice) {
+  constexpr unsigned long kFuse = 0x65735546, kNfs = 0x6969, kExt4 = 0xEF53, kCifs = 0xFF534D42, k9p = 0x01021997;
+  for (unsigned long t : {kFuse, kCifs, k9p}) {
+    const auto d = decide_handles(HandleChoice::Auto, true, t, "");
+    EXPECT_FALSE(d.use) << t;
+    EXPECT_NE(d.reason.find("-o handles to use them anyway"), std::string::npos) << d.reason;
+  }
+  EXPECT_NE(decide_handles(HandleChoice::Auto, true, kFuse, "").reason.find("SOURCE is FUSE (f_type 0x65735546)"),
+            std::string::npos);
+  EXPECT_TRUE(decide_handles(HandleChoice::Auto, true, kNfs, "").use);
+  EXPECT_TRUE(decide_handles(HandleChoice::Auto, true, kExt4, "").use);
+  EXPECT_TRUE(decide_handles(HandleChoice::Auto, true, 0x12345678, "").use) << "unknown types: the probe decides";
+  // A failed round trip wins over the type, and over -o handles.
+  const auto failed = decide_handles(HandleChoice::Auto, true, kExt4, "name_to_handle_at: Operation not supported");
+  EXPECT_FALSE(failed.use);
+  EXPECT_NE(failed.reason.find("Operation not supported"), std::string::npos);
+  EXPECT_FALSE(decide_handles(HandleChoice::On, true, kExt4, "open_by_handle_at: Stale file handle").use);
+  // Forced.
+  EXPECT_TRUE(decide_handles(HandleChoice::On, true, kFuse, "").use);
+  EXPECT_FALSE(decide_handles(HandleChoice::Off, true, kExt4, "").use);
+  EXPECT_EQ(decide_handles(HandleChoice::Off, true, kExt4, "").reason, "-o no_handles");
+  // Not root: open_by_handle_at is refused anyway.
+  EXPECT_FALSE(decide_handles(HandleChoice::On, false, kExt4, "").use);
+}
+
+}  // namespace
+
+// Every inode keeps its directory, not only those without a handle: a
+// handle that goes stale falls back to it.
+TEST_F(InodeTableTest, EveryInodeKnowsItsParent) {
+  Inode* file = adopt("file");
+  ASSERT_NE(file, nullptr);
+  vsymfs::fs::FdRef parent;
+  ASSERT_EQ(table_->parent_fd(*file, parent), 0);
+  struct stat st {}, root {};
+  ASSERT_EQ(::fstat(parent.get(), &st), 0);
+  ASSERT_EQ(::stat(dir_.c_str(), &root), 0);
+  EXPECT_EQ(st.st_ino, root.st_ino);
+  vsymfs::fs::FdRef none;
+  EXPECT_EQ(table_->parent_fd(table_->root(), none), ENOENT);
+}

@@ -63,7 +63,7 @@ TEST(Options, DefaultsAddedUnlessGiven) {
   EXPECT_EQ(o.fuse_mount_options, "default_permissions,fsname=/a,subtype=vsymfs");
   EXPECT_FALSE(o.foreground);
   EXPECT_EQ(o.fd_budget, 0u);  // derived from RLIMIT_NOFILE at startup
-  EXPECT_TRUE(o.use_handles);
+  EXPECT_EQ(o.handles, vsymfs::fs::HandleOption::Auto);
   EXPECT_TRUE(o.passthrough);  // falls back at run time when the kernel or privileges lack it
   EXPECT_FALSE(o.daemon_nss);  // containers' names from their own files
   EXPECT_TRUE(ok({"-o", "daemon_nss", "/a", "/b"}).daemon_nss);
@@ -79,7 +79,8 @@ TEST(Options, Flags) {
   EXPECT_TRUE(fs.foreground);
   EXPECT_TRUE(fs.single_thread);
   EXPECT_TRUE(fs.builtin_rules);
-  EXPECT_FALSE(fs.use_handles);
+  EXPECT_EQ(fs.handles, vsymfs::fs::HandleOption::Off);
+  EXPECT_EQ(ok({"/a", "/b", "-o", "no_handles,handles"}).handles, vsymfs::fs::HandleOption::On);  // the last wins
   EXPECT_DOUBLE_EQ(fs.entry_timeout, 0.5);
   EXPECT_DOUBLE_EQ(fs.attr_timeout, 0.0);
   EXPECT_EQ(ok({"/a", "/b"}).environ_cache, std::size_t{32} << 20);
@@ -108,6 +109,21 @@ TEST(Options, UringTransport) {
   EXPECT_EQ(ok({"-o", "uring,no_uring", "/a", "/b"}).uring, UringMode::off);  // the last word wins
   EXPECT_EQ(ok({"-o", "no_uring", "/a", "/b", "-o", "uring"}).uring, UringMode::on);
   EXPECT_EQ(ok({"-s", "-o", "no_uring", "/a", "/b"}).uring, UringMode::off);
+}
+
+TEST(Options, AtimeOptions) {
+  Options none = ok({"/a", "/b"});
+  EXPECT_FALSE(none.noatime);
+  EXPECT_FALSE(none.nodiratime);
+  Options no = ok({"-o", "noatime,nodiratime", "/a", "/b"});
+  EXPECT_TRUE(no.noatime);
+  EXPECT_TRUE(no.nodiratime);
+  EXPECT_THAT(no.fuse_mount_options, HasSubstr("noatime"));             // libfuse passes it on
+  EXPECT_EQ(no.fuse_mount_options.find("nodiratime"), std::string::npos);  // libfuse 3.14 refuses it
+  EXPECT_FALSE(ok({"-o", "noatime,relatime", "/a", "/b"}).noatime);      // the last word wins
+  EXPECT_FALSE(ok({"-o", "noatime,strictatime", "/a", "/b"}).noatime);
+  EXPECT_TRUE(ok({"-o", "strictatime,noatime", "/a", "/b"}).noatime);
+  EXPECT_FALSE(ok({"-o", "nodiratime,diratime", "/a", "/b"}).nodiratime);
 }
 
 struct Bad {
@@ -148,8 +164,8 @@ TEST(Options, ErrorsNameTheOffendingWord) {
 
 TEST(Options, HelpMentionsEveryOwnOption) {
   const std::string help = vsymfs::fs::usage_text();
-  for (const char* opt : {"rules=", "builtin_rules", "single_user", "fd_budget=", "no_handles", "threads=", "socket=",
-                          "state=", "entry_timeout=", "attr_timeout=", "negative_timeout=", "passthrough", "nopassthrough", "uring", "no_uring", "environ_cache=", "-f",
+  for (const char* opt : {"rules=", "builtin_rules", "single_user", "fd_budget=", "handles", "no_handles", "threads=", "socket=",
+                          "state=", "entry_timeout=", "attr_timeout=", "negative_timeout=", "passthrough", "nopassthrough", "uring", "no_uring", "environ_cache=", "noatime", "nodiratime", "-f",
                           "-d", "-s"})
     EXPECT_THAT(help, HasSubstr(opt));
 }

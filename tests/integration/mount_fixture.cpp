@@ -123,7 +123,7 @@ Mount::Mount(const MountOptions& opts) : tmp_("vsymfs-it", 0755, "/tmp") {
   args.push_back("-o");
   args.push_back(o);
   for (const auto& a : opts.extra_args) args.push_back(a);
-  args.push_back(src_);
+  args.push_back(opts.source.empty() ? src_ : opts.source);
   args.push_back(mnt_);
 
   struct stat parent {};

@@ -24,6 +24,7 @@ struct MountOptions {
   // Runs in the daemon's process after fork, before exec (e.g. to enter
   // namespaces); only async-signal-safe calls.
   std::function<void()> before_exec;
+  std::string source;                   // SOURCE instead of <tmp>/src (src() still names <tmp>/src)
 };
 
 class Mount {

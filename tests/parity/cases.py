@@ -314,7 +314,23 @@ def _(t, owner, grp, mode, m, how):
     t.stat('f')
 
 
-# ------------------------------------------------------- sticky directories
+# ------------------------------------------------------------------ execve
+
+# Execute permission without read permission runs a binary (the kernel
+# reads it), but not a script (its interpreter must read it).
+with open('/bin/true', 'rb') as _f:
+    TRUE_BINARY = _f.read()
+EXEC_MODES = (0o711, 0o111, 0o701, 0o755, 0o700, 0o744, 0o4711)
+
+
+@each('exec/{what}-{m}', [dict(what=w, mode=m, m=octal(m)) for w in ('binary', 'script') for m in EXEC_MODES])
+def _(t, what, mode, m):
+    data = TRUE_BINARY if what == 'binary' else b'#!/bin/sh\nexit 3\n'
+    file_of(t, 'other', mode, 'other', data=data)
+    t.do('exec', 'f')
+    t.stat('f')
+
+
 
 def sticky_setup(t, owner='root'):
     dir_of(t, owner, 0o1777, name='s')
@@ -1371,6 +1387,19 @@ ACL_USER_OTHER_R = acl_bytes([('user_obj', 6, None), ('user', 4, 2003), ('group_
                               ('other', 0, None)])
 ACL_MINIMAL = acl_bytes([('user_obj', 7, None), ('group_obj', 5, None), ('other', 0, None)])
 ACL_BAD = acl_bytes([('user_obj', 7, None), ('user', 4, 2003), ('other', 0, None)])  # no mask, no group_obj
+
+
+@case('xattr/system/exec-acl-denies-user')
+def _(t):
+    """An ACL entry without x keeps a named user from running an
+    execute-only binary that the mode bits (0711) let run: the daemon
+    checks execute permission on SOURCE before it opens the binary."""
+    file_of(t, 'other', 0o711, 'other', data=TRUE_BINARY)
+    t.do('setxattr', 'f', 'system.posix_acl_access', acl_bytes([
+        ('user_obj', 7, None), ('user', 0, 2001), ('group_obj', 1, None), ('mask', 1, None), ('other', 1, None)]),
+        who='root')
+    t.do('exec', 'f')
+    t.stat('f')
 
 
 @each('xattr/user/{what}', [dict(what=w) for w in (
