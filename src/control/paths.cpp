@@ -190,6 +190,29 @@ bool within(std::string_view path, std::string_view dir) {
   return path.starts_with(dir) && (path.size() == dir.size() || path[dir.size()] == '/');
 }
 
+// One line of /proc/self/mountinfo, split off the front of `mountinfo`:
+//   id parent major:minor root mountpoint options [optional...] - type source superoptions
+// root and mountpoint as written (escaped). False for a line of another shape.
+struct MountinfoLine {
+  std::string_view root, point, type;
+};
+bool next_mountinfo_line(std::string_view& mountinfo, MountinfoLine& out) {
+  const std::size_t eol = mountinfo.find('\n');
+  std::string_view rest = mountinfo.substr(0, eol);
+  mountinfo = eol == std::string_view::npos ? std::string_view{} : mountinfo.substr(eol + 1);
+  std::string_view fields[5];
+  std::size_t n = 0;
+  while (n < 5 && !rest.empty()) {
+    const std::size_t sp = rest.find(' ');
+    fields[n++] = rest.substr(0, sp);
+    rest = sp == std::string_view::npos ? std::string_view{} : rest.substr(sp + 1);
+  }
+  const std::size_t dash = rest.find(" - ");
+  if (n < 5 || dash == std::string_view::npos) return false;
+  out = {fields[3], fields[4], rest.substr(dash + 3, rest.substr(dash + 3).find(' '))};
+  return true;
+}
+
 }  // namespace
 
 std::optional<std::string> path_in_filesystem(std::string_view mountinfo, std::string_view path,
@@ -200,23 +223,11 @@ std::optional<std::string> path_in_filesystem(std::string_view mountinfo, std::s
   };
   std::optional<Mount> best;  // the mount holding `path` with the longest mount point
   while (!mountinfo.empty()) {
-    const std::size_t eol = mountinfo.find('\n');
-    std::string_view rest = mountinfo.substr(0, eol);
-    mountinfo = eol == std::string_view::npos ? std::string_view{} : mountinfo.substr(eol + 1);
-    // id parent major:minor root mountpoint options [optional...] - type source superoptions
-    std::string_view fields[5];
-    std::size_t n = 0;
-    while (n < 5 && !rest.empty()) {
-      const std::size_t sp = rest.find(' ');
-      fields[n++] = rest.substr(0, sp);
-      rest = sp == std::string_view::npos ? std::string_view{} : rest.substr(sp + 1);
-    }
-    const std::size_t dash = rest.find(" - ");
-    if (n < 5 || dash == std::string_view::npos) continue;
-    std::string point = unescape_mountinfo(fields[4]);
+    MountinfoLine line;
+    if (!next_mountinfo_line(mountinfo, line)) continue;
+    std::string point = unescape_mountinfo(line.point);
     if (!within(path, point) || (best && point.size() < best->point.size())) continue;
-    const std::string_view type = rest.substr(dash + 3, rest.substr(dash + 3).find(' '));
-    best = Mount{unescape_mountinfo(fields[3]), std::move(point), type == fstype};
+    best = Mount{unescape_mountinfo(line.root), std::move(point), line.type == fstype};
   }
   if (!best || !best->wanted_type) return std::nullopt;
   std::string rel = best->root == "/" ? "" : best->root.substr(1);
@@ -231,20 +242,9 @@ std::optional<std::string> path_in_filesystem(std::string_view mountinfo, std::s
 
 bool has_mount_at(std::string_view mountinfo, std::string_view path, std::string_view fstype) {
   while (!mountinfo.empty()) {
-    const std::size_t eol = mountinfo.find('\n');
-    std::string_view rest = mountinfo.substr(0, eol);
-    mountinfo = eol == std::string_view::npos ? std::string_view{} : mountinfo.substr(eol + 1);
-    std::string_view fields[5];
-    std::size_t n = 0;
-    while (n < 5 && !rest.empty()) {
-      const std::size_t sp = rest.find(' ');
-      fields[n++] = rest.substr(0, sp);
-      rest = sp == std::string_view::npos ? std::string_view{} : rest.substr(sp + 1);
-    }
-    const std::size_t dash = rest.find(" - ");
-    if (n < 5 || dash == std::string_view::npos) continue;
-    const std::string_view type = rest.substr(dash + 3, rest.substr(dash + 3).find(' '));
-    if (type == fstype && unescape_mountinfo(fields[4]) == path) return true;
+    MountinfoLine line;
+    if (next_mountinfo_line(mountinfo, line) && line.type == fstype && unescape_mountinfo(line.point) == path)
+      return true;
   }
   return false;
 }
