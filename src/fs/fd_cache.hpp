@@ -31,7 +31,10 @@ struct FdSlot {
   // it before it looks at `pins`, acquire() pins before it reads it: with both
   // sequentially consistent, one of the two always sees the other.
   std::atomic<int> fd{-1};
+  // Operations holding the descriptor, plus kRetired once the inode has been
+  // forgotten while some of them still held it (FdCache::retire).
   std::atomic<int> pins{0};
+  static constexpr int kRetired = 1 << 30;
   std::atomic<bool> referenced{false};  // used since eviction last passed it
   // How many descriptors the slot has been given. Changes only while the
   // slot holds none, so while a pin is held it names the descriptor in use:
@@ -70,7 +73,19 @@ class FdCache {
   // Gives the cache a descriptor it may keep (unpinned) or close, when the
   // slot already has one.
   void offer(FdSlot& slot, int fd);
-  void release(FdSlot& slot) noexcept { slot.pins.fetch_sub(1, std::memory_order_release); }
+  // Unpins. True when this was the last pin of a retired slot: the caller
+  // then finishes what retire() left (drop the descriptor, free the inode).
+  bool release(FdSlot& slot) noexcept {
+    return slot.pins.fetch_sub(1, std::memory_order_acq_rel) == (FdSlot::kRetired | 1);
+  }
+  // The inode is gone for the kernel (its last FORGET), but an operation may
+  // still pin its descriptor: the reply to the kernel goes out before the
+  // operation's locals are destroyed, and the kernel may forget the inode as
+  // soon as it has the reply. True when nothing pins it (the caller drops and
+  // frees now); false when the last release() will say so instead.
+  bool retire(FdSlot& slot) noexcept {
+    return (slot.pins.fetch_or(FdSlot::kRetired, std::memory_order_acq_rel) & ~FdSlot::kRetired) == 0;
+  }
   // Closes the slot's descriptor for good (the inode is going away).
   void drop(FdSlot& slot);
   // Empties every slot (their descriptors point into a filesystem that is

@@ -182,7 +182,7 @@ FdRef& FdRef::operator=(FdRef&& o) noexcept {
 
 void FdRef::reset() noexcept {
   if (table_) {
-    if (inode_) table_->cache_.release(inode_->slot_);
+    if (inode_ && table_->cache_.release(inode_->slot_)) table_->free_retired(inode_);
     if (ref_held_) table_->unref(ref_held_);
   }
   table_ = nullptr;
@@ -415,12 +415,18 @@ void InodeTable::unref(Inode* inode) {
 }
 
 void InodeTable::destroy(std::vector<Inode*>& dead) {
-  // Outside mu_: nothing can reach these any more (refs_ is 0 and they are
-  // out of the map), and the cache has its own lock.
+  // Outside mu_: no lookup can reach these any more (refs_ is 0 and they are
+  // out of the map), and the cache has its own lock. An operation that
+  // replied to the kernel may still pin one (its FdRef is destroyed after
+  // the reply): that one is freed by its last FdRef (FdCache::retire).
   for (Inode* inode : dead) {
-    cache_.drop(inode->slot_);
-    delete inode;
+    if (cache_.retire(inode->slot_)) free_retired(inode);
   }
+}
+
+void InodeTable::free_retired(Inode* inode) noexcept {
+  cache_.drop(inode->slot_);
+  delete inode;
 }
 
 bool InodeTable::same_file_locked(const Inode& inode, const struct stat& st) const {

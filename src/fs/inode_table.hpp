@@ -277,6 +277,8 @@ class InodeTable {
   void unref_locked(Inode* inode, std::vector<Inode*>& dead);
   void unref(Inode* inode);
   void destroy(std::vector<Inode*>& dead);
+  // Drops a retired inode's descriptor and frees it (destroy, or its last FdRef).
+  void free_retired(Inode* inode) noexcept;
   friend class FdRef;
 
   FdCache cache_;

@@ -90,6 +90,45 @@ TEST_F(InodeTableTest, RefKnownMakesNothingUp) {
   table_->forget(*inode, 1);
 }
 
+// An operation's reply goes out before its locals are destroyed, and the
+// kernel may send the inode's last FORGET as soon as it has the reply (ASan
+// caught FdRef::reset writing into a freed inode after OPEN's reply, in
+// corners_test). The forgotten inode, and its descriptor, must last until the
+// operation's FdRef lets go; then both go.
+TEST_F(InodeTableTest, AnInodeForgottenWhileAnOperationPinsItLastsUntilItLetsGo) {
+  Inode* inode = adopt("file");
+  ASSERT_NE(inode, nullptr);
+  const struct stat st = stat_of("file");
+  vsymfs::fs::FdRef pinned;
+  ASSERT_EQ(table_->fd(*inode, pinned), 0);
+  const int fd = pinned.get();
+  ASSERT_GE(fd, 0);
+  table_->forget(*inode, 1);  // the kernel's last FORGET, after the reply
+  EXPECT_FALSE(table_->contains(st.st_dev, st.st_ino)) << "no lookup may find it any more";
+  EXPECT_GE(::fcntl(fd, F_GETFD), 0) << "the descriptor was closed under the operation that pins it";
+  struct stat via_fd {};
+  EXPECT_EQ(::fstatat(fd, "", &via_fd, AT_EMPTY_PATH), 0);
+  EXPECT_EQ(via_fd.st_ino, st.st_ino) << "the pinned descriptor must still be the inode's";
+  pinned.reset();  // the operation ends: the inode and its descriptor go
+  errno = 0;
+  EXPECT_EQ(::fcntl(fd, F_GETFD), -1) << "the retired inode's descriptor must be closed by its last FdRef";
+  EXPECT_EQ(errno, EBADF);
+
+  // Not pinned at its FORGET: dropped at once, as before.
+  Inode* again = adopt("file");
+  ASSERT_NE(again, nullptr);
+  int unpinned_fd = -1;
+  {
+    vsymfs::fs::FdRef ref;
+    ASSERT_EQ(table_->fd(*again, ref), 0);
+    unpinned_fd = ref.get();
+  }
+  table_->forget(*again, 1);
+  errno = 0;
+  EXPECT_EQ(::fcntl(unpinned_fd, F_GETFD), -1);
+  EXPECT_EQ(errno, EBADF);
+}
+
 }  // namespace
 
 namespace {
