@@ -911,7 +911,10 @@ TEST(ControlSocketAbuse, ThousandsOfBadConnectionsNeitherStopTheMountNorGrowTheD
   // Bounded: 64 slots of at most kMaxRequestSize each, plus room for the
   // allocator (which keeps some of what was freed between waves).
   const std::size_t bound_kb = 64 * control::kMaxRequestSize / 1024 * 3 / 2 + 16 * 1024;
-  EXPECT_LT(peak_kb - baseline_kb, bound_kb) << "baseline " << baseline_kb << " kB, peak " << peak_kb << " kB";
+  if (kAddressSanitizerBuild)
+    std::printf("ASan build: RSS only reported; the plain build's run checks its bound\n");
+  else
+    EXPECT_LT(peak_kb - baseline_kb, bound_kb) << "baseline " << baseline_kb << " kB, peak " << peak_kb << " kB";
   std::printf("daemon RSS: baseline %zu kB, peak %zu kB, after waves %zu/%zu/%zu kB; %ld filesystem rounds\n",
               baseline_kb, peak_kb.load(), after_wave[0], after_wave[1], after_wave[2], ops.load());
   const std::string status = faults::vsymctl_status(m.mnt());

@@ -323,7 +323,10 @@ TEST_F(EnvironCache, ThreadsOfOneProcessShareOneEnvironment) {
   // One environment (about 240 KiB) and the threads' small entries: far
   // below the 1 GB the old cache took (measured: +1,001,424 KiB; now
   // +4,312 KiB). 64 MiB leaves room for allocator noise.
-  EXPECT_LT(after - before, 64 * 1024) << "RSS grew by " << (after - before) << " KiB";
+  if (kAddressSanitizerBuild)
+    std::printf("  ASan build: RSS only reported; the plain build's run checks its bound\n");
+  else
+    EXPECT_LT(after - before, 64 * 1024) << "RSS grew by " << (after - before) << " KiB";
   EXPECT_LT(kept, 1 << 20);
   EXPECT_LE(processes, 2);  // the attacker and the warm-up reader, if it is still kept
 }
@@ -361,7 +364,10 @@ TEST_F(EnvironCache, AllEnvironmentsStayWithinTheLimit) {
   EXPECT_GT(evictions, 0);
   // The limit plus room for allocator noise and the kernel's request
   // buffers (measured: +7 MB with this limit); all of them would be 47 MB.
-  EXPECT_LT(after - before, 20 * 1024) << "RSS grew by " << (after - before) << " KiB";
+  if (kAddressSanitizerBuild)
+    std::printf("  ASan build: RSS only reported; the plain build's run checks its bound\n");
+  else
+    EXPECT_LT(after - before, 20 * 1024) << "RSS grew by " << (after - before) << " KiB";
 
 }
 
