@@ -33,6 +33,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "identity.hpp"
 #include "protocol.hpp"
 #include "store.hpp"
 #include "vsymfs/emulation.hpp"
@@ -61,35 +62,6 @@ std::string iso_time(std::chrono::system_clock::time_point tp) {
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
 }
-
-// Gives the server thread the peer's filesystem identity for the probes of
-// an explain, so @sys candidates reveal nothing the peer could not stat
-// itself. Raw syscalls: glibc's wrappers would change every thread of the
-// daemon. Without privilege (a single-user daemon) the calls fail and the
-// probes run as the daemon, as its FUSE operations do then.
-class PeerFsIdentity {
- public:
-  explicit PeerFsIdentity(const Caller& peer) {
-    const long n = ::syscall(SYS_getgroups, 0, nullptr);
-    if (n > 0) {
-      saved_groups_.resize(static_cast<std::size_t>(n));
-      if (::syscall(SYS_getgroups, n, saved_groups_.data()) != n) saved_groups_.clear();
-    }
-    (void)::syscall(SYS_setgroups, peer.groups.size(), peer.groups.data());
-    (void)::syscall(SYS_setfsgid, peer.gid);
-    (void)::syscall(SYS_setfsuid, peer.uid);
-  }
-  ~PeerFsIdentity() {
-    (void)::syscall(SYS_setfsuid, ::geteuid());
-    (void)::syscall(SYS_setfsgid, ::getegid());
-    (void)::syscall(SYS_setgroups, saved_groups_.size(), saved_groups_.data());
-  }
-  PeerFsIdentity(const PeerFsIdentity&) = delete;
-  PeerFsIdentity& operator=(const PeerFsIdentity&) = delete;
-
- private:
-  std::vector<gid_t> saved_groups_;
-};
 
 // Who administers this mount: root, and the user the daemon runs as (an
 // unprivileged user's own mount is theirs to configure).
@@ -639,7 +611,9 @@ Reply Server::Impl::do_explain(Request& req, const Connection& c) {
     return Reply::failure(make_error(EXDEV, req.dir + " is not inside this mount (" + mp + ")"));
   }
   const auto who = peer_caller(req, c);
-  const PeerFsIdentity as_peer(*who);
+  // The probes of the expansion run as the peer: @sys candidates reveal
+  // nothing the peer could not stat itself.
+  const daemon::ScopedCallerIdentity as_peer(who->uid, who->gid, who->groups);
   // The client's path is untrusted: it must stay inside SOURCE.
   open_how how{};
   how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;

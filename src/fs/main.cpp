@@ -285,7 +285,7 @@ int main(int argc, char** argv) {
   // beside them, and a worker then makes it its own for that creation
   // (ThreadIdentity::use_umask). Ours must never mask again.
   ::umask(0);
-  const bool can_switch = fs::ThreadIdentity::init();
+  const bool can_switch = daemon::ThreadIdentity::init();
   if (!can_switch && !o.single_user) {
     spdlog::warn("cannot switch identity (not root, or root of a user namespace that denies setgroups): every "
                  "operation runs as uid {} (as with -o single_user)", ::geteuid());
