@@ -20,10 +20,10 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -172,19 +172,10 @@ std::string held_fuse_messages() {
 }
 
 bool is_vsymfs_mount(const std::string& path) {
-  // /proc/self/mountinfo: "... mount-point ... - fstype source options"; the
-  // mount point field escapes spaces as \040, which our paths rarely have.
   std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream f(line);
-    std::string id, parent, devno, root, mnt;
-    f >> id >> parent >> devno >> root >> mnt;
-    if (mnt != path) continue;
-    auto dash = line.find(" - ");
-    if (dash != std::string::npos && line.compare(dash + 3, 12, "fuse.vsymfs ") == 0) return true;
-  }
-  return false;
+  std::stringstream mountinfo;
+  mountinfo << in.rdbuf();
+  return control::has_mount_at(mountinfo.str(), path, "fuse.vsymfs");
 }
 
 std::string check_paths(const fs::Options& o) {

@@ -18,11 +18,14 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <string_view>
 
 #include <spdlog/spdlog.h>
 
 #include "filesystem.hpp"
 #include "identity.hpp"
+#include "vsymfs/mountinfo.hpp"
 
 namespace vsymfs::fs {
 
@@ -109,24 +112,21 @@ bool may_start_passthrough(const Passthrough::OpenedFile& f, struct stat& st, lo
 daemon::ReservedFor read_reserve(dev_t dev) {
   daemon::ReservedFor r;
   std::ifstream in("/proc/self/mountinfo");
+  std::stringstream buf;
+  buf << in.rdbuf();
+  const std::string text = buf.str();
   const std::string want = std::to_string(major(dev)) + ":" + std::to_string(minor(dev));
-  std::string line;
-  while (std::getline(in, line)) {
-    // id parent maj:min root point options [optional...] - fstype source superoptions
-    std::istringstream fields(line);
-    std::string id, parent, devno;
-    fields >> id >> parent >> devno;
-    if (devno != want) continue;
-    const auto dash = line.find(" - ");
-    if (dash == std::string::npos) continue;
-    std::istringstream tail(line.substr(dash + 3));
-    std::string fstype, source, super;
-    tail >> fstype >> source >> super;
+  std::string_view rest = text;
+  while (!rest.empty()) {
+    MountinfoLine line;
+    if (!next_mountinfo_line(rest, line) || line.devno != want) continue;
     r.known = true;
     r.any = true;
-    std::istringstream opts(super);
-    std::string opt;
-    while (std::getline(opts, opt, ',')) {
+    std::string_view opts = line.super_options;
+    while (!opts.empty()) {
+      const std::size_t comma = opts.find(',');
+      const std::string opt(opts.substr(0, comma));
+      opts = comma == std::string_view::npos ? std::string_view{} : opts.substr(comma + 1);
       if (opt.rfind("resuid=", 0) == 0) r.uid = static_cast<uid_t>(std::strtoul(opt.c_str() + 7, nullptr, 10));
       if (opt.rfind("resgid=", 0) == 0) r.gid = static_cast<gid_t>(std::strtoul(opt.c_str() + 7, nullptr, 10));
     }
