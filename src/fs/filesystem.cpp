@@ -46,12 +46,12 @@ void Filesystem::attach_session(fuse_session* se) {
   // on in SOURCE instead of calling into it.
   links_.note_mounted();
   inval_thread_ = std::thread([this] { invalidation_loop(); });
-  state_.set_on_change([this] { on_rules_changed(); });
+  rules_changes_ = state_.subscribe([this] { on_rules_changed(); });
 }
 
 void Filesystem::detach_session() {
   if (!inval_thread_.joinable()) return;
-  state_.set_on_change(nullptr);
+  rules_changes_ = {};  // returns once no callback runs
   {
     std::lock_guard lock(inval_mu_);
     inval_stop_ = true;

@@ -44,6 +44,7 @@
 #include "paths.hpp"
 #include "server.hpp"
 #include "service_notify.hpp"
+#include "status.hpp"
 #include "uring_transport.hpp"
 #include "vsymfs_config.h"
 
@@ -217,6 +218,26 @@ FdPlan plan_descriptors(std::size_t requested_budget, unsigned threads) {
   return {budget, usable - budget};
 }
 
+// What the FUSE layer settled with the kernel (passthrough, ACLs, the
+// transport) and the inode table's counts, once mounted.
+struct FsStatus final : daemon::StatusProvider {
+  std::atomic<bool> mounted{false};
+  const fs::Filesystem* filesystem = nullptr;
+  const fs::Passthrough* passthrough = nullptr;
+  const fs::InodeTable* table = nullptr;
+  const fs::UringTransport* transport = nullptr;
+  void status(daemon::StatusLines& out) const override {
+    if (!mounted.load(std::memory_order_acquire)) return;
+    out.emplace_back("posix_acls", filesystem->kernel_enforces_acls() ? "enforced (-o acl)" : "mode bits only");
+    out.emplace_back("passthrough", passthrough != nullptr ? passthrough->status() : "off");
+    out.emplace_back("transport", transport->status());
+    out.emplace_back("inodes_found_by", fs::inode_status(*table));
+    out.emplace_back("stale_handles", std::to_string(table->stale_handles()) + " (found again by name: " +
+                                          std::to_string(table->stale_handles_found()) + ")");
+    out.emplace_back("source_reopened", std::to_string(table->source_reopens()));
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -287,14 +308,7 @@ int main(int argc, char** argv) {
   const bool can_open_handles = can_switch && control::DaemonUser::current().initial_user_namespace;
   const FdPlan plan = plan_descriptors(o.fd_budget, o.max_threads);
 
-  daemon::MountState::Config cfg;
-  cfg.source = o.source;
-  cfg.mountpoint = o.mountpoint;
-  cfg.rules_path = o.rules_path;  // "" = the default path when it exists, else built-in
-  cfg.rules_path_explicit = o.rules_explicit;
-  cfg.builtin_rules = o.builtin_rules;
-  cfg.entry_timeout = o.entry_timeout;  // also the @sys probe cache's staleness bound
-  auto state = daemon::MountState::create(cfg);
+  auto state = daemon::MountState::create(o);  // rules: "" = the default path when it exists, else built-in
   if (!state) startup.fail(kRules, state.error().message);
 
   fs::InodeTable::Options iopts;
@@ -349,6 +363,11 @@ int main(int argc, char** argv) {
   control::ServerOptions sopts;
   sopts.socket_path = o.socket_path;
   sopts.state_path = o.state_path;
+  // `vsymctl status`: the mount state's lines, then these, then the server's.
+  FsStatus fs_status;
+  daemon::CallerCacheStatus caller_status(contexts);
+  daemon::LinkCacheStatus link_status(links);
+  sopts.status = {&fs_status, &caller_status, &link_status};
   auto server = control::Server::start(**state, links, contexts, sopts);
   if (!server) startup.fail(kControl, server.error().message);
   // Created before the mount: it looks at SOURCE by path, which with
@@ -391,19 +410,11 @@ int main(int argc, char** argv) {
   if (!passthrough)
     if (auto r = (*transport)->install(se, nullptr); !r) spdlog::warn("io_uring: off, {}", r.error().message);
 
-  fs::Passthrough* const pt = passthrough.get();
-  fs::InodeTable* const table = inodes->get();
-  fs::UringTransport* const tr = transport->get();
-  (*state)->set_fs_status([&filesystem, pt, table, tr] {
-    return daemon::MountState::StatusLines{
-        {"posix_acls", filesystem.kernel_enforces_acls() ? "enforced (-o acl)" : "mode bits only"},
-        {"passthrough", pt != nullptr ? pt->status() : "off"},
-        {"transport", tr->status()},
-        {"inodes_found_by", fs::inode_status(*table)},
-        {"stale_handles", std::to_string(table->stale_handles()) + " (found again by name: " +
-                              std::to_string(table->stale_handles_found()) + ")"},
-        {"source_reopened", std::to_string(table->source_reopens())}};
-  });
+  fs_status.filesystem = &filesystem;
+  fs_status.passthrough = passthrough.get();
+  fs_status.table = inodes->get();
+  fs_status.transport = transport->get();
+  fs_status.mounted.store(true, std::memory_order_release);
   filesystem.set_control_socket((*server)->socket_path());
   filesystem.attach_session(se);
   if (auto w = (*state)->start_watching(); !w)
@@ -483,7 +494,6 @@ int main(int argc, char** argv) {
   signals.join();
   (*state)->stop_watching();
   server->reset();
-  (*state)->set_fs_status(nullptr);
   filesystem.detach_session();
   if (passthrough) spdlog::info("{}", passthrough->summary());
   fuse_session_unmount(se);
