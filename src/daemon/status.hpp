@@ -23,23 +23,16 @@ class StatusProvider {
   virtual void status(StatusLines& out) const = 0;
 };
 
-// The caller-context cache's lines (caller_cache_*).
-class CallerCacheStatus final : public StatusProvider {
+// The daemon's caches: caller contexts (caller_cache_*), then the link
+// service's templates and @sys probes (template_cache_*, sys_probe_cache_*).
+class CacheStatus final : public StatusProvider {
  public:
-  explicit CallerCacheStatus(const CallerContexts& contexts) noexcept : contexts_(contexts) {}
+  CacheStatus(const CallerContexts& contexts, const LinkService& links) noexcept
+      : contexts_(contexts), links_(links) {}
   void status(StatusLines& out) const override;
 
  private:
   const CallerContexts& contexts_;
-};
-
-// The link service's caches (template_cache_*, sys_probe_cache_*).
-class LinkCacheStatus final : public StatusProvider {
- public:
-  explicit LinkCacheStatus(const LinkService& links) noexcept : links_(links) {}
-  void status(StatusLines& out) const override;
-
- private:
   const LinkService& links_;
 };
 

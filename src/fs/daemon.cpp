@@ -138,8 +138,7 @@ Daemon::Daemon(Options o, Startup& startup) : o_(std::move(o)) {
                    o_.noatime ? "noatime" : "nodiratime", q.error().message);
     }
   }
-  caller_status_ = std::make_unique<daemon::CallerCacheStatus>(*contexts_);
-  link_status_ = std::make_unique<daemon::LinkCacheStatus>(*links_);
+  cache_status_ = std::make_unique<daemon::CacheStatus>(*contexts_, *links_);
 
   fuse_argv_s_ = {"vsymfs", "-o", o_.fuse_mount_options};
   if (o_.debug) fuse_argv_s_.emplace_back("-d");
@@ -156,7 +155,7 @@ Daemon::Daemon(Options o, Startup& startup) : o_(std::move(o)) {
   control::ServerOptions sopts;
   sopts.socket_path = o_.socket_path;
   sopts.state_path = o_.state_path;
-  sopts.status = {this, caller_status_.get(), link_status_.get()};
+  sopts.status = {this, cache_status_.get()};
   auto server = control::Server::start(*state_, *links_, *contexts_, sopts);
   if (!server) startup.fail(kControl, server.error().message);
   server_ = std::move(*server);

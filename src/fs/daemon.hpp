@@ -67,8 +67,7 @@ class Daemon final : public daemon::StatusProvider {
   std::unique_ptr<daemon::LinkService> links_;
   std::unique_ptr<Filesystem> filesystem_;
   std::optional<QuietAtime> quiet_atime_;
-  std::unique_ptr<daemon::CallerCacheStatus> caller_status_;
-  std::unique_ptr<daemon::LinkCacheStatus> link_status_;
+  std::unique_ptr<daemon::CacheStatus> cache_status_;
   std::vector<std::string> fuse_argv_s_;
   std::vector<char*> fuse_argv_;
   fuse_args fargs_{};
