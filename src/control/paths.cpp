@@ -11,6 +11,7 @@
 #include <cstring>
 #include <cstdio>
 
+#include "vsymfs/mountinfo.hpp"
 #include "vsymfs_config.h"
 
 namespace vsymfs::control {
@@ -169,48 +170,9 @@ Result<std::string> default_state_path(std::string_view mountpoint, const Daemon
 
 namespace {
 
-// mountinfo escapes space, tab, newline and backslash as \ooo.
-std::string unescape_mountinfo(std::string_view field) {
-  std::string out;
-  out.reserve(field.size());
-  for (std::size_t i = 0; i < field.size(); ++i) {
-    const auto octal = [&](std::size_t k, char max) { return field[k] >= '0' && field[k] <= max; };
-    if (field[i] == '\\' && i + 3 < field.size() && octal(i + 1, '3') && octal(i + 2, '7') && octal(i + 3, '7')) {
-      out += static_cast<char>((field[i + 1] - '0') * 64 + (field[i + 2] - '0') * 8 + (field[i + 3] - '0'));
-      i += 3;
-    } else {
-      out += field[i];
-    }
-  }
-  return out;
-}
-
 bool within(std::string_view path, std::string_view dir) {
   if (dir == "/") return !path.empty() && path.front() == '/';
   return path.starts_with(dir) && (path.size() == dir.size() || path[dir.size()] == '/');
-}
-
-// One line of /proc/self/mountinfo, split off the front of `mountinfo`:
-//   id parent major:minor root mountpoint options [optional...] - type source superoptions
-// root and mountpoint as written (escaped). False for a line of another shape.
-struct MountinfoLine {
-  std::string_view root, point, type;
-};
-bool next_mountinfo_line(std::string_view& mountinfo, MountinfoLine& out) {
-  const std::size_t eol = mountinfo.find('\n');
-  std::string_view rest = mountinfo.substr(0, eol);
-  mountinfo = eol == std::string_view::npos ? std::string_view{} : mountinfo.substr(eol + 1);
-  std::string_view fields[5];
-  std::size_t n = 0;
-  while (n < 5 && !rest.empty()) {
-    const std::size_t sp = rest.find(' ');
-    fields[n++] = rest.substr(0, sp);
-    rest = sp == std::string_view::npos ? std::string_view{} : rest.substr(sp + 1);
-  }
-  const std::size_t dash = rest.find(" - ");
-  if (n < 5 || dash == std::string_view::npos) return false;
-  out = {fields[3], fields[4], rest.substr(dash + 3, rest.substr(dash + 3).find(' '))};
-  return true;
 }
 
 }  // namespace

@@ -33,6 +33,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "identity.hpp"
 #include "protocol.hpp"
 #include "store.hpp"
 #include "vsymfs/emulation.hpp"
@@ -52,44 +53,6 @@ constexpr int kMaxAcceptsPerWake = 128;
 constexpr auto kRefusalLogInterval = std::chrono::seconds(10);
 
 Error sys_error(int code, const std::string& what) { return make_error(code, what + ": " + std::strerror(code)); }
-
-std::string iso_time(std::chrono::system_clock::time_point tp) {
-  const std::time_t t = std::chrono::system_clock::to_time_t(tp);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-// Gives the server thread the peer's filesystem identity for the probes of
-// an explain, so @sys candidates reveal nothing the peer could not stat
-// itself. Raw syscalls: glibc's wrappers would change every thread of the
-// daemon. Without privilege (a single-user daemon) the calls fail and the
-// probes run as the daemon, as its FUSE operations do then.
-class PeerFsIdentity {
- public:
-  explicit PeerFsIdentity(const Caller& peer) {
-    const long n = ::syscall(SYS_getgroups, 0, nullptr);
-    if (n > 0) {
-      saved_groups_.resize(static_cast<std::size_t>(n));
-      if (::syscall(SYS_getgroups, n, saved_groups_.data()) != n) saved_groups_.clear();
-    }
-    (void)::syscall(SYS_setgroups, peer.groups.size(), peer.groups.data());
-    (void)::syscall(SYS_setfsgid, peer.gid);
-    (void)::syscall(SYS_setfsuid, peer.uid);
-  }
-  ~PeerFsIdentity() {
-    (void)::syscall(SYS_setfsuid, ::geteuid());
-    (void)::syscall(SYS_setfsgid, ::getegid());
-    (void)::syscall(SYS_setgroups, saved_groups_.size(), saved_groups_.data());
-  }
-  PeerFsIdentity(const PeerFsIdentity&) = delete;
-  PeerFsIdentity& operator=(const PeerFsIdentity&) = delete;
-
- private:
-  std::vector<gid_t> saved_groups_;
-};
 
 // Who administers this mount: root, and the user the daemon runs as (an
 // unprivileged user's own mount is theirs to configure).
@@ -639,7 +602,9 @@ Reply Server::Impl::do_explain(Request& req, const Connection& c) {
     return Reply::failure(make_error(EXDEV, req.dir + " is not inside this mount (" + mp + ")"));
   }
   const auto who = peer_caller(req, c);
-  const PeerFsIdentity as_peer(*who);
+  // The probes of the expansion run as the peer: @sys candidates reveal
+  // nothing the peer could not stat itself.
+  const daemon::ScopedCallerIdentity as_peer(who->uid, who->gid, who->groups);
   // The client's path is untrusted: it must stay inside SOURCE.
   open_how how{};
   how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
@@ -695,39 +660,12 @@ Reply Server::Impl::do_universe(Request& req, const Connection& c) {
 }
 
 Reply Server::Impl::do_status() {
-  const auto& cfg = state.config();
-  const auto rules = state.rules();
-  const auto rt = runtime();
-  auto& k = state.counters();
-  auto num = [](std::uint64_t v) { return std::to_string(v); };
+  daemon::StatusLines lines;
+  state.status(lines);
+  for (const daemon::StatusProvider* p : opts.status) p->status(lines);
+  const auto num = [](std::uint64_t v) { return std::to_string(v); };
   Reply r;
-  r.add("mountpoint", cfg.mountpoint);
-  r.add("source", cfg.source);
-  const std::string source_problem = state.source_problem();
-  r.add("source_state", source_problem.empty() ? "ok" : source_problem);
-  r.add("rules", rules ? rules->origin : "");
-  r.add("rules_loaded_at", iso_time(state.rules_loaded_at()));
-  r.add("rules_generation", num(state.rules_generation()));
-  // Why the last reload failed, until one succeeds: the old rules are in force.
-  const auto reload_error = state.last_reload_error();
-  r.add("rules_error", reload_error.message.empty()
-                           ? "none"
-                           : iso_time(reload_error.at) + " " + reload_error.message + " (the rules above stay in force)");
-  r.add("per_caller", rules && rules->per_caller ? "yes" : "no");
-  r.add("kernel_symlink_cache", rules && rules->kernel_may_cache_symlinks() ? "on" : "off");
-  if (rules) {
-    // What the shared rules give this host (docs/cluster.md).
-    const std::shared_ptr<const HostView> host = state.host_view(*rules);
-    r.add("hostname", host->host().hostname);
-    r.add("member", std::to_string(host->member()) +
-                        (host->member_pattern().empty() ? " ([cluster] member)"
-                                                        : " ([cluster.members] \"" + host->member_pattern() + "\")"));
-    std::string tables;
-    for (std::size_t i : host->matched_tables())
-      tables += (tables.empty() ? "\"" : ", \"") + rules->hosts[i].pattern + "\"";
-    r.add("host_tables", tables.empty() ? "none" : tables);
-  }
-  for (auto& [key, value] : state.fs_status()) r.add(key, value);
+  for (auto& [key, value] : lines) r.add(std::move(key), std::move(value));
   r.add("socket", socket_path);
   r.add("state_file", store.path());
   r.add("control_connections_refused", num(refused));
@@ -737,36 +675,6 @@ Reply Server::Impl::do_status() {
   r.add("trace_subscribers", num(ts.subscribers));
   r.add("trace_events", num(ts.events));
   r.add("trace_dropped", num(ts.dropped));
-  std::size_t user_vars = 0;
-  for (const auto& [uid, table] : rt->users) user_vars += table.size();
-  r.add("runtime_users", num(rt->users.size()));
-  r.add("runtime_user_vars", num(user_vars));
-  r.add("runtime_system_vars", num(rt->system.size()));
-  r.add("readlinks", num(k.readlinks.load()));
-  r.add("expansions", num(k.expansions.load()));
-  r.add("expansion_errors", num(k.errors.load()));
-  for (int s = 0; s <= static_cast<int>(Scope::Default); ++s)
-    r.add("values_from_" + std::string(to_string(static_cast<Scope>(s))), num(k.by_scope[s].load()));
-  r.add("environ_timeouts", num(k.environ_timeouts.load()));
-  r.add("reloads", num(k.reloads.load()));
-  r.add("reload_failures", num(k.reload_failures.load()));
-  const auto cs = contexts.stats();
-  r.add("caller_cache_entries", num(cs.entries));
-  r.add("caller_cache_nss_entries", num(cs.nss_entries));
-  r.add("caller_cache_hits", num(cs.hits));
-  r.add("caller_cache_misses", num(cs.misses));
-  r.add("caller_cache_timeouts", num(cs.timeouts));
-  r.add("caller_cache_processes", num(cs.processes));
-  r.add("caller_cache_environ_bytes", num(cs.environ_bytes));
-  r.add("caller_cache_environ_limit", num(cs.environ_bytes_limit));
-  r.add("caller_cache_evictions", num(cs.evictions));
-  const auto ls = links.cache_stats();
-  r.add("template_cache_entries", num(ls.template_entries));
-  r.add("template_cache_hits", num(ls.template_hits));
-  r.add("template_cache_misses", num(ls.template_misses));
-  r.add("sys_probe_cache_entries", num(ls.probe_entries));
-  r.add("sys_probe_cache_hits", num(ls.probe_hits));
-  r.add("sys_probe_cache_misses", num(ls.probe_misses));
   return r;
 }
 

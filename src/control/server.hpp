@@ -10,12 +10,14 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "vsymfs/result.hpp"
 #include "caller_contexts.hpp"
 #include "link_service.hpp"
 #include "mount_state.hpp"
 #include "paths.hpp"
+#include "status.hpp"
 
 namespace vsymfs::control {
 
@@ -29,6 +31,10 @@ struct ServerOptions {
   // has gone this long without a byte received or sent (tests change them).
   std::chrono::milliseconds connection_deadline{5000};
   std::chrono::milliseconds idle_timeout{2000};
+  // What `vsymctl status` prints besides the mount state's lines (asked
+  // first) and the server's own (last): each provider's lines in this
+  // order. Not owned; each must outlive the server.
+  std::vector<const daemon::StatusProvider*> status;
 };
 
 // Connection limits: at most kMaxConnections open at once (each holds a

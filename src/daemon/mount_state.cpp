@@ -12,12 +12,15 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <filesystem>
+#include <utility>
 #include <vector>
 
 #include <spdlog/spdlog.h>
 
+#include "vsymfs/value_source.hpp"
 #include "vsymfs_config.h"
 
 namespace vsymfs::daemon {
@@ -73,6 +76,15 @@ std::string owner_name(uid_t uid) {
 std::string octal_mode(mode_t mode) {
   char buf[8];
   std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
+  return buf;
+}
+
+std::string iso_time(std::chrono::system_clock::time_point tp) {
+  const std::time_t t = std::chrono::system_clock::to_time_t(tp);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
 }
 
@@ -265,20 +277,39 @@ void MountState::publish_runtime(std::shared_ptr<const RuntimeVars> vars) noexce
   notify_change();
 }
 
-void MountState::set_on_change(std::function<void()> hook) {
-  std::lock_guard lock(mu_);
-  on_change_ = std::move(hook);
+MountState::Subscription MountState::subscribe(std::function<void()> on_change) {
+  std::lock_guard lock(subs_mu_);
+  const std::uint64_t id = next_sub_id_++;
+  subs_.emplace_back(id, std::move(on_change));
+  return Subscription(this, id);
+}
+
+void MountState::unsubscribe(std::uint64_t id) noexcept {
+  std::lock_guard lock(subs_mu_);
+  std::erase_if(subs_, [id](const auto& s) { return s.first == id; });
+}
+
+MountState::Subscription::Subscription(Subscription&& other) noexcept
+    : state_(std::exchange(other.state_, nullptr)), id_(other.id_) {}
+
+MountState::Subscription& MountState::Subscription::operator=(Subscription&& other) noexcept {
+  if (this != &other) {
+    if (state_ != nullptr) state_->unsubscribe(id_);
+    state_ = std::exchange(other.state_, nullptr);
+    id_ = other.id_;
+  }
+  return *this;
+}
+
+MountState::Subscription::~Subscription() {
+  if (state_ != nullptr) state_->unsubscribe(id_);
 }
 
 void MountState::notify_change() {
-  std::function<void()> hook;
-  {
-    std::lock_guard lock(mu_);
-    hook = on_change_;
-  }
-  // Outside the lock: the hook calls into the kernel (invalidations), which
-  // may call back into the filesystem.
-  if (hook) hook();
+  // Under subs_mu_ (never mu_ or reload_mu_): a subscription dropped
+  // meanwhile waits until its callback has returned.
+  std::lock_guard lock(subs_mu_);
+  for (const auto& [id, on_change] : subs_) on_change();
 }
 
 MountState::ReloadError MountState::last_reload_error() const {
@@ -419,18 +450,53 @@ void MountState::check_source() {
     spdlog::info("SOURCE {} is back where it was", cfg_.source);
 }
 
-void MountState::set_fs_status(std::function<StatusLines()> provider) {
-  std::lock_guard lock(mu_);
-  fs_status_ = std::move(provider);
-}
-
-MountState::StatusLines MountState::fs_status() const {
-  std::function<StatusLines()> provider;
-  {
-    std::lock_guard lock(mu_);
-    provider = fs_status_;
+void MountState::status(StatusLines& out) const {
+  const auto rules = this->rules();
+  const auto rt = runtime();
+  const auto num = [](std::uint64_t v) { return std::to_string(v); };
+  const auto add = [&out](std::string key, std::string value) { out.emplace_back(std::move(key), std::move(value)); };
+  add("mountpoint", cfg_.mountpoint);
+  add("source", cfg_.source);
+  const std::string problem = source_problem();
+  add("source_state", problem.empty() ? "ok" : problem);
+  add("rules", rules ? rules->origin : "");
+  add("rules_loaded_at", iso_time(rules_loaded_at()));
+  add("rules_generation", num(rules_generation()));
+  // Why the last reload failed, until one succeeds: the old rules are in force.
+  const auto reload_error = last_reload_error();
+  add("rules_error", reload_error.message.empty()
+                         ? "none"
+                         : iso_time(reload_error.at) + " " + reload_error.message + " (the rules above stay in force)");
+  add("per_caller", rules && rules->per_caller ? "yes" : "no");
+  add("kernel_symlink_cache", rules && rules->kernel_may_cache_symlinks() ? "on" : "off");
+  if (rules) {
+    // What the shared rules give this host (docs/cluster.md).
+    const std::shared_ptr<const HostView> host = host_view(*rules);
+    add("hostname", host->host().hostname);
+    add("member", std::to_string(host->member()) +
+                      (host->member_pattern().empty() ? " ([cluster] member)"
+                                                      : " ([cluster.members] \"" + host->member_pattern() + "\")"));
+    std::string tables;
+    for (std::size_t i : host->matched_tables())
+      tables += (tables.empty() ? "\"" : ", \"") + rules->hosts[i].pattern + "\"";
+    add("host_tables", tables.empty() ? "none" : tables);
   }
-  return provider ? provider() : StatusLines{};
+  std::size_t user_vars = 0;
+  if (rt) {
+    for (const auto& [uid, table] : rt->users) user_vars += table.size();
+  }
+  add("runtime_users", num(rt ? rt->users.size() : 0));
+  add("runtime_user_vars", num(user_vars));
+  add("runtime_system_vars", num(rt ? rt->system.size() : 0));
+  const Counters& k = counters_;
+  add("readlinks", num(k.readlinks.load()));
+  add("expansions", num(k.expansions.load()));
+  add("expansion_errors", num(k.errors.load()));
+  for (int s = 0; s <= static_cast<int>(Scope::Default); ++s)
+    add("values_from_" + std::string(to_string(static_cast<Scope>(s))), num(k.by_scope[s].load()));
+  add("environ_timeouts", num(k.environ_timeouts.load()));
+  add("reloads", num(k.reloads.load()));
+  add("reload_failures", num(k.reload_failures.load()));
 }
 
 }  // namespace vsymfs::daemon

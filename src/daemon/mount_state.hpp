@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "mount_config.hpp"
+#include "status.hpp"
 #include "vsymfs/caller.hpp"
 #include "vsymfs/host_view.hpp"
 #include "vsymfs/result.hpp"
@@ -76,29 +78,15 @@ struct Counters {
 // ENOTDIR as a path walk gives them.
 Result<void> check_rules_file_trusted(const std::string& path, uid_t self);
 
-class MountState {
+class MountState final : public StatusProvider {
  public:
-  struct Config {
-    std::string source;       // absolute, as given
-    std::string mountpoint;   // absolute
-    // The rules file. "" = the default path (VSYMFS_DEFAULT_RULES_PATH),
-    // used when it exists, else the built-in rules. A non-empty path must
-    // load, unless it is the default path and rules_path_explicit is false.
-    std::string rules_path;
-    bool rules_path_explicit = false;  // given with -o rules=; missing file is then an error
-    bool builtin_rules = false;        // -o builtin_rules: no file at all, not even the default
-    // -o entry_timeout: how long the kernel trusts a name it looked up. An
-    // @sys probe result (whether a candidate exists in SOURCE) is trusted
-    // as long, so a candidate made behind the mount's back shows as late as
-    // a changed name would. 0: every expansion probes.
-    double entry_timeout = 1.0;
-  };
+  using Config = MountConfig;
 
   // Loads the rules (file, or built-in default when the default path is
   // absent). A rules file that check_rules_file_trusted refuses (for the
   // daemon's effective uid) is an error, at start and at every reload.
   static Result<std::unique_ptr<MountState>> create(Config cfg);
-  ~MountState();
+  ~MountState() override;
   MountState(const MountState&) = delete;
   MountState& operator=(const MountState&) = delete;
 
@@ -119,7 +107,7 @@ class MountState {
   std::chrono::system_clock::time_point rules_loaded_at() const;
 
   // Re-read the rules file. A valid file is swapped in atomically and the
-  // on_rules_changed hook runs; an invalid one is returned as an error and
+  // subscribers are notified; an invalid one is returned as an error and
   // the old rules stay in force. Serialised internally.
   Result<void> reload();
 
@@ -128,9 +116,29 @@ class MountState {
   // persists before publishing).
   void publish_runtime(std::shared_ptr<const RuntimeVars> vars) noexcept;
 
-  // Called after a successful reload or runtime change (the FUSE layer
-  // invalidates kernel-cached symlinks / attributes there).
-  void set_on_change(std::function<void()> hook);
+  // A subscription to changes: after a successful reload or run-time
+  // change the mount state calls `on_change` in the thread that made the
+  // change (the FUSE layer invalidates kernel-cached symlinks and
+  // attributes then). Callbacks run with the subscribers' lock held: they
+  // must be short (hand the work over), and must neither subscribe nor drop
+  // a subscription. Dropping the Subscription unsubscribes; once its
+  // destructor has returned, its callback is not running and never runs
+  // again. It must not outlive the MountState.
+  class Subscription {
+   public:
+    Subscription() = default;
+    Subscription(Subscription&& other) noexcept;
+    Subscription& operator=(Subscription&& other) noexcept;
+    ~Subscription();
+    explicit operator bool() const noexcept { return state_ != nullptr; }
+
+   private:
+    friend class MountState;
+    Subscription(MountState* state, std::uint64_t id) noexcept : state_(state), id_(id) {}
+    MountState* state_ = nullptr;
+    std::uint64_t id_ = 0;
+  };
+  [[nodiscard]] Subscription subscribe(std::function<void()> on_change);
 
   // Why the last reload failed (the old rules stayed in force), and when;
   // an empty message once a reload succeeds. For `vsymctl status`.
@@ -160,16 +168,14 @@ class MountState {
 
   Counters& counters() noexcept { return counters_; }
 
-  // What the FUSE layer settled with the kernel (passthrough, ACLs), as
-  // `vsymctl status` lines. The provider must outlive every caller of
-  // fs_status(): the daemon clears it (nullptr) before tearing the layer down.
-  using StatusLines = std::vector<std::pair<std::string, std::string>>;
-  void set_fs_status(std::function<StatusLines()> provider);
-  StatusLines fs_status() const;
+  // The mount's lines of `vsymctl status`: paths, rules, what the rules
+  // give this host, run-time values, counters.
+  void status(StatusLines& out) const override;
 
  private:
   explicit MountState(Config cfg);
   void notify_change();
+  void unsubscribe(std::uint64_t id) noexcept;
   Result<std::shared_ptr<const Rules>> load_rules() const;
   void watch_loop(int inotify_fd, int stop_fd);
   // Compares SOURCE with what was opened at start; logs changes.
@@ -186,19 +192,22 @@ class MountState {
   Published<Rules> rules_;
   Published<RuntimeVars> runtime_;
   std::atomic<std::uint64_t> generation_{0};
-  mutable std::mutex mu_;  // guards loaded_at_, reload_error_, source_problem_, on_change_, fs_status_
+  mutable std::mutex mu_;  // guards loaded_at_, reload_error_, source_problem_
   std::chrono::system_clock::time_point loaded_at_{};
   ReloadError reload_error_;
   std::string source_problem_;
   int source_fd_ = -1;          // O_PATH, SOURCE as opened at start (-1: could not open)
   std::string source_seen_;     // its path then, as the kernel names it (/proc/self/fd)
-  std::function<void()> on_change_;
-  std::function<StatusLines()> fs_status_;
+  // Held while callbacks run (notify_change), so unsubscribing waits for a
+  // running one; taken before any lock a callback takes.
+  std::mutex subs_mu_;
+  std::vector<std::pair<std::uint64_t, std::function<void()>>> subs_;
+  std::uint64_t next_sub_id_ = 1;
   Counters counters_;
 
   std::string rules_file_;       // what reload() reads; "" = built-in only
   bool rules_file_required_ = false;  // missing file is an error (else: built-in rules)
-  std::mutex reload_mu_;         // serialises reload(); never held while on_change_ runs
+  std::mutex reload_mu_;         // serialises reload(); never held while subscribers are notified
   std::mutex watch_mu_;          // guards the watcher thread's lifetime
   std::thread watcher_;
   int watch_stop_fd_ = -1;       // eventfd that wakes the watcher to exit

@@ -27,7 +27,7 @@ namespace {
 
 // CAP_SYS_ADMIN in the effective set for a scope, then the thread's set as
 // it was: a FUSE worker serves a request with the caller's ids and no
-// effective capabilities (fs/identity.hpp), and setns needs it.
+// effective capabilities (daemon/identity.hpp), and setns needs it.
 class ScopedSysAdmin {
  public:
   ScopedSysAdmin() : saved_(cap_get_proc()) {

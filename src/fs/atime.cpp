@@ -55,7 +55,7 @@ int QuietAtime::reopen(int fd, int flags) const {
   if (::name_to_handle_at(fd, "", &h.fh, &mount_id, AT_EMPTY_PATH) != 0) return -1;
   // open_by_handle_at needs CAP_DAC_READ_SEARCH, which a caller's fsuid
   // clears; the caller's own open has checked the permissions.
-  ScopedDaemonIdentity as_daemon;
+  daemon::ScopedDaemonIdentity as_daemon;
   return ::open_by_handle_at(root_fd_, &h.fh, (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW)) | O_CLOEXEC);
 }
 

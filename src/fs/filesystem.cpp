@@ -46,12 +46,12 @@ void Filesystem::attach_session(fuse_session* se) {
   // on in SOURCE instead of calling into it.
   links_.note_mounted();
   inval_thread_ = std::thread([this] { invalidation_loop(); });
-  state_.set_on_change([this] { on_rules_changed(); });
+  rules_changes_ = state_.subscribe([this] { on_rules_changed(); });
 }
 
 void Filesystem::detach_session() {
   if (!inval_thread_.joinable()) return;
-  state_.set_on_change(nullptr);
+  rules_changes_ = {};  // returns once no callback runs
   {
     std::lock_guard lock(inval_mu_);
     inval_stop_ = true;
@@ -95,15 +95,15 @@ void Filesystem::invalidation_loop() {
 int Filesystem::become_caller(fuse_req_t req) {
   if (cfg_.single_user) return 0;
   const fuse_ctx* c = fuse_req_ctx(req);
-  if (c->pid == 0) return ThreadIdentity::become(c->uid, c->gid, {});  // no process to ask: primary group only
+  if (c->pid == 0) return daemon::ThreadIdentity::become(c->uid, c->gid, {});  // no process to ask: primary group only
   auto caller = contexts_.identity(c->pid, c->uid, c->gid);
-  if (!caller) return ThreadIdentity::become(c->uid, c->gid, {});
-  return ThreadIdentity::become(c->uid, c->gid, caller->groups);
+  if (!caller) return daemon::ThreadIdentity::become(c->uid, c->gid, {});
+  return daemon::ThreadIdentity::become(c->uid, c->gid, caller->groups);
 }
 
 mode_t Filesystem::creation_mode(fuse_req_t req, mode_t mode) {
   const mode_t mask = fuse_req_ctx(req)->umask & 0777;
-  return ThreadIdentity::use_umask(mask) == 0 ? mode : mode & ~mask;
+  return daemon::ThreadIdentity::use_umask(mask) == 0 ? mode : mode & ~mask;
 }
 
 int Filesystem::quiet_atime(int fd, int flags, bool dir) const noexcept {

@@ -164,6 +164,7 @@ class Filesystem {
   std::atomic<std::size_t> setid_notice_count_{0};
 
   fuse_session* session_ = nullptr;
+  daemon::MountState::Subscription rules_changes_;  // calls on_rules_changed while attached
   std::mutex inval_mu_;
   std::condition_variable inval_cv_;
   bool inval_pending_ = false;

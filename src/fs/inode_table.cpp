@@ -72,7 +72,7 @@ unsigned long statfs_type(int fd) {
 // Makes a handle for `fd` (a directory) and opens it again right away: ""
 // when that gives the same file, else why not. As the daemon.
 std::string probe_handles(int fd) {
-  ScopedDaemonIdentity as_daemon;
+  daemon::ScopedDaemonIdentity as_daemon;
   alignas(struct file_handle) std::byte buf[sizeof(struct file_handle) + 128];
   auto* fh = reinterpret_cast<struct file_handle*>(buf);
   fh->handle_bytes = 128;
@@ -264,7 +264,7 @@ void InodeTable::attach_handle(Inode& inode, int fd) {
     // directory (the walk enters it there); a lone file bind mount has no
     // directory to anchor on and is tracked by name instead.
     if (!inode.is_dir()) return;
-    ScopedDaemonIdentity as_daemon;
+    daemon::ScopedDaemonIdentity as_daemon;
     int mfd = -1;
     // A mount of its own inside SOURCE: its handles are judged like SOURCE's
     // (-o handles keeps them on everywhere).
@@ -471,7 +471,7 @@ int InodeTable::reopen(Inode& inode) {
   // As the daemon: open_by_handle_at needs CAP_DAC_READ_SEARCH, which a
   // caller's fsuid clears, and an O_PATH open is not an access by the caller
   // anyway (the kernel checked the caller's permissions before asking us).
-  ScopedDaemonIdentity as_daemon;
+  daemon::ScopedDaemonIdentity as_daemon;
   if (inode.has_handle() && !inode.handle_stale_.load(std::memory_order_relaxed)) {
     alignas(struct file_handle) std::byte buf[sizeof(struct file_handle) + 128];
     auto* fh = reinterpret_cast<struct file_handle*>(buf);
@@ -569,7 +569,7 @@ bool InodeTable::reopen_source() {
   if (!options_.reopen_source_by_path) return false;
   std::unique_lock lock(reopen_mu_, std::try_to_lock);
   if (!lock.owns_lock()) return false;  // another thread is at it
-  ScopedDaemonIdentity as_daemon;
+  daemon::ScopedDaemonIdentity as_daemon;
   const int old_fd = root_fd_.load();
   struct stat old_st {};
   if (::fstatat(old_fd, "", &old_st, AT_EMPTY_PATH) == 0) return false;  // ours still works
@@ -619,7 +619,7 @@ int InodeTable::read_link_quietly(int fd, dev_t dev, ino_t ino, std::string& out
   {
     // open_by_handle_at needs CAP_DAC_READ_SEARCH, which a caller's fsuid
     // clears; the text only gives the caller a length it may already lstat.
-    ScopedDaemonIdentity as_daemon;
+    daemon::ScopedDaemonIdentity as_daemon;
     qfd = ::open_by_handle_at(quiet_fd_, fh, O_PATH | O_NOFOLLOW | O_CLOEXEC);
   }
   if (qfd < 0) return read_link(fd, out);

@@ -172,7 +172,7 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
     if (r != 0 && errno == EPERM && only_drops_setid(fd.get(), attr->st_mode)) {
       // The kernel clears set-id bits on behalf of a writer who does not own
       // the file; natively that needs no permission, so neither does it here.
-      ScopedDaemonIdentity as_daemon;
+      daemon::ScopedDaemonIdentity as_daemon;
       r = ::chmod(path.c_str(), attr->st_mode);
     }
     if (r != 0) return (void)fuse_reply_err(req, errno);

@@ -47,7 +47,7 @@ int open_flags(int flags) { return (flags & ~(O_NOFOLLOW | kOpenForExec)) | O_CL
 int open_for_exec(int path_fd, int flags) {
   const ProcFdPath path(path_fd);
   if (::faccessat(AT_FDCWD, path.c_str(), X_OK, AT_EACCESS) != 0) return -1;
-  ScopedDaemonIdentity as_daemon;
+  daemon::ScopedDaemonIdentity as_daemon;
   return ::open(path.c_str(), open_flags(flags));
 }
 

@@ -81,7 +81,7 @@ Result<bool> apply_own_option(std::string_view opt, Options& o) {
   if (key == "rules") {
     if (auto r = need_value(); !r) return r.error();
     o.rules_path = std::string(value);
-    o.rules_explicit = true;
+    o.rules_path_explicit = true;
   } else if (key == "builtin_rules") {
     if (auto r = no_value(); !r) return r.error();
     o.builtin_rules = true;
@@ -210,7 +210,7 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
   // lexically_normal keeps a trailing '/', which would make /a/ and /a two mounts.
   for (std::string* p : {&o.source, &o.mountpoint})
     while (p->size() > 1 && p->back() == '/') p->pop_back();
-  if (o.builtin_rules && o.rules_explicit) return bad("options rules= and builtin_rules contradict each other");
+  if (o.builtin_rules && o.rules_path_explicit) return bad("options rules= and builtin_rules contradict each other");
   // io_uring serves requests on a thread per CPU queue: not one thread.
   if (o.single_thread && o.uring == UringMode::on) return bad("options -s and uring contradict each other");
 

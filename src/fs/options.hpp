@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "mount_config.hpp"
 #include "vsymfs/result.hpp"
 
 namespace vsymfs::fs {
@@ -35,20 +36,16 @@ enum class UringMode {
   off,        // -o no_uring: /dev/fuse only
 };
 
-struct Options {
-  std::string source;      // absolute
-  std::string mountpoint;  // absolute
-
-  std::string rules_path;          // -o rules=PATH ("" = default path or built-in)
-  bool rules_explicit = false;     // rules= was given: a missing file is an error
-  bool builtin_rules = false;      // -o builtin_rules: ignore the default rules file
+// The mount's configuration the daemon's objects share (daemon::MountConfig:
+// source, mountpoint, rules_path, rules_path_explicit, builtin_rules,
+// entry_timeout), and what only the FUSE layer and startup use.
+struct Options : daemon::MountConfig {
   bool single_user = false;        // -o single_user: never switch identity
   bool daemon_nss = false;         // -o daemon_nss: containers' names from our NSS too
   std::size_t fd_budget = 0;       // -o fd_budget=N (0 = derived from RLIMIT_NOFILE)
   std::string socket_path;         // -o socket=PATH ("" = derived from the mountpoint)
   std::string state_path;          // -o state=PATH ("" = derived from the mountpoint)
   unsigned max_threads = default_max_threads();  // -o threads=N
-  double entry_timeout = 1.0;      // -o entry_timeout=S
   double attr_timeout = 1.0;       // -o attr_timeout=S
   double negative_timeout = 0.0;   // -o negative_timeout=S
   HandleOption handles = HandleOption::Auto;  // -o handles / -o no_handles

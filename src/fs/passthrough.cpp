@@ -18,11 +18,14 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <string_view>
 
 #include <spdlog/spdlog.h>
 
 #include "filesystem.hpp"
 #include "identity.hpp"
+#include "vsymfs/mountinfo.hpp"
 
 namespace vsymfs::fs {
 
@@ -106,27 +109,24 @@ bool may_start_passthrough(const Passthrough::OpenedFile& f, struct stat& st, lo
 // super options in /proc/self/mountinfo (both show resuid= and resgid=
 // whenever they are not the default 0). Unknown when no mount of it is
 // listed.
-ReservedFor read_reserve(dev_t dev) {
-  ReservedFor r;
+daemon::ReservedFor read_reserve(dev_t dev) {
+  daemon::ReservedFor r;
   std::ifstream in("/proc/self/mountinfo");
+  std::stringstream buf;
+  buf << in.rdbuf();
+  const std::string text = buf.str();
   const std::string want = std::to_string(major(dev)) + ":" + std::to_string(minor(dev));
-  std::string line;
-  while (std::getline(in, line)) {
-    // id parent maj:min root point options [optional...] - fstype source superoptions
-    std::istringstream fields(line);
-    std::string id, parent, devno;
-    fields >> id >> parent >> devno;
-    if (devno != want) continue;
-    const auto dash = line.find(" - ");
-    if (dash == std::string::npos) continue;
-    std::istringstream tail(line.substr(dash + 3));
-    std::string fstype, source, super;
-    tail >> fstype >> source >> super;
+  std::string_view rest = text;
+  while (!rest.empty()) {
+    MountinfoLine line;
+    if (!next_mountinfo_line(rest, line) || line.devno != want) continue;
     r.known = true;
     r.any = true;
-    std::istringstream opts(super);
-    std::string opt;
-    while (std::getline(opts, opt, ',')) {
+    std::string_view opts = line.super_options;
+    while (!opts.empty()) {
+      const std::size_t comma = opts.find(',');
+      const std::string opt(opts.substr(0, comma));
+      opts = comma == std::string_view::npos ? std::string_view{} : opts.substr(comma + 1);
       if (opt.rfind("resuid=", 0) == 0) r.uid = static_cast<uid_t>(std::strtoul(opt.c_str() + 7, nullptr, 10));
       if (opt.rfind("resgid=", 0) == 0) r.gid = static_cast<gid_t>(std::strtoul(opt.c_str() + 7, nullptr, 10));
     }
@@ -259,25 +259,25 @@ void Passthrough::on_reply(struct iovec* iov, int count) {
   spdlog::info("passthrough: on (file reads and writes go from the kernel to SOURCE directly)");
 }
 
-ReservedFor Passthrough::reserve_of(dev_t dev, long fs_type) {
+daemon::ReservedFor Passthrough::reserve_of(dev_t dev, long fs_type) {
   // Only these keep blocks for a uid or gid; elsewhere only capabilities
   // (CAP_SYS_RESOURCE) reach a reserve or pass a quota.
-  if (fs_type != EXT4_SUPER_MAGIC && fs_type != F2FS_SUPER_MAGIC) return ReservedFor{.known = true};
+  if (fs_type != EXT4_SUPER_MAGIC && fs_type != F2FS_SUPER_MAGIC) return daemon::ReservedFor{.known = true};
   {
     std::lock_guard lock(reserves_mu_);
     if (auto it = reserves_.find(dev); it != reserves_.end()) return it->second;
   }
-  const ReservedFor r = read_reserve(dev);
+  const daemon::ReservedFor r = read_reserve(dev);
   std::lock_guard lock(reserves_mu_);
   if (reserves_.size() >= 256) reserves_.clear();
   reserves_[dev] = r;
   return r;
 }
 
-int Passthrough::open_backing(int fd, const ReservedFor& reserve) {
+int Passthrough::open_backing(int fd, const daemon::ReservedFor& reserve) {
   // The kernel keeps the registering thread's credentials for the file's
   // I/O, whoever opens it (see the top of the header).
-  ScopedBackingIdentity as_backing(reserve);
+  daemon::ScopedBackingIdentity as_backing(reserve);
   if (!as_backing.ok()) {
     if (!logged_identity_failure_.exchange(true))
       spdlog::error("passthrough: cannot take the backing-file identity; such opens use plain FUSE I/O (logged once)");
@@ -307,7 +307,7 @@ int Passthrough::open_backing(int fd, const ReservedFor& reserve) {
 void Passthrough::close_backing(int backing_id) {
   // The ioctl needs CAP_SYS_ADMIN, which a worker last acting for a user
   // (releases come with no caller) does not hold.
-  ScopedAdminCapability as_admin;
+  daemon::ScopedAdminCapability as_admin;
   std::uint32_t id = static_cast<std::uint32_t>(backing_id);
   if (::ioctl(dev_fd_, kBackingClose, &id) != 0)
     spdlog::error("passthrough: cannot close backing id {}: {}", backing_id, std::strerror(errno));

@@ -148,8 +148,8 @@ class Passthrough {
 
   static ssize_t read_hook(int fd, void* buf, size_t len, void* userdata);
   static ssize_t writev_hook(int fd, struct iovec* iov, int count, void* userdata);
-  int open_backing(int fd, const ReservedFor& reserve);
-  ReservedFor reserve_of(dev_t dev, long fs_type);
+  int open_backing(int fd, const daemon::ReservedFor& reserve);
+  daemon::ReservedFor reserve_of(dev_t dev, long fs_type);
   void close_backing(int backing_id);
   Shard& shard_of(std::uint64_t nodeid) noexcept;
 
@@ -168,7 +168,7 @@ class Passthrough {
   std::atomic<std::uint64_t> writable_inodes_{0};  // InodeIo::writable ones
   std::array<Shard, 16> shards_;  // a power of two
   std::mutex reserves_mu_;  // after a shard's mutex
-  std::unordered_map<dev_t, ReservedFor> reserves_;  // by device, read once
+  std::unordered_map<dev_t, daemon::ReservedFor> reserves_;  // by device, read once
 };
 
 }  // namespace vsymfs::fs

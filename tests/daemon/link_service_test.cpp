@@ -575,7 +575,7 @@ TEST_F(LinkServiceTest, ExplainTracesEveryValueToItsScope) {
 TEST_F(LinkServiceTest, RuntimeValuesArePublishedAtomically) {
   start("");
   int changes = 0;
-  state_->set_on_change([&] { ++changes; });
+  const auto subscription = state_->subscribe([&] { ++changes; });
   auto vars = std::make_shared<RuntimeVars>();
   vars->users[0]["WHERE"] = "user-scope";
   vars->system["WHERE"] = "system-scope";
@@ -630,7 +630,7 @@ TEST_F(LinkServiceTest, ReloadsAndPublicationsWhileWorkersExpand) {
 TEST_F(LinkServiceTest, ReloadSwapsValidRulesAndKeepsOldOnError) {
   start("[vars]\nX = \"one\"\n");
   int changes = 0;
-  state_->set_on_change([&] { ++changes; });
+  const auto subscription = state_->subscribe([&] { ++changes; });
   const auto gen = state_->rules_generation();
   EXPECT_EQ(*expand("$X", root_ids()), "one");
 

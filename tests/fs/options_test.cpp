@@ -49,7 +49,7 @@ TEST(Options, DefaultThreadsFollowTheCpus) {
 TEST(Options, OwnOptionsAreTakenOutTheRestGoToLibfuse) {
   Options o = ok({"-o", "rules=/etc/r.toml,allow_other,fd_budget=300", "-o", "threads=4,ro,single_user", "s", "m"});
   EXPECT_EQ(o.rules_path, "/etc/r.toml");
-  EXPECT_TRUE(o.rules_explicit);
+  EXPECT_TRUE(o.rules_path_explicit);
   EXPECT_EQ(o.fd_budget, 300u);
   EXPECT_EQ(o.max_threads, 4u);
   EXPECT_TRUE(o.single_user);

@@ -20,13 +20,13 @@
 
 namespace {
 
-using vsymfs::fs::kBackingGid;
-using vsymfs::fs::kBackingUid;
-using vsymfs::fs::ReservedFor;
-using vsymfs::fs::ScopedAdminCapability;
-using vsymfs::fs::ScopedBackingIdentity;
-using vsymfs::fs::ScopedDaemonIdentity;
-using vsymfs::fs::ThreadIdentity;
+using vsymfs::daemon::kBackingGid;
+using vsymfs::daemon::kBackingUid;
+using vsymfs::daemon::ReservedFor;
+using vsymfs::daemon::ScopedAdminCapability;
+using vsymfs::daemon::ScopedBackingIdentity;
+using vsymfs::daemon::ScopedDaemonIdentity;
+using vsymfs::daemon::ThreadIdentity;
 
 uid_t fsuid_now() { return static_cast<uid_t>(::syscall(SYS_setfsuid, static_cast<uid_t>(-1))); }
 gid_t fsgid_now() { return static_cast<gid_t>(::syscall(SYS_setfsgid, static_cast<gid_t>(-1))); }

@@ -22,7 +22,10 @@
 // effective set when the fsuid leaves 0 and raises them when it returns to
 // 0; the thread's record of its capability set accounts for that.
 //
-// Daemon work inside a caller's request runs in a scope:
+// The FUSE workers switch with ThreadIdentity::become for each request;
+// the control server runs a client's explain probes in a
+// ScopedCallerIdentity. Daemon work inside a caller's request runs in a
+// scope:
 //   - ScopedDaemonIdentity: the daemon's ids and capabilities
 //     (open_by_handle_at needs CAP_DAC_READ_SEARCH);
 //   - ScopedBackingIdentity: registering a passthrough backing file
@@ -38,7 +41,7 @@
 #include <span>
 #include <vector>
 
-namespace vsymfs::fs {
+namespace vsymfs::daemon {
 
 struct FsIds {
   uid_t uid = 0;
@@ -88,6 +91,25 @@ class ThreadIdentity {
   // another thread; later calls skip the syscall when the mask is unchanged.
   // Returns 0 or an errno (then nothing changed).
   static int use_umask(mode_t mask);
+};
+
+// Runs a scope as a caller (ThreadIdentity::become), then puts the thread's
+// previous identity back (the daemon's, for a thread that never switched).
+// A no-op without the right to switch (a daemon not run as root). The
+// control server probes @sys candidates for a client's explain in one, so
+// they reveal nothing the client could not stat itself.
+class ScopedCallerIdentity {
+ public:
+  ScopedCallerIdentity(uid_t uid, gid_t gid, std::span<const gid_t> groups);
+  ~ScopedCallerIdentity();
+  ScopedCallerIdentity(const ScopedCallerIdentity&) = delete;
+  ScopedCallerIdentity& operator=(const ScopedCallerIdentity&) = delete;
+
+ private:
+  bool switched_ = false;
+  bool known_ = false;
+  FsIds saved_;
+  std::uint8_t saved_caps_ = 0;
 };
 
 // Runs a scope with the daemon's identity and capabilities, then puts the
@@ -146,4 +168,4 @@ class ScopedAdminCapability {
   bool restore_ = false;
 };
 
-}  // namespace vsymfs::fs
+}  // namespace vsymfs::daemon

@@ -12,7 +12,7 @@
 #include <fstream>
 #include <string>
 
-namespace vsymfs::fs {
+namespace vsymfs::daemon {
 
 namespace {
 
@@ -211,6 +211,25 @@ int ThreadIdentity::use_umask(mode_t mask) {
   return 0;
 }
 
+ScopedCallerIdentity::ScopedCallerIdentity(uid_t uid, gid_t gid, std::span<const gid_t> groups) {
+  if (!g_can_switch) return;
+  ThreadState& st = t_state;
+  known_ = st.known;
+  saved_ = st.ids;
+  saved_caps_ = st.caps;
+  switched_ = true;  // even a failed switch may have changed some ids: always put back
+  ThreadIdentity::become(uid, gid, groups);
+}
+
+ScopedCallerIdentity::~ScopedCallerIdentity() {
+  if (!switched_) return;
+  if (!known_) {
+    ThreadIdentity::become_daemon();  // as ScopedDaemonIdentity leaves an unknown thread
+    return;
+  }
+  switch_to(t_state, saved_.uid, saved_.gid, saved_.groups, is_set(saved_caps_) ? saved_caps_ : caps_for(saved_.uid));
+}
+
 ScopedDaemonIdentity::ScopedDaemonIdentity() {
   if (!g_can_switch) return;
   ThreadState& st = t_state;
@@ -289,4 +308,4 @@ ScopedAdminCapability::~ScopedAdminCapability() {
   apply(st, is_set(saved_caps_) ? saved_caps_ : caps_for(st.ids.uid));
 }
 
-}  // namespace vsymfs::fs
+}  // namespace vsymfs::daemon
