@@ -52,31 +52,25 @@
 //  - NSS answers are cached per uid/gid for nss_ttl_ms.
 #include "caller_contexts.hpp"
 
-#include <grp.h>
-#include <poll.h>
-#include <pwd.h>
-#include <sys/eventfd.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
-#include <functional>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
-#include <deque>
 #include <mutex>
-#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 #include "binfmt_registry.hpp"
+#include "caller_names.hpp"
+#include "exec_watcher.hpp"
 #include "mount_state.hpp"
 #include "namespaces.hpp"
-#include "proc_events.hpp"
+#include "proc_pool.hpp"
 #include "proc_reader.hpp"
 #include "vsymfs/resolver.hpp"
 
@@ -87,7 +81,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kShards = 16;
-constexpr std::size_t kMaxNssEntries = 1024;
 
 struct IdKey {
   pid_t pid;
@@ -211,161 +204,6 @@ bool same_filter(const Rules& a, const Rules& b) {
          a.universes.env_var == b.universes.env_var && a.universes.names.empty() == b.universes.names.empty();
 }
 
-// What the helper threads read from /proc for one process image.
-struct ProcJob {
-  pid_t pid = 0;
-  bool try_execve_envp = false;  // safe on this kernel (see proc::read_execve_envp)
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  bool abandoned = false;  // the requester stopped waiting: skip if not started
-  bool environ_ok = false;
-  std::vector<std::string> environ;
-  bool auxv_secure = true;  // unknown auxv counts as secure: the process scope stays off
-  bool compat32 = false;
-  bool from_execve = false;  // environ is the envp of an execve in progress
-  std::shared_ptr<BinfmtRegistry> binfmt;      // which files are emulators
-  std::shared_ptr<const Emulation> emulation;  // null: a native program
-};
-
-// A few threads that do the /proc reads which may block (a process inside
-// execve of a file on our own mount). A stuck read holds one helper, never
-// a FUSE worker; at most `threads` can be stuck and at most `max_queued`
-// requests wait, so nothing grows without bound.
-class ProcPool {
- public:
-  ProcPool(unsigned threads, std::size_t max_queued) : state_(std::make_shared<State>()) {
-    state_->max_queued = max_queued;
-    for (unsigned i = 0; i < std::max(1u, threads); ++i) std::thread([s = state_] { run(*s); }).detach();
-  }
-  ~ProcPool() {
-    {
-      std::lock_guard lock(state_->mu);
-      state_->stop = true;
-    }
-    state_->cv.notify_all();
-    // The helpers are detached, not joined: one may be stuck in the kernel.
-    // Each holds the shared state, so none touches freed memory.
-  }
-  ProcPool(const ProcPool&) = delete;
-  ProcPool& operator=(const ProcPool&) = delete;
-
-  bool submit(std::shared_ptr<ProcJob> job) {
-    {
-      std::lock_guard lock(state_->mu);
-      if (state_->stop || state_->queue.size() >= state_->max_queued) return false;
-      state_->queue.push_back(std::move(job));
-    }
-    state_->cv.notify_one();
-    return true;
-  }
-
- private:
-  struct State {
-    std::size_t max_queued = 0;
-    std::mutex mu;
-    std::condition_variable cv;
-    std::deque<std::shared_ptr<ProcJob>> queue;
-    bool stop = false;
-  };
-
-  static void run(State& st) {
-    for (;;) {
-      std::shared_ptr<ProcJob> job;
-      {
-        std::unique_lock lock(st.mu);
-        st.cv.wait(lock, [&] { return st.stop || !st.queue.empty(); });
-        if (st.stop) return;
-        job = std::move(st.queue.front());
-        st.queue.pop_front();
-      }
-      {
-        std::lock_guard jl(job->mu);
-        if (job->abandoned) continue;
-      }
-      read_process(*job);
-      {
-        std::lock_guard jl(job->mu);
-        job->done = true;
-      }
-      job->cv.notify_one();
-    }
-  }
-
-  static void read_process(ProcJob& job) {
-    // The ELF class decides the auxv word size, so it comes first.
-    unsigned elf_class = 64;
-    if (auto exe = proc::read_exe(job.pid); exe) {
-      if (exe->elf_class != 0) elf_class = exe->elf_class;
-      // A program of another architecture: its exe is the emulator.
-      if (job.binfmt) job.emulation = job.binfmt->emulation_of(exe->dev, exe->ino);
-    }
-    bool persona32 = false;
-    if (auto p = proc::read_personality(job.pid); p) persona32 = proc::is_linux32_personality(*p);
-    job.compat32 = elf_class == 32 || persona32;
-    if (auto s = proc::read_auxv_secure(job.pid, elf_class == 32 ? 4 : 8); s) job.auxv_secure = *s;
-    std::vector<std::string> env;
-    // A process looking up what it execs (`VAR=x cmd` through a $VAR link)
-    // means the environment it passes to the new program.
-    if (job.try_execve_envp) {
-      if (auto in_exec = proc::read_execve_envp(job.pid, env); in_exec && *in_exec) {
-        job.environ = std::move(env);
-        job.environ_ok = true;
-        job.from_execve = true;
-        return;
-      }
-    }
-    if (auto e = proc::read_environ(job.pid, env); e) {
-      job.environ = std::move(env);
-      job.environ_ok = true;
-    }
-  }
-
-  std::shared_ptr<State> state_;
-};
-
-struct UserInfo {
-  Clock::time_point read_at;
-  bool found = false;
-  std::string name, home;
-};
-struct GroupInfo {
-  Clock::time_point read_at;
-  bool found = false;
-  std::string name;
-};
-
-UserInfo lookup_user(uid_t uid) {
-  UserInfo info;
-  std::vector<char> buf(4096);
-  passwd pw{};
-  passwd* res = nullptr;
-  int rc;
-  while ((rc = ::getpwuid_r(uid, &pw, buf.data(), buf.size(), &res)) == ERANGE && buf.size() < (1u << 20))
-    buf.resize(buf.size() * 2);
-  if (rc == 0 && res) {
-    info.found = true;
-    info.name = pw.pw_name;
-    info.home = pw.pw_dir ? pw.pw_dir : "";
-  }
-  return info;
-}
-
-GroupInfo lookup_group(gid_t gid) {
-  GroupInfo info;
-  std::vector<char> buf(4096);
-  group gr{};
-  group* res = nullptr;
-  int rc;
-  while ((rc = ::getgrgid_r(gid, &gr, buf.data(), buf.size(), &res)) == ERANGE && buf.size() < (1u << 22))
-    buf.resize(buf.size() * 2);
-  if (rc == 0 && res) {
-    info.found = true;
-    info.name = gr.gr_name;
-  }
-  return info;
-}
-
 bool kernel_at_least(unsigned major, unsigned minor) {
   utsname u{};
   if (::uname(&u) != 0) return false;
@@ -378,15 +216,17 @@ bool kernel_at_least(unsigned major, unsigned minor) {
 
 struct CallerContexts::Impl {
   explicit Impl(Options o)
-      : opts(o), per_shard(std::max<std::size_t>(1, o.max_entries / kShards)), pool(o.helper_threads, o.max_queued) {
-    if (o.caller_accounts)
-      accounts = std::make_unique<CallerAccounts>(std::chrono::milliseconds(o.environ_timeout_ms));
+      : opts(o),
+        per_shard(std::max<std::size_t>(1, o.max_entries / kShards)),
+        names(std::chrono::milliseconds(o.nss_ttl_ms), o.caller_accounts,
+              std::chrono::milliseconds(o.environ_timeout_ms)),
+        pool(o.helper_threads, o.max_queued) {
     using Key = Options::ImageKey;
     if (o.image_key == Key::Auto || o.image_key == Key::Events) {
-      if (auto ev = ProcEvents::open(std::chrono::milliseconds(500)); ev) {
-        events = std::move(*ev);
+      // Now that everything `forget` touches is built.
+      watcher = ExecWatcher::open([this](pid_t pid) { forget(pid); }, [this] { forget_all(); });
+      if (watcher) {
         key_in_use = Key::Events;
-        start_event_thread();
         return;
       }
     }
@@ -396,54 +236,12 @@ struct CallerContexts::Impl {
       key_in_use = kernel_at_least(5, 7) ? Key::Auxv : Key::Stat;
   }
 
-  ~Impl() {
-    if (event_thread.joinable()) {
-      std::uint64_t one = 1;
-      [[maybe_unused]] ssize_t n = ::write(stop_fd, &one, sizeof one);
-      event_thread.join();
-      ::close(stop_fd);
-    }
-  }
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
 
-  // Drains events while no request does, so the socket does not overflow
-  // when the mount is idle.
-  void start_event_thread() {
-    stop_fd = ::eventfd(0, EFD_CLOEXEC);
-    if (stop_fd < 0) return;  // requests still drain before every lookup
-    event_thread = std::thread([this] {
-      for (;;) {
-        pollfd fds[2] = {{events->fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}};
-        if (::poll(fds, 2, -1) < 0 && errno != EINTR) return;
-        if (fds[1].revents) return;
-        if (fds[0].revents) drain_events();
-      }
-    });
-  }
-
-  // Applies every exec/exit event the kernel has queued for us.
-  void drain_events() {
-    if (!events) return;
-    std::lock_guard lock(events_mu);
-    draining.fetch_add(1, std::memory_order_seq_cst);
-    if (!events->drain(forget_pid)) forget_all();
-    draining.fetch_sub(1, std::memory_order_seq_cst);
-  }
-
-  // Before a lookup: every event queued before this request arrived must be
-  // applied. The common case (nothing queued, nobody draining) costs one
-  // poll and no lock, so concurrent requests do not queue up on events_mu.
-  // Why it is exact: the kernel queues a process's exec event before the new
-  // image can make the request we are serving. Either the event is still
-  // queued when we poll (pending: we drain), or a drainer has read it
-  // already; that drainer raised `draining` before its read, its read
-  // happened before our poll (the socket's queue lock orders the two), so
-  // we see `draining` raised until it has applied the event, and then we
-  // drain too, which waits for it on events_mu.
+  // Every exec/exit event queued before this call is applied (exec_watcher.hpp).
   void sync_events() {
-    if (!events) return;
-    if (events->pending() || draining.load(std::memory_order_seq_cst) != 0) drain_events();
+    if (watcher) watcher->sync();
   }
 
   // Erases a process entry; the caller holds its shard's lock.
@@ -483,8 +281,7 @@ struct CallerContexts::Impl {
   std::size_t per_shard;
   Shard shards[kShards];
 
-  std::mutex nss_mu;
-  std::unique_ptr<CallerAccounts> accounts;  // null: -o daemon_nss
+  CallerNames names;  // user and group names, home
 
   // Namespaces other than the daemon's (0 for the daemon's own, or unknown).
   static void note_namespaces(Caller& c) {
@@ -495,30 +292,8 @@ struct CallerContexts::Impl {
     c.mnt_ns = ids.mnt != own.mnt ? ids.mnt : 0;
   }
 
-  // A caller in another mount namespace: its own /etc/passwd and
-  // /etc/group, read through its root; numbers when they cannot be read or
-  // do not list the id (the file is untrusted, and the daemon's NSS would
-  // give the host's names).
-  void fill_names_from_own_files(Caller& c) {
-    const std::shared_ptr<const AccountFiles> files = accounts->files(c.pid, c.mnt_ns);
-    const AccountUser* u = files ? files->user(c.uid) : nullptr;
-    c.user_name = u ? u->name : std::to_string(c.uid);
-    c.home = u ? u->home : "";
-    auto group_name = [&](gid_t gid) {
-      const std::string* g = files ? files->group(gid) : nullptr;
-      return g ? *g : std::to_string(gid);
-    };
-    c.group_name = group_name(c.gid);
-    c.group_names = {c.group_name};
-    for (gid_t sup : c.groups)
-      if (sup != c.gid) c.group_names.push_back(group_name(sup));
-  }
-  std::unordered_map<uid_t, UserInfo> users;
-  std::unordered_map<gid_t, GroupInfo> groups;
-
-  std::atomic<std::uint64_t> hits{0}, misses{0}, timeouts{0}, evictions{0};
-  std::atomic<std::atomic<std::uint64_t>*> external_timeouts{nullptr};
-  ProcPool pool;
+  std::atomic<std::uint64_t> hits{0}, misses{0}, evictions{0};
+  ProcPool pool;  // counts the timeouts
 
   // Kept environments: their bytes (see ProcEntry::bytes), the next stamp,
   // and the eviction hand (a shard index).
@@ -534,12 +309,9 @@ struct CallerContexts::Impl {
   std::atomic<std::uint64_t> filter_stamp{0};     // bumped when the kept set changes
 
   Options::ImageKey key_in_use = Options::ImageKey::Auxv;
-  std::unique_ptr<ProcEvents> events;  // null: validate by image key instead
-  std::mutex events_mu;                // serialises drains; taken before any Shard::mu
-  std::atomic<int> draining{0};        // threads inside drain_events() (see sync_events)
-  const std::function<void(pid_t)> forget_pid = [this](pid_t pid) { forget(pid); };
-  std::thread event_thread;
-  int stop_fd = -1;
+  // Declared last, so destroyed first: its thread calls forget() until then.
+  // Its drain lock is taken before any Shard::mu.
+  std::unique_ptr<ExecWatcher> watcher;  // null: validate by image key instead
 
   Shard& shard_for(pid_t pid) { return shards[static_cast<std::uint32_t>(pid) % kShards]; }
 
@@ -566,45 +338,7 @@ struct CallerContexts::Impl {
     return c;
   }
 
-  void fill_names(Caller& c) {
-    if (accounts && c.mnt_ns != 0) return fill_names_from_own_files(c);
-    const auto now = Clock::now();
-    const auto ttl = std::chrono::milliseconds(opts.nss_ttl_ms);
-    auto user = [&](uid_t uid) -> const UserInfo& {
-      auto it = users.find(uid);
-      if (it == users.end() || now - it->second.read_at > ttl) {
-        if (users.size() >= kMaxNssEntries) users.clear();
-        UserInfo info = lookup_user(uid);
-        info.read_at = now;
-        it = users.insert_or_assign(uid, std::move(info)).first;
-      }
-      return it->second;
-    };
-    auto group = [&](gid_t gid) -> const GroupInfo& {
-      auto it = groups.find(gid);
-      if (it == groups.end() || now - it->second.read_at > ttl) {
-        if (groups.size() >= kMaxNssEntries) groups.clear();
-        GroupInfo info = lookup_group(gid);
-        info.read_at = now;
-        it = groups.insert_or_assign(gid, std::move(info)).first;
-      }
-      return it->second;
-    };
-    // NSS may be slow (LDAP); it runs under this lock only on a cache miss.
-    std::lock_guard lock(nss_mu);
-    const UserInfo& u = user(c.uid);
-    c.user_name = u.name;
-    c.home = u.home;
-    const GroupInfo& g = group(c.gid);
-    c.group_name = g.name;
-    c.group_names.clear();
-    if (g.found) c.group_names.push_back(g.name);
-    for (gid_t sup : c.groups) {
-      if (sup == c.gid) continue;
-      const GroupInfo& s = group(sup);
-      if (s.found) c.group_names.push_back(s.name);
-    }
-  }
+  void fill_names(Caller& c) { names.fill(c); }
 
   // Returns the cached identity entry's pointers, refreshed when stale.
   // `want_named` also fills the NSS names on first demand. `tgid_out` gets
@@ -787,7 +521,7 @@ struct CallerContexts::Impl {
     if (pid == 0) return lookup_identity(pid, uid, gid, true);
     sync_filter();
     ImageKeys keys;  // with events, entries are dropped instead of compared
-    if (events) {
+    if (watcher) {
       sync_events();
     } else {
       auto k = image_keys(pid);
@@ -838,15 +572,7 @@ struct CallerContexts::Impl {
     job->pid = pid;
     job->try_execve_envp = key_in_use != Options::ImageKey::Stat;
     job->binfmt = binfmt;
-    bool completed = false;
-    if (pool.submit(job)) {
-      std::unique_lock lock(job->mu);
-      completed = job->cv.wait_for(lock, std::chrono::milliseconds(opts.environ_timeout_ms), [&] { return job->done; });
-      if (!completed) job->abandoned = true;
-    }
-    if (!completed) {
-      timeouts.fetch_add(1, std::memory_order_relaxed);
-      if (auto* ext = external_timeouts.load(std::memory_order_relaxed)) ext->fetch_add(1, std::memory_order_relaxed);
+    if (!pool.run(job, std::chrono::milliseconds(opts.environ_timeout_ms))) {
       // Unknown, not absent: the caller must not quietly get the lower
       // scopes (see Caller::environ_late). Not cached: the next request
       // tries again.
@@ -1043,7 +769,7 @@ std::shared_ptr<const Caller> CallerContexts::described(Caller caller) {
 CallerContexts::Options::ImageKey CallerContexts::image_key() const noexcept { return impl_->key_in_use; }
 
 void CallerContexts::set_timeout_counter(std::atomic<std::uint64_t>* counter) noexcept {
-  impl_->external_timeouts.store(counter, std::memory_order_relaxed);
+  impl_->pool.count_timeouts_in(counter);
 }
 
 void CallerContexts::follow_rules(const MountState& state) {
@@ -1061,13 +787,10 @@ CallerContexts::Stats CallerContexts::stats() const {
   s.environ_bytes = impl_->environ_bytes_used.load(std::memory_order_relaxed);
   s.environ_bytes_limit = impl_->opts.max_environ_bytes;
   s.evictions = impl_->evictions.load(std::memory_order_relaxed);
-  {
-    std::lock_guard lock(impl_->nss_mu);
-    s.nss_entries = impl_->users.size() + impl_->groups.size();
-  }
+  s.nss_entries = impl_->names.nss_entries();
   s.hits = impl_->hits.load(std::memory_order_relaxed);
   s.misses = impl_->misses.load(std::memory_order_relaxed);
-  s.timeouts = impl_->timeouts.load(std::memory_order_relaxed);
+  s.timeouts = impl_->pool.timeouts();
   return s;
 }
 
