@@ -14,52 +14,64 @@ CallerNames::CallerNames(std::chrono::milliseconds nss_ttl, bool own_files, std:
       users_(kMaxNssEntries, generation_),
       groups_(kMaxNssEntries, generation_) {}
 
-CallerNames::UserInfo CallerNames::user(uid_t uid, Clock::time_point now) {
-  UserInfo info;
-  if (users_.lookup(uid, [&](const UserInfo& u, std::uint64_t) {
-        if (now - u.read_at > ttl_) return false;
-        info = u;
-        return true;
-      }))
-    return info;
-  // NSS runs outside any lock: a slow one (LDAP) holds up only this caller.
-  std::vector<char> buf(4096);
-  struct passwd pw{};
-  struct passwd* res = nullptr;
-  int rc;
-  while ((rc = ::getpwuid_r(uid, &pw, buf.data(), buf.size(), &res)) == ERANGE && buf.size() < (1u << 20))
-    buf.resize(buf.size() * 2);
-  if (rc == 0 && res) {
-    info.found = true;
-    info.name = pw.pw_name;
-    info.home = pw.pw_dir ? pw.pw_dir : "";
-  }
+namespace {
+
+// Answers from `cache` while younger than `ttl`, else `read(key)`, kept.
+// NSS runs outside any lock: a slow one (LDAP) holds up only its caller.
+template <class Info, class Key, class Read>
+Info cached(GenerationCache<Key, Info>& cache, Key key, std::chrono::steady_clock::time_point now,
+            std::chrono::steady_clock::duration ttl, Read read) {
+  Info info;
+  const bool hit = cache.lookup(key, [&](const Info& kept, std::uint64_t) {
+    if (now - kept.read_at > ttl) return false;
+    info = kept;
+    return true;
+  });
+  if (hit) return info;
+  info = read(key);
   info.read_at = now;
-  users_.insert(uid, info, users_.generation());
+  cache.insert(key, info, cache.generation());
   return info;
 }
 
-CallerNames::GroupInfo CallerNames::group(gid_t gid, Clock::time_point now) {
-  GroupInfo info;
-  if (groups_.lookup(gid, [&](const GroupInfo& g, std::uint64_t) {
-        if (now - g.read_at > ttl_) return false;
-        info = g;
-        return true;
-      }))
-    return info;
-  std::vector<char> buf(4096);
-  struct group gr{};
-  struct group* res = nullptr;
+}  // namespace
+
+namespace {
+
+// getpwuid_r or getgrgid_r, its buffer grown on ERANGE up to `max` bytes:
+// the entry (pointing into `buf`), or null.
+template <class Entry, class Id>
+const Entry* nss_entry(int (*get)(Id, Entry*, char*, std::size_t, Entry**), Id id, std::size_t max, Entry& entry,
+                       std::vector<char>& buf) {
+  buf.resize(4096);
+  Entry* res = nullptr;
   int rc;
-  while ((rc = ::getgrgid_r(gid, &gr, buf.data(), buf.size(), &res)) == ERANGE && buf.size() < (1u << 22))
-    buf.resize(buf.size() * 2);
-  if (rc == 0 && res) {
-    info.found = true;
-    info.name = gr.gr_name;
-  }
-  info.read_at = now;
-  groups_.insert(gid, info, groups_.generation());
-  return info;
+  while ((rc = get(id, &entry, buf.data(), buf.size(), &res)) == ERANGE && buf.size() < max) buf.resize(buf.size() * 2);
+  return rc == 0 ? res : nullptr;
+}
+
+}  // namespace
+
+CallerNames::UserInfo CallerNames::read_user(uid_t uid) {
+  std::vector<char> buf;
+  struct passwd pw {};
+  const struct passwd* p = nss_entry(::getpwuid_r, uid, 1u << 20, pw, buf);
+  return p ? UserInfo{{}, true, p->pw_name, p->pw_dir ? p->pw_dir : ""} : UserInfo{};
+}
+
+CallerNames::GroupInfo CallerNames::read_group(gid_t gid) {
+  std::vector<char> buf;
+  struct group gr {};
+  const struct group* g = nss_entry(::getgrgid_r, gid, 1u << 22, gr, buf);
+  return g ? GroupInfo{{}, true, g->gr_name} : GroupInfo{};
+}
+
+CallerNames::UserInfo CallerNames::user(uid_t uid, Clock::time_point now) {
+  return cached(users_, uid, now, ttl_, read_user);
+}
+
+CallerNames::GroupInfo CallerNames::group(gid_t gid, Clock::time_point now) {
+  return cached(groups_, gid, now, ttl_, read_group);
 }
 
 void CallerNames::fill(Caller& c) {

@@ -48,6 +48,8 @@ class CallerNames {
   void fill_from_own_files(Caller& c);
   UserInfo user(uid_t uid, Clock::time_point now);
   GroupInfo group(gid_t gid, Clock::time_point now);
+  static UserInfo read_user(uid_t uid);
+  static GroupInfo read_group(gid_t gid);
 
   const Clock::duration ttl_;
   std::unique_ptr<CallerAccounts> accounts_;  // null: -o daemon_nss
