@@ -51,15 +51,4 @@ void ExecWatcher::drain() {
   draining_.fetch_sub(1, std::memory_order_seq_cst);
 }
 
-// Why it is exact: the kernel queues a process's exec event before the new
-// image can make the request we are serving. Either the event is still
-// queued when we poll (pending: we drain), or a drainer has read it
-// already; that drainer raised `draining_` before its read, its read
-// happened before our poll (the socket's queue lock orders the two), so we
-// see `draining_` raised until it has applied the event, and then we drain
-// too, which waits for it on drain_mu_.
-void ExecWatcher::sync() {
-  if (events_->pending() || draining_.load(std::memory_order_seq_cst) != 0) drain();
-}
-
 }  // namespace vsymfs::daemon

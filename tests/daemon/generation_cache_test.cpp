@@ -47,6 +47,10 @@ TEST(GenerationCache, TheBoundIsRespected) {
   // A capacity below one per shard still holds one per shard.
   IntCache tiny(1, gen, 4);
   EXPECT_EQ(tiny.shard_capacity(), 1u);
+  // Shards are a power of two (picked by a mask).
+  IntCache odd(100, gen, 3);
+  EXPECT_EQ(odd.shard_count(), 4u);
+  EXPECT_EQ(odd.shard_capacity(), 25u);
 }
 
 TEST(GenerationCache, TheLeastRecentlyUsedEntryGoesFirst) {
@@ -142,7 +146,8 @@ TEST(GenerationCache, ConcurrentUseFromSeveralThreads) {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kOps; ++i) {
-        const int key = (i * 7 + t) % 1000;
+        // 200 keys, 25 per shard: all fit, so only bumps make misses.
+        const int key = (i * 7 + t) % 200;
         if (t == 0 && i % 5000 == 0) gen.bump();
         const std::uint64_t g = c.generation();
         lookups.fetch_add(1, std::memory_order_relaxed);
