@@ -20,6 +20,16 @@ namespace vsymfs {
 // The longest expansion readlink may return: PATH_MAX-1 bytes.
 inline constexpr std::size_t kMaxExpansion = PATH_MAX - 1;
 
+// The suffix of an AFS-style @sys path component (SPEC §4).
+inline constexpr std::string_view kSysSuffix = "@sys";
+
+// Whether a path component is an AFS-style @sys component: exactly "@sys",
+// or a name that ends in "@sys" (`lib@sys`). Such a component resolves per
+// caller when it does not exist literally; the candidates are the part
+// before the suffix followed by each of the caller's sysnames. The one test
+// every layer uses (FUSE lookup, LinkService, vsymctl explain).
+constexpr bool is_sys_component(std::string_view name) noexcept { return name.ends_with(kSysSuffix); }
+
 struct ParseOptions {
   Families families;
   // Declared universe names: text is a conditional link only when every
@@ -73,6 +83,11 @@ class Template {
   // Uses a per-process 32-bit value (@machine @machine_arch @emul @sys): the
   // caller's compat32 flag must be known, which identity alone does not give.
   bool needs_personality() const noexcept { return needs_personality_; }
+  // The expansion may take a value from the caller's environment: a
+  // variable that is not an identity builtin (${USER} and the like never
+  // come from it), or a conditional link (the universe may). False: the
+  // caller's identity is enough, /proc/<pid>/environ need not be read.
+  bool needs_environment() const noexcept { return needs_environment_; }
 
   // Expand for one caller into `out` (cleared first). Errors:
   //   ENAMETOOLONG  the result would exceed kMaxExpansion bytes
@@ -114,6 +129,7 @@ class Template {
   bool needs_process_scope_ = false;
   bool needs_caller_ = false;
   bool needs_personality_ = false;
+  bool needs_environment_ = false;
 };
 
 }  // namespace vsymfs

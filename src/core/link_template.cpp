@@ -30,6 +30,8 @@
 #include <array>
 #include <optional>
 
+#include "vsymfs/resolver.hpp"  // is_identity_builtin
+
 namespace vsymfs {
 namespace {
 
@@ -67,6 +69,7 @@ struct Needs {
   bool process_scope = false;
   bool caller = false;
   bool personality = false;
+  bool environment = false;
 };
 
 class SegmentParser {
@@ -149,6 +152,7 @@ class SegmentParser {
                        std::size_t default_length = 0) {
     needs_.process_scope = true;
     needs_.caller = true;
+    needs_.environment |= !is_identity_builtin(raw_.substr(name_begin, name_end - name_begin));
     return emit(Segment{Kind::Variable, u32(name_begin), u32(name_end - name_begin), 0, 0, default_offset,
                         u32(default_length)},
                 ref_begin, ref_end);
@@ -236,6 +240,7 @@ bool parse_conditional(std::string_view raw, const ParseOptions& opts,
   needs = target_needs;
   needs.reference = true;
   needs.process_scope = true;  // the universe may come from the caller's environment
+  needs.environment = true;
   needs.caller = true;
   return true;
 }
@@ -267,6 +272,7 @@ Template Template::parse(std::string_view raw, const ParseOptions& opts) {
   t.needs_process_scope_ = needs.process_scope;
   t.needs_caller_ = needs.caller;
   t.needs_personality_ = needs.personality;
+  t.needs_environment_ = needs.environment;
   return t;
 }
 

@@ -52,31 +52,26 @@
 //  - NSS answers are cached per uid/gid for nss_ttl_ms.
 #include "caller_contexts.hpp"
 
-#include <grp.h>
-#include <poll.h>
-#include <pwd.h>
-#include <sys/eventfd.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
-#include <functional>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
-#include <deque>
 #include <mutex>
-#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 #include "binfmt_registry.hpp"
+#include "caller_names.hpp"
+#include "environ_cache.hpp"
+#include "exec_watcher.hpp"
 #include "mount_state.hpp"
 #include "namespaces.hpp"
-#include "proc_events.hpp"
+#include "proc_pool.hpp"
 #include "proc_reader.hpp"
 #include "vsymfs/resolver.hpp"
 
@@ -87,7 +82,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kShards = 16;
-constexpr std::size_t kMaxNssEntries = 1024;
 
 struct IdKey {
   pid_t pid;
@@ -110,30 +104,6 @@ struct IdEntry {
   std::shared_ptr<const Caller> named;  // built on first demand
 };
 
-// A context (with its own copy of the process's environment) for one
-// identity, and the identity it was built on (compared by value: each
-// thread reads its own).
-struct ProcCaller {
-  std::shared_ptr<const Caller> basis;
-  std::shared_ptr<const Caller> caller;
-};
-
-// One program image of one process, keyed by its thread group id: what all
-// its threads share. Owns the contexts and so the environment: nothing
-// else in the cache refers to them, so erasing the entry frees them.
-struct ProcEntry {
-  std::uint64_t image;   // the process's image key (0 with events)
-  std::uint64_t stamp;   // unique to this entry; thread entries point at it
-  std::uint64_t filter;  // the variable filter the environment was kept with
-  bool environ_known;
-  bool compat32;
-  std::shared_ptr<const Emulation> emulation;  // null: a native program
-  bool auxv_secure;  // AT_SECURE of this image, fixed at execve
-  bool used;         // looked up since the eviction hand last passed
-  std::size_t bytes;  // counted in environ_bytes
-  std::vector<ProcCaller> callers;  // at most kMaxCallersPerProcess, never empty once stored
-};
-
 // One thread's link to its process's entry.
 struct ThreadEntry {
   uid_t uid;
@@ -141,8 +111,8 @@ struct ThreadEntry {
   std::uint64_t image;  // the thread's image key (0 with events)
   std::shared_ptr<const Caller> identity_basis;  // the identity this link was made with
   pid_t tgid;
-  std::uint64_t stamp;  // ProcEntry::stamp
-  std::size_t slot;     // index into ProcEntry::callers
+  std::uint64_t stamp;  // the process's entry in the environment cache
+  std::size_t slot;     // its context for this identity there
 };
 
 // How many of the latest exec/exit events a shard remembers (see Shard).
@@ -167,204 +137,7 @@ struct Shard {
   }
   std::unordered_map<IdKey, IdEntry, IdKeyHash> ids;
   std::unordered_map<pid_t, ThreadEntry> threads;  // by thread id
-  std::unordered_map<pid_t, ProcEntry> procs;      // by thread group id
 };
-
-// Distinct identities one process's entry keeps contexts for; a process
-// whose threads hold more (a file server switching ids per thread) gets
-// the others built per request.
-constexpr std::size_t kMaxCallersPerProcess = 8;
-
-// Bytes a string costs beyond its own object: libstdc++ keeps up to 15
-// characters inline.
-std::size_t heap_bytes(const std::string& s) noexcept { return s.capacity() > 15 ? s.capacity() + 1 : 0; }
-
-std::size_t environ_bytes(const std::vector<std::string>& env) noexcept {
-  std::size_t n = sizeof env + env.capacity() * sizeof(std::string);
-  for (const std::string& e : env) n += heap_bytes(e);
-  return n;
-}
-
-// A context and its basis as the cache holds them (the basis is usually
-// shared with the identity cache, counted anyway), with the environment.
-std::size_t caller_bytes(const Caller& c) noexcept {
-  std::size_t n = sizeof(Caller) + 32 + c.groups.capacity() * sizeof(gid_t) +
-                  c.group_names.capacity() * sizeof(std::string);
-  for (const std::string* s : {&c.user_name, &c.group_name, &c.home}) n += heap_bytes(*s);
-  for (const std::string& g : c.group_names) n += heap_bytes(g);
-  return 2 * n + environ_bytes(c.environ);
-}
-
-// The entry itself and its hash node.
-constexpr std::size_t kProcEntryOverhead = sizeof(std::pair<const pid_t, ProcEntry>) + 32;
-
-bool same_identity(const Caller& a, const Caller& b) noexcept {
-  return a.uid == b.uid && a.gid == b.gid && a.ruid == b.ruid && a.rgid == b.rgid && a.secure == b.secure &&
-         a.groups == b.groups && a.user_name == b.user_name && a.group_name == b.group_name &&
-         a.group_names == b.group_names && a.home == b.home && a.uts_ns == b.uts_ns && a.mnt_ns == b.mnt_ns;
-}
-
-// The [process] lists and the universe variable: what decides which
-// variables are kept.
-bool same_filter(const Rules& a, const Rules& b) {
-  return a.per_caller == b.per_caller && a.env_allow == b.env_allow && a.env_deny == b.env_deny &&
-         a.universes.env_var == b.universes.env_var && a.universes.names.empty() == b.universes.names.empty();
-}
-
-// What the helper threads read from /proc for one process image.
-struct ProcJob {
-  pid_t pid = 0;
-  bool try_execve_envp = false;  // safe on this kernel (see proc::read_execve_envp)
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  bool abandoned = false;  // the requester stopped waiting: skip if not started
-  bool environ_ok = false;
-  std::vector<std::string> environ;
-  bool auxv_secure = true;  // unknown auxv counts as secure: the process scope stays off
-  bool compat32 = false;
-  bool from_execve = false;  // environ is the envp of an execve in progress
-  std::shared_ptr<BinfmtRegistry> binfmt;      // which files are emulators
-  std::shared_ptr<const Emulation> emulation;  // null: a native program
-};
-
-// A few threads that do the /proc reads which may block (a process inside
-// execve of a file on our own mount). A stuck read holds one helper, never
-// a FUSE worker; at most `threads` can be stuck and at most `max_queued`
-// requests wait, so nothing grows without bound.
-class ProcPool {
- public:
-  ProcPool(unsigned threads, std::size_t max_queued) : state_(std::make_shared<State>()) {
-    state_->max_queued = max_queued;
-    for (unsigned i = 0; i < std::max(1u, threads); ++i) std::thread([s = state_] { run(*s); }).detach();
-  }
-  ~ProcPool() {
-    {
-      std::lock_guard lock(state_->mu);
-      state_->stop = true;
-    }
-    state_->cv.notify_all();
-    // The helpers are detached, not joined: one may be stuck in the kernel.
-    // Each holds the shared state, so none touches freed memory.
-  }
-  ProcPool(const ProcPool&) = delete;
-  ProcPool& operator=(const ProcPool&) = delete;
-
-  bool submit(std::shared_ptr<ProcJob> job) {
-    {
-      std::lock_guard lock(state_->mu);
-      if (state_->stop || state_->queue.size() >= state_->max_queued) return false;
-      state_->queue.push_back(std::move(job));
-    }
-    state_->cv.notify_one();
-    return true;
-  }
-
- private:
-  struct State {
-    std::size_t max_queued = 0;
-    std::mutex mu;
-    std::condition_variable cv;
-    std::deque<std::shared_ptr<ProcJob>> queue;
-    bool stop = false;
-  };
-
-  static void run(State& st) {
-    for (;;) {
-      std::shared_ptr<ProcJob> job;
-      {
-        std::unique_lock lock(st.mu);
-        st.cv.wait(lock, [&] { return st.stop || !st.queue.empty(); });
-        if (st.stop) return;
-        job = std::move(st.queue.front());
-        st.queue.pop_front();
-      }
-      {
-        std::lock_guard jl(job->mu);
-        if (job->abandoned) continue;
-      }
-      read_process(*job);
-      {
-        std::lock_guard jl(job->mu);
-        job->done = true;
-      }
-      job->cv.notify_one();
-    }
-  }
-
-  static void read_process(ProcJob& job) {
-    // The ELF class decides the auxv word size, so it comes first.
-    unsigned elf_class = 64;
-    if (auto exe = proc::read_exe(job.pid); exe) {
-      if (exe->elf_class != 0) elf_class = exe->elf_class;
-      // A program of another architecture: its exe is the emulator.
-      if (job.binfmt) job.emulation = job.binfmt->emulation_of(exe->dev, exe->ino);
-    }
-    bool persona32 = false;
-    if (auto p = proc::read_personality(job.pid); p) persona32 = proc::is_linux32_personality(*p);
-    job.compat32 = elf_class == 32 || persona32;
-    if (auto s = proc::read_auxv_secure(job.pid, elf_class == 32 ? 4 : 8); s) job.auxv_secure = *s;
-    std::vector<std::string> env;
-    // A process looking up what it execs (`VAR=x cmd` through a $VAR link)
-    // means the environment it passes to the new program.
-    if (job.try_execve_envp) {
-      if (auto in_exec = proc::read_execve_envp(job.pid, env); in_exec && *in_exec) {
-        job.environ = std::move(env);
-        job.environ_ok = true;
-        job.from_execve = true;
-        return;
-      }
-    }
-    if (auto e = proc::read_environ(job.pid, env); e) {
-      job.environ = std::move(env);
-      job.environ_ok = true;
-    }
-  }
-
-  std::shared_ptr<State> state_;
-};
-
-struct UserInfo {
-  Clock::time_point read_at;
-  bool found = false;
-  std::string name, home;
-};
-struct GroupInfo {
-  Clock::time_point read_at;
-  bool found = false;
-  std::string name;
-};
-
-UserInfo lookup_user(uid_t uid) {
-  UserInfo info;
-  std::vector<char> buf(4096);
-  passwd pw{};
-  passwd* res = nullptr;
-  int rc;
-  while ((rc = ::getpwuid_r(uid, &pw, buf.data(), buf.size(), &res)) == ERANGE && buf.size() < (1u << 20))
-    buf.resize(buf.size() * 2);
-  if (rc == 0 && res) {
-    info.found = true;
-    info.name = pw.pw_name;
-    info.home = pw.pw_dir ? pw.pw_dir : "";
-  }
-  return info;
-}
-
-GroupInfo lookup_group(gid_t gid) {
-  GroupInfo info;
-  std::vector<char> buf(4096);
-  group gr{};
-  group* res = nullptr;
-  int rc;
-  while ((rc = ::getgrgid_r(gid, &gr, buf.data(), buf.size(), &res)) == ERANGE && buf.size() < (1u << 22))
-    buf.resize(buf.size() * 2);
-  if (rc == 0 && res) {
-    info.found = true;
-    info.name = gr.gr_name;
-  }
-  return info;
-}
 
 bool kernel_at_least(unsigned major, unsigned minor) {
   utsname u{};
@@ -378,15 +151,18 @@ bool kernel_at_least(unsigned major, unsigned minor) {
 
 struct CallerContexts::Impl {
   explicit Impl(Options o)
-      : opts(o), per_shard(std::max<std::size_t>(1, o.max_entries / kShards)), pool(o.helper_threads, o.max_queued) {
-    if (o.caller_accounts)
-      accounts = std::make_unique<CallerAccounts>(std::chrono::milliseconds(o.environ_timeout_ms));
+      : opts(o),
+        per_shard(std::max<std::size_t>(1, o.max_entries / kShards)),
+        environs(o.max_entries, o.max_environ_bytes),
+        names(std::chrono::milliseconds(o.nss_ttl_ms), o.caller_accounts,
+              std::chrono::milliseconds(o.environ_timeout_ms)),
+        pool(o.helper_threads, o.max_queued) {
     using Key = Options::ImageKey;
     if (o.image_key == Key::Auto || o.image_key == Key::Events) {
-      if (auto ev = ProcEvents::open(std::chrono::milliseconds(500)); ev) {
-        events = std::move(*ev);
+      // Now that everything `forget` touches is built.
+      watcher = ExecWatcher::open([this](pid_t pid) { forget(pid); }, [this] { forget_all(); });
+      if (watcher) {
         key_in_use = Key::Events;
-        start_event_thread();
         return;
       }
     }
@@ -396,95 +172,54 @@ struct CallerContexts::Impl {
       key_in_use = kernel_at_least(5, 7) ? Key::Auxv : Key::Stat;
   }
 
-  ~Impl() {
-    if (event_thread.joinable()) {
-      std::uint64_t one = 1;
-      [[maybe_unused]] ssize_t n = ::write(stop_fd, &one, sizeof one);
-      event_thread.join();
-      ::close(stop_fd);
-    }
-  }
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
 
-  // Drains events while no request does, so the socket does not overflow
-  // when the mount is idle.
-  void start_event_thread() {
-    stop_fd = ::eventfd(0, EFD_CLOEXEC);
-    if (stop_fd < 0) return;  // requests still drain before every lookup
-    event_thread = std::thread([this] {
-      for (;;) {
-        pollfd fds[2] = {{events->fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}};
-        if (::poll(fds, 2, -1) < 0 && errno != EINTR) return;
-        if (fds[1].revents) return;
-        if (fds[0].revents) drain_events();
-      }
-    });
-  }
-
-  // Applies every exec/exit event the kernel has queued for us.
-  void drain_events() {
-    if (!events) return;
-    std::lock_guard lock(events_mu);
-    draining.fetch_add(1, std::memory_order_seq_cst);
-    if (!events->drain(forget_pid)) forget_all();
-    draining.fetch_sub(1, std::memory_order_seq_cst);
-  }
-
-  // Before a lookup: every event queued before this request arrived must be
-  // applied. The common case (nothing queued, nobody draining) costs one
-  // poll and no lock, so concurrent requests do not queue up on events_mu.
-  // Why it is exact: the kernel queues a process's exec event before the new
-  // image can make the request we are serving. Either the event is still
-  // queued when we poll (pending: we drain), or a drainer has read it
-  // already; that drainer raised `draining` before its read, its read
-  // happened before our poll (the socket's queue lock orders the two), so
-  // we see `draining` raised until it has applied the event, and then we
-  // drain too, which waits for it on events_mu.
+  // Every exec/exit event queued before this call is applied (exec_watcher.hpp).
   void sync_events() {
-    if (!events) return;
-    if (events->pending() || draining.load(std::memory_order_seq_cst) != 0) drain_events();
-  }
-
-  // Erases a process entry; the caller holds its shard's lock.
-  void erase_proc(Shard& sh, std::unordered_map<pid_t, ProcEntry>::iterator it) {
-    environ_bytes_used.fetch_sub(it->second.bytes, std::memory_order_relaxed);
-    sh.procs.erase(it);
+    if (watcher) watcher->sync();
   }
 
   // A task exec'd, exited, or its id was handed out again: whatever was
   // kept for that thread id, and for the process if it was one, is void.
   void forget(pid_t pid) {
-    Shard& sh = shard_for(pid);
-    std::lock_guard lock(sh.mu);
-    sh.threads.erase(pid);
-    if (auto it = sh.procs.find(pid); it != sh.procs.end()) erase_proc(sh, it);
-    // The identities too: the next holder of this id may have the same uid
-    // and gid but other groups (its [group.NAME] values are its own).
-    std::erase_if(sh.ids, [pid](const auto& e) { return e.first.pid == pid; });
-    ++sh.seq;
-    sh.forgotten[sh.seq % kForgottenRing] = pid;
+    {
+      Shard& sh = shard_for(pid);
+      std::lock_guard lock(sh.mu);
+      sh.threads.erase(pid);
+      // The identities too: the next holder of this id may have the same uid
+      // and gid but other groups (its [group.NAME] values are its own).
+      std::erase_if(sh.ids, [pid](const auto& e) { return e.first.pid == pid; });
+      ++sh.seq;
+      sh.forgotten[sh.seq % kForgottenRing] = pid;
+    }
+    environs.forget(pid);
   }
 
   void forget_all() {
     for (Shard& sh : shards) {
       std::lock_guard lock(sh.mu);
       sh.threads.clear();
-      for (auto it = sh.procs.begin(); it != sh.procs.end();) {
-        environ_bytes_used.fetch_sub(it->second.bytes, std::memory_order_relaxed);
-        it = sh.procs.erase(it);
-      }
       sh.seq += kForgottenRing;  // every pid counts as forgotten
+    }
+    environs.forget_all();
+  }
+
+  // The links of every thread (after the environment cache dropped every entry).
+  void forget_threads() {
+    for (Shard& sh : shards) {
+      std::lock_guard lock(sh.mu);
+      sh.threads.clear();
     }
   }
 
   Options opts;
   std::shared_ptr<BinfmtRegistry> binfmt = std::make_shared<BinfmtRegistry>(opts.binfmt_dir);
   std::size_t per_shard;
-  Shard shards[kShards];
+  Shard shards[kShards];     // identities and thread links
+  EnvironCache environs;     // what each process image shares among its threads
 
-  std::mutex nss_mu;
-  std::unique_ptr<CallerAccounts> accounts;  // null: -o daemon_nss
+  CallerNames names;  // user and group names, home
 
   // Namespaces other than the daemon's (0 for the daemon's own, or unknown).
   static void note_namespaces(Caller& c) {
@@ -495,51 +230,13 @@ struct CallerContexts::Impl {
     c.mnt_ns = ids.mnt != own.mnt ? ids.mnt : 0;
   }
 
-  // A caller in another mount namespace: its own /etc/passwd and
-  // /etc/group, read through its root; numbers when they cannot be read or
-  // do not list the id (the file is untrusted, and the daemon's NSS would
-  // give the host's names).
-  void fill_names_from_own_files(Caller& c) {
-    const std::shared_ptr<const AccountFiles> files = accounts->files(c.pid, c.mnt_ns);
-    const AccountUser* u = files ? files->user(c.uid) : nullptr;
-    c.user_name = u ? u->name : std::to_string(c.uid);
-    c.home = u ? u->home : "";
-    auto group_name = [&](gid_t gid) {
-      const std::string* g = files ? files->group(gid) : nullptr;
-      return g ? *g : std::to_string(gid);
-    };
-    c.group_name = group_name(c.gid);
-    c.group_names = {c.group_name};
-    for (gid_t sup : c.groups)
-      if (sup != c.gid) c.group_names.push_back(group_name(sup));
-  }
-  std::unordered_map<uid_t, UserInfo> users;
-  std::unordered_map<gid_t, GroupInfo> groups;
-
-  std::atomic<std::uint64_t> hits{0}, misses{0}, timeouts{0}, evictions{0};
-  std::atomic<std::atomic<std::uint64_t>*> external_timeouts{nullptr};
-  ProcPool pool;
-
-  // Kept environments: their bytes (see ProcEntry::bytes), the next stamp,
-  // and the eviction hand (a shard index).
-  std::atomic<std::size_t> environ_bytes_used{0};
-  std::atomic<std::uint64_t> next_stamp{1};
-  std::atomic<std::size_t> hand{0};
-
-  // The rules that decide which variables are kept (follow_rules()).
-  std::atomic<const MountState*> rules_state{nullptr};
-  std::atomic<std::uint64_t> seen_generation{0};  // rules generation filter_rules is from
-  std::mutex filter_mu;                           // guards filter_rules; never held with a Shard::mu
-  std::shared_ptr<const Rules> filter_rules;      // null: keep every variable
-  std::atomic<std::uint64_t> filter_stamp{0};     // bumped when the kept set changes
+  std::atomic<std::uint64_t> hits{0}, misses{0};
+  ProcPool pool;  // counts the timeouts
 
   Options::ImageKey key_in_use = Options::ImageKey::Auxv;
-  std::unique_ptr<ProcEvents> events;  // null: validate by image key instead
-  std::mutex events_mu;                // serialises drains; taken before any Shard::mu
-  std::atomic<int> draining{0};        // threads inside drain_events() (see sync_events)
-  const std::function<void(pid_t)> forget_pid = [this](pid_t pid) { forget(pid); };
-  std::thread event_thread;
-  int stop_fd = -1;
+  // Declared last, so destroyed first: its thread calls forget() until then.
+  // Its drain lock is taken before any Shard::mu.
+  std::unique_ptr<ExecWatcher> watcher;  // null: validate by image key instead
 
   Shard& shard_for(pid_t pid) { return shards[static_cast<std::uint32_t>(pid) % kShards]; }
 
@@ -566,45 +263,7 @@ struct CallerContexts::Impl {
     return c;
   }
 
-  void fill_names(Caller& c) {
-    if (accounts && c.mnt_ns != 0) return fill_names_from_own_files(c);
-    const auto now = Clock::now();
-    const auto ttl = std::chrono::milliseconds(opts.nss_ttl_ms);
-    auto user = [&](uid_t uid) -> const UserInfo& {
-      auto it = users.find(uid);
-      if (it == users.end() || now - it->second.read_at > ttl) {
-        if (users.size() >= kMaxNssEntries) users.clear();
-        UserInfo info = lookup_user(uid);
-        info.read_at = now;
-        it = users.insert_or_assign(uid, std::move(info)).first;
-      }
-      return it->second;
-    };
-    auto group = [&](gid_t gid) -> const GroupInfo& {
-      auto it = groups.find(gid);
-      if (it == groups.end() || now - it->second.read_at > ttl) {
-        if (groups.size() >= kMaxNssEntries) groups.clear();
-        GroupInfo info = lookup_group(gid);
-        info.read_at = now;
-        it = groups.insert_or_assign(gid, std::move(info)).first;
-      }
-      return it->second;
-    };
-    // NSS may be slow (LDAP); it runs under this lock only on a cache miss.
-    std::lock_guard lock(nss_mu);
-    const UserInfo& u = user(c.uid);
-    c.user_name = u.name;
-    c.home = u.home;
-    const GroupInfo& g = group(c.gid);
-    c.group_name = g.name;
-    c.group_names.clear();
-    if (g.found) c.group_names.push_back(g.name);
-    for (gid_t sup : c.groups) {
-      if (sup == c.gid) continue;
-      const GroupInfo& s = group(sup);
-      if (s.found) c.group_names.push_back(s.name);
-    }
-  }
+  void fill_names(Caller& c) { names.fill(c); }
 
   // Returns the cached identity entry's pointers, refreshed when stale.
   // `want_named` also fills the NSS names on first demand. `tgid_out` gets
@@ -668,126 +327,19 @@ struct CallerContexts::Impl {
     return ImageKeys{(process ^ id->starttime) * 0x100000001B3ull, process};
   }
 
-  // Notices a rules reload that changes which variables are kept: the kept
-  // environments then lack variables the new rules take (or hold ones they
-  // no longer do), so they go. One atomic load when nothing changed.
+  // A rules reload that changes which variables are kept drops the kept
+  // environments (they lack variables the new rules take, or hold ones they
+  // no longer do), and so the threads' links to them. One atomic load when
+  // nothing changed.
   void sync_filter() {
-    const MountState* st = rules_state.load(std::memory_order_acquire);
-    if (st == nullptr) return;
-    const std::uint64_t gen = st->rules_generation();
-    if (gen == seen_generation.load(std::memory_order_acquire)) return;
-    bool changed = false;
-    {
-      std::lock_guard lock(filter_mu);
-      if (gen == seen_generation.load(std::memory_order_relaxed)) return;
-      // Generation first, then rules: these rules are at least that new.
-      std::shared_ptr<const Rules> rules = st->rules();
-      changed = !filter_rules || !same_filter(*filter_rules, *rules);
-      filter_rules = std::move(rules);
-      if (changed) filter_stamp.fetch_add(1, std::memory_order_acq_rel);
-      seen_generation.store(gen, std::memory_order_release);
-    }
-    // After the stamp: an environment read with the old filter is refused
-    // by store_proc, or stored before this and erased here.
-    if (changed) forget_procs();
-  }
-
-  void forget_procs() {
-    for (Shard& sh : shards) {
-      std::lock_guard lock(sh.mu);
-      sh.threads.clear();
-      for (auto it = sh.procs.begin(); it != sh.procs.end();) {
-        environ_bytes_used.fetch_sub(it->second.bytes, std::memory_order_relaxed);
-        it = sh.procs.erase(it);
-      }
-    }
-  }
-
-  // Keeps the variables the rules can take, each name once (the first
-  // definition wins, as for getenv). Returns the filter stamp used.
-  std::uint64_t keep_used(std::vector<std::string>& env) {
-    std::shared_ptr<const Rules> rules;
-    std::uint64_t stamp;
-    {
-      std::lock_guard lock(filter_mu);
-      rules = filter_rules;
-      stamp = filter_stamp.load(std::memory_order_relaxed);
-    }
-    // Views into `kept`'s strings, which never move: it has room for all.
-    std::unordered_set<std::string_view> seen;
-    std::vector<std::string> kept;
-    kept.reserve(env.size());
-    for (std::string& entry : env) {
-      const std::size_t eq = entry.find('=');
-      if (eq == std::string::npos) continue;  // never matches a name
-      const std::string_view name(entry.data(), eq);
-      if (rules && !environment_name_used(*rules, name)) continue;
-      if (seen.contains(name)) continue;
-      kept.push_back(std::move(entry));
-      seen.insert(std::string_view(kept.back().data(), eq));
-    }
-    kept.shrink_to_fit();
-    env = std::move(kept);
-    return stamp;
-  }
-
-  // Makes room for `n` more kept bytes, evicting other processes' entries
-  // as needed. False when it cannot (n is above the whole limit).
-  bool reserve(std::size_t n) {
-    const std::size_t limit = opts.max_environ_bytes;
-    if (n > limit) return false;
-    for (int round = 0; round < 4; ++round) {
-      std::size_t cur = environ_bytes_used.load(std::memory_order_relaxed);
-      while (cur + n <= limit) {
-        if (environ_bytes_used.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed)) return true;
-      }
-      evict(cur + n - limit);
-    }
-    return false;
-  }
-
-  void unreserve(std::size_t n) { environ_bytes_used.fetch_sub(n, std::memory_order_relaxed); }
-
-  // A CLOCK over the shards, one shard lock at a time (the caller holds
-  // none): an entry looked up since the hand last passed gets a second
-  // chance. Two turns free anything there is to free.
-  void evict(std::size_t want) {
-    std::size_t freed = 0;
-    for (std::size_t step = 0; step < 2 * kShards && freed < want; ++step) {
-      Shard& sh = shards[hand.fetch_add(1, std::memory_order_relaxed) % kShards];
-      std::lock_guard lock(sh.mu);
-      for (auto it = sh.procs.begin(); it != sh.procs.end() && freed < want;) {
-        if (it->second.used) {
-          it->second.used = false;
-          ++it;
-          continue;
-        }
-        freed += it->second.bytes;
-        evictions.fetch_add(1, std::memory_order_relaxed);
-        environ_bytes_used.fetch_sub(it->second.bytes, std::memory_order_relaxed);
-        it = sh.procs.erase(it);
-      }
-    }
-  }
-
-  // A context for `named` on a process's image.
-  static std::shared_ptr<Caller> build(const Caller& named, pid_t tgid, const ProcEntry& pe,
-                                       std::vector<std::string> environ) {
-    auto c = std::make_shared<Caller>(named);
-    c->pid = tgid;  // shared by the process's threads
-    c->environ = std::move(environ);
-    c->environ_known = pe.environ_known;
-    c->compat32 = pe.compat32;
-    c->emulation = pe.emulation;
-    c->secure = named.secure || pe.auxv_secure;
-    return c;
+    if (environs.sync_filter()) forget_threads();
   }
 
   std::shared_ptr<const Caller> lookup_full(pid_t pid, uid_t uid, gid_t gid) {
     if (pid == 0) return lookup_identity(pid, uid, gid, true);
     sync_filter();
     ImageKeys keys;  // with events, entries are dropped instead of compared
-    if (events) {
+    if (watcher) {
       sync_events();
     } else {
       auto k = image_keys(pid);
@@ -818,16 +370,12 @@ struct CallerContexts::Impl {
     }
     if (tgid <= 0) tgid = pid;
     Shard& ts = shard_for(pid);
-    Shard& ps = shard_for(tgid);
-    std::uint64_t tseq, pseq;
+    std::uint64_t tseq;
     {
       std::lock_guard lock(ts.mu);
       tseq = ts.seq;
     }
-    {
-      std::lock_guard lock(ps.mu);
-      pseq = ps.seq;
-    }
+    const std::uint64_t pseq = environs.seq(tgid);
 
     // Another thread of this process (or this one, before its identity
     // was re-read) has its image's environment kept already.
@@ -838,15 +386,7 @@ struct CallerContexts::Impl {
     job->pid = pid;
     job->try_execve_envp = key_in_use != Options::ImageKey::Stat;
     job->binfmt = binfmt;
-    bool completed = false;
-    if (pool.submit(job)) {
-      std::unique_lock lock(job->mu);
-      completed = job->cv.wait_for(lock, std::chrono::milliseconds(opts.environ_timeout_ms), [&] { return job->done; });
-      if (!completed) job->abandoned = true;
-    }
-    if (!completed) {
-      timeouts.fetch_add(1, std::memory_order_relaxed);
-      if (auto* ext = external_timeouts.load(std::memory_order_relaxed)) ext->fetch_add(1, std::memory_order_relaxed);
+    if (!pool.run(job, std::chrono::milliseconds(opts.environ_timeout_ms))) {
       // Unknown, not absent: the caller must not quietly get the lower
       // scopes (see Caller::environ_late). Not cached: the next request
       // tries again.
@@ -855,27 +395,28 @@ struct CallerContexts::Impl {
       return c;
     }
 
-    ProcEntry pe{};
-    pe.image = keys.process;
-    pe.compat32 = job->compat32;
-    pe.emulation = std::move(job->emulation);
-    pe.auxv_secure = job->auxv_secure;
-    pe.used = true;
-    pe.environ_known = job->environ_ok;
+    ImageFacts facts;
+    facts.image = keys.process;
+    facts.compat32 = job->compat32;
+    facts.emulation = std::move(job->emulation);
+    facts.auxv_secure = job->auxv_secure;
+    facts.environ_known = job->environ_ok;
+    std::uint64_t filter;
     if (job->environ_ok) {
-      pe.filter = keep_used(job->environ);
+      filter = environs.keep_used(job->environ);
     } else {
       job->environ.clear();
-      pe.filter = filter_stamp.load(std::memory_order_acquire);
+      filter = environs.filter_stamp();
     }
-    std::shared_ptr<const Caller> c = build(*named, tgid, pe, std::move(job->environ));
+    std::shared_ptr<const Caller> c = context_on_image(*named, tgid, facts, std::move(job->environ));
     // The envp of an execve in progress is this thread's alone: the
     // process's other threads still run the old image.
     if (job->from_execve) return c;
     // Apply events that arrived during the read: if the process exec'd
     // meanwhile, what we read may be the old image's and is not cached.
     sync_events();
-    store_proc(pid, tgid, keys, named, std::move(pe), c, tseq, pseq);
+    if (const std::uint64_t stamp = environs.store(tgid, facts, filter, named, c, pseq))
+      link_thread(pid, tgid, keys.thread, std::move(named), stamp, 0, tseq);
     return c;
   }
 
@@ -902,72 +443,21 @@ struct CallerContexts::Impl {
       stamp = it->second.stamp;
       slot = it->second.slot;
     }
-    Shard& ps = shard_for(tgid);
-    std::lock_guard lock(ps.mu);
-    const auto it = ps.procs.find(tgid);
-    if (it == ps.procs.end() || it->second.stamp != stamp || slot >= it->second.callers.size()) return nullptr;
-    it->second.used = true;
-    hits.fetch_add(1, std::memory_order_relaxed);
-    return it->second.callers[slot].caller;
+    std::shared_ptr<const Caller> c = environs.context(tgid, stamp, slot);
+    if (c) hits.fetch_add(1, std::memory_order_relaxed);
+    return c;
   }
 
   // A context from the process's kept entry, and the thread linked to it;
   // null when the process has no entry for this image.
   std::shared_ptr<const Caller> from_process(pid_t pid, pid_t tgid, ImageKeys keys,
                                              const std::shared_ptr<const Caller>& named, std::uint64_t tseq) {
-    Shard& ps = shard_for(tgid);
-    std::uint64_t stamp = 0;
-    std::size_t slot = 0;
-    std::shared_ptr<const Caller> result;
-    ProcEntry snapshot{};  // what a context for a new identity is built from
-    std::vector<std::string> environ;
-    {
-      std::lock_guard lock(ps.mu);
-      const auto it = ps.procs.find(tgid);
-      if (it == ps.procs.end() || it->second.image != keys.process) return nullptr;
-      ProcEntry& pe = it->second;
-      pe.used = true;
-      for (std::size_t i = 0; i < pe.callers.size(); ++i) {
-        if (same_identity(*pe.callers[i].basis, *named)) {
-          result = pe.callers[i].caller;
-          stamp = pe.stamp;
-          slot = i;
-          break;
-        }
-      }
-      if (!result) {
-        snapshot.environ_known = pe.environ_known;
-        if (!pe.callers.empty()) environ = pe.callers.front().caller->environ;
-        snapshot.compat32 = pe.compat32;
-        snapshot.emulation = pe.emulation;
-        snapshot.auxv_secure = pe.auxv_secure;
-        stamp = pe.stamp;
-      }
-    }
+    auto found = environs.for_identity(tgid, keys.process, named);
+    if (!found) return nullptr;
     hits.fetch_add(1, std::memory_order_relaxed);
-    if (result) {
-      link_thread(pid, tgid, keys.thread, named, stamp, slot, tseq);
-      return result;
-    }
-    // A new identity in this process: a context of its own, with the same
-    // environment, kept with the others while there is room.
-    std::shared_ptr<const Caller> c = build(*named, tgid, snapshot, std::move(environ));
-    const std::size_t extra = caller_bytes(*c);
-    if (!reserve(extra)) return c;
-    {
-      std::lock_guard lock(ps.mu);
-      const auto it = ps.procs.find(tgid);
-      if (it != ps.procs.end() && it->second.stamp == stamp && it->second.callers.size() < kMaxCallersPerProcess) {
-        it->second.callers.push_back(ProcCaller{named, c});
-        it->second.bytes += extra;
-        slot = it->second.callers.size() - 1;
-      } else {
-        unreserve(extra);
-        return c;
-      }
-    }
-    link_thread(pid, tgid, keys.thread, named, stamp, slot, tseq);
-    return c;
+    if (found->slot < EnvironCache::kMaxCallersPerProcess)
+      link_thread(pid, tgid, keys.thread, named, found->stamp, found->slot, tseq);
+    return found->caller;
   }
 
   void link_thread(pid_t pid, pid_t tgid, std::uint64_t image, std::shared_ptr<const Caller> named,
@@ -977,44 +467,6 @@ struct CallerContexts::Impl {
     if (ts.forgot_since(pid, tseq)) return;  // an exec/exit event for this thread came in between
     if (ts.threads.size() >= per_shard) ts.threads.clear();
     ts.threads.insert_or_assign(pid, ThreadEntry{named->uid, named->gid, image, std::move(named), tgid, stamp, slot});
-  }
-
-  void store_proc(pid_t pid, pid_t tgid, ImageKeys keys, std::shared_ptr<const Caller> named, ProcEntry pe,
-                  std::shared_ptr<const Caller> c, std::uint64_t tseq, std::uint64_t pseq) {
-    pe.stamp = next_stamp.fetch_add(1, std::memory_order_relaxed);
-    pe.bytes = kProcEntryOverhead + caller_bytes(*c);
-    if (!reserve(pe.bytes)) return;  // larger than the whole limit: used, not kept
-    const std::uint64_t stamp = pe.stamp;
-    pe.callers.push_back(ProcCaller{named, std::move(c)});
-    {
-      Shard& ps = shard_for(tgid);
-      std::lock_guard lock(ps.mu);
-      // An exec/exit event came in between, or a reload changed what is kept.
-      if (ps.forgot_since(tgid, pseq) || pe.filter != filter_stamp.load(std::memory_order_acquire)) {
-        unreserve(pe.bytes);
-        return;
-      }
-      if (auto it = ps.procs.find(tgid); it != ps.procs.end()) erase_proc(ps, it);
-      if (ps.procs.size() >= per_shard) evict_one(ps);
-      ps.procs.emplace(tgid, std::move(pe));
-    }
-    link_thread(pid, tgid, keys.thread, std::move(named), stamp, 0, tseq);
-  }
-
-  // The count bound of one shard (the byte limit is the usual one): the
-  // first entry not used since the hand passed, else any.
-  void evict_one(Shard& sh) {
-    auto victim = sh.procs.begin();
-    for (auto it = sh.procs.begin(); it != sh.procs.end(); ++it) {
-      if (!it->second.used) {
-        victim = it;
-        break;
-      }
-      it->second.used = false;
-    }
-    if (victim == sh.procs.end()) return;
-    evictions.fetch_add(1, std::memory_order_relaxed);
-    erase_proc(sh, victim);
   }
 };
 
@@ -1043,31 +495,29 @@ std::shared_ptr<const Caller> CallerContexts::described(Caller caller) {
 CallerContexts::Options::ImageKey CallerContexts::image_key() const noexcept { return impl_->key_in_use; }
 
 void CallerContexts::set_timeout_counter(std::atomic<std::uint64_t>* counter) noexcept {
-  impl_->external_timeouts.store(counter, std::memory_order_relaxed);
+  impl_->pool.count_timeouts_in(counter);
 }
 
 void CallerContexts::follow_rules(const MountState& state) {
-  impl_->rules_state.store(&state, std::memory_order_release);
-  impl_->sync_filter();
+  if (impl_->environs.follow_rules(state)) impl_->forget_threads();
 }
 
 CallerContexts::Stats CallerContexts::stats() const {
   Stats s{};
   for (auto& sh : impl_->shards) {
     std::lock_guard lock(sh.mu);
-    s.entries += sh.ids.size() + sh.threads.size() + sh.procs.size();
-    s.processes += sh.procs.size();
+    s.entries += sh.ids.size() + sh.threads.size();
   }
-  s.environ_bytes = impl_->environ_bytes_used.load(std::memory_order_relaxed);
-  s.environ_bytes_limit = impl_->opts.max_environ_bytes;
-  s.evictions = impl_->evictions.load(std::memory_order_relaxed);
-  {
-    std::lock_guard lock(impl_->nss_mu);
-    s.nss_entries = impl_->users.size() + impl_->groups.size();
-  }
+  const EnvironCache::Stats e = impl_->environs.stats();
+  s.entries += e.processes;
+  s.processes = e.processes;
+  s.environ_bytes = e.bytes;
+  s.environ_bytes_limit = impl_->environs.bytes_limit();
+  s.evictions = e.evictions;
+  s.nss_entries = impl_->names.nss_entries();
   s.hits = impl_->hits.load(std::memory_order_relaxed);
   s.misses = impl_->misses.load(std::memory_order_relaxed);
-  s.timeouts = impl_->timeouts.load(std::memory_order_relaxed);
+  s.timeouts = impl_->pool.timeouts();
   return s;
 }
 

@@ -114,7 +114,8 @@ class CallerContexts {
   };
   Stats stats() const;
 
-  // Also count timeouts into this counter (MountState's environ_timeouts);
+  // Count timeouts in this counter (MountState's environ_timeouts) instead
+  // of our own, so that each is counted once; stats().timeouts reads it.
   // LinkService wires it. The counter must outlive this object.
   void set_timeout_counter(std::atomic<std::uint64_t>* counter) noexcept;
 

@@ -4,342 +4,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <array>
-#include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <memory>
-#include <mutex>
-#include <unordered_map>
 
+#include "generation_cache.hpp"
+#include "link_counters.hpp"
 #include "namespaces.hpp"
 #include "probe_walk.hpp"
+#include "sys_probes.hpp"
+#include "template_cache.hpp"
 #include "vsymfs/namespace_hosts.hpp"
 #include "vsymfs/resolver.hpp"
-#include "vsymfs/var_map.hpp"
 
 namespace vsymfs::daemon {
 
 namespace {
 
-constexpr std::size_t kShards = 16;
-constexpr std::size_t kMaxTemplatesPerShard = 512;
-constexpr std::size_t kMaxProbesPerShard = 256;
-
 using Clock = std::chrono::steady_clock;
-
-// How much of the caller a template can depend on, cheapest first. Decided
-// once at parse time so the readlink path reads /proc only when it must.
-enum class Needs : std::uint8_t {
-  Nothing,   // literal text: the raw text for everyone
-  Host,      // host facts only ({memb}, @hostname, ...): no /proc at all
-  Identity,  // ids, groups, NSS names (identity builtins, @uid): status only
-  Process,   // environment, secure mode, 32-bit personality: the full context
-};
-
-Needs classify(const Template& t) {
-  if (t.is_literal()) return Needs::Nothing;
-  if (!t.needs_caller()) return Needs::Host;
-  // Conditional branches may use anything, and the universe may come from
-  // the environment.
-  if (t.needs_personality() || t.is_conditional()) return Needs::Process;
-  if (t.needs_process_scope()) {
-    // Any scope may define any name, but identity builtins (${USER}) are
-    // never taken from the environment: those alone need no environ read.
-    const std::string_view raw = t.raw();
-    for (const auto& seg : t.segments()) {
-      if (seg.kind == Template::Segment::Kind::Variable && !is_identity_builtin(raw.substr(seg.offset, seg.length)))
-        return Needs::Process;
-    }
-  }
-  return Needs::Identity;
-}
-
-struct Parsed {
-  Template tmpl;
-  Needs needs;
-};
-
-struct TemplateShard {
-  std::mutex mu;
-  std::uint64_t generation = 0;
-  StringMap<std::shared_ptr<const Parsed>> map;
-};
-
-// Whether an @sys candidate exists, keyed by the link's directory and the
-// candidate's expansion: a readlink of `../@sys/bin` with the first sysname
-// missing otherwise pays a failed path walk in SOURCE every time.
-struct ProbeResult {
-  Clock::time_point expires;
-  bool exists;
-};
-
-struct ProbeShard {
-  std::mutex mu;
-  std::uint64_t generation = 0;
-  StringMap<ProbeResult> map;  // key: see probe_key()
-  // Counted under mu, which is held anyway: shared atomics would add a
-  // cache line that both CPUs write on every probe.
-  std::uint64_t hits = 0, misses = 0;
-};
-
-class ProbeCache {
- public:
-  explicit ProbeCache(double ttl_seconds)
-      : ttl_(ttl_seconds > 0 ? std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(ttl_seconds))
-                             : Clock::duration::zero()) {}
-
-  bool enabled() const noexcept { return ttl_ > Clock::duration::zero(); }
-
-  // The cached answer, if fresh and from the rules in force.
-  std::optional<bool> find(std::string_view key, std::uint64_t generation, Clock::time_point now) {
-    const std::size_t h = StringHash{}(key);
-    Local& l = local_slot(h);
-    if (l.owner == id_ && l.epoch == epoch_.load(std::memory_order_acquire) && l.generation == generation &&
-        now < l.expires && l.key == key) {
-      local_hits_.fetch_add(1, std::memory_order_relaxed);
-      return l.exists;
-    }
-    ProbeShard& sh = shards_[h % kShards];
-    std::lock_guard lock(sh.mu);
-    if (sh.generation == generation) {
-      if (auto it = sh.map.find(key); it != sh.map.end() && now < it->second.expires) {
-        ++sh.hits;
-        remember(l, key, generation, it->second);
-        return it->second.exists;
-      }
-    }
-    ++sh.misses;
-    return std::nullopt;
-  }
-
-  void store(std::string_view key, std::uint64_t generation, Clock::time_point now, bool exists) {
-    const std::size_t h = StringHash{}(key);
-    ProbeShard& sh = shards_[h % kShards];
-    std::lock_guard lock(sh.mu);
-    if (sh.generation != generation) {
-      if (sh.generation > generation) return;  // a reload happened meanwhile
-      sh.map.clear();
-      sh.generation = generation;
-    }
-    const ProbeResult result{now + ttl_, exists};
-    remember(local_slot(h), key, generation, result);
-    if (auto it = sh.map.find(key); it != sh.map.end()) {
-      it->second = result;
-      return;
-    }
-    // Bounded: expired entries go first; a shard full of live ones starts over.
-    if (sh.map.size() >= kMaxProbesPerShard) {
-      std::erase_if(sh.map, [&](const auto& kv) { return kv.second.expires <= now; });
-      if (sh.map.size() >= kMaxProbesPerShard) sh.map.clear();
-    }
-    sh.map.emplace(std::string(key), result);
-  }
-
-  void clear() {
-    for (ProbeShard& sh : shards_) {
-      std::lock_guard lock(sh.mu);
-      sh.map.clear();
-    }
-    // Then every thread's copies. In this order a copy made from an entry
-    // just before its shard was cleared carries the old epoch (copies read
-    // the epoch under the shard lock).
-    epoch_.fetch_add(1, std::memory_order_acq_rel);
-  }
-
-  struct Totals {
-    std::size_t entries = 0;
-    std::uint64_t hits = 0, misses = 0;
-  };
-  Totals totals() const {
-    Totals t;
-    for (ProbeShard& sh : shards_) {
-      std::lock_guard lock(sh.mu);
-      t.entries += sh.map.size();
-      t.hits += sh.hits;
-      t.misses += sh.misses;
-    }
-    t.hits += local_hits_.load(std::memory_order_relaxed);
-    return t;
-  }
-
- private:
-  // A per-thread copy of recent answers, in front of the shards: every
-  // readlink of one @sys link probes the same candidates, and with one
-  // worker per CPU two workers otherwise meet on the same shard lock for
-  // each of them (2 processes: 0.53-0.91x a plain readlink, bimodal). A copy
-  // keeps the shared entry's expiry and dies with clear() (epoch) and with
-  // a rules reload (generation), so the staleness bound is unchanged.
-  struct Local {
-    std::uint64_t owner = 0, epoch = 0, generation = 0;
-    Clock::time_point expires{};
-    bool exists = false;
-    std::string key;
-  };
-  static constexpr std::size_t kLocalSlots = 64;
-
-  static Local& local_slot(std::size_t hash) {
-    thread_local std::array<Local, kLocalSlots> slots;
-    return slots[(hash / kShards) % kLocalSlots];
-  }
-
-  void remember(Local& l, std::string_view key, std::uint64_t generation, const ProbeResult& r) const {
-    l.owner = id_;
-    l.epoch = epoch_.load(std::memory_order_acquire);
-    l.generation = generation;
-    l.expires = r.expires;
-    l.exists = r.exists;
-    l.key.assign(key);
-  }
-
-  static std::uint64_t next_id() {
-    static std::atomic<std::uint64_t> ids{0};
-    return ids.fetch_add(1, std::memory_order_relaxed) + 1;
-  }
-
-  const Clock::duration ttl_;
-  const std::uint64_t id_ = next_id();  // thread-local copies belong to one cache
-  std::atomic<std::uint64_t> epoch_{0};
-  mutable std::array<ProbeShard, kShards> shards_;
-  alignas(64) std::atomic<std::uint64_t> local_hits_{0};
-};
-
-// Counts where substituted values came from without building a trace: a
-// few increments on the stack, folded into the shared counters once.
-class CountingSource final : public ValueSource {
- public:
-  explicit CountingSource(const ValueSource& inner) noexcept : inner_(inner) {}
-
-  std::optional<Value> variable(std::string_view name) const override { return count(inner_.variable(name)); }
-  std::optional<Value> magic(std::string_view name) const override { return count(inner_.magic(name)); }
-  std::span<const std::string> sysnames() const override {
-    ++counts_[static_cast<std::size_t>(inner_.sysnames_scope())];
-    return inner_.sysnames();
-  }
-  Scope sysnames_scope() const override { return inner_.sysnames_scope(); }
-  Value universe() const override { return *count(inner_.universe()); }
-  Value member() const override { return *count(inner_.member()); }
-
-  void add_to(Counters& c) const noexcept {
-    for (std::size_t i = 0; i < counts_.size(); ++i)
-      if (counts_[i]) c.by_scope[i].fetch_add(counts_[i], std::memory_order_relaxed);
-  }
-
- private:
-  std::optional<Value> count(std::optional<Value> v) const noexcept {
-    if (v) ++counts_[static_cast<std::size_t>(v->scope) % counts_.size()];
-    return v;
-  }
-  const ValueSource& inner_;
-  mutable std::array<std::uint32_t, 8> counts_{};
-};
-
-// Answers whether an @sys candidate exists, for one expansion: from the
-// cache, else by a walk (probe_walk.hpp) that never calls into a FUSE
-// filesystem. The answer depends on who asks (a 0700 directory exists for
-// its owner only), so the cache key holds the probing identity.
-class SourceProbe final : public Probe {
- public:
-  SourceProbe(LinkDirectory& link_dir, ProbeCache& cache, std::uint64_t generation, ProbeWalker& walker,
-              const ProbeCredentials& creds, bool walk_here, bool store, Clock::duration budget) noexcept
-      : link_dir_(link_dir),
-        cache_(cache),
-        generation_(generation),
-        walker_(walker),
-        creds_(creds),
-        walk_here_(walk_here),
-        store_(store),
-        budget_(budget) {}
-
-  bool exists(std::string_view target) const override {
-    if (target.empty() || target.size() >= PATH_MAX) return false;
-    const bool relative = target.front() != '/';
-    std::string* key = nullptr;
-    Clock::time_point now{};
-    if (cache_.enabled() && probe_key(relative, target)) {
-      key = &key_buffer();
-      now = Clock::now();
-      if (auto cached = cache_.find(*key, generation_, now)) return *cached;
-    }
-    const int dir = relative ? directory_fd() : -1;
-    // No directory descriptor: nothing was asked, nothing is known.
-    if (relative && dir < 0) return false;
-    ProbeWalker::Inside inside = walk_here_ ? walker_.inside(dir, target) : ProbeWalker::Inside::Leaves;
-    bool found = inside == ProbeWalker::Inside::Exists;
-    if (inside == ProbeWalker::Inside::Leaves) {
-      // One budget for the whole expansion, however many candidates leave.
-      if (deadline_ == Clock::time_point{}) deadline_ = Clock::now() + budget_;
-      const ProbeWalker::Answer a = walker_.anywhere(dir, target, creds_, deadline_);
-      if (a == ProbeWalker::Answer::Unknown) return false;  // absent this once; not remembered
-      found = a == ProbeWalker::Answer::Exists;
-    }
-    if (key != nullptr && store_) cache_.store(*key, generation_, now, found);
-    return found;
-  }
-
- private:
-  // One buffer per thread: after the first few lookups a key costs no
-  // allocation.
-  static std::string& key_buffer() {
-    thread_local std::string buf;
-    return buf;
-  }
-
-  // The cache key: the directory's (st_dev, st_ino), the probing identity
-  // (uid, gid, groups), then the target. An absolute target does not depend
-  // on the directory: zeros.
-  bool probe_key(bool relative, std::string_view target) const {
-    if (relative && !have_identity_) {
-      if (!identity_known_) {
-        identity_known_ = true;
-        have_identity_ = link_dir_.identity(dev_, ino_);
-        if (!have_identity_) {
-          // Ask the descriptor, which a miss needs anyway.
-          struct stat st {};
-          if (directory_fd() >= 0 && ::fstat(dir_fd_, &st) == 0) {
-            dev_ = st.st_dev;
-            ino_ = st.st_ino;
-            have_identity_ = true;
-          }
-        }
-      }
-      if (!have_identity_) return false;
-    }
-    const std::uint64_t id[2] = {relative ? static_cast<std::uint64_t>(dev_) : 0,
-                                 relative ? static_cast<std::uint64_t>(ino_) : 0};
-    const std::uint32_t who[3] = {creds_.uid, creds_.gid, static_cast<std::uint32_t>(creds_.groups.size())};
-    std::string& key = key_buffer();
-    key.assign(reinterpret_cast<const char*>(id), sizeof id);
-    key.append(reinterpret_cast<const char*>(who), sizeof who);
-    key.append(reinterpret_cast<const char*>(creds_.groups.data()), creds_.groups.size_bytes());
-    key.append(target);
-    return true;
-  }
-
-  int directory_fd() const {
-    if (!dir_fd_known_) {
-      dir_fd_known_ = true;
-      dir_fd_ = link_dir_.fd();
-    }
-    return dir_fd_;
-  }
-
-  LinkDirectory& link_dir_;
-  ProbeCache& cache_;
-  std::uint64_t generation_;
-  ProbeWalker& walker_;
-  const ProbeCredentials& creds_;
-  const bool walk_here_;  // this thread has the probing identity
-  const bool store_;
-  const Clock::duration budget_;
-  mutable Clock::time_point deadline_{};
-  // Asked of link_dir_ at most once per expansion, and only when needed.
-  mutable bool identity_known_ = false, have_identity_ = false, dir_fd_known_ = false;
-  mutable dev_t dev_ = 0;
-  mutable ino_t ino_ = 0;
-  mutable int dir_fd_ = -1;
-};
 
 // With per_caller = false every caller gets one expansion: probe as someone
 // who may see only what anyone may see.
@@ -358,14 +40,6 @@ const Caller& anonymous_caller() {
   static const Caller c{};
   return c;
 }
-
-}  // namespace
-
-bool LinkDirectory::identity(dev_t&, ino_t&) { return false; }
-
-std::string LinkDirectory::link_path() { return {}; }
-
-namespace {
 
 // The caller's command name for a trace (only read while someone traces).
 std::string command_name(pid_t pid) {
@@ -389,15 +63,23 @@ struct LinkService::Impl {
   Impl(MountState& s, CallerContexts& c, const Options& o)
       : state(s),
         contexts(c),
-        probes(s.config().entry_timeout),
+        templates(kTemplateCapacity, generation),
+        probes(s.config().entry_timeout, generation),
         walker(ProbeWalker::Options{s.config().source, s.config().mountpoint, o.probe_threads, 8}),
-        probe_budget(o.probe_timeout) {}
+        probe_budget(o.probe_timeout) {
+    generation.start_following(s.rules_generation());
+  }
+
+  static constexpr std::size_t kTemplateCapacity = 16 * 512;
 
   MountState& state;
   CallerContexts& contexts;
-  std::array<TemplateShard, kShards> shards;
-  std::atomic<std::uint64_t> template_hits{0}, template_misses{0};
-  ProbeCache probes;
+  // One bump drops the parsed templates and the @sys answers: a rules
+  // reload (followed in run(), once however many workers notice it) and
+  // clear_cache().
+  CacheGeneration generation;
+  TemplateCache templates;
+  SysProbeCache probes;
   ProbeWalker walker;
   const Clock::duration probe_budget;
   UtsReader uts;                 // a container's host name and domain name
@@ -419,43 +101,14 @@ struct LinkService::Impl {
     return uts_hosts.get(caller.uts_ns, names->hostname, names->domainname, rules, own->host());
   }
 
-  std::shared_ptr<const Parsed> parsed(std::string_view raw, std::uint64_t generation, const Rules& rules) {
-    const std::size_t h = StringHash{}(raw);
-    TemplateShard& sh = shards[h % kShards];
-    {
-      std::lock_guard lock(sh.mu);
-      if (sh.generation == generation) {
-        if (auto it = sh.map.find(raw); it != sh.map.end()) {
-          template_hits.fetch_add(1, std::memory_order_relaxed);
-          return it->second;
-        }
-      }
-    }
-    template_misses.fetch_add(1, std::memory_order_relaxed);
-    // Parse outside the lock; two threads may both parse the same text once.
-    auto p = std::make_shared<Parsed>();
-    p->tmpl = Template::parse(raw, ParseOptions{rules.families, rules.universes.names});
-    p->needs = classify(p->tmpl);
-    std::lock_guard lock(sh.mu);
-    if (sh.generation != generation) {
-      // Generations only grow; a stale parser must not wipe newer entries.
-      if (sh.generation > generation) return p;
-      sh.map.clear();
-      sh.generation = generation;
-    }
-    if (sh.map.size() >= kMaxTemplatesPerShard) sh.map.clear();
-    sh.map.emplace(std::string(raw), p);
-    return p;
-  }
-
   // `given`: a caller described by the control server (not owned).
-  std::shared_ptr<const Caller> caller_for(Needs needs, const Rules& rules, const RequestIds& ids,
+  std::shared_ptr<const Caller> caller_for(LinkNeeds needs, const Rules& rules, const RequestIds& ids,
                                            const Caller* given) {
-    if (!rules.per_caller || needs == Needs::Nothing) return nullptr;
+    if (!rules.per_caller || needs == LinkNeeds::Nothing) return nullptr;
     if (given != nullptr) return std::shared_ptr<const Caller>(std::shared_ptr<const Caller>(), given);
     // Host facts follow the caller's UTS namespace, noted with its identity.
-    if (needs == Needs::Host) return contexts.identity(ids.pid, ids.uid, ids.gid);
-    if (needs == Needs::Identity) return contexts.named(ids.pid, ids.uid, ids.gid);
+    if (needs == LinkNeeds::Host) return contexts.identity(ids.pid, ids.uid, ids.gid);
+    if (needs == LinkNeeds::Identity) return contexts.named(ids.pid, ids.uid, ids.gid);
     return contexts.full(ids.pid, ids.uid, ids.gid);
   }
 
@@ -492,11 +145,13 @@ struct LinkService::Impl {
   // remembered (not for explain, whose text a client chose).
   Result<void> run(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids, std::string& out,
                    std::vector<Substitution>* trace, bool store_probes, const Caller* given = nullptr) {
-    // Generation first, then rules: see MountState::reload.
-    const std::uint64_t generation = state.rules_generation();
+    // Generations first, then rules (see MountState::reload): what is
+    // cached under `tag` was made with rules at least this new.
+    generation.follow(state.rules_generation());
+    const std::uint64_t tag = generation.value();
     const std::shared_ptr<const Rules> rules = state.rules();
-    const std::shared_ptr<const Parsed> p = parsed(raw, generation, *rules);
-    if (p->needs == Needs::Nothing) {
+    const std::shared_ptr<const ParsedLink> p = templates.get(raw, tag, *rules);
+    if (p->needs == LinkNeeds::Nothing) {
       // Linux cannot store such a link; refuse rather than return more than
       // readlink may.
       if (raw.size() > kMaxExpansion) return make_error(ENAMETOOLONG, "link text longer than PATH_MAX-1");
@@ -510,9 +165,8 @@ struct LinkService::Impl {
       // Expanding now would quietly use the lower scopes, and the same
       // process would see this link expand two ways. The read is retried by
       // the next request.
-      Counters& counters = state.counters();
-      counters.expansions.fetch_add(1, std::memory_order_relaxed);
-      counters.errors.fetch_add(1, std::memory_order_relaxed);
+      count_expansion(state.counters());
+      count_error(state.counters());
       return make_error(EAGAIN, "the environment of process " + std::to_string(ids.pid) +
                                     " was not read in time; the link needs it");
     }
@@ -526,18 +180,18 @@ struct LinkService::Impl {
     const bool as_caller = rules->per_caller;
     const ProbeCredentials creds = as_caller ? ProbeCredentials{caller.uid, caller.gid, caller.groups}
                                              : ProbeCredentials{kNobody, kNobody, {}};
-    SourceProbe probe(link_dir, probes, generation, walker, creds, as_caller, store_probes, probe_budget);
+    SourceProbe probe(link_dir, probes, tag, walker, creds, as_caller, store_probes, probe_budget);
     ExpandOptions opts;
     opts.undefined = rules->undefined;
     opts.probe = p->tmpl.uses_sys() ? &probe : nullptr;
     opts.trace = trace;
 
     Counters& counters = state.counters();
-    counters.expansions.fetch_add(1, std::memory_order_relaxed);
+    count_expansion(counters);
     Result<void> r = p->tmpl.expand(counting, opts, out);
     counting.add_to(counters);
     if (!r) {
-      counters.errors.fetch_add(1, std::memory_order_relaxed);
+      count_error(counters);
       out.clear();
     }
     return r;
@@ -586,11 +240,10 @@ bool LinkService::per_caller() const noexcept { return impl_->state.rules()->per
 
 void LinkService::sys_component_candidates(std::string_view name, const RequestIds& ids, std::vector<std::string>& out) {
   out.clear();
-  constexpr std::string_view kSys = "@sys";
-  if (!name.ends_with(kSys)) return;
+  if (!is_sys_component(name)) return;
   const std::shared_ptr<const Rules> rules = impl_->state.rules();
   if (!rules->families.magic) return;  // @ names are switched off for this mount
-  const std::string_view prefix = name.substr(0, name.size() - kSys.size());
+  const std::string_view prefix = name.substr(0, name.size() - kSysSuffix.size());
 
   std::shared_ptr<const Caller> caller_ptr =
       rules->per_caller ? impl_->contexts.full(ids.pid, ids.uid, ids.gid) : nullptr;
@@ -608,25 +261,17 @@ void LinkService::sys_component_candidates(std::string_view name, const RequestI
     candidate.append(prefix).append(sysname);
     out.push_back(std::move(candidate));
   }
-  impl_->state.counters().expansions.fetch_add(1, std::memory_order_relaxed);
+  count_expansion(impl_->state.counters());
 }
 
-void LinkService::clear_cache() {
-  for (auto& sh : impl_->shards) {
-    std::lock_guard lock(sh.mu);
-    sh.map.clear();
-  }
-  impl_->probes.clear();
-}
+void LinkService::clear_cache() { impl_->generation.bump(); }
 
 LinkService::CacheStats LinkService::cache_stats() const {
   CacheStats s{};
-  for (auto& sh : impl_->shards) {
-    std::lock_guard lock(sh.mu);
-    s.template_entries += sh.map.size();
-  }
-  s.template_hits = impl_->template_hits.load(std::memory_order_relaxed);
-  s.template_misses = impl_->template_misses.load(std::memory_order_relaxed);
+  const auto templates = impl_->templates.stats();
+  s.template_entries = templates.entries;
+  s.template_hits = templates.hits;
+  s.template_misses = templates.misses;
   const auto probes = impl_->probes.totals();
   s.probe_entries = probes.entries;
   s.probe_hits = probes.hits;

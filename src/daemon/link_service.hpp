@@ -16,6 +16,7 @@
 #include "vsymfs/result.hpp"
 #include "caller_contexts.hpp"
 #include "mount_state.hpp"
+#include "sys_probes.hpp"  // LinkDirectory
 #include "trace_hub.hpp"
 
 namespace vsymfs::daemon {
@@ -25,27 +26,6 @@ struct RequestIds {
   pid_t pid;
   uid_t uid;
   gid_t gid;
-};
-
-// The directory a link lives in, asked for only when its template has an
-// @sys to probe: finding it can cost the caller a descriptor pin and locks
-// that plain and most variant links never need.
-class LinkDirectory {
- public:
-  // An fd (O_PATH is fine) of the link's directory inside SOURCE, or -1.
-  virtual int fd() = 0;
-  // The directory's (st_dev, st_ino), which keys the @sys probe cache, if
-  // known without a system call: then a cached probe needs no descriptor.
-  // This default says "not known"; the probe then takes fd() and fstat(2)s
-  // it (still cheaper than a failed path walk per candidate).
-  virtual bool identity(dev_t& dev, ino_t& ino);
-  // The link's path inside the mount (relative, no leading slash), asked
-  // only while someone traces expansions (trace_hub.hpp); "" when unknown
-  // (this default).
-  virtual std::string link_path();
-
- protected:
-  ~LinkDirectory() = default;
 };
 
 class LinkService {
@@ -102,7 +82,9 @@ class LinkService {
   // not exist literally: the names to try in order, for this caller.
   void sys_component_candidates(std::string_view name, const RequestIds& ids, std::vector<std::string>& out);
 
-  // Drop parsed templates and @sys probe results (rules changed).
+  // Drop parsed templates and @sys probe results now: one generation bump.
+  // A rules reload needs no call: the next expansion notices the new rules
+  // generation and bumps once itself.
   void clear_cache();
 
   // For `vsymctl status`. Template hits/misses count parses avoided/done;

@@ -18,6 +18,7 @@
 #include "output.hpp"
 #include "paths.hpp"
 #include "trace_wire.hpp"
+#include "vsymfs/link_template.hpp"
 
 namespace vsymfs::vsymctl {
 namespace {
@@ -160,7 +161,7 @@ int run_explain(const std::string& path) {
     if (!S_ISLNK(st.st_mode)) {
       // An AFS-style `@sys` component is no link: the daemon's lookup picks
       // a candidate for this process. Say so, or the walk looks magic.
-      if (name.size() >= 4 && name.compare(name.size() - 4, 4, "@sys") == 0 && control::find_socket(here))
+      if (is_sys_component(name) && control::find_socket(here))
         std::cout << here << "  (vsymfs @sys component: resolved per process at lookup)\n";
       if (!todo.empty() && !S_ISDIR(st.st_mode)) {
         print_error(make_error(ENOTDIR, here + " is not a directory"));

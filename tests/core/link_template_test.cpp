@@ -593,6 +593,26 @@ TEST(LinkTemplateTest, WhatATemplateNeeds) {
   }
 }
 
+// Which templates need the caller's environment (LinkService reads
+// /proc/<pid>/environ only for these): a variable that is not an identity
+// builtin, or a conditional link, whose universe may come from it.
+TEST(LinkTemplateTest, WhetherATemplateNeedsTheEnvironment) {
+  const std::vector<std::pair<std::string, bool>> cases = {
+      {"/plain", false},         {"@uid/@hostname/{memb}", false}, {"@sys", false},
+      {"${USER}/$HOME", false},  {"$(UID)-%{GID}/${GROUP}", false}, {"${USER}/$FOO", true},
+      {"%{X:d}", true},          {"att=/a ucb=/u", true},           {"$USERNAME", true},
+  };
+  for (const auto& [raw, environment] : cases) {
+    EXPECT_EQ(Template::parse(raw, options()).needs_environment(), environment) << raw;
+  }
+}
+
+TEST(LinkTemplateTest, SysComponents) {
+  for (std::string_view name : {"@sys", "lib@sys", "@sys@sys"}) EXPECT_TRUE(is_sys_component(name)) << name;
+  for (std::string_view name : {"", "@sy", "sys", "@sys.d", "@sysx", "@SYS", "@{sys}"})
+    EXPECT_FALSE(is_sys_component(name)) << name;
+}
+
 TEST(LinkTemplateTest, SegmentsPointIntoTheRawText) {
   const Template t = Template::parse("a${B:-cd}e", options());
   using Kind = Template::Segment::Kind;
