@@ -633,7 +633,8 @@ Reply Server::Impl::do_reload(const ucred& peer) {
     spdlog::error("control: reload requested by uid {} failed: {}", peer.uid, ok.error().message);
     return Reply::failure(ok.error());
   }
-  links.clear_cache();
+  // The link caches follow the rules generation by themselves (the next
+  // expansion sees the new one and bumps its caches once).
   spdlog::info("control: rules reloaded by uid {}", peer.uid);
   Reply reply;
   reply.add("rules_origin", state.rules()->origin);

@@ -15,6 +15,7 @@
 #include "identity.hpp"
 #include "ops.hpp"
 #include "passthrough.hpp"
+#include "vsymfs/link_template.hpp"
 
 namespace vsymfs::fs {
 
@@ -23,11 +24,6 @@ namespace {
 daemon::RequestIds ids_of(fuse_req_t req) {
   const fuse_ctx* c = fuse_req_ctx(req);
   return {c->pid, c->uid, c->gid};
-}
-
-bool may_be_sys_component(std::string_view name) {
-  constexpr std::string_view kSys = "@sys";
-  return name.size() >= kSys.size() && name.substr(name.size() - kSys.size()) == kSys;
 }
 
 }  // namespace
@@ -279,7 +275,7 @@ int Filesystem::lookup(fuse_req_t req, Inode& parent, int parent_fd, const char*
   thread_local std::vector<std::string> candidates;
   if (fd < 0) {
     int err = errno;
-    if (err != ENOENT || !sys_ok || !may_be_sys_component(name)) return err;
+    if (err != ENOENT || !sys_ok || !vsymfs::is_sys_component(name)) return err;
     candidates.clear();
     links_.sys_component_candidates(name, ids_of(req), candidates);
     for (const auto& c : candidates) {

@@ -12,6 +12,7 @@
 
 #include "identity.hpp"
 #include "ops.hpp"
+#include "vsymfs/link_template.hpp"
 
 namespace vsymfs::fs::ops {
 
@@ -77,8 +78,7 @@ void lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) {
     err = fs.inodes().fd(parent, pfd);
     if (err == 0) err = fs.lookup(req, parent, pfd.get(), name, e, true);
   }
-  const std::string_view n(name);
-  const bool sys_name = n.size() >= 4 && n.substr(n.size() - 4) == "@sys";  // absent for one caller, not all
+  const bool sys_name = vsymfs::is_sys_component(name);  // absent for one caller, not all
   if (err == ENOENT && fs.config().negative_timeout > 0 && !sys_name) {
     // ino 0: the kernel remembers the absence for entry_timeout.
     e = {};
