@@ -22,6 +22,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <chrono>
@@ -82,8 +83,12 @@ void fill_pattern(std::vector<std::uint64_t>& block, std::uint64_t offset) {
 }
 
 // Writes the pattern to `path` in 64 KiB blocks and fsyncs every MiB,
-// telling the parent each fsync'ed length on `report` (an int64). Ends at
-// the first error (reported as -errno) or after 1 GiB.
+// telling the parent each fsync'ed length on `report` (an int64). The
+// stream goes on until the first error (reported as -errno), which the
+// daemon's death brings: at 256 MiB it starts again at offset 0 with the
+// same words, so a kill that comes late (on a loaded machine the vsymctl
+// the test waits for may take seconds) never finds the writer done, and the
+// file stays at 256 MiB. Ends after 10 minutes whatever happens.
 [[noreturn]] void write_stream(const std::string& path, int report) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   std::int64_t msg = fd < 0 ? -errno : 0;
@@ -91,9 +96,18 @@ void fill_pattern(std::vector<std::uint64_t>& block, std::uint64_t offset) {
     (void)!::write(report, &msg, sizeof msg);
     ::_exit(1);
   }
+  constexpr std::uint64_t kWrap = 256ull << 20;
+  const auto give_up = Clock::now() + std::chrono::minutes(10);
   std::vector<std::uint64_t> block(64 * 1024 / sizeof(std::uint64_t));
-  std::uint64_t offset = 0;
-  while (offset < (1ull << 30)) {
+  std::uint64_t offset = 0, synced = 0;
+  for (;;) {
+    if (offset == kWrap) {
+      if (::lseek(fd, 0, SEEK_SET) != 0) {
+        msg = -errno;
+        break;
+      }
+      offset = 0;
+    }
     fill_pattern(block, offset);
     const ssize_t n = ::write(fd, block.data(), block.size() * sizeof block[0]);
     if (n != static_cast<ssize_t>(block.size() * sizeof block[0])) {
@@ -106,8 +120,10 @@ void fill_pattern(std::vector<std::uint64_t>& block, std::uint64_t offset) {
         msg = -errno;
         break;
       }
-      msg = static_cast<std::int64_t>(offset);
+      synced = std::max(synced, offset);
+      msg = static_cast<std::int64_t>(synced);
       (void)!::write(report, &msg, sizeof msg);
+      if (Clock::now() > give_up) break;
     }
   }
   (void)!::write(report, &msg, sizeof msg);
