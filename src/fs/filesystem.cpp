@@ -74,7 +74,10 @@ void Filesystem::invalidation_loop() {
     if (inval_stop_) return;
     inval_pending_ = false;
     lock.unlock();
-    links_.clear_cache();
+    // The link caches need nothing here: after a reload the next expansion
+    // sees the new rules generation and bumps them once, and neither parsed
+    // templates nor @sys answers (keyed by the candidate's expansion) depend
+    // on run-time values.
     if (kernel_caches_symlinks_.load() && links_.per_caller())
       spdlog::error("the rules now expand links per caller, but the kernel caches symlink bodies on this mount "
                     "(decided at mount time): remount for per-caller links to take effect");
