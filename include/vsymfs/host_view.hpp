@@ -1,4 +1,4 @@
-// What the rules give one host name (SPEC §2, host scope; [cluster]): which
+// What the rules give one host name (docs/vsymfs-rules.5, SCOPES and [cluster]): which
 // [host."pattern"] tables match it, in file order, and its cluster member id.
 // Hostname patterns are fnmatch(3) patterns, matched case-insensitively, so
 // matching costs a call per pattern: a HostView does it ONCE per (host name,

@@ -1,4 +1,4 @@
-// The link language (SPEC §1): the text stored in an underlying symlink is a
+// The link language (docs/vsymfs-rules.5, [syntax]): the text stored in an underlying symlink is a
 // template, parsed once and expanded many times, once per calling process.
 // Parsing never fails: anything that is not a well-formed reference is plain
 // text. Expansion is one left-to-right pass into a bounded buffer; values are
@@ -20,7 +20,7 @@ namespace vsymfs {
 // The longest expansion readlink may return: PATH_MAX-1 bytes.
 inline constexpr std::size_t kMaxExpansion = PATH_MAX - 1;
 
-// The suffix of an AFS-style @sys path component (SPEC §4).
+// The suffix of an AFS-style @sys path component (docs/vsymfs-rules.5, [sysname]; docs/vsymfs.8, "@sys probes").
 inline constexpr std::string_view kSysSuffix = "@sys";
 
 // Whether a path component is an AFS-style @sys component: exactly "@sys",

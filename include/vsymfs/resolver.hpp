@@ -1,4 +1,4 @@
-// The scopes (SPEC §2): where a variable's value comes from for one caller.
+// The scopes (docs/vsymfs-rules.5, SCOPES): where a variable's value comes from for one caller.
 // A ScopedResolver is built per expansion on the stack; it borrows everything
 // and allocates nothing.
 #pragma once

@@ -1,4 +1,4 @@
-// The rules file (SPEC §3): what a mount's administrator decides. Parsed with
+// The rules file (docs/vsymfs-rules.5): what a mount's administrator decides. Parsed with
 // toml++ into this plain struct; the rest of vsymfs only ever sees the struct.
 #pragma once
 

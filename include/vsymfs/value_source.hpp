@@ -11,7 +11,7 @@
 
 namespace vsymfs {
 
-// Where a substituted value came from, highest precedence first (SPEC §2).
+// Where a substituted value came from, highest precedence first (docs/vsymfs-rules.5, SCOPES).
 enum class Scope : std::uint8_t {
   Locked,   // locked values from the rules file
   Process,  // the caller's environment (allow-listed)

@@ -1,9 +1,9 @@
-// The link language (SPEC §1). Parsing turns the raw text into segments that
+// The link language (docs/vsymfs-rules.5, [syntax]). Parsing turns the raw text into segments that
 // point back into it, so expansion is one left-to-right copy with a ValueSource
 // lookup per reference: no re-scanning of values, no allocation except the
 // output string (and the trace, which only `vsymctl explain` asks for).
 //
-// Decisions the SPEC leaves open (the man pages should repeat them):
+// Decisions the man pages do not spell out (docs/vsymfs-rules.5 should repeat them):
 // - A malformed or unknown reference gives up only its sigil: the sigil is
 //   copied and scanning resumes at the next byte, as NetBSD's symlink_magic()
 //   does. So `@foo@machine` keeps `@foo` and still expands `@machine`.
