@@ -28,9 +28,20 @@ class UniqueFd {
     if (fd_ >= 0) ::close(fd_);
     fd_ = fd;
   }
+  // Closes now and returns close(2)'s result (0, or -1 with errno set), for
+  // the callers that report it (FLUSH, RELEASE); 0 when nothing is held.
+  int close() noexcept {
+    const int fd = release();
+    return fd >= 0 ? ::close(fd) : 0;
+  }
 
  private:
   int fd_ = -1;
 };
+
+// Closes a descriptor that cannot live in a UniqueFd: one held in an atomic
+// (the lock-free fd cache slots, the root descriptor) and closed by whoever
+// wins the exchange. Returns close(2)'s result. Async-signal-safe.
+inline int close_fd(int fd) noexcept { return fd >= 0 ? ::close(fd) : 0; }
 
 }  // namespace vsymfs
