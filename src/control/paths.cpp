@@ -12,6 +12,7 @@
 #include <cstdio>
 
 #include "vsymfs/mountinfo.hpp"
+#include "vsymfs/unique_fd.hpp"
 #include "vsymfs_config.h"
 
 namespace vsymfs::control {
@@ -93,11 +94,11 @@ DaemonUser DaemonUser::current() {
   u.xdg_state_home = env("XDG_STATE_HOME");
   u.home = env("HOME");
   std::string map;
-  if (const int fd = ::open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC); fd >= 0) {
+  if (UniqueFd fd(::open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC)); fd) {
     char buf[4096];
     ssize_t n;
-    while (map.size() < 65536 && (n = ::read(fd, buf, sizeof buf)) > 0) map.append(buf, static_cast<std::size_t>(n));
-    ::close(fd);
+    while (map.size() < 65536 && (n = ::read(fd.get(), buf, sizeof buf)) > 0) map.append(buf, static_cast<std::size_t>(n));
+    fd.reset();
     const UidMapView view = parse_uid_map(map, u.euid);
     u.initial_user_namespace = view.initial;
     u.outside_uid = view.initial ? DaemonUser::kUnmapped : view.outside;
