@@ -26,6 +26,7 @@
 #include <toml++/toml.h>
 
 #include "vsymfs/runtime_vars.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs {
 namespace {
@@ -692,12 +693,9 @@ Result<Rules> load_rules_file(const std::filesystem::path& path) {
   const std::string name = path.string();
   const auto sys_error = [&](int code) { return make_error(code, name + ": " + std::strerror(code)); };
   // O_NONBLOCK: opening a FIFO must not hang the daemon's reload.
-  const int fd = ::open(name.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-  if (fd < 0) return sys_error(errno);
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
+  const UniqueFd owned(::open(name.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (!owned) return sys_error(errno);
+  const int fd = owned.get();
 
   struct stat st{};
   if (::fstat(fd, &st) != 0) return sys_error(errno);
