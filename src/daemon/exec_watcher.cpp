@@ -24,18 +24,18 @@ ExecWatcher::ExecWatcher(std::unique_ptr<ProcEvents> events, std::function<void(
 ExecWatcher::~ExecWatcher() {
   if (thread_.joinable()) {
     std::uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = ::write(stop_fd_, &one, sizeof one);
+    [[maybe_unused]] ssize_t n = ::write(stop_fd_.get(), &one, sizeof one);
     thread_.join();
-    ::close(stop_fd_);
+    stop_fd_.reset();
   }
 }
 
 void ExecWatcher::start_thread() {
-  stop_fd_ = ::eventfd(0, EFD_CLOEXEC);
-  if (stop_fd_ < 0) return;  // requests still drain before every lookup
+  stop_fd_.reset(::eventfd(0, EFD_CLOEXEC));
+  if (!stop_fd_) return;  // requests still drain before every lookup
   thread_ = std::thread([this] {
     for (;;) {
-      pollfd fds[2] = {{events_->fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+      pollfd fds[2] = {{events_->fd(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
       if (::poll(fds, 2, -1) < 0 && errno != EINTR) return;
       if (fds[1].revents) return;
       if (fds[0].revents) drain();

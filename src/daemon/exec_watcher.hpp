@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "proc_events.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::daemon {
 
@@ -60,7 +61,7 @@ class ExecWatcher {
   std::mutex drain_mu_;           // serialises drains
   std::atomic<int> draining_{0};  // threads inside drain() (see sync)
   std::thread thread_;
-  int stop_fd_ = -1;
+  vsymfs::UniqueFd stop_fd_;
 };
 
 }  // namespace vsymfs::daemon

@@ -16,6 +16,7 @@
 #include "template_cache.hpp"
 #include "vsymfs/namespace_hosts.hpp"
 #include "vsymfs/resolver.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::daemon {
 
@@ -46,11 +47,11 @@ std::string command_name(pid_t pid) {
   if (pid <= 0) return {};
   char path[32];
   std::snprintf(path, sizeof path, "/proc/%d/comm", static_cast<int>(pid));
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return {};
+  UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd) return {};
   char buf[64];
-  const ssize_t n = ::read(fd, buf, sizeof buf);
-  ::close(fd);
+  const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+  fd.reset();
   if (n <= 0) return {};
   std::string out(buf, static_cast<std::size_t>(n));
   if (!out.empty() && out.back() == '\n') out.pop_back();

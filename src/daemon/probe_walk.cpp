@@ -240,11 +240,8 @@ class Walk {
       // walked step by step.
       while (pos_ < rest_.size() && rest_[pos_] == '/') ++pos_;
       if (pos_ == rest_.size()) return Outcome::Exists;
-      const int fd = open2(cur_, rest_.c_str() + pos_, O_NOFOLLOW, RESOLVE_BENEATH | kStep);
-      if (fd >= 0) {
-        ::close(fd);
+      if (UniqueFd fd(open2(cur_, rest_.c_str() + pos_, O_NOFOLLOW, RESOLVE_BENEATH | kStep)); fd)
         return Outcome::Exists;
-      }
       if (errno != EXDEV && errno != EAGAIN && errno != ELOOP) return Outcome::Absent;
     }
     return walk();
@@ -277,9 +274,8 @@ class Walk {
       if (!must_be_dir) {
         // The candidate itself, as lstat sees it; a mount point exists
         // without entering what is mounted there.
-        const int fd = open2(cur_, name, O_NOFOLLOW, kStep);
-        if (fd >= 0) ::close(fd);
-        return fd >= 0 || errno == EXDEV ? Outcome::Exists : Outcome::Absent;
+        const UniqueFd fd(open2(cur_, name, O_NOFOLLOW, kStep));
+        return fd || errno == EXDEV ? Outcome::Exists : Outcome::Absent;
       }
       const int fd = open2(cur_, name, O_DIRECTORY | O_NOFOLLOW, kStep);
       if (fd >= 0) {

@@ -104,12 +104,10 @@ Result<std::unique_ptr<ProcEvents>> ProcEvents::open(std::chrono::milliseconds s
   return ev;
 }
 
-ProcEvents::~ProcEvents() {
-  if (fd_ >= 0) ::close(fd_);
-}
+ProcEvents::~ProcEvents() = default;
 
 bool ProcEvents::pending() const noexcept {
-  pollfd p{fd_, POLLIN, 0};
+  pollfd p{fd_.get(), POLLIN, 0};
   int n;
   while ((n = ::poll(&p, 1, 0)) < 0 && errno == EINTR) {
   }
@@ -122,7 +120,7 @@ bool ProcEvents::drain(const std::function<void(pid_t)>& gone) {
   for (;;) {
     sockaddr_nl from{};
     socklen_t from_len = sizeof from;
-    ssize_t n = ::recvfrom(fd_, buf, sizeof buf, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &from_len);
+    ssize_t n = ::recvfrom(fd_.get(), buf, sizeof buf, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &from_len);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return true;

@@ -21,6 +21,7 @@
 #include <memory>
 
 #include "vsymfs/result.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::daemon {
 
@@ -44,11 +45,11 @@ class ProcEvents {
   bool pending() const noexcept;
 
   // For poll(2): readable when events are queued.
-  int fd() const noexcept { return fd_; }
+  int fd() const noexcept { return fd_.get(); }
 
  private:
   explicit ProcEvents(int fd) noexcept : fd_(fd) {}
-  int fd_;
+  UniqueFd fd_;
 };
 
 }  // namespace vsymfs::daemon
