@@ -19,6 +19,7 @@
 #include "vsymfs/link_template.hpp"
 #include "vsymfs/resolver.hpp"
 #include "vsymfs/rules.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 extern char** environ;
 
@@ -203,15 +204,15 @@ int run_expand(const ExpandArgs& args) {
     file_rules.sysnames32 = default_sysnames(host.machine, true);
   }
 
-  int probe_fd = -1;
+  UniqueFd probe_fd;
   std::optional<DirectoryProbe> probe;
   if (!args.probe_root.empty()) {
-    probe_fd = ::open(args.probe_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (probe_fd < 0) {
+    probe_fd.reset(::open(args.probe_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!probe_fd) {
       print_error(make_error(errno, "cannot open --probe-root " + args.probe_root + ": " + std::strerror(errno)));
       return kExitUsage;
     }
-    probe.emplace(probe_fd);
+    probe.emplace(probe_fd.get());
   }
 
   const ParseOptions parse_opts{rules->families, rules->universes.names};
@@ -225,7 +226,7 @@ int run_expand(const ExpandArgs& args) {
   opts.trace = args.explain ? &trace : nullptr;
   std::string out;
   const Result<void> expanded = tmpl.expand(resolver, opts, out);
-  if (probe_fd >= 0) ::close(probe_fd);
+  probe_fd.reset();
   if (!expanded) {
     print_error(expanded.error());
     return kExitFailed;
