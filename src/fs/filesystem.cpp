@@ -16,6 +16,7 @@
 #include "ops.hpp"
 #include "passthrough.hpp"
 #include "vsymfs/link_template.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::fs {
 
@@ -109,7 +110,7 @@ int Filesystem::quiet_atime(int fd, int flags, bool dir) const noexcept {
   if (quiet_atime_ == nullptr || (!dir && !quiet_files_)) return fd;
   const int quiet = quiet_atime_->reopen(fd, flags);
   if (quiet < 0) return fd;
-  ::close(fd);
+  UniqueFd(fd).reset();  // replaced by the quiet one
   return quiet;
 }
 
@@ -293,7 +294,7 @@ int Filesystem::lookup(fuse_req_t req, Inode& parent, int parent_fd, const char*
   }
   if (::fstatat(fd, "", &e.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
     int err = errno;
-    ::close(fd);
+    UniqueFd(fd).reset();
     return err;
   }
   auto inode = inodes_.adopt(parent, real_name, fd, e.attr);  // takes fd

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ops.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::fs::ops {
 
@@ -230,13 +231,15 @@ void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   dfd = fs.quiet_atime(dfd, O_RDONLY | O_DIRECTORY, true);
   auto d = std::make_unique<DirHandle>();
+  UniqueFd owned_dir(dfd);
   d->dir = ::fdopendir(dfd);
   if (!d->dir) {
     int e = errno;
-    ::close(dfd);
+    owned_dir.reset();
     fs.release_open_file();
     return (void)fuse_reply_err(req, e);
   }
+  (void)owned_dir.release();  // the DIR* owns it now
   fi->fh = reinterpret_cast<uint64_t>(d.get());
   // The kernel keeps the listing in the directory's page cache and serves
   // later scans from it with no request at all; a listing is the same for

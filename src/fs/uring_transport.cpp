@@ -217,7 +217,7 @@ UringTransport::~UringTransport() {
   stop();
   if (g_transport == this) g_transport = nullptr;
   rings_.clear();
-  if (stop_fd_ >= 0) ::close(stop_fd_);
+  stop_fd_.reset();
 }
 
 Result<void> UringTransport::install(fuse_session* se, Passthrough* pt) {
@@ -369,8 +369,8 @@ bool UringTransport::start_rings(iovec& init_reply) {
   const unsigned max_pages = (init.flags & FUSE_MAX_PAGES) ? std::max<unsigned>(init.max_pages, 1) : kDefaultMaxPages;
   payload_sz_ = std::max({kMinPayload, std::size_t{init.max_write}, std::size_t{max_pages} * page});
 
-  stop_fd_ = ::eventfd(0, EFD_CLOEXEC);
-  if (stop_fd_ < 0) {
+  stop_fd_.reset(::eventfd(0, EFD_CLOEXEC));
+  if (!stop_fd_) {
     refuse("eventfd: " + errno_text(errno));
     return false;
   }
@@ -500,7 +500,7 @@ int UringTransport::register_entry(Ring& r) {
   r.last_cmd = kCmdRegister;
   prep_cmd(r.ring, kCmdRegister, r.qid, 0, r.iov, &r);
   io_uring_sqe* poll = next_sqe(r.ring);
-  io_uring_prep_poll_add(poll, stop_fd_, POLLIN);
+  io_uring_prep_poll_add(poll, stop_fd_.get(), POLLIN);
   io_uring_sqe_set_data64(poll, kStopTag);
   if (int n = io_uring_submit(&r.ring); n < 0) {
     r.error_what = "io_uring_submit";
@@ -627,9 +627,9 @@ void UringTransport::stop_threads() {
     phase_ = Phase::stop;
   }
   cv_.notify_all();
-  if (stop_fd_ >= 0) {
+  if (stop_fd_) {
     const std::uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = ::write(stop_fd_, &one, sizeof one);
+    [[maybe_unused]] ssize_t n = ::write(stop_fd_.get(), &one, sizeof one);
   }
   for (auto& r : rings_)
     if (r->thread.joinable() && r->thread.get_id() != std::this_thread::get_id()) r->thread.join();

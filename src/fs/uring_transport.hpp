@@ -45,6 +45,7 @@
 
 #include "options.hpp"
 #include "vsymfs/result.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::fs {
 
@@ -105,7 +106,7 @@ class UringTransport {
   fuse_session* se_ = nullptr;
   Passthrough* pt_ = nullptr;
   int dev_fd_ = -1;
-  int stop_fd_ = -1;  // an eventfd each ring polls: written to end the threads
+  UniqueFd stop_fd_;  // an eventfd each ring polls: written to end the threads
   std::atomic<bool> init_seen_{false};
   std::atomic<bool> kernel_offers_{false};
   std::atomic<std::uint64_t> init_unique_{0};
