@@ -25,8 +25,9 @@ constexpr std::size_t kMaxEntryBytes = 4096;
 constexpr std::size_t kMaxEntries = 1024;
 
 bool read_entry(int dir_fd, const std::string& name, std::string& out) {
-  const int fd = ::openat(dir_fd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-  if (fd < 0) return false;
+  UniqueFd owned(::openat(dir_fd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  if (!owned) return false;
+  const int fd = owned.get();
   out.resize(kMaxEntryBytes);
   std::size_t used = 0;
   bool ok = true;
@@ -37,7 +38,7 @@ bool read_entry(int dir_fd, const std::string& name, std::string& out) {
     if (n <= 0) break;
     used += static_cast<std::size_t>(n);
   }
-  ::close(fd);
+  owned.reset();
   out.resize(used);
   return ok && used < kMaxEntryBytes;
 }
@@ -63,37 +64,34 @@ BinfmtRegistry::BinfmtRegistry(std::string dir)
       inotify_fd_(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC)),
       mounts_fd_(::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC)) {}
 
-BinfmtRegistry::~BinfmtRegistry() {
-  if (inotify_fd_ >= 0) ::close(inotify_fd_);
-  if (mounts_fd_ >= 0) ::close(mounts_fd_);
-}
+BinfmtRegistry::~BinfmtRegistry() = default;
 
 bool BinfmtRegistry::changed() {
-  if (!loaded_ || inotify_fd_ < 0 || mounts_fd_ < 0 || watch_ < 0) return true;
+  if (!loaded_ || !inotify_fd_ || !mounts_fd_ || watch_ < 0) return true;
   // One poll(2) answers both: a write to `register` or to an entry (the
   // kernel reports every write to a file, and binfmt_misc files too), an
   // entry file made, renamed or removed, or a mount or unmount anywhere in
   // our mount namespace (binfmt_misc mounted or unmounted under the path).
-  pollfd fds[2] = {{inotify_fd_, POLLIN, 0}, {mounts_fd_, POLLPRI, 0}};
+  pollfd fds[2] = {{inotify_fd_.get(), POLLIN, 0}, {mounts_fd_.get(), POLLPRI, 0}};
   const int n = ::poll(fds, 2, 0);
   if (n == 0) return false;
   if (n < 0) return true;
   alignas(inotify_event) char buf[4096];
-  while (::read(inotify_fd_, buf, sizeof buf) > 0) {
+  while (::read(inotify_fd_.get(), buf, sizeof buf) > 0) {
   }
   return true;
 }
 
 void BinfmtRegistry::watch() {
-  if (inotify_fd_ < 0) return;
+  if (!inotify_fd_) return;
   // Again on every change: after binfmt_misc is mounted the path leads to
   // its root, a new inode (the old watch then reports nothing).
-  if (watch_ >= 0) ::inotify_rm_watch(inotify_fd_, watch_);
-  watch_ = ::inotify_add_watch(inotify_fd_, dir_.c_str(),
+  if (watch_ >= 0) ::inotify_rm_watch(inotify_fd_.get(), watch_);
+  watch_ = ::inotify_add_watch(inotify_fd_.get(), dir_.c_str(),
                                IN_MODIFY | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB |
                                    IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT);
   alignas(inotify_event) char buf[4096];
-  while (::read(inotify_fd_, buf, sizeof buf) > 0) {
+  while (::read(inotify_fd_.get(), buf, sizeof buf) > 0) {
   }
 }
 
@@ -102,14 +100,15 @@ bool BinfmtRegistry::list(Listing& out) const {
   // Opened for each question, by path: a descriptor kept open would keep
   // binfmt_misc from being unmounted (EBUSY) and miss one mounted later.
   // getdents64 into a stack buffer: opendir/readdir cost 1.3 times as much.
-  const int fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return false;
+  UniqueFd owned(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!owned) return false;
+  const int fd = owned.get();
   alignas(8) char buf[8192];
   for (;;) {
     const long n = ::syscall(SYS_getdents64, fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      ::close(fd);
+      owned.reset();
       if (n < 0) return false;
       break;
     }
@@ -130,8 +129,9 @@ bool BinfmtRegistry::list(Listing& out) const {
 void BinfmtRegistry::reload(const Listing& listing) {
   by_file_.clear();
   ++reloads_;
-  const int dir_fd = ::open(dir_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd < 0) return;
+  UniqueFd owned(::open(dir_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!owned) return;
+  const int dir_fd = owned.get();
   std::string text;
   // Name order: should two entries name the same emulator file (they never
   // do in Debian), the first one decides.
@@ -151,7 +151,7 @@ void BinfmtRegistry::reload(const Listing& listing) {
     std::free(real);
     by_file_.try_emplace({st.st_dev, st.st_ino}, std::make_shared<const Emulation>(make_emulation(*guest, file, name)));
   }
-  ::close(dir_fd);
+  owned.reset();
 }
 
 std::shared_ptr<const Emulation> BinfmtRegistry::emulation_of(dev_t dev, ino_t ino) {

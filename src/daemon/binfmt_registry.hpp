@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "vsymfs/emulation.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::daemon {
 
@@ -72,8 +73,8 @@ class BinfmtRegistry {
   void reload(const Listing& listing);
 
   std::string dir_;
-  int inotify_fd_ = -1;
-  int mounts_fd_ = -1;  // /proc/self/mountinfo: POLLPRI on mount table changes
+  UniqueFd inotify_fd_;
+  UniqueFd mounts_fd_;  // /proc/self/mountinfo: POLLPRI on mount table changes
   int watch_ = -1;
   mutable std::mutex mu_;
   bool loaded_ = false;
