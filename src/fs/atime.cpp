@@ -14,34 +14,32 @@
 namespace vsymfs::fs {
 
 Result<QuietAtime> QuietAtime::open(const std::string& source) {
-  const int root = ::open(source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (root < 0) return make_error(errno, "open " + source + ": " + std::strerror(errno));
-  const int tree =
-      static_cast<int>(::syscall(SYS_open_tree, root, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
+  UniqueFd root(::open(source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return make_error(errno, "open " + source + ": " + std::strerror(errno));
+  UniqueFd tree(
+      static_cast<int>(::syscall(SYS_open_tree, root.get(), "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH)));
   int e = errno;
-  ::close(root);
-  if (tree < 0) return make_error(e, std::string("open_tree: ") + std::strerror(e));
+  root.reset();
+  if (!tree) return make_error(e, std::string("open_tree: ") + std::strerror(e));
   struct mount_attr attr {};
   attr.attr_set = MOUNT_ATTR_NOATIME;
   attr.attr_clr = MOUNT_ATTR__ATIME;
-  if (::syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) {
+  if (::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) {
     e = errno;
-    ::close(tree);
+    tree.reset();
     return make_error(e, std::string("mount_setattr: ") + std::strerror(e));
   }
   // open_by_handle_at wants a real (not O_PATH) descriptor on the mount.
-  const int dir = ::openat(tree, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  UniqueFd dir(::openat(tree.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   e = errno;
-  ::close(tree);
-  if (dir < 0) return make_error(e, std::string("open the clone: ") + std::strerror(e));
+  tree.reset();
+  if (!dir) return make_error(e, std::string("open the clone: ") + std::strerror(e));
   struct stat st {};
-  ::fstat(dir, &st);
-  return QuietAtime(dir, st.st_dev);
+  ::fstat(dir.get(), &st);
+  return QuietAtime(std::move(dir), st.st_dev);
 }
 
-QuietAtime::~QuietAtime() {
-  if (root_fd_ >= 0) ::close(root_fd_);
-}
+QuietAtime::~QuietAtime() = default;
 
 int QuietAtime::reopen(int fd, int flags) const {
   struct stat st {};
@@ -56,7 +54,7 @@ int QuietAtime::reopen(int fd, int flags) const {
   // open_by_handle_at needs CAP_DAC_READ_SEARCH, which a caller's fsuid
   // clears; the caller's own open has checked the permissions.
   daemon::ScopedDaemonIdentity as_daemon;
-  return ::open_by_handle_at(root_fd_, &h.fh, (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW)) | O_CLOEXEC);
+  return ::open_by_handle_at(root_fd_.get(), &h.fh, (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW)) | O_CLOEXEC);
 }
 
 }  // namespace vsymfs::fs

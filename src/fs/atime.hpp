@@ -13,6 +13,7 @@
 #include <string>
 
 #include "vsymfs/result.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::fs {
 
@@ -22,7 +23,7 @@ class QuietAtime {
   // noatime. Needs CAP_SYS_ADMIN (open_tree, mount_setattr) and
   // CAP_DAC_READ_SEARCH (open_by_handle_at).
   static Result<QuietAtime> open(const std::string& source);
-  QuietAtime(QuietAtime&& o) noexcept : root_fd_(o.root_fd_), dev_(o.dev_) { o.root_fd_ = -1; }
+  QuietAtime(QuietAtime&& o) noexcept : root_fd_(std::move(o.root_fd_)), dev_(o.dev_) {}
   QuietAtime& operator=(QuietAtime&&) = delete;
   QuietAtime(const QuietAtime&) = delete;
   QuietAtime& operator=(const QuietAtime&) = delete;
@@ -35,8 +36,8 @@ class QuietAtime {
   int reopen(int fd, int flags) const;
 
  private:
-  QuietAtime(int root_fd, unsigned long dev) : root_fd_(root_fd), dev_(dev) {}
-  int root_fd_ = -1;
+  QuietAtime(UniqueFd root_fd, unsigned long dev) : root_fd_(std::move(root_fd)), dev_(dev) {}
+  UniqueFd root_fd_;
   unsigned long dev_ = 0;
 };
 
