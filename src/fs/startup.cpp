@@ -44,12 +44,14 @@ Startup::Startup(bool foreground) {
   if (::pipe2(p, O_CLOEXEC) != 0) fail(kInternal, std::string("pipe: ") + std::strerror(errno));
   pid_t pid = ::fork();
   if (pid < 0) fail(kInternal, std::string("fork: ") + std::strerror(errno));
+  UniqueFd read_end(p[0]);
+  UniqueFd write_end(p[1]);
   if (pid > 0) {
-    ::close(p[1]);
+    write_end.reset();
     std::string verdict;
     char buf[512];
     ssize_t n;
-    while ((n = ::read(p[0], buf, sizeof buf)) > 0) verdict.append(buf, static_cast<std::size_t>(n));
+    while ((n = ::read(read_end.get(), buf, sizeof buf)) > 0) verdict.append(buf, static_cast<std::size_t>(n));
     if (verdict.empty()) {
       std::fprintf(stderr, "vsymfs: the daemon exited during startup\n");
       ::_exit(kInternal);
@@ -58,15 +60,15 @@ Startup::Startup(bool foreground) {
     if (verdict.size() > 1) std::fprintf(stderr, "%s\n", verdict.c_str() + 1);
     ::_exit(status);
   }
-  ::close(p[0]);
-  pipe_ = p[1];
+  read_end.reset();
+  pipe_ = std::move(write_end);
   ::setsid();
 }
 
 void Startup::fail(int status, const std::string& message) {
-  if (pipe_ >= 0) {
+  if (pipe_) {
     std::string verdict = std::to_string(status) + "vsymfs: " + message;
-    [[maybe_unused]] ssize_t n = ::write(pipe_, verdict.data(), verdict.size());
+    [[maybe_unused]] ssize_t n = ::write(pipe_.get(), verdict.data(), verdict.size());
   } else {
     std::fprintf(stderr, "vsymfs: %s\n", message.c_str());
   }
@@ -75,18 +77,17 @@ void Startup::fail(int status, const std::string& message) {
 }
 
 void Startup::succeeded() {
-  if (pipe_ < 0) return;
+  if (!pipe_) return;
   if (::chdir("/") != 0) { /* nothing depends on the cwd */ }
   int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   if (null >= 0) {
     ::dup2(null, 0);
     ::dup2(null, 1);
     ::dup2(null, 2);
-    ::close(null);
+    UniqueFd(null).reset();
   }
-  [[maybe_unused]] ssize_t n = ::write(pipe_, "0", 1);
-  ::close(pipe_);
-  pipe_ = -1;
+  [[maybe_unused]] ssize_t n = ::write(pipe_.get(), "0", 1);
+  pipe_.reset();
 }
 
 }  // namespace vsymfs::fs

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "options.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::fs {
 
@@ -44,7 +45,7 @@ class Startup {
   void succeeded();
 
  private:
-  int pipe_ = -1;
+  UniqueFd pipe_;
 };
 
 }  // namespace vsymfs::fs
