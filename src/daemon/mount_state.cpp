@@ -160,7 +160,7 @@ MountState::MountState(Config cfg) : cfg_(std::move(cfg)) {}
 
 MountState::~MountState() {
   stop_watching();
-  if (source_fd_ >= 0) ::close(source_fd_);
+  source_fd_.reset();
 }
 
 Result<std::unique_ptr<MountState>> MountState::create(Config cfg) {
@@ -182,8 +182,8 @@ Result<std::unique_ptr<MountState>> MountState::create(Config cfg) {
   // (opened before the mount: with MOUNTPOINT == SOURCE this is the
   // directory underneath). Failing here is not ours to report: the inode
   // table opens SOURCE next and says why it cannot.
-  st->source_fd_ = ::open(c.source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (st->source_fd_ >= 0) st->source_seen_ = fd_path(st->source_fd_);
+  st->source_fd_.reset(::open(c.source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (st->source_fd_) st->source_seen_ = fd_path(st->source_fd_.get());
 
   auto rules = st->load_rules();
   if (!rules) return std::move(rules).error();
@@ -325,31 +325,32 @@ std::string MountState::source_problem() const {
 Result<void> MountState::start_watching() {
   std::lock_guard lock(watch_mu_);
   if (watcher_.joinable()) return {};
-  int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (efd < 0) return make_error(errno, std::string("eventfd: ") + std::strerror(errno));
+  UniqueFd stop(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!stop) return make_error(errno, std::string("eventfd: ") + std::strerror(errno));
   // Without a rules file the thread only checks SOURCE.
-  int ifd = -1;
+  UniqueFd inotify;
   Result<void> watching;
   if (!rules_file_.empty()) {
     namespace fs = std::filesystem;
     const std::string dir = fs::path(rules_file_).parent_path().string();
-    ifd = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    inotify.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
     // The directory, not the file: an editor replaces the file by rename,
     // and a watch on the old inode would never fire again.
-    if (ifd < 0) {
+    if (!inotify) {
       watching = make_error(errno, std::string("inotify_init1: ") + std::strerror(errno));
-    } else if (::inotify_add_watch(ifd, dir.empty() ? "." : dir.c_str(),
+    } else if (::inotify_add_watch(inotify.get(), dir.empty() ? "." : dir.c_str(),
                                    IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE) < 0) {
       const int e = errno;
-      ::close(ifd);
-      ifd = -1;
+      inotify.reset();
       watching = make_error(e, "cannot watch " + dir + " for changes to " + rules_file_ + ": " + std::strerror(e));
     }
   }
-  watch_stop_fd_ = efd;
-  watcher_ = std::thread([this, ifd, efd] {
+  const int efd = stop.get();
+  watch_stop_fd_ = std::move(stop);
+  // The thread owns the inotify descriptor and closes it when it ends.
+  watcher_ = std::thread([this, ifd = inotify.release(), efd] {
+    const UniqueFd owned(ifd);
     watch_loop(ifd, efd);
-    if (ifd >= 0) ::close(ifd);
   });
   return watching;
 }
@@ -358,10 +359,9 @@ void MountState::stop_watching() noexcept {
   std::lock_guard lock(watch_mu_);
   if (!watcher_.joinable()) return;
   std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = ::write(watch_stop_fd_, &one, sizeof one);
+  [[maybe_unused]] ssize_t n = ::write(watch_stop_fd_.get(), &one, sizeof one);
   watcher_.join();
-  ::close(watch_stop_fd_);
-  watch_stop_fd_ = -1;
+  watch_stop_fd_.reset();
 }
 
 void MountState::watch_loop(int inotify_fd, int stop_fd) {
@@ -421,11 +421,11 @@ void MountState::watch_loop(int inotify_fd, int stop_fd) {
 }
 
 void MountState::check_source() {
-  if (source_fd_ < 0) return;
+  if (!source_fd_) return;
   std::string problem;
   struct stat st {};
-  const std::string now = fd_path(source_fd_);
-  if (::fstat(source_fd_, &st) == 0 && st.st_nlink == 0) {
+  const std::string now = fd_path(source_fd_.get());
+  if (::fstat(source_fd_.get(), &st) == 0 && st.st_nlink == 0) {
     problem = "SOURCE " + cfg_.source +
               " was removed: this mount serves the deleted directory, which has no names left and takes "
               "no new ones (ENOENT); a directory made at that path since is not served: unmount and mount "

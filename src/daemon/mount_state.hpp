@@ -24,6 +24,7 @@
 #include "vsymfs/result.hpp"
 #include "vsymfs/rules.hpp"
 #include "vsymfs/runtime_vars.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::daemon {
 
@@ -196,7 +197,7 @@ class MountState final : public StatusProvider {
   std::chrono::system_clock::time_point loaded_at_{};
   ReloadError reload_error_;
   std::string source_problem_;
-  int source_fd_ = -1;          // O_PATH, SOURCE as opened at start (-1: could not open)
+  UniqueFd source_fd_;          // O_PATH, SOURCE as opened at start (-1: could not open)
   std::string source_seen_;     // its path then, as the kernel names it (/proc/self/fd)
   // Held while callbacks run (notify_change), so unsubscribing waits for a
   // running one; taken before any lock a callback takes.
@@ -210,7 +211,7 @@ class MountState final : public StatusProvider {
   std::mutex reload_mu_;         // serialises reload(); never held while subscribers are notified
   std::mutex watch_mu_;          // guards the watcher thread's lifetime
   std::thread watcher_;
-  int watch_stop_fd_ = -1;       // eventfd that wakes the watcher to exit
+  UniqueFd watch_stop_fd_;       // eventfd that wakes the watcher to exit
 };
 
 }  // namespace vsymfs::daemon
