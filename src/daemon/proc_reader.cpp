@@ -12,6 +12,8 @@
 #include <cstring>
 #include <functional>
 
+#include "vsymfs/unique_fd.hpp"
+
 namespace vsymfs::daemon::proc {
 
 namespace {
@@ -209,7 +211,8 @@ Result<SyscallState> parse_syscall(std::string_view text) {
 
 Result<bool> read_bounded(const char* path, std::size_t max_bytes, std::string& out) {
   out.clear();
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  UniqueFd owned(::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  const int fd = owned.get();
   if (fd < 0) return errno_error(errno, "open", path);
   // Small files are read in one go; environ may need several reads (the
   // kernel returns at most a page per read for it).
@@ -228,14 +231,14 @@ Result<bool> read_bounded(const char* path, std::size_t max_bytes, std::string& 
     if (n < 0) {
       if (errno == EINTR) continue;
       int e = errno;
-      ::close(fd);
+      owned.reset();
       out.clear();
       return errno_error(e, "read", path);
     }
     if (n == 0) break;
     len += static_cast<std::size_t>(n);
   }
-  ::close(fd);
+  owned.reset();
   if (len > max_bytes) {
     truncated = true;
     len = max_bytes;
@@ -256,14 +259,15 @@ Result<StatusIds> read_status(pid_t pid) {
 }
 
 Result<std::size_t> read_small(const char* path, std::span<char> buf) {
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  UniqueFd owned(::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  const int fd = owned.get();
   if (fd < 0) return errno_error(errno, "open", path);
   ssize_t n;
   do {
     n = ::read(fd, buf.data(), buf.size());
   } while (n < 0 && errno == EINTR);
   int e = errno;
-  ::close(fd);
+  owned.reset();
   if (n < 0) return errno_error(e, "read", path);
   if (static_cast<std::size_t>(n) == buf.size()) return make_error(EFBIG, std::string(path) + ": larger than expected");
   return static_cast<std::size_t>(n);
@@ -297,7 +301,8 @@ Result<bool> read_environ(pid_t pid, std::vector<std::string>& out) {
 
 Result<ExeFacts> read_exe(pid_t pid) {
   ProcPath path(pid, "exe");
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  UniqueFd owned(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  const int fd = owned.get();
   if (fd < 0) return errno_error(errno, "open", path.c_str());
   std::byte head[EI_NIDENT];
   ssize_t n;
@@ -308,7 +313,7 @@ Result<ExeFacts> read_exe(pid_t pid) {
   struct stat st {};
   const bool stat_ok = n >= 0 && ::fstat(fd, &st) == 0;
   if (n >= 0 && !stat_ok) e = errno;
-  ::close(fd);
+  owned.reset();
   if (n < 0) return errno_error(e, "read", path.c_str());
   if (!stat_ok) return errno_error(e, "fstat", path.c_str());
   ExeFacts facts;
@@ -320,7 +325,8 @@ Result<ExeFacts> read_exe(pid_t pid) {
 
 Result<unsigned> read_exe_elf_class(pid_t pid) {
   ProcPath path(pid, "exe");
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  UniqueFd owned(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  const int fd = owned.get();
   if (fd < 0) return errno_error(errno, "open", path.c_str());
   std::byte head[EI_NIDENT];
   ssize_t n;
@@ -328,7 +334,7 @@ Result<unsigned> read_exe_elf_class(pid_t pid) {
     n = ::pread(fd, head, sizeof head, 0);
   } while (n < 0 && errno == EINTR);
   int e = errno;
-  ::close(fd);
+  owned.reset();
   if (n < 0) return errno_error(e, "read", path.c_str());
   return parse_elf_class(std::span<const std::byte>(head, static_cast<std::size_t>(n)));
 }
@@ -356,7 +362,8 @@ Result<bool> read_execve_envp(pid_t pid, std::vector<std::string>& out) {
   }
 
   ProcPath path(pid, "mem");
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  UniqueFd owned(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  const int fd = owned.get();
   if (fd < 0) return errno_error(errno, "open", path.c_str());
   auto read_at = [&](std::uint64_t addr, void* buf, std::size_t len) -> ssize_t {
     ssize_t r;
@@ -411,7 +418,7 @@ Result<bool> read_execve_envp(pid_t pid, std::vector<std::string>& out) {
     if (!entry.empty()) env.push_back(std::move(entry));
   }
   int e = errno;
-  ::close(fd);
+  owned.reset();
   if (!ok) return errno_error(e ? e : EIO, "read", path.c_str());
   out = std::move(env);
   return true;
