@@ -14,6 +14,7 @@
 
 #include "paths.hpp"
 #include "protocol.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::control {
 namespace {
@@ -162,7 +163,8 @@ Result<std::shared_ptr<const RuntimeVars>> with_unset(const RuntimeVars& current
 
 Result<StateFile::Loaded> StateFile::load() const {
   Loaded out;
-  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  UniqueFd owned(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  const int fd = owned.get();
   if (fd < 0) {
     if (errno == ENOENT) return out;
     return sys_error(errno, "cannot open state file " + path_);
@@ -176,14 +178,14 @@ Result<StateFile::Loaded> StateFile::load() const {
     if (n < 0) {
       if (errno == EINTR) continue;
       const int err = errno;
-      ::close(fd);
+      owned.reset();
       return sys_error(err, "cannot read state file " + path_);
     }
     if (n == 0) break;
     text.append(buf, static_cast<std::size_t>(n));
     if (text.size() > kMaxStateFile) break;
   }
-  ::close(fd);
+  owned.reset();
 
   Result<RuntimeVars> parsed = text.size() > kMaxStateFile
                                    ? Result<RuntimeVars>(make_error(EFBIG, path_ + ": state file is too large"))
@@ -207,29 +209,31 @@ Result<void> StateFile::save(const RuntimeVars& vars) const {
   if (auto ok = ensure_directory(dir); !ok) return ok;
   const std::string text = serialize_state(vars);
   const std::string tmp = path_ + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  UniqueFd owned(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  const int fd = owned.get();
   if (fd < 0) return sys_error(errno, "cannot create " + tmp);
   auto fail = [&](Error e) -> Result<void> {
     ::unlink(tmp.c_str());
     return e;
   };
   if (auto ok = write_all(fd, text, tmp); !ok) {
-    ::close(fd);
+    owned.reset();
     return fail(ok.error());
   }
   if (::fsync(fd) != 0) {
     const int err = errno;
-    ::close(fd);
+    owned.reset();
     return fail(sys_error(err, "cannot fsync " + tmp));
   }
-  if (::close(fd) != 0) return fail(sys_error(errno, "cannot close " + tmp));
+  if (owned.close() != 0) return fail(sys_error(errno, "cannot close " + tmp));
   if (::rename(tmp.c_str(), path_.c_str()) != 0) return fail(sys_error(errno, "cannot rename " + tmp));
   // The rename is durable only once the directory entry is on disk.
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  UniqueFd owned_dir(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  const int dfd = owned_dir.get();
   if (dfd < 0) return sys_error(errno, "cannot open " + dir + " to fsync it");
   const int rc = ::fsync(dfd);
   const int err = errno;
-  ::close(dfd);
+  owned_dir.reset();
   if (rc != 0) return sys_error(err, "cannot fsync " + dir);
   return {};
 }
