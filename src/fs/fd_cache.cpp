@@ -2,11 +2,13 @@
 
 #include <unistd.h>
 
+#include "vsymfs/unique_fd.hpp"
+
 namespace vsymfs::fs {
 
 FdCache::~FdCache() {
   std::lock_guard lock(mu_);
-  for (FdSlot* s = head_; s != nullptr; s = s->next) ::close(s->fd.exchange(-1));
+  for (FdSlot* s = head_; s != nullptr; s = s->next) close_fd(s->fd.exchange(-1));
   head_ = tail_ = nullptr;
   count_ = 0;
 }
@@ -29,7 +31,7 @@ int FdCache::insert(FdSlot& slot, int fd) {
   std::lock_guard lock(mu_);
   slot.pins.fetch_add(1);
   if (const int theirs = slot.fd.load(); theirs >= 0) {
-    ::close(fd);
+    close_fd(fd);
     return theirs;
   }
   slot.serial.fetch_add(1, std::memory_order_relaxed);  // published by the store below
@@ -45,7 +47,7 @@ int FdCache::insert(FdSlot& slot, int fd) {
 void FdCache::offer(FdSlot& slot, int fd) {
   std::lock_guard lock(mu_);
   if (slot.fd.load() >= 0) {
-    ::close(fd);
+    close_fd(fd);
     return;
   }
   slot.serial.fetch_add(1, std::memory_order_relaxed);  // published by the store below
@@ -67,7 +69,7 @@ bool FdCache::close_unpinned_locked(FdSlot& slot) {
     return false;
   }
   unlink(slot);
-  ::close(fd);
+  close_fd(fd);
   --count_;
   return true;
 }
@@ -101,7 +103,7 @@ void FdCache::evict_all(std::vector<int>& in_use) {
     if (s->pins.load() != 0)
       in_use.push_back(fd);
     else
-      ::close(fd);
+      close_fd(fd);
     unlink(*s);
     --count_;
   }
@@ -112,7 +114,7 @@ void FdCache::drop(FdSlot& slot) {
   const int fd = slot.fd.exchange(-1);
   if (fd < 0) return;
   unlink(slot);
-  ::close(fd);
+  close_fd(fd);
   --count_;
 }
 
