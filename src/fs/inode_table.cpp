@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "identity.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::fs {
 
@@ -83,11 +84,11 @@ std::string probe_handles(int fd) {
   if (dir < 0) return std::string("cannot open it: ") + std::strerror(errno);
   const int again = ::open_by_handle_at(dir, fh, O_PATH | O_CLOEXEC);
   const int e = errno;
-  ::close(dir);
+  UniqueFd(dir).reset();
   if (again < 0) return std::string("open_by_handle_at: ") + std::strerror(e);
   struct stat a {}, b {};
   const bool same = ::fstat(fd, &a) == 0 && ::fstat(again, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
-  ::close(again);
+  UniqueFd(again).reset();
   return same ? std::string() : "open_by_handle_at gave another file";
 }
 
@@ -113,13 +114,13 @@ int open_quiet_clone(int root_fd) {
   attr.attr_clr = MOUNT_ATTR__ATIME;
   if (::syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) {
     int e = errno;
-    ::close(tree);
+    UniqueFd(tree).reset();
     return -e;
   }
   // open_by_handle_at wants a real (not O_PATH) descriptor on the mount.
   int dir = ::openat(tree, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   int e = errno;
-  ::close(tree);
+  UniqueFd(tree).reset();
   return dir >= 0 ? dir : -e;
 }
 
@@ -196,7 +197,7 @@ Result<std::unique_ptr<InodeTable>> InodeTable::create(const std::string& source
   struct stat st {};
   if (::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
     int e = errno;
-    ::close(fd);
+    UniqueFd(fd).reset();
     return make_error(e, "SOURCE " + source + ": " + std::strerror(e));
   }
   std::unique_ptr<InodeTable> t(new InodeTable(source, options));
@@ -226,10 +227,10 @@ InodeTable::~InodeTable() {
   }
   delete root_;
   for (auto& [id, fd] : mount_fds_)
-    if (fd >= 0) ::close(fd);
-  for (int fd : retired_fds_) ::close(fd);
-  if (quiet_fd_ >= 0) ::close(quiet_fd_);
-  ::close(root_fd_.load());
+    close_fd(fd);
+  for (int fd : retired_fds_) close_fd(fd);
+  close_fd(quiet_fd_);
+  close_fd(root_fd_.load());
 }
 
 Inode& InodeTable::from_nodeid(std::uint64_t nodeid) noexcept {
@@ -350,7 +351,7 @@ Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, c
   destroy(dead);
 
   if (inode == root_)
-    ::close(fd);
+    UniqueFd(fd).reset();  // the root keeps the descriptor it has
   else
     cache_.offer(inode->slot_, fd);
   return inode;
@@ -461,7 +462,7 @@ int InodeTable::reopen_by_name(Inode& inode) {
     same = same_file_locked(inode, st);
   }
   if (!same) {
-    ::close(fd);
+    UniqueFd(fd).reset();
     return -ESTALE;
   }
   return fd;
@@ -577,7 +578,7 @@ bool InodeTable::reopen_source() {
   if (fd < 0) return false;
   struct stat st {};
   if (::fstatat(fd, "", &st, AT_EMPTY_PATH) != 0 || !S_ISDIR(st.st_mode)) {
-    ::close(fd);  // still gone (the dead mount is still there)
+    UniqueFd(fd).reset();  // still gone (the dead mount is still there)
     return false;
   }
   // Operations may still hold the old descriptors: they are closed at the
@@ -629,7 +630,7 @@ int InodeTable::read_link_quietly(int fd, dev_t dev, ino_t ino, std::string& out
   const bool same =
       ::fstatat(qfd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == dev && st.st_ino == ino;
   const int e = read_link(same ? qfd : fd, out);
-  ::close(qfd);
+  UniqueFd(qfd).reset();
   return e;
 }
 
