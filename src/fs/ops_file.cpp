@@ -16,6 +16,7 @@
 #include "identity.hpp"
 #include "ops.hpp"
 #include "passthrough.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::fs::ops {
 
@@ -143,7 +144,7 @@ bool reply_opened(Filesystem& fs, fuse_ino_t ino, const Passthrough::OpenedFile&
   if (r != -ENOENT) return true;
   // Interrupted: no release will come.
   if (pt) pt->release(ino);
-  ::close(file.fd);
+  UniqueFd(file.fd).reset();  // fi->fh had it: taken back
   fs.release_open_file();
   return false;
 }
@@ -217,7 +218,7 @@ void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode
     return (void)fuse_reply_err(req, e);
   }
   auto fail = [&](int err) {
-    ::close(ofd);
+    UniqueFd(ofd).reset();
     fs.release_open_file();
     fuse_reply_err(req, err);
   };
@@ -279,15 +280,15 @@ void write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in_buf, off_t off, f
 void flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   // close() of a duplicate reports what close() on the source would (NFS
   // write-back errors, quota) without giving up the descriptor.
-  int dup_fd = ::dup(file_fd(fi));
-  if (dup_fd < 0) return (void)fuse_reply_err(req, errno);
-  fuse_reply_err(req, ::close(dup_fd) == 0 ? 0 : errno);
+  UniqueFd dup_fd(::dup(file_fd(fi)));
+  if (!dup_fd) return (void)fuse_reply_err(req, errno);
+  fuse_reply_err(req, dup_fd.close() == 0 ? 0 : errno);
 }
 
 void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = fs_of(req);
   if (Passthrough* pt = fs.passthrough()) pt->release(ino);
-  ::close(file_fd(fi));
+  UniqueFd(file_fd(fi)).reset();  // fi->fh owned it until now
   fs.release_open_file();
   fuse_reply_err(req, 0);
 }
