@@ -40,6 +40,7 @@
 #include "trace_hub.hpp"
 #include "trace_wire.hpp"
 #include "vsymfs/resolver.hpp"
+#include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::control {
 namespace {
@@ -59,7 +60,7 @@ Error sys_error(int code, const std::string& what) { return make_error(code, wha
 bool is_admin(const ucred& peer) noexcept { return peer.uid == 0 || peer.uid == ::geteuid(); }
 
 struct Connection {
-  int fd = -1;
+  UniqueFd fd;
   ucred peer{};
   Clock::time_point accepted;
   Clock::time_point last_active;  // accepted, or the last byte received or sent
@@ -97,7 +98,7 @@ std::vector<gid_t> peer_groups(int fd, gid_t gid) {
 void refuse(int fd, const Error& e) {
   const std::string bytes = frame(encode_reply(Reply::failure(e)));
   (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-  ::close(fd);
+  UniqueFd(fd).reset();
 }
 
 }  // namespace
@@ -109,10 +110,10 @@ struct Server::Impl {
   std::string socket_path;
   ServerOptions opts;
   StateFile store;
-  int listen_fd = -1;
-  int wake_fd = -1;
-  int trace_fd = -1;  // eventfd: a trace has events waiting (TraceHub)
-  int source_fd = -1;
+  UniqueFd listen_fd;
+  UniqueFd wake_fd;
+  UniqueFd trace_fd;  // eventfd: a trace has events waiting (TraceHub)
+  UniqueFd source_fd;
   dev_t socket_dev = 0;
   ino_t socket_ino = 0;
   bool socket_named_after_mountpoint = false;  // the default path (paths.hpp), not -o socket=
@@ -132,19 +133,19 @@ struct Server::Impl {
 
   ~Impl() {
     links.tracer().set_wake_fd(-1);
-    for (Connection& c : conns) ::close(c.fd);
+    for (Connection& c : conns) c.fd.reset();
     conns.clear();  // ends the traces
-    if (trace_fd >= 0) ::close(trace_fd);
-    if (listen_fd >= 0) {
-      ::close(listen_fd);
+    trace_fd.reset();
+    if (listen_fd) {
+      listen_fd.reset();
       // Remove the socket only if it is still ours (a second daemon may have
       // replaced a path we thought stale).
       struct stat st {};
       if (::lstat(socket_path.c_str(), &st) == 0 && st.st_dev == socket_dev && st.st_ino == socket_ino)
         ::unlink(socket_path.c_str());
     }
-    if (wake_fd >= 0) ::close(wake_fd);
-    if (source_fd >= 0) ::close(source_fd);
+    wake_fd.reset();
+    source_fd.reset();
   }
 
   Result<void> bind_socket();
@@ -191,8 +192,8 @@ Result<void> Server::Impl::bind_socket() {
   std::memcpy(addr.sun_path, socket_path.data(), socket_path.size());
   if (auto ok = ensure_directory(parent_directory(socket_path)); !ok) return ok;
 
-  listen_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (listen_fd < 0) return sys_error(errno, "socket");
+  listen_fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!listen_fd) return sys_error(errno, "socket");
   // A socket file left by a daemon that died is replaced; one that answers
   // belongs to a live daemon, and stealing it would orphan that mount.
   // Except the socket named after our mountpoint when no vsymfs is mounted
@@ -205,9 +206,9 @@ Result<void> Server::Impl::bind_socket() {
   struct stat st {};
   if (::lstat(socket_path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) return make_error(EEXIST, socket_path + " exists and is not a socket");
-    const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    const bool live = probe >= 0 && ::connect(probe, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
-    if (probe >= 0) ::close(probe);
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    const bool live = probe && ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+    probe.reset();
     if (live) {
       const std::string& mp = state.config().mountpoint;
       if (!socket_named_after_mountpoint) return make_error(EADDRINUSE, socket_path + " is in use by another daemon");
@@ -221,7 +222,7 @@ Result<void> Server::Impl::bind_socket() {
     }
     ::unlink(socket_path.c_str());
   }
-  if (::bind(listen_fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
+  if (::bind(listen_fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
     return sys_error(errno, "cannot bind " + socket_path);
   // Anyone may connect; what they may do is decided per request by their
   // kernel-reported credentials.
@@ -230,7 +231,7 @@ Result<void> Server::Impl::bind_socket() {
     socket_dev = st.st_dev;
     socket_ino = st.st_ino;
   }
-  if (::listen(listen_fd, 64) != 0) return sys_error(errno, "cannot listen on " + socket_path);
+  if (::listen(listen_fd.get(), 64) != 0) return sys_error(errno, "cannot listen on " + socket_path);
   return {};
 }
 
@@ -238,19 +239,19 @@ void Server::Impl::loop() {
   std::vector<pollfd> fds;
   for (;;) {
     fds.clear();
-    fds.push_back({wake_fd, POLLIN, 0});
+    fds.push_back({wake_fd.get(), POLLIN, 0});
     // Always accepting (unless out of descriptors): who gets a slot is
     // decided per uid once the kernel has told us the peer's (admit).
     const bool paused = Clock::now() < accept_paused_until;
-    fds.push_back({listen_fd, static_cast<short>(paused ? 0 : POLLIN), 0});
-    fds.push_back({trace_fd, POLLIN, 0});
+    fds.push_back({listen_fd.get(), static_cast<short>(paused ? 0 : POLLIN), 0});
+    fds.push_back({trace_fd.get(), POLLIN, 0});
     auto next_deadline = paused ? accept_paused_until : Clock::time_point::max();
     for (const Connection& c : conns) {
       short events = static_cast<short>(c.out.empty() ? POLLIN : POLLOUT);
       // A trace listens for its reader closing, and writes while it has
       // something unsent.
       if (c.trace) events = static_cast<short>(POLLIN | (c.sent < c.out.size() ? POLLOUT : 0));
-      fds.push_back({c.fd, events, 0});
+      fds.push_back({c.fd.get(), events, 0});
       next_deadline = std::min(next_deadline, deadline(c));
     }
     int timeout = -1;
@@ -269,7 +270,7 @@ void Server::Impl::loop() {
     bool traced = false;
     if (n > 0 && (fds[2].revents & POLLIN)) {
       std::uint64_t count = 0;
-      (void)!::read(trace_fd, &count, sizeof count);
+      (void)!::read(trace_fd.get(), &count, sizeof count);
       traced = true;
     }
     // Connections first (fds[3..] match conns as they were before accepting).
@@ -293,19 +294,18 @@ void Server::Impl::loop() {
         alive = on_writable(c);
       }
       if (!alive) {
-        ::close(c.fd);
-        c.fd = -1;
+        c.fd.reset();
         c.trace.reset();
       }
     }
-    std::erase_if(conns, [](const Connection& c) { return c.fd < 0; });
+    std::erase_if(conns, [](const Connection& c) { return !c.fd; });
     if (n > 0 && (fds[1].revents & POLLIN)) accept_new();
   }
 }
 
 void Server::Impl::accept_new() {
   for (int i = 0; i < kMaxAcceptsPerWake; ++i) {
-    const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    const int fd = ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EMFILE || errno == ENFILE) {
         // Out of descriptors: the pending connection stays readable, so
@@ -320,7 +320,7 @@ void Server::Impl::accept_new() {
     ucred peer{};
     socklen_t len = sizeof peer;
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0) {
-      ::close(fd);
+      UniqueFd(fd).reset();
       continue;
     }
     admit(fd, peer);
@@ -356,12 +356,12 @@ void Server::Impl::admit(int fd, const ucred& peer) {
     // holds the most.
     const auto oldest = std::find_if(conns.begin(), conns.end(),
                                      [&](const Connection& c) { return per_uid[c.peer.uid] == most; });
-    ::close(oldest->fd);
+    oldest->fd.reset();
     conns.erase(oldest);
     ++evicted;
   }
   Connection c;
-  c.fd = fd;
+  c.fd.reset(fd);
   c.peer = peer;
   c.accepted = c.last_active = Clock::now();
   conns.push_back(std::move(c));
@@ -412,7 +412,7 @@ bool Server::Impl::on_readable(Connection& c) {
       respond(c, reply);
       return on_writable(c);
     }
-    const ssize_t n = ::recv(c.fd, buf, std::min(sizeof buf, want - c.in.size()), 0);
+    const ssize_t n = ::recv(c.fd.get(), buf, std::min(sizeof buf, want - c.in.size()), 0);
     if (n > 0) {
       c.in.append(buf, static_cast<std::size_t>(n));
       c.last_active = Clock::now();
@@ -426,7 +426,7 @@ bool Server::Impl::on_readable(Connection& c) {
 bool Server::Impl::on_writable(Connection& c) {
   for (;;) {
     while (c.sent < c.out.size()) {
-      const ssize_t n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+      const ssize_t n = ::send(c.fd.get(), c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
       if (n < 0) return errno == EAGAIN || errno == EINTR;
       c.sent += static_cast<std::size_t>(n);
       c.last_active = Clock::now();
@@ -441,7 +441,7 @@ bool Server::Impl::on_writable(Connection& c) {
 bool Server::Impl::on_trace_readable(Connection& c) {
   char buf[512];
   for (;;) {
-    const ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
+    const ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
     if (n > 0) continue;
     if (n == 0) return false;
     return errno == EAGAIN || errno == EINTR;
@@ -578,7 +578,7 @@ std::shared_ptr<const Caller> Server::Impl::peer_caller(Request& req, const Conn
   who.pid = c.peer.pid;
   who.uid = who.ruid = c.peer.uid;  // the kernel reports effective ids only
   who.gid = who.rgid = c.peer.gid;
-  who.groups = peer_groups(c.fd, c.peer.gid);
+  who.groups = peer_groups(c.fd.get(), c.peer.gid);
   who.secure = req.secure;
   who.compat32 = req.compat32;
   if (const auto machine = elf_machine_named(req.emulated_machine); machine && !req.emulated_machine.empty())
@@ -609,13 +609,14 @@ Reply Server::Impl::do_explain(Request& req, const Connection& c) {
   open_how how{};
   how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-  const int dir_fd = static_cast<int>(::syscall(SYS_openat2, source_fd, rel.c_str(), &how, sizeof how));
+  UniqueFd owned_dir(static_cast<int>(::syscall(SYS_openat2, source_fd.get(), rel.c_str(), &how, sizeof how)));
+  const int dir_fd = owned_dir.get();
   if (dir_fd < 0) return Reply::failure(sys_error(errno, "cannot open " + req.dir));
 
   std::string out;
   std::vector<Substitution> trace;
   const Result<void> expanded = links.explain(req.raw, dir_fd, *who, out, trace);
-  ::close(dir_fd);
+  owned_dir.reset();
   Reply reply;
   if (expanded) {
     reply.add("expansion", out);
@@ -684,7 +685,7 @@ Server::Server() = default;
 Server::~Server() {
   if (impl_ && impl_->thread.joinable()) {
     const std::uint64_t one = 1;
-    if (::write(impl_->wake_fd, &one, sizeof one) < 0) {
+    if (::write(impl_->wake_fd.get(), &one, sizeof one) < 0) {
       // eventfd writes fail only on overflow; the thread is then awake anyway.
     }
     impl_->thread.join();
@@ -725,13 +726,13 @@ Result<std::unique_ptr<Server>> Server::start(daemon::MountState& state, daemon:
   if (!loaded->warning.empty()) spdlog::error("control: {}", loaded->warning);
   state.publish_runtime(std::make_shared<const RuntimeVars>(std::move(loaded->vars)));
 
-  impl->source_fd = ::open(state.config().source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (impl->source_fd < 0) return sys_error(errno, "cannot open source " + state.config().source);
-  impl->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (impl->wake_fd < 0) return sys_error(errno, "eventfd");
-  impl->trace_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (impl->trace_fd < 0) return sys_error(errno, "eventfd");
-  links.tracer().set_wake_fd(impl->trace_fd);
+  impl->source_fd.reset(::open(state.config().source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!impl->source_fd) return sys_error(errno, "cannot open source " + state.config().source);
+  impl->wake_fd.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!impl->wake_fd) return sys_error(errno, "eventfd");
+  impl->trace_fd.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!impl->trace_fd) return sys_error(errno, "eventfd");
+  links.tracer().set_wake_fd(impl->trace_fd.get());
   if (auto ok = impl->bind_socket(); !ok) return ok.error();
 
   std::unique_ptr<Server> server(new Server());
