@@ -16,8 +16,8 @@
 
 #include <benchmark/benchmark.h>
 
-#include "binfmt_registry.hpp"
-#include "proc_reader.hpp"
+#include "daemon/binfmt_registry.hpp"
+#include "daemon/proc_reader.hpp"
 
 namespace {
 

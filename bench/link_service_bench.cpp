@@ -16,9 +16,9 @@
 
 #include <benchmark/benchmark.h>
 
-#include "caller_contexts.hpp"
-#include "link_service.hpp"
-#include "mount_state.hpp"
+#include "daemon/caller_contexts.hpp"
+#include "daemon/link_service.hpp"
+#include "daemon/mount_state.hpp"
 
 namespace {
 

@@ -24,7 +24,7 @@
 #include <string_view>
 #include <vector>
 
-#include "proc_reader.hpp"
+#include "daemon/proc_reader.hpp"
 
 namespace {
 

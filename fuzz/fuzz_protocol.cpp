@@ -15,7 +15,7 @@
 #include <string>
 #include <string_view>
 
-#include "protocol.hpp"
+#include "control/protocol.hpp"
 
 namespace {
 

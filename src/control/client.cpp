@@ -1,4 +1,4 @@
-#include "client.hpp"
+#include "control/client.hpp"
 
 #include <poll.h>
 #include <sys/auxv.h>
@@ -15,8 +15,8 @@
 #include <functional>
 #include <thread>
 
-#include "binfmt_registry.hpp"
-#include "paths.hpp"
+#include "daemon/binfmt_registry.hpp"
+#include "control/paths.hpp"
 #include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::control {

@@ -5,7 +5,7 @@
 #include <functional>
 #include <string>
 
-#include "protocol.hpp"
+#include "control/protocol.hpp"
 #include "vsymfs/result.hpp"
 
 namespace vsymfs::control {

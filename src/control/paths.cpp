@@ -1,4 +1,4 @@
-#include "paths.hpp"
+#include "control/paths.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>

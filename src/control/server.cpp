@@ -7,7 +7,7 @@
 // the client says. explain and universe use the environment the client sent
 // about itself, never /proc/<pid>: once the client has exited, its pid may
 // belong to another user's process.
-#include "server.hpp"
+#include "control/server.hpp"
 
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -33,12 +33,12 @@
 
 #include <spdlog/spdlog.h>
 
-#include "identity.hpp"
-#include "protocol.hpp"
-#include "store.hpp"
+#include "daemon/identity.hpp"
+#include "control/protocol.hpp"
+#include "control/store.hpp"
 #include "vsymfs/emulation.hpp"
-#include "trace_hub.hpp"
-#include "trace_wire.hpp"
+#include "daemon/trace_hub.hpp"
+#include "control/trace_wire.hpp"
 #include "vsymfs/resolver.hpp"
 #include "vsymfs/unique_fd.hpp"
 

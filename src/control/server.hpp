@@ -13,11 +13,11 @@
 #include <vector>
 
 #include "vsymfs/result.hpp"
-#include "caller_contexts.hpp"
-#include "link_service.hpp"
-#include "mount_state.hpp"
-#include "paths.hpp"
-#include "status.hpp"
+#include "daemon/caller_contexts.hpp"
+#include "daemon/link_service.hpp"
+#include "daemon/mount_state.hpp"
+#include "control/paths.hpp"
+#include "daemon/status.hpp"
 
 namespace vsymfs::control {
 

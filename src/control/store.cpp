@@ -1,4 +1,4 @@
-#include "store.hpp"
+#include "control/store.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -12,8 +12,8 @@
 
 #include <toml++/toml.h>
 
-#include "paths.hpp"
-#include "protocol.hpp"
+#include "control/paths.hpp"
+#include "control/protocol.hpp"
 #include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::control {

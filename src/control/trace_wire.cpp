@@ -1,4 +1,4 @@
-#include "trace_wire.hpp"
+#include "control/trace_wire.hpp"
 
 #include <cstring>
 #include <ctime>

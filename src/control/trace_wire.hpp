@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "protocol.hpp"
+#include "control/protocol.hpp"
 #include "vsymfs/link_template.hpp"
 #include "vsymfs/trace.hpp"
 

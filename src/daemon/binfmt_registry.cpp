@@ -1,4 +1,4 @@
-#include "binfmt_registry.hpp"
+#include "daemon/binfmt_registry.hpp"
 
 #include <sys/syscall.h>
 #include <fcntl.h>

@@ -50,7 +50,7 @@
 //    environment is read as of execve, as the kernel shows it; later
 //    setenv() calls are invisible to us in any case.
 //  - NSS answers are cached per uid/gid for nss_ttl_ms.
-#include "caller_contexts.hpp"
+#include "daemon/caller_contexts.hpp"
 
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -65,14 +65,14 @@
 #include <unordered_set>
 #include <vector>
 
-#include "binfmt_registry.hpp"
-#include "caller_names.hpp"
-#include "environ_cache.hpp"
-#include "exec_watcher.hpp"
-#include "mount_state.hpp"
-#include "namespaces.hpp"
-#include "proc_pool.hpp"
-#include "proc_reader.hpp"
+#include "daemon/binfmt_registry.hpp"
+#include "daemon/caller_names.hpp"
+#include "daemon/environ_cache.hpp"
+#include "daemon/exec_watcher.hpp"
+#include "daemon/mount_state.hpp"
+#include "daemon/namespaces.hpp"
+#include "daemon/proc_pool.hpp"
+#include "daemon/proc_reader.hpp"
 #include "vsymfs/resolver.hpp"
 
 namespace vsymfs::daemon {

@@ -1,4 +1,4 @@
-#include "caller_names.hpp"
+#include "daemon/caller_names.hpp"
 
 #include <grp.h>
 #include <pwd.h>

@@ -12,8 +12,8 @@
 #include <memory>
 #include <string>
 
-#include "generation_cache.hpp"
-#include "namespaces.hpp"
+#include "daemon/generation_cache.hpp"
+#include "daemon/namespaces.hpp"
 #include "vsymfs/caller.hpp"
 
 namespace vsymfs::daemon {

@@ -1,10 +1,10 @@
-#include "environ_cache.hpp"
+#include "daemon/environ_cache.hpp"
 
 #include <algorithm>
 #include <string_view>
 #include <unordered_set>
 
-#include "mount_state.hpp"
+#include "daemon/mount_state.hpp"
 #include "vsymfs/resolver.hpp"
 
 namespace vsymfs::daemon {

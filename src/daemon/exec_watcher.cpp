@@ -1,4 +1,4 @@
-#include "exec_watcher.hpp"
+#include "daemon/exec_watcher.hpp"
 
 #include <poll.h>
 #include <sys/eventfd.h>

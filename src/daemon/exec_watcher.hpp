@@ -18,7 +18,7 @@
 #include <mutex>
 #include <thread>
 
-#include "proc_events.hpp"
+#include "daemon/proc_events.hpp"
 #include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::daemon {

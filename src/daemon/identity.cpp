@@ -1,4 +1,4 @@
-#include "identity.hpp"
+#include "daemon/identity.hpp"
 
 #include <sched.h>
 #include <sys/capability.h>

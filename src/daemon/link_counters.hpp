@@ -11,7 +11,7 @@
 #include <string>
 #include <string_view>
 
-#include "mount_state.hpp"
+#include "daemon/mount_state.hpp"
 #include "vsymfs/value_source.hpp"
 
 namespace vsymfs::daemon {

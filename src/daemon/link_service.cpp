@@ -1,4 +1,4 @@
-#include "link_service.hpp"
+#include "daemon/link_service.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -8,12 +8,12 @@
 #include <cstdio>
 #include <memory>
 
-#include "generation_cache.hpp"
-#include "link_counters.hpp"
-#include "namespaces.hpp"
-#include "probe_walk.hpp"
-#include "sys_probes.hpp"
-#include "template_cache.hpp"
+#include "daemon/generation_cache.hpp"
+#include "daemon/link_counters.hpp"
+#include "daemon/namespaces.hpp"
+#include "daemon/probe_walk.hpp"
+#include "daemon/sys_probes.hpp"
+#include "daemon/template_cache.hpp"
 #include "vsymfs/namespace_hosts.hpp"
 #include "vsymfs/resolver.hpp"
 #include "vsymfs/unique_fd.hpp"

@@ -14,10 +14,10 @@
 
 #include "vsymfs/link_template.hpp"
 #include "vsymfs/result.hpp"
-#include "caller_contexts.hpp"
-#include "mount_state.hpp"
-#include "sys_probes.hpp"  // LinkDirectory
-#include "trace_hub.hpp"
+#include "daemon/caller_contexts.hpp"
+#include "daemon/mount_state.hpp"
+#include "daemon/sys_probes.hpp"  // LinkDirectory
+#include "daemon/trace_hub.hpp"
 
 namespace vsymfs::daemon {
 

@@ -1,4 +1,4 @@
-#include "mount_state.hpp"
+#include "daemon/mount_state.hpp"
 
 #include <fcntl.h>
 #include <poll.h>

@@ -17,8 +17,8 @@
 #include <utility>
 #include <vector>
 
-#include "mount_config.hpp"
-#include "status.hpp"
+#include "daemon/mount_config.hpp"
+#include "daemon/status.hpp"
 #include "vsymfs/caller.hpp"
 #include "vsymfs/host_view.hpp"
 #include "vsymfs/result.hpp"

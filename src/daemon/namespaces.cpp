@@ -1,5 +1,5 @@
 // Callers in other namespaces (namespaces.hpp).
-#include "namespaces.hpp"
+#include "daemon/namespaces.hpp"
 
 #include <fcntl.h>
 #include <linux/openat2.h>

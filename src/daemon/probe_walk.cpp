@@ -1,4 +1,4 @@
-#include "probe_walk.hpp"
+#include "daemon/probe_walk.hpp"
 
 #include <fcntl.h>
 #include <linux/openat2.h>

@@ -1,4 +1,4 @@
-#include "proc_events.hpp"
+#include "daemon/proc_events.hpp"
 
 #include <linux/cn_proc.h>
 #include <linux/connector.h>

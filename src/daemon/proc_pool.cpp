@@ -1,9 +1,9 @@
-#include "proc_pool.hpp"
+#include "daemon/proc_pool.hpp"
 
 #include <algorithm>
 #include <thread>
 
-#include "proc_reader.hpp"
+#include "daemon/proc_reader.hpp"
 
 namespace vsymfs::daemon {
 

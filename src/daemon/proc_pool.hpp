@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "binfmt_registry.hpp"
+#include "daemon/binfmt_registry.hpp"
 #include "vsymfs/emulation.hpp"
 
 namespace vsymfs::daemon {

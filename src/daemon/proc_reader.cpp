@@ -1,4 +1,4 @@
-#include "proc_reader.hpp"
+#include "daemon/proc_reader.hpp"
 
 #include <elf.h>
 #include <fcntl.h>

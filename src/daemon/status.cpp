@@ -1,11 +1,11 @@
-#include "status.hpp"
+#include "daemon/status.hpp"
 
 #include <cstdint>
 #include <string>
 #include <utility>
 
-#include "caller_contexts.hpp"
-#include "link_service.hpp"
+#include "daemon/caller_contexts.hpp"
+#include "daemon/link_service.hpp"
 
 namespace vsymfs::daemon {
 

@@ -1,4 +1,4 @@
-#include "sys_probes.hpp"
+#include "daemon/sys_probes.hpp"
 
 #include <sys/stat.h>
 

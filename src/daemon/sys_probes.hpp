@@ -13,8 +13,8 @@
 #include <string>
 #include <string_view>
 
-#include "generation_cache.hpp"
-#include "probe_walk.hpp"
+#include "daemon/generation_cache.hpp"
+#include "daemon/probe_walk.hpp"
 #include "vsymfs/link_template.hpp"
 #include "vsymfs/var_map.hpp"
 

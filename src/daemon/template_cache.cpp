@@ -1,4 +1,4 @@
-#include "template_cache.hpp"
+#include "daemon/template_cache.hpp"
 
 namespace vsymfs::daemon {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-#include "generation_cache.hpp"
+#include "daemon/generation_cache.hpp"
 #include "vsymfs/link_template.hpp"
 #include "vsymfs/rules.hpp"
 #include "vsymfs/var_map.hpp"

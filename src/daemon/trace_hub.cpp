@@ -1,4 +1,4 @@
-#include "trace_hub.hpp"
+#include "daemon/trace_hub.hpp"
 
 #include <unistd.h>
 

@@ -1,4 +1,4 @@
-#include "atime.hpp"
+#include "fs/atime.hpp"
 
 #include <fcntl.h>
 #include <linux/mount.h>
@@ -9,7 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "identity.hpp"
+#include "daemon/identity.hpp"
 
 namespace vsymfs::fs {
 

@@ -1,4 +1,4 @@
-#include "daemon.hpp"
+#include "fs/daemon.hpp"
 
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -10,10 +10,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include "identity.hpp"
-#include "logging.hpp"
-#include "paths.hpp"
-#include "service_notify.hpp"
+#include "daemon/identity.hpp"
+#include "fs/logging.hpp"
+#include "control/paths.hpp"
+#include "fs/service_notify.hpp"
 
 namespace vsymfs::fs {
 

@@ -20,18 +20,18 @@
 #include <thread>
 #include <vector>
 
-#include "atime.hpp"
-#include "caller_contexts.hpp"
-#include "filesystem.hpp"
-#include "inode_table.hpp"
-#include "link_service.hpp"
-#include "mount_state.hpp"
-#include "options.hpp"
-#include "passthrough.hpp"
-#include "server.hpp"
-#include "startup.hpp"
-#include "status.hpp"
-#include "uring_transport.hpp"
+#include "fs/atime.hpp"
+#include "daemon/caller_contexts.hpp"
+#include "fs/filesystem.hpp"
+#include "fs/inode_table.hpp"
+#include "daemon/link_service.hpp"
+#include "daemon/mount_state.hpp"
+#include "fs/options.hpp"
+#include "fs/passthrough.hpp"
+#include "control/server.hpp"
+#include "fs/startup.hpp"
+#include "daemon/status.hpp"
+#include "fs/uring_transport.hpp"
 
 namespace vsymfs::fs {
 

@@ -1,4 +1,4 @@
-#include "fd_cache.hpp"
+#include "fs/fd_cache.hpp"
 
 #include <unistd.h>
 

@@ -1,4 +1,4 @@
-#include "filesystem.hpp"
+#include "fs/filesystem.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -11,10 +11,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include "atime.hpp"
-#include "identity.hpp"
-#include "ops.hpp"
-#include "passthrough.hpp"
+#include "fs/atime.hpp"
+#include "daemon/identity.hpp"
+#include "fs/ops.hpp"
+#include "fs/passthrough.hpp"
 #include "vsymfs/link_template.hpp"
 #include "vsymfs/unique_fd.hpp"
 

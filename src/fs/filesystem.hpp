@@ -16,10 +16,10 @@
 #include <thread>
 #include <unordered_set>
 
-#include "caller_contexts.hpp"
-#include "inode_table.hpp"
-#include "link_service.hpp"
-#include "mount_state.hpp"
+#include "daemon/caller_contexts.hpp"
+#include "fs/inode_table.hpp"
+#include "daemon/link_service.hpp"
+#include "daemon/mount_state.hpp"
 
 namespace vsymfs::fs {
 

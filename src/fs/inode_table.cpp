@@ -1,4 +1,4 @@
-#include "inode_table.hpp"
+#include "fs/inode_table.hpp"
 
 #include <fcntl.h>
 #include <linux/mount.h>
@@ -17,7 +17,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "identity.hpp"
+#include "daemon/identity.hpp"
 #include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::fs {

@@ -41,7 +41,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "fd_cache.hpp"
+#include "fs/fd_cache.hpp"
 #include "vsymfs/result.hpp"
 
 namespace vsymfs::fs {

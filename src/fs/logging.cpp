@@ -1,4 +1,4 @@
-#include "logging.hpp"
+#include "fs/logging.hpp"
 
 #define FUSE_USE_VERSION 314
 #include <fuse3/fuse_lowlevel.h>

@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "options.hpp"
+#include "fs/options.hpp"
 
 namespace vsymfs::fs {
 

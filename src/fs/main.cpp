@@ -8,10 +8,10 @@
 #include <utility>
 #include <vector>
 
-#include "daemon.hpp"
-#include "logging.hpp"
-#include "options.hpp"
-#include "startup.hpp"
+#include "fs/daemon.hpp"
+#include "fs/logging.hpp"
+#include "fs/options.hpp"
+#include "fs/startup.hpp"
 #include "vsymfs_config.h"
 
 int main(int argc, char** argv) {

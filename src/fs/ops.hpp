@@ -4,7 +4,7 @@
 // filesystem gave.
 #pragma once
 
-#include "filesystem.hpp"
+#include "fs/filesystem.hpp"
 
 namespace vsymfs::fs::ops {
 

@@ -9,7 +9,7 @@
 #include <memory>
 #include <vector>
 
-#include "ops.hpp"
+#include "fs/ops.hpp"
 #include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::fs::ops {

@@ -10,8 +10,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "identity.hpp"
-#include "ops.hpp"
+#include "daemon/identity.hpp"
+#include "fs/ops.hpp"
 #include "vsymfs/link_template.hpp"
 
 namespace vsymfs::fs::ops {

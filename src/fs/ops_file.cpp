@@ -13,9 +13,9 @@
 #include <cstdint>
 #include <cstdlib>
 
-#include "identity.hpp"
-#include "ops.hpp"
-#include "passthrough.hpp"
+#include "daemon/identity.hpp"
+#include "fs/ops.hpp"
+#include "fs/passthrough.hpp"
 #include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::fs::ops {

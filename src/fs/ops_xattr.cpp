@@ -15,8 +15,8 @@
 #include <string>
 #include <string_view>
 
-#include "paths.hpp"
-#include "ops.hpp"
+#include "control/paths.hpp"
+#include "fs/ops.hpp"
 
 namespace vsymfs::fs::ops {
 

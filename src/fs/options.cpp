@@ -1,4 +1,4 @@
-#include "options.hpp"
+#include "fs/options.hpp"
 
 #include "vsymfs_config.h"
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "mount_config.hpp"
+#include "daemon/mount_config.hpp"
 #include "vsymfs/result.hpp"
 
 namespace vsymfs::fs {

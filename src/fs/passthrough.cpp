@@ -1,4 +1,4 @@
-#include "passthrough.hpp"
+#include "fs/passthrough.hpp"
 
 #include <linux/fuse.h>
 #include <linux/magic.h>
@@ -23,8 +23,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "filesystem.hpp"
-#include "identity.hpp"
+#include "fs/filesystem.hpp"
+#include "daemon/identity.hpp"
 #include "vsymfs/mountinfo.hpp"
 
 namespace vsymfs::fs {

@@ -56,7 +56,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "identity.hpp"
+#include "daemon/identity.hpp"
 #include "vsymfs/result.hpp"
 
 namespace vsymfs::fs {

@@ -1,4 +1,4 @@
-#include "service_notify.hpp"
+#include "fs/service_notify.hpp"
 
 #include "vsymfs_config.h"
 

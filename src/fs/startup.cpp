@@ -1,4 +1,4 @@
-#include "startup.hpp"
+#include "fs/startup.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -10,7 +10,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "paths.hpp"
+#include "control/paths.hpp"
 
 namespace vsymfs::fs {
 

@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "options.hpp"
+#include "fs/options.hpp"
 #include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::fs {

@@ -1,4 +1,4 @@
-#include "uring_transport.hpp"
+#include "fs/uring_transport.hpp"
 
 #include <liburing.h>
 #include <linux/fuse.h>
@@ -21,7 +21,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "passthrough.hpp"
+#include "fs/passthrough.hpp"
 
 namespace vsymfs::fs {
 

@@ -43,7 +43,7 @@
 #include <string>
 #include <vector>
 
-#include "options.hpp"
+#include "fs/options.hpp"
 #include "vsymfs/result.hpp"
 #include "vsymfs/unique_fd.hpp"
 

@@ -1,10 +1,10 @@
-#include "daemon_ops.hpp"
+#include "vsymctl/daemon_ops.hpp"
 
 #include <iostream>
 
-#include "client.hpp"
-#include "exit_codes.hpp"
-#include "output.hpp"
+#include "control/client.hpp"
+#include "vsymctl/exit_codes.hpp"
+#include "vsymctl/output.hpp"
 
 namespace vsymfs::vsymctl {
 

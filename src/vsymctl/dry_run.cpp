@@ -1,4 +1,4 @@
-#include "dry_run.hpp"
+#include "vsymctl/dry_run.hpp"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -12,8 +12,8 @@
 #include <iostream>
 #include <optional>
 
-#include "exit_codes.hpp"
-#include "output.hpp"
+#include "vsymctl/exit_codes.hpp"
+#include "vsymctl/output.hpp"
 #include "vsymfs/caller.hpp"
 #include "vsymfs/emulation.hpp"
 #include "vsymfs/link_template.hpp"

@@ -1,4 +1,4 @@
-#include "explain.hpp"
+#include "vsymctl/explain.hpp"
 
 #include <limits.h>
 #include <sys/stat.h>
@@ -12,12 +12,12 @@
 #include <map>
 #include <sstream>
 
-#include "client.hpp"
-#include "daemon_ops.hpp"
-#include "exit_codes.hpp"
-#include "output.hpp"
-#include "paths.hpp"
-#include "trace_wire.hpp"
+#include "control/client.hpp"
+#include "vsymctl/daemon_ops.hpp"
+#include "vsymctl/exit_codes.hpp"
+#include "vsymctl/output.hpp"
+#include "control/paths.hpp"
+#include "control/trace_wire.hpp"
 #include "vsymfs/link_template.hpp"
 
 namespace vsymfs::vsymctl {

@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "protocol.hpp"
+#include "control/protocol.hpp"
 
 namespace vsymfs::vsymctl {
 

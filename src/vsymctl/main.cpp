@@ -9,12 +9,12 @@
 
 #include <iostream>
 
-#include "daemon_ops.hpp"
-#include "dry_run.hpp"
-#include "exit_codes.hpp"
-#include "explain.hpp"
-#include "run.hpp"
-#include "trace.hpp"
+#include "vsymctl/daemon_ops.hpp"
+#include "vsymctl/dry_run.hpp"
+#include "vsymctl/exit_codes.hpp"
+#include "vsymctl/explain.hpp"
+#include "vsymctl/run.hpp"
+#include "vsymctl/trace.hpp"
 #include "vsymfs_config.h"
 
 using namespace vsymfs::vsymctl;

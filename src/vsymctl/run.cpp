@@ -1,4 +1,4 @@
-#include "run.hpp"
+#include "vsymctl/run.hpp"
 
 #include <unistd.h>
 
@@ -6,9 +6,9 @@
 #include <cstring>
 #include <iostream>
 
-#include "client.hpp"
-#include "exit_codes.hpp"
-#include "output.hpp"
+#include "control/client.hpp"
+#include "vsymctl/exit_codes.hpp"
+#include "vsymctl/output.hpp"
 
 namespace vsymfs::vsymctl {
 namespace {

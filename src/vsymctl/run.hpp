@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon_ops.hpp"
+#include "vsymctl/daemon_ops.hpp"
 
 namespace vsymfs::vsymctl {
 

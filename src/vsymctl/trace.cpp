@@ -1,4 +1,4 @@
-#include "trace.hpp"
+#include "vsymctl/trace.hpp"
 
 #include <limits.h>
 #include <pwd.h>
@@ -9,11 +9,11 @@
 #include <cstring>
 #include <iostream>
 
-#include "client.hpp"
-#include "exit_codes.hpp"
-#include "explain.hpp"
-#include "output.hpp"
-#include "trace_wire.hpp"
+#include "control/client.hpp"
+#include "vsymctl/exit_codes.hpp"
+#include "vsymctl/explain.hpp"
+#include "vsymctl/output.hpp"
+#include "control/trace_wire.hpp"
 
 namespace vsymfs::vsymctl {
 namespace {

@@ -4,7 +4,7 @@
 #include <optional>
 #include <string>
 
-#include "daemon_ops.hpp"
+#include "vsymctl/daemon_ops.hpp"
 
 namespace vsymfs::vsymctl {
 

@@ -1,4 +1,4 @@
-#include "protocol.hpp"
+#include "control/protocol.hpp"
 
 #include <gtest/gtest.h>
 
@@ -355,7 +355,7 @@ TEST(Protocol, FuzzDecodeNeverCrashesAndAcceptsOnlyValidRequests) {
 }  // namespace vsymfs::control
 
 // vsymctl trace (appended: the trace request and its stream's records).
-#include "trace_wire.hpp"
+#include "control/trace_wire.hpp"
 
 namespace vsymfs::control {
 namespace {

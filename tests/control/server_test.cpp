@@ -1,6 +1,6 @@
 // The control server without a mount: a MountState over a plain directory,
 // a real socket, the real client.
-#include "server.hpp"
+#include "control/server.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -25,9 +25,9 @@
 #include <thread>
 #include <vector>
 
-#include "client.hpp"
+#include "control/client.hpp"
 #include "common/temp_dir.hpp"
-#include "store.hpp"
+#include "control/store.hpp"
 
 namespace vsymfs::control {
 namespace {

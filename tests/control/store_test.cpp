@@ -1,4 +1,4 @@
-#include "store.hpp"
+#include "control/store.hpp"
 
 #include <dirent.h>
 #include <sys/stat.h>

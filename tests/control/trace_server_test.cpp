@@ -23,10 +23,10 @@
 #include <thread>
 #include <vector>
 
-#include "client.hpp"
+#include "control/client.hpp"
 #include "common/temp_dir.hpp"
-#include "server.hpp"
-#include "trace_wire.hpp"
+#include "control/server.hpp"
+#include "control/trace_wire.hpp"
 
 namespace vsymfs::control {
 namespace {

@@ -3,7 +3,7 @@
 // Covers files-not-names (an interpreter symlink, a same-named copy), entries
 // that name no ELF machine, and that a registration change is seen at once
 // while an unchanged directory is not read again.
-#include "binfmt_registry.hpp"
+#include "daemon/binfmt_registry.hpp"
 
 #include <sched.h>
 #include <sys/mount.h>

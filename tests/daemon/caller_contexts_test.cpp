@@ -1,4 +1,4 @@
-#include "caller_contexts.hpp"
+#include "daemon/caller_contexts.hpp"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -28,8 +28,8 @@
 
 #include "common/exec_probe.hpp"
 #include "common/temp_dir.hpp"
-#include "mount_state.hpp"
-#include "proc_events.hpp"
+#include "daemon/mount_state.hpp"
+#include "daemon/proc_events.hpp"
 #include "vsymfs/emulation.hpp"
 
 namespace vsymfs::daemon {

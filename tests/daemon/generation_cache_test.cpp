@@ -1,6 +1,6 @@
 // GenerationCache on its own: the bound, the eviction order, what a
 // generation bump does, string_view lookups, and use from several threads.
-#include "generation_cache.hpp"
+#include "daemon/generation_cache.hpp"
 
 #include <gtest/gtest.h>
 

@@ -3,7 +3,7 @@
 // scopes for daemon work take exactly what they need and give it back, and
 // a thread started by a switched thread (libfuse starts workers from
 // workers) does not trust what it inherited.
-#include "identity.hpp"
+#include "daemon/identity.hpp"
 
 #include <linux/capability.h>
 #include <sys/syscall.h>

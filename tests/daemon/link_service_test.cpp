@@ -1,6 +1,6 @@
 // LinkService and MountState without FUSE: real rules files, real /proc of
 // child processes, a real SOURCE directory for @sys probes.
-#include "link_service.hpp"
+#include "daemon/link_service.hpp"
 
 #include <fcntl.h>
 #include <poll.h>

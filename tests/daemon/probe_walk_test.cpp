@@ -1,7 +1,7 @@
 // ProbeWalker without a mount: real directories, symlinks and /proc. What
 // it must never do (call into a FUSE filesystem) needs real mounts and is
 // tested in tests/integration/security_test.cpp.
-#include "probe_walk.hpp"
+#include "daemon/probe_walk.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>

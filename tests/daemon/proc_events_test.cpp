@@ -1,4 +1,4 @@
-#include "proc_events.hpp"
+#include "daemon/proc_events.hpp"
 
 #include <poll.h>
 #include <sys/wait.h>

@@ -1,7 +1,7 @@
 // TraceHub and LinkService's tracing, without FUSE: who gets which
 // expansion, that a reader that never reads only loses events, and that
 // nothing is traced (or paid) when nobody subscribes.
-#include "trace_hub.hpp"
+#include "daemon/trace_hub.hpp"
 
 #include <fcntl.h>
 #include <sys/eventfd.h>
@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "common/temp_dir.hpp"
-#include "link_service.hpp"
+#include "daemon/link_service.hpp"
 
 namespace vsymfs::daemon {
 namespace {

@@ -1,7 +1,7 @@
 // The bounded descriptor cache: never more than its budget of unpinned
 // descriptors, cold ones closed first (a used one gets a second chance),
 // pinned ones never closed, hits without the lock safe against eviction.
-#include "fd_cache.hpp"
+#include "fs/fd_cache.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>

@@ -2,7 +2,7 @@
 // table already has is found and counted without a syscall, an unknown one
 // is not made up, and counting keeps an inode alive exactly as long as the
 // kernel's lookups do.
-#include "inode_table.hpp"
+#include "fs/inode_table.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>

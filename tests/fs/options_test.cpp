@@ -1,7 +1,7 @@
 // `vsymfs [options] SOURCE MOUNTPOINT`: libfuse-style options, in any
 // position (mount.fuse3 puts them last); our -o options are taken out and
 // every other one reaches libfuse.
-#include "options.hpp"
+#include "fs/options.hpp"
 
 #include <string>
 #include <vector>

@@ -43,7 +43,7 @@
 #include "common/temp_dir.hpp"
 #include "fault_tools.hpp"
 #include "mount_fixture.hpp"
-#include "protocol.hpp"
+#include "control/protocol.hpp"
 
 namespace vsymfs::testing {
 namespace {

@@ -29,7 +29,7 @@
 
 #include "child_process.hpp"
 #include "mount_fixture.hpp"
-#include "protocol.hpp"
+#include "control/protocol.hpp"
 
 namespace vsymfs::testing {
 namespace {
