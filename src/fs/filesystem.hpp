@@ -18,6 +18,7 @@
 
 #include "daemon/caller_contexts.hpp"
 #include "fs/inode_table.hpp"
+#include "fs/open_dirs.hpp"
 #include "daemon/link_service.hpp"
 #include "daemon/mount_state.hpp"
 
@@ -140,6 +141,9 @@ class Filesystem {
   // Open-descriptor accounting for open files and directories.
   bool reserve_open_file() noexcept;
   void release_open_file() noexcept { open_files_.fetch_sub(1, std::memory_order_relaxed); }
+  // Directory handles between OPENDIR and RELEASEDIR; those the kernel
+  // never released (an unmount came first) close with the Filesystem.
+  OpenDirs& open_dirs() noexcept { return open_dirs_; }
 
  private:
   void on_rules_changed();
@@ -154,6 +158,7 @@ class Filesystem {
   daemon::LinkService& links_;
   std::string control_socket_;
   std::atomic<std::size_t> open_files_{0};
+  OpenDirs open_dirs_;
   std::atomic<bool> kernel_caches_symlinks_{false};
   std::atomic<bool> kernel_acls_{false};
   Passthrough* passthrough_ = nullptr;

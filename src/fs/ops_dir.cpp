@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "fs/open_dirs.hpp"
 #include "fs/ops.hpp"
 #include "vsymfs/unique_fd.hpp"
 
@@ -29,15 +30,6 @@ void make_entry(fuse_req_t req, fuse_ino_t parent_ino, const char* name, Make ma
   if (int err = fs.lookup(req, parent, pfd.get(), name, e, false); err != 0) return (void)fuse_reply_err(req, err);
   fuse_reply_entry(req, &e);
 }
-
-struct DirHandle {
-  DIR* dir = nullptr;
-  off_t offset = 0;            // telldir() position of `entry`, or of the next entry when entry is null
-  struct dirent* entry = nullptr;  // read but not yet sent (the reply buffer was full)
-  ~DirHandle() {
-    if (dir) ::closedir(dir);
-  }
-};
 
 DirHandle* dir_handle(fuse_file_info* fi) { return reinterpret_cast<DirHandle*>(fi->fh); }
 
@@ -240,7 +232,6 @@ void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return (void)fuse_reply_err(req, e);
   }
   (void)owned_dir.release();  // the DIR* owns it now
-  fi->fh = reinterpret_cast<uint64_t>(d.get());
   // The kernel keeps the listing in the directory's page cache and serves
   // later scans from it with no request at all; a listing is the same for
   // every caller (opendir above still checks each caller's permission).
@@ -250,11 +241,13 @@ void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // SOURCE directly show within attr_timeout, like file data.
   fi->cache_readdir = 1;
   fi->keep_cache = 1;
+  // On the list before the reply: RELEASEDIR may come as soon as it is out.
+  DirHandle* h = fs.open_dirs().adopt(std::move(d));
+  fi->fh = reinterpret_cast<uint64_t>(h);
   if (fuse_reply_open(req, fi) == -ENOENT) {  // the caller was interrupted: nobody will release it
+    fs.open_dirs().close(h);
     fs.release_open_file();
-    return;
   }
-  d.release();
 }
 
 void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
@@ -266,8 +259,9 @@ void readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fi
 }
 
 void releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  delete dir_handle(fi);
-  fs_of(req).release_open_file();
+  Filesystem& fs = fs_of(req);
+  fs.open_dirs().close(dir_handle(fi));
+  fs.release_open_file();
   fuse_reply_err(req, 0);
 }
 
