@@ -3,7 +3,7 @@
 // lookup per reference: no re-scanning of values, no allocation except the
 // output string (and the trace, which only `vsymctl explain` asks for).
 //
-// Decisions the man pages do not spell out (docs/vsymfs-rules.5 should repeat them):
+// Decisions vsymfs-rules(5) states under [syntax] ("How link text is read"); keep both in step:
 // - A malformed or unknown reference gives up only its sigil: the sigil is
 //   copied and scanning resumes at the next byte, as NetBSD's symlink_magic()
 //   does. So `@foo@machine` keeps `@foo` and still expands `@machine`.
