@@ -21,6 +21,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "daemon/identity.hpp"
 #include "vsymfs/unique_fd.hpp"
 
 namespace vsymfs::daemon {
@@ -405,26 +406,6 @@ class Walk {
   int links_ = 0, steps_ = 0;
 };
 
-// This thread's filesystem identity. Raw syscalls: glibc's wrappers would
-// change every thread of the daemon. Groups first (setgroups needs
-// CAP_SETGID, which a non-zero fsuid does not drop). Without privilege (a
-// daemon run by a user) the calls fail and the walk runs as the daemon, as
-// its FUSE operations do then.
-void become(uid_t uid, gid_t gid, const std::vector<gid_t>& groups) {
-  thread_local bool known = false;
-  thread_local uid_t cur_uid = 0;
-  thread_local gid_t cur_gid = 0;
-  thread_local std::vector<gid_t> cur_groups;
-  if (known && cur_uid == uid && cur_gid == gid && cur_groups == groups) return;
-  (void)::syscall(SYS_setgroups, groups.size(), groups.data());
-  (void)::syscall(SYS_setfsgid, gid);
-  (void)::syscall(SYS_setfsuid, uid);
-  known = true;
-  cur_uid = uid;
-  cur_gid = gid;
-  cur_groups = groups;
-}
-
 void probe_thread(std::shared_ptr<Core> core) {
   for (;;) {
     std::shared_ptr<Core::Job> job;
@@ -441,8 +422,12 @@ void probe_thread(std::shared_ptr<Core> core) {
       std::lock_guard jl(job->mu);
       if (job->abandoned) continue;
     }
-    become(job->uid, job->gid, job->groups);
-    const bool exists = Walk(*core, true).run(job->dir.get(), job->target) == Outcome::Exists;
+    // The caller's identity, as the FUSE workers take it (identity.hpp):
+    // without the right to switch (a daemon run by a user) the walk runs as
+    // the daemon, as its operations do; a switch that fails answers
+    // "absent" rather than walk with whatever identity the thread had.
+    const bool exists = ThreadIdentity::become(job->uid, job->gid, job->groups) == 0 &&
+                        Walk(*core, true).run(job->dir.get(), job->target) == Outcome::Exists;
     {
       std::lock_guard jl(job->mu);
       job->exists = exists;

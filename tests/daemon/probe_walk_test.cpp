@@ -2,6 +2,7 @@
 // it must never do (call into a FUSE filesystem) needs real mounts and is
 // tested in tests/integration/security_test.cpp.
 #include "daemon/probe_walk.hpp"
+#include "daemon/identity.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -104,6 +105,9 @@ TEST_F(ProbeWalkTest, LinksAndPathsElsewhereAreFollowed) {
 
 TEST_F(ProbeWalkTest, WalksRunWithTheCallersCredentials) {
   if (::geteuid() != 0) GTEST_SKIP() << "switching the probe thread's identity needs root";
+  // As the daemon does before any worker starts: probe threads switch with
+  // ThreadIdentity, like the FUSE workers.
+  ASSERT_TRUE(ThreadIdentity::init());
   ASSERT_EQ(::chmod(t("arch").c_str(), 0700), 0);
   const ProbeCredentials nobody{65534, 65534, {}};
   const auto deadline = ProbeWalker::Clock::now() + std::chrono::seconds(10);
