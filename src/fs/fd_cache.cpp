@@ -27,14 +27,12 @@ void FdCache::unlink(FdSlot& slot) {
   slot.prev = slot.next = nullptr;
 }
 
-int FdCache::insert(FdSlot& slot, int fd) {
+int FdCache::insert(FdSlot& slot, UniqueFd owned) {
   std::lock_guard lock(mu_);
   slot.pins.fetch_add(1);
-  if (const int theirs = slot.fd.load(); theirs >= 0) {
-    close_fd(fd);
-    return theirs;
-  }
+  if (const int theirs = slot.fd.load(); theirs >= 0) return theirs;  // ours closes on return
   slot.serial.fetch_add(1, std::memory_order_relaxed);  // published by the store below
+  const int fd = owned.release();  // the slot owns it now (closed with close_fd)
   slot.fd.store(fd);
   // Like a hit: the operation that opened it is about to use it.
   slot.referenced.store(true, std::memory_order_relaxed);
@@ -44,14 +42,11 @@ int FdCache::insert(FdSlot& slot, int fd) {
   return fd;
 }
 
-void FdCache::offer(FdSlot& slot, int fd) {
+void FdCache::offer(FdSlot& slot, UniqueFd owned) {
   std::lock_guard lock(mu_);
-  if (slot.fd.load() >= 0) {
-    close_fd(fd);
-    return;
-  }
+  if (slot.fd.load() >= 0) return;  // ours closes on return
   slot.serial.fetch_add(1, std::memory_order_relaxed);  // published by the store below
-  slot.fd.store(fd);
+  slot.fd.store(owned.release());  // the slot owns it now (closed with close_fd)
   // Like a hit: the operation that opened it is about to use it.
   slot.referenced.store(true, std::memory_order_relaxed);
   link_front(slot);

@@ -23,6 +23,8 @@
 #include <mutex>
 #include <vector>
 
+#include "vsymfs/unique_fd.hpp"
+
 namespace vsymfs::fs {
 
 // Embedded in each inode: the cache links inodes without allocating.
@@ -69,10 +71,10 @@ class FdCache {
   // Puts a freshly opened descriptor into the slot, pinned, and returns the
   // descriptor to use: when another thread got there first, `fd` is closed
   // and theirs is returned.
-  int insert(FdSlot& slot, int fd);
+  int insert(FdSlot& slot, UniqueFd fd);
   // Gives the cache a descriptor it may keep (unpinned) or close, when the
   // slot already has one.
-  void offer(FdSlot& slot, int fd);
+  void offer(FdSlot& slot, UniqueFd fd);
   // Unpins. True when this was the last pin of a retired slot: the caller
   // then finishes what retire() left (drop the descriptor, free the inode).
   bool release(FdSlot& slot) noexcept {

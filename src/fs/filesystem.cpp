@@ -275,29 +275,25 @@ int Filesystem::lookup(fuse_req_t req, Inode& parent, int parent_fd, const char*
   std::memset(&e, 0, sizeof e);
   const char* real_name = name;
   bool per_caller_name = false;
-  int fd = ::openat(parent_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  UniqueFd fd(::openat(parent_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
   thread_local std::vector<std::string> candidates;
-  if (fd < 0) {
+  if (!fd) {
     int err = errno;
     if (err != ENOENT || !sys_ok || !vsymfs::is_sys_component(name)) return err;
     candidates.clear();
     links_.sys_component_candidates(name, ids_of(req), candidates);
     for (const auto& c : candidates) {
-      fd = ::openat(parent_fd, c.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-      if (fd >= 0) {
+      fd.reset(::openat(parent_fd, c.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+      if (fd) {
         real_name = c.c_str();
         per_caller_name = true;
         break;
       }
     }
-    if (fd < 0) return ENOENT;
+    if (!fd) return ENOENT;
   }
-  if (::fstatat(fd, "", &e.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
-    int err = errno;
-    UniqueFd(fd).reset();
-    return err;
-  }
-  auto inode = inodes_.adopt(parent, real_name, fd, e.attr);  // takes fd
+  if (::fstatat(fd.get(), "", &e.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  auto inode = inodes_.adopt(parent, real_name, std::move(fd), e.attr);
   if (!inode) return inode.error().code;
   if (S_ISLNK(e.attr.st_mode) && entry_size_is_used()) {
     // The text is cached with the inode, so it is adopted first. Its

@@ -307,7 +307,7 @@ void InodeTable::retrack_locked(Inode& inode, Inode& parent, std::string_view na
   if (inode.name_ != name) inode.name_.assign(name);
 }
 
-Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, const struct stat& st) {
+Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, UniqueFd fd, const struct stat& st) {
   const Key key{st.st_dev, st.st_ino};
   const mode_t type = st.st_mode & S_IFMT;
 
@@ -322,7 +322,7 @@ Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, c
   if (!inode) {
     fresh = std::make_unique<Inode>(st.st_dev, st.st_ino, type);
     // Without a handle the inode is found by parent and name alone.
-    if (handles_.use) attach_handle(*fresh, fd);
+    if (handles_.use) attach_handle(*fresh, fd.get());
     if (fresh->is_symlink()) fresh->link_ = std::make_unique<LinkText>();
   }
 
@@ -350,10 +350,8 @@ Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, int fd, c
   }
   destroy(dead);
 
-  if (inode == root_)
-    UniqueFd(fd).reset();  // the root keeps the descriptor it has
-  else
-    cache_.offer(inode->slot_, fd);
+  // The root keeps the descriptor it has (ours closes on return).
+  if (inode != root_) cache_.offer(inode->slot_, std::move(fd));
   return inode;
 }
 
@@ -509,7 +507,7 @@ int InodeTable::pin(Inode& inode, FdRef& out) {
   if (fd < 0) {
     fd = reopen(inode);
     if (fd < 0) return -fd;
-    fd = cache_.insert(inode.slot_, fd);
+    fd = cache_.insert(inode.slot_, UniqueFd(fd));
   }
   out.inode_ = &inode;
   out.fd_ = fd;

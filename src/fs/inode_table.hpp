@@ -184,9 +184,9 @@ class InodeTable {
   std::uint64_t nodeid(const Inode& inode) const noexcept;
 
   // Registers the file `fd` (O_PATH, opened by `name` in `parent`; `st` is
-  // its fstat) and counts one kernel lookup. The table takes `fd` (caching or
-  // closing it). Returns the inode.
-  Result<Inode*> adopt(Inode& parent, std::string_view name, int fd, const struct stat& st);
+  // its fstat) and counts one kernel lookup. The table caches `fd` or closes
+  // it. Returns the inode.
+  Result<Inode*> adopt(Inode& parent, std::string_view name, UniqueFd fd, const struct stat& st);
   // The inode already known for `st` (found as `name` in `parent`), with one
   // more kernel lookup counted, or null when the table has none: no syscall,
   // so a directory listing can refresh what the kernel holds at the price of

@@ -18,6 +18,7 @@ namespace {
 
 using vsymfs::fs::FdCache;
 using vsymfs::fs::FdSlot;
+using vsymfs::UniqueFd;
 
 int new_fd() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
 bool is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
@@ -30,7 +31,7 @@ TEST(FdCache, KeepsAtMostItsBudgetClosingTheLeastRecentlyUsed) {
   for (auto& s : slots) {
     int fd = new_fd();
     fds.push_back(fd);
-    cache.offer(s, fd);
+    cache.offer(s, UniqueFd(fd));
   }
   EXPECT_EQ(cache.open_count(), 3u);
   EXPECT_EQ(slots[0].fd.load(), -1);
@@ -40,7 +41,7 @@ TEST(FdCache, KeepsAtMostItsBudgetClosingTheLeastRecentlyUsed) {
   // Using slot 2 makes slot 3 the coldest.
   ASSERT_EQ(cache.acquire(slots[2]), fds[2]);
   cache.release(slots[2]);
-  cache.offer(slots[0], new_fd());
+  cache.offer(slots[0], UniqueFd(new_fd()));
   EXPECT_EQ(slots[3].fd.load(), -1);
   EXPECT_NE(slots[2].fd.load(), -1);
   EXPECT_EQ(cache.acquire(slots[3]), -1);  // a miss: the caller reopens
@@ -50,13 +51,13 @@ TEST(FdCache, PinnedDescriptorsSurviveEvictionAndOvershootBriefly) {
   // The slots outlive the cache: its destructor walks the slots it holds.
   std::vector<FdSlot> slots(4);
   FdCache cache(2);
-  int a = cache.insert(slots[0], new_fd());  // pinned
-  int b = cache.insert(slots[1], new_fd());  // pinned
-  int c = cache.insert(slots[2], new_fd());  // pinned: three over a budget of two
+  int a = cache.insert(slots[0], UniqueFd(new_fd()));  // pinned
+  int b = cache.insert(slots[1], UniqueFd(new_fd()));  // pinned
+  int c = cache.insert(slots[2], UniqueFd(new_fd()));  // pinned: three over a budget of two
   EXPECT_EQ(cache.open_count(), 3u);
   EXPECT_TRUE(is_open(a) && is_open(b) && is_open(c));
   cache.release(slots[0]);
-  cache.offer(slots[3], new_fd());
+  cache.offer(slots[3], UniqueFd(new_fd()));
   EXPECT_EQ(slots[0].fd.load(), -1) << "the only unpinned cold descriptor goes";
   EXPECT_TRUE(is_open(b) && is_open(c));
   cache.release(slots[1]);
@@ -67,9 +68,9 @@ TEST(FdCache, InsertIntoAFilledSlotKeepsTheFirst) {
   // The slots outlive the cache: its destructor walks the slots it holds.
   FdSlot slot;
   FdCache cache(4);
-  int first = cache.insert(slot, new_fd());
+  int first = cache.insert(slot, UniqueFd(new_fd()));
   int second_fd = new_fd();
-  EXPECT_EQ(cache.insert(slot, second_fd), first);
+  EXPECT_EQ(cache.insert(slot, UniqueFd(second_fd)), first);
   EXPECT_FALSE(is_open(second_fd));
   cache.release(slot);
   cache.release(slot);
@@ -84,9 +85,9 @@ TEST(FdCache, InsertIntoAFilledSlotKeepsTheFirst) {
 TEST(FdCache, EvictAllEmptiesPinnedSlotsTooAndKeepsTheirDescriptorsOpen) {
   std::vector<FdSlot> slots(3);
   FdCache cache(8);
-  const int pinned = cache.insert(slots[0], new_fd());
+  const int pinned = cache.insert(slots[0], UniqueFd(new_fd()));
   const int idle = new_fd();
-  cache.offer(slots[1], idle);
+  cache.offer(slots[1], UniqueFd(idle));
   std::vector<int> in_use;
   cache.evict_all(in_use);
   EXPECT_EQ(cache.open_count(), 0u);
@@ -98,7 +99,7 @@ TEST(FdCache, EvictAllEmptiesPinnedSlotsTooAndKeepsTheirDescriptorsOpen) {
   cache.release(slots[0]);
   // The slot takes a new descriptor as any empty one does.
   const int fresh = new_fd();
-  cache.offer(slots[0], fresh);
+  cache.offer(slots[0], UniqueFd(fresh));
   EXPECT_EQ(cache.open_count(), 1u);
   EXPECT_EQ(slots[0].fd.load(), fresh);
   ::close(pinned);
@@ -121,7 +122,7 @@ TEST(FdCache, ALockFreeHitNeverGetsADescriptorClosedUnderIt) {
     struct stat st {};
     ASSERT_EQ(::fstat(originals.back(), &st), 0);
     inodes.push_back(st.st_ino);
-    cache.offer(hot[i], ::dup(originals.back()));
+    cache.offer(hot[i], UniqueFd(::dup(originals.back())));
   }
   std::atomic<bool> stop{false};
   std::atomic<long> wrong{0}, hits{0};
@@ -129,7 +130,7 @@ TEST(FdCache, ALockFreeHitNeverGetsADescriptorClosedUnderIt) {
     while (!stop.load()) {
       for (std::size_t i = 0; i < kHot; ++i) {
         int fd = cache.acquire(hot[i]);
-        if (fd < 0) fd = cache.insert(hot[i], ::dup(originals[i]));  // evicted: reopen, as InodeTable does
+        if (fd < 0) fd = cache.insert(hot[i], UniqueFd(::dup(originals[i])));  // evicted: reopen, as InodeTable does
         for (int check = 0; check < 8; ++check) {  // hold the pin a while
           struct stat st {};
           if (::fstat(fd, &st) != 0 || st.st_ino != inodes[i]) ++wrong;
@@ -142,7 +143,7 @@ TEST(FdCache, ALockFreeHitNeverGetsADescriptorClosedUnderIt) {
   std::thread r1(reader), r2(reader);
   for (int round = 0; round < 2000; ++round)
     for (auto& s : churn) {
-      cache.offer(s, new_fd());
+      cache.offer(s, UniqueFd(new_fd()));
       if (round % 2 == 1) cache.drop(s);
     }
   stop = true;

@@ -38,9 +38,9 @@ class InodeTableTest : public ::testing::Test {
   }
   // Looks `name` up the way a LOOKUP does: one counted kernel lookup.
   Inode* adopt(const std::string& name) {
-    int fd = ::open((dir_ + "/" + name).c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    EXPECT_GE(fd, 0) << name;
-    auto inode = table_->adopt(table_->root(), name, fd, stat_of(name));
+    vsymfs::UniqueFd fd(::open((dir_ + "/" + name).c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    EXPECT_TRUE(fd) << name;
+    auto inode = table_->adopt(table_->root(), name, std::move(fd), stat_of(name));
     EXPECT_TRUE(inode);
     return inode ? *inode : nullptr;
   }
