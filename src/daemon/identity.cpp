@@ -189,6 +189,12 @@ int ThreadIdentity::become_daemon() {
   return switch_to(t_state, g_daemon.uid, g_daemon.gid, g_daemon.groups, kDaemonCaps);
 }
 
+bool ThreadIdentity::is(uid_t uid, gid_t gid) noexcept {
+  if (!g_can_switch) return true;
+  const ThreadState& st = t_state;
+  return st.known && st.ids.uid == uid && st.ids.gid == gid && st.caps == caps_for(uid);
+}
+
 unsigned long ThreadIdentity::switches() noexcept { return t_state.switches; }
 
 unsigned long ThreadIdentity::capability_changes() noexcept { return t_state.cap_changes; }

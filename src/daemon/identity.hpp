@@ -79,6 +79,10 @@ class ThreadIdentity {
   static int become(uid_t uid, gid_t gid, std::span<const gid_t> groups);
   // The daemon's own identity and capabilities.
   static int become_daemon();
+  // Whether this thread already has fsuid `uid` and fsgid `gid` with the
+  // capabilities become() gives them (always true when switching is off):
+  // what it reads of /proc now, it reads as that caller would.
+  static bool is(uid_t uid, gid_t gid) noexcept;
 
   // How many fs id switches and how many capability changes (capset) this
   // thread made (tests, cost measurements).

@@ -107,6 +107,9 @@ struct LinkService::Impl {
                                            const Caller* given) {
     if (!rules.per_caller || needs == LinkNeeds::Nothing) return nullptr;
     if (given != nullptr) return std::shared_ptr<const Caller>(std::shared_ptr<const Caller>(), given);
+    // What the request fetched to take the caller's identity, when enough.
+    if (ids.caller != nullptr && ids.known >= needs)
+      return std::shared_ptr<const Caller>(std::shared_ptr<const Caller>(), ids.caller);
     // Host facts follow the caller's UTS namespace, noted with its identity.
     if (needs == LinkNeeds::Host) return contexts.identity(ids.pid, ids.uid, ids.gid);
     if (needs == LinkNeeds::Identity) return contexts.named(ids.pid, ids.uid, ids.gid);
@@ -114,23 +117,24 @@ struct LinkService::Impl {
   }
 
   // An expansion for a FUSE request: traced when someone asks for it.
-  Result<void> expand(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids, std::string& out) {
+  Result<void> expand(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids, std::string& out,
+                      LinkNeeds* needs) {
     if (!tracer.active()) [[likely]]
-      return run(raw, link_dir, ids, out, nullptr, true);
-    return expand_traced(raw, link_dir, ids, out);
+      return run(raw, link_dir, ids, out, nullptr, true, nullptr, needs);
+    return expand_traced(raw, link_dir, ids, out, needs);
   }
 
   Result<void> expand_traced(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids,
-                             std::string& out) {
-    if (!tracer.wants_caller(ids.pid, ids.uid)) return run(raw, link_dir, ids, out, nullptr, true);
+                             std::string& out, LinkNeeds* needs) {
+    if (!tracer.wants_caller(ids.pid, ids.uid)) return run(raw, link_dir, ids, out, nullptr, true, nullptr, needs);
     TraceEvent e;
     e.path = normalize_trace_path(link_dir.link_path());
-    if (!tracer.wants(ids.pid, ids.uid, e.path)) return run(raw, link_dir, ids, out, nullptr, true);
+    if (!tracer.wants(ids.pid, ids.uid, e.path)) return run(raw, link_dir, ids, out, nullptr, true, nullptr, needs);
     e.time = std::chrono::system_clock::now();
     e.pid = ids.pid;
     e.uid = ids.uid;
     e.raw.assign(raw);
-    Result<void> r = run(raw, link_dir, ids, out, &e.substitutions, true);
+    Result<void> r = run(raw, link_dir, ids, out, &e.substitutions, true, nullptr, needs);
     if (r) {
       e.expansion = out;
     } else {
@@ -145,13 +149,15 @@ struct LinkService::Impl {
   // `trace`: collect the substitutions; `store_probes`: @sys answers may be
   // remembered (not for explain, whose text a client chose).
   Result<void> run(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids, std::string& out,
-                   std::vector<Substitution>* trace, bool store_probes, const Caller* given = nullptr) {
+                   std::vector<Substitution>* trace, bool store_probes, const Caller* given = nullptr,
+                   LinkNeeds* needs = nullptr) {
     // Generations first, then rules (see MountState::reload): what is
     // cached under `tag` was made with rules at least this new.
     generation.follow(state.rules_generation());
     const std::uint64_t tag = generation.value();
     const std::shared_ptr<const Rules> rules = state.rules();
     const std::shared_ptr<const ParsedLink> p = templates.get(raw, tag, *rules);
+    if (needs != nullptr) *needs = p->needs;
     if (p->needs == LinkNeeds::Nothing) {
       // Linux cannot store such a link; refuse rather than return more than
       // readlink may.
@@ -212,12 +218,12 @@ LinkService::~LinkService() = default;
 
 Result<void> LinkService::expand(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out) {
   KnownDirectory dir(link_dir_fd);
-  return impl_->expand(raw, dir, ids, out);
+  return impl_->expand(raw, dir, ids, out, nullptr);
 }
 
 Result<void> LinkService::expand(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids,
-                                 std::string& out) {
-  return impl_->expand(raw, link_dir, ids, out);
+                                 std::string& out, LinkNeeds* needs) {
+  return impl_->expand(raw, link_dir, ids, out, needs);
 }
 
 Result<void> LinkService::explain(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out,
@@ -246,8 +252,12 @@ void LinkService::sys_component_candidates(std::string_view name, const RequestI
   if (!rules->families.magic) return;  // @ names are switched off for this mount
   const std::string_view prefix = name.substr(0, name.size() - kSysSuffix.size());
 
-  std::shared_ptr<const Caller> caller_ptr =
-      rules->per_caller ? impl_->contexts.full(ids.pid, ids.uid, ids.gid) : nullptr;
+  std::shared_ptr<const Caller> caller_ptr;
+  if (rules->per_caller) {
+    caller_ptr = ids.caller != nullptr && ids.known >= LinkNeeds::Process
+                     ? std::shared_ptr<const Caller>(std::shared_ptr<const Caller>(), ids.caller)
+                     : impl_->contexts.full(ids.pid, ids.uid, ids.gid);
+  }
   const Caller& caller = caller_ptr ? *caller_ptr : anonymous_caller();
   // Whether the caller is a 32-bit process was not read in time. When that
   // picks the list, no candidates (the lookup fails with ENOENT, which the

@@ -17,15 +17,23 @@
 #include "daemon/caller_contexts.hpp"
 #include "daemon/mount_state.hpp"
 #include "daemon/sys_probes.hpp"  // LinkDirectory
+#include "daemon/template_cache.hpp"  // LinkNeeds
 #include "daemon/trace_hub.hpp"
 
 namespace vsymfs::daemon {
 
-// The ids the kernel gave us for a request (fuse_req_ctx).
+// The ids the kernel gave us for a request (fuse_req_ctx), and the caller's
+// context when the request already fetched it to take the caller's identity:
+// an expansion whose template needs no more than `known` uses it and does not
+// ask CallerContexts again. `known` is the tier that was fetched
+// (LinkNeeds::Host: identity and groups, CallerContexts::identity();
+// Identity: with names, named(); Process: everything, full()).
 struct RequestIds {
   pid_t pid;
   uid_t uid;
   gid_t gid;
+  const Caller* caller = nullptr;  // not owned; lives for the request
+  LinkNeeds known = LinkNeeds::Nothing;
 };
 
 class LinkService {
@@ -56,8 +64,12 @@ class LinkService {
   // (65534) on a probe thread, so that the one answer every caller gets
   // shows only what anyone may see.
   Result<void> expand(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out);
-  // The same, with the directory found only if a probe needs it.
-  Result<void> expand(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids, std::string& out);
+  // The same, with the directory found only if a probe needs it. `needs`,
+  // when given, receives how much of the caller the text needed: a request
+  // that fetches that much before its next expansion of the same link
+  // enters CallerContexts once.
+  Result<void> expand(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids, std::string& out,
+                      LinkNeeds* needs = nullptr);
 
   // The same with provenance for `vsymctl explain`. Its probes read the
   // cache but never fill it: a client can send any text.

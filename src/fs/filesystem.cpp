@@ -22,9 +22,29 @@ namespace vsymfs::fs {
 
 namespace {
 
+// The caller this worker thread fetched for the request it serves
+// (become_caller), handed to expansions of that request through RequestIds.
+struct RequestCaller {
+  fuse_req_t req = nullptr;
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::shared_ptr<const Caller> caller;
+  daemon::LinkNeeds known = daemon::LinkNeeds::Nothing;
+};
+thread_local RequestCaller t_request;
+
 daemon::RequestIds ids_of(fuse_req_t req) {
   const fuse_ctx* c = fuse_req_ctx(req);
-  return {c->pid, c->uid, c->gid};
+  daemon::RequestIds ids{c->pid, c->uid, c->gid};
+  // Only for the request that fetched it (a request that never called
+  // become_caller may reuse a finished one's address: the ids must match).
+  const RequestCaller& rc = t_request;
+  if (rc.req == req && rc.caller && rc.pid == c->pid && rc.uid == c->uid && rc.gid == c->gid) {
+    ids.caller = rc.caller.get();
+    ids.known = rc.known;
+  }
+  return ids;
 }
 
 }  // namespace
@@ -92,13 +112,43 @@ void Filesystem::invalidation_loop() {
   }
 }
 
-int Filesystem::become_caller(fuse_req_t req) {
+int Filesystem::become_caller(fuse_req_t req, daemon::LinkNeeds want) {
+  RequestCaller& rc = t_request;
+  rc.req = nullptr;
+  rc.caller.reset();
   if (cfg_.single_user) return 0;
   const fuse_ctx* c = fuse_req_ctx(req);
   if (c->pid == 0) return daemon::ThreadIdentity::become(c->uid, c->gid, {});  // no process to ask: primary group only
-  auto caller = contexts_.identity(c->pid, c->uid, c->gid);
+  // The environment, auxv and /proc/PID/root are read with the thread's
+  // fs ids, which must be the caller's (or the daemon's) for that: the
+  // richer context is fetched here only when the thread already acts for
+  // this uid and gid (a caller's requests in a row), else the expansion
+  // asks for it once the thread has switched.
+  std::shared_ptr<const Caller> caller;
+  const bool richer = want > daemon::LinkNeeds::Host && links_.per_caller() &&
+                      daemon::ThreadIdentity::is(c->uid, c->gid);
+  if (richer && want == daemon::LinkNeeds::Process) {
+    caller = contexts_.full(c->pid, c->uid, c->gid);
+  } else if (richer) {
+    caller = contexts_.named(c->pid, c->uid, c->gid);
+  } else {
+    caller = contexts_.identity(c->pid, c->uid, c->gid);
+    want = daemon::LinkNeeds::Host;
+  }
   if (!caller) return daemon::ThreadIdentity::become(c->uid, c->gid, {});
-  return daemon::ThreadIdentity::become(c->uid, c->gid, caller->groups);
+  const int e = daemon::ThreadIdentity::become(c->uid, c->gid, caller->groups);
+  rc.req = req;
+  rc.pid = c->pid;
+  rc.uid = c->uid;
+  rc.gid = c->gid;
+  rc.known = want;
+  rc.caller = std::move(caller);
+  return e;
+}
+
+daemon::LinkNeeds Filesystem::link_needs(const Inode& inode) noexcept {
+  const LinkText* t = inode.link_text();
+  return t ? static_cast<daemon::LinkNeeds>(t->needs()) : daemon::LinkNeeds::Host;
 }
 
 mode_t Filesystem::creation_mode(fuse_req_t req, mode_t mode) {
@@ -236,7 +286,9 @@ int Filesystem::expand_link(fuse_req_t req, Inode& link, int link_fd, int dir_fd
 
 int Filesystem::expand_text(fuse_req_t req, Inode& link, const std::string& raw, int dir_fd, std::string& out) {
   ParentDirectory parent(inodes_, link, dir_fd);
-  const Result<void> r = links_.expand(raw, parent, ids_of(req), out);
+  daemon::LinkNeeds needs = daemon::LinkNeeds::Host;
+  const Result<void> r = links_.expand(raw, parent, ids_of(req), out, &needs);
+  if (LinkText* t = link.link_text()) t->note_needs(static_cast<std::uint8_t>(needs));
   return r ? 0 : r.error().code;
 }
 

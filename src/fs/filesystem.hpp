@@ -86,7 +86,14 @@ class Filesystem {
 
   // Switches this worker thread to the caller's fsuid/fsgid/groups (no-op
   // with single_user, or when the thread already has them). 0 or an errno.
-  int become_caller(fuse_req_t req);
+  // The caller's context is fetched from CallerContexts to `want` (at least
+  // identity and groups) and kept for the rest of the request: an
+  // expansion that needs no more uses it, so a request asks once. An
+  // operation on a symlink passes link_needs(inode).
+  int become_caller(fuse_req_t req, daemon::LinkNeeds want = daemon::LinkNeeds::Host);
+  // What the symlink's last expansion needed of its caller (Host for any
+  // other inode, and before the first expansion).
+  static daemon::LinkNeeds link_needs(const Inode& inode) noexcept;
   // The mode to create a file, directory or node with, after making the
   // caller's umask this thread's: the kernel leaves the umask to us
   // (FUSE_DONT_MASK) so that, as natively, SOURCE applies it only where the

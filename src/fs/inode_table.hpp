@@ -88,8 +88,16 @@ class LinkText {
   // The text when it was read through the descriptor numbered `serial`.
   bool get(std::uint64_t serial, std::string& out) const;
   void put(std::uint64_t serial, std::string_view text);
+  // How much of the caller the last expansion needed (LinkNeeds as a
+  // number; Host before the first): what an operation on this link fetches
+  // up front, so that it asks CallerContexts once.
+  std::uint8_t needs() const noexcept { return needs_.load(std::memory_order_relaxed); }
+  void note_needs(std::uint8_t n) noexcept {
+    if (needs_.load(std::memory_order_relaxed) != n) needs_.store(n, std::memory_order_relaxed);
+  }
 
  private:
+  std::atomic<std::uint8_t> needs_{1};  // LinkNeeds::Host
   mutable std::mutex mu_;
   bool valid_ = false;
   std::uint64_t serial_ = 0;

@@ -68,7 +68,10 @@ bool source_came_back(Filesystem& fs, int err) { return err == ENOTCONN && fs.in
 void lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) {
   Filesystem& fs = fs_of(req);
   Inode& parent = fs.inode(parent_ino);
-  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  // An @sys name that does not exist literally takes its candidates from
+  // the caller's full context: fetched once, with the identity.
+  const daemon::LinkNeeds want = vsymfs::is_sys_component(name) ? daemon::LinkNeeds::Process : daemon::LinkNeeds::Host;
+  if (int e = fs.become_caller(req, want); e != 0) return (void)fuse_reply_err(req, e);
   FdRef pfd;
   fuse_entry_param e;
   int err = fs.inodes().fd(parent, pfd);
@@ -114,7 +117,7 @@ void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   if (inode.is_symlink()) {
     // The expansion (and its @sys probes) runs as the caller.
-    if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+    if (int e = fs.become_caller(req, Filesystem::link_needs(inode)); e != 0) return (void)fuse_reply_err(req, e);
   }
   FdRef fd;
   int err = fs.inodes().fd(inode, fd);
@@ -156,7 +159,8 @@ bool only_drops_setid(int fd, mode_t wanted) {
 void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   Filesystem& fs = fs_of(req);
   Inode& inode = fs.inode(ino);
-  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  // A symlink's attributes end with its expansion (stat_inode).
+  if (int e = fs.become_caller(req, Filesystem::link_needs(inode)); e != 0) return (void)fuse_reply_err(req, e);
   FdRef fd;
   if (int e = fs.inodes().fd(inode, fd); e != 0) return (void)fuse_reply_err(req, e);
   // fi comes with ftruncate of an open regular file (fi->fh of a directory
@@ -223,7 +227,7 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
 void readlink(fuse_req_t req, fuse_ino_t ino) {
   Filesystem& fs = fs_of(req);
   Inode& inode = fs.inode(ino);
-  if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
+  if (int e = fs.become_caller(req, Filesystem::link_needs(inode)); e != 0) return (void)fuse_reply_err(req, e);
   FdRef fd;
   if (int e = fs.inodes().fd(inode, fd); e != 0) return (void)fuse_reply_err(req, e);
   thread_local std::string expansion;

@@ -204,6 +204,55 @@ TEST_F(LinkServiceTest, ProcessScopeDiffersPerProcess) {
   EXPECT_GT(state_->counters().by_scope[static_cast<int>(Scope::Process)].load(), 0u);
 }
 
+// A FUSE request fetches its caller once, to take the caller's identity
+// (Filesystem::become_caller), and hands it to its expansions: one whose
+// template needs no more than was fetched asks CallerContexts nothing, one
+// that needs more asks. (stats().hits + misses count full() calls.)
+TEST_F(LinkServiceTest, TheCallerARequestFetchedIsUsedWhenItIsEnough) {
+  start("");
+  EnvChild a({"FOO=alpha"});
+  ASSERT_TRUE(a.ok());
+  RequestIds ids = a.ids();
+  const auto asked = [&] {
+    const CallerContexts::Stats s = contexts_->stats();
+    return s.hits + s.misses;
+  };
+  const std::shared_ptr<const Caller> full = contexts_->full(ids.pid, ids.uid, ids.gid);
+  ASSERT_TRUE(full);
+  ids.caller = full.get();
+  ids.known = LinkNeeds::Process;
+  auto before = asked();
+  auto r = expand("/x/$FOO", ids);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(*r, "/x/alpha");
+  std::vector<std::string> candidates;
+  links_->sys_component_candidates("bin.@sys", ids, candidates);
+  EXPECT_FALSE(candidates.empty());
+  EXPECT_EQ(asked(), before) << "the request's caller was enough";
+
+  // Only the identity fetched: the environment is asked for.
+  const std::shared_ptr<const Caller> identity = contexts_->identity(ids.pid, ids.uid, ids.gid);
+  ASSERT_TRUE(identity);
+  ids.caller = identity.get();
+  ids.known = LinkNeeds::Host;
+  before = asked();
+  r = expand("/x/$FOO", ids);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(*r, "/x/alpha");
+  EXPECT_EQ(asked(), before + 1);
+
+  // What the expansion needed is reported, for the next request's fetch.
+  LinkNeeds needs = LinkNeeds::Nothing;
+  std::string out;
+  struct NoDirectory final : LinkDirectory {
+    int fd() override { return -1; }
+  } dir;
+  ASSERT_TRUE(links_->expand("/home/${USER}", dir, ids, out, &needs));
+  EXPECT_EQ(needs, LinkNeeds::Identity);
+  ASSERT_TRUE(links_->expand("plain", dir, ids, out, &needs));
+  EXPECT_EQ(needs, LinkNeeds::Nothing);
+}
+
 TEST_F(LinkServiceTest, ProcessScopeIsIgnoredForPidZeroAndGoneProcesses) {
   start("[vars]\nFOO = \"system\"\n");
   for (RequestIds ids : {root_ids(), ghost_ids()}) {
