@@ -89,7 +89,9 @@ void fill_pattern(std::vector<std::uint64_t>& block, std::uint64_t offset) {
 // same words, so a kill that comes late (on a loaded machine the vsymctl
 // the test waits for may take seconds) never finds the writer done, and the
 // file stays at 256 MiB. Ends after 10 minutes whatever happens.
-[[noreturn]] void write_stream(const std::string& path, int report) {
+// `block` (64 KiB of room) comes from the parent: the writer is a forked
+// child of a multi-threaded process and must not allocate.
+[[noreturn]] void write_stream(const std::string& path, int report, std::vector<std::uint64_t>& block) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   std::int64_t msg = fd < 0 ? -errno : 0;
   if (fd < 0) {
@@ -98,7 +100,6 @@ void fill_pattern(std::vector<std::uint64_t>& block, std::uint64_t offset) {
   }
   constexpr std::uint64_t kWrap = 256ull << 20;
   const auto give_up = Clock::now() + std::chrono::minutes(10);
-  std::vector<std::uint64_t> block(64 * 1024 / sizeof(std::uint64_t));
   std::uint64_t offset = 0, synced = 0;
   for (;;) {
     if (offset == kWrap) {
@@ -189,10 +190,11 @@ TEST_P(SigkillMidWrite, FsyncedDataSurvivesAndAFreshMountTakesOver) {
     }, [&] { stop_setting = true; });
     int pipefd[2];
     ASSERT_EQ(::pipe2(pipefd, O_CLOEXEC), 0);
+    std::vector<std::uint64_t> block(64 * 1024 / sizeof(std::uint64_t));
     const pid_t writer = ::fork();
     if (writer == 0) {
       ::close(pipefd[0]);
-      write_stream(stream, pipefd[1]);
+      write_stream(stream, pipefd[1], block);
     }
     ::close(pipefd[1]);
     // At least 4 MiB fsync'ed, then the kill, while the writer goes on.
@@ -786,6 +788,18 @@ class Abusers {
   Abusers(const std::string& socket, const std::vector<uid_t>& uids, int per_uid, unsigned seed) {
     int ready[2];
     if (::pipe2(ready, O_CLOEXEC) != 0 || ::pipe2(hold_, O_CLOEXEC) != 0) return;
+    // Everything the children send is built here: a child of this
+    // multi-threaded process must not allocate (another thread may hold
+    // the allocator's lock at fork time; ASan's allocator then deadlocks
+    // the child, and release() would wait for it forever).
+    const auto len = static_cast<std::uint32_t>(control::kMaxRequestSize);
+    std::string largest = {char(len >> 24), char(len >> 16), char(len >> 8), char(len)};
+    largest.append(len - 1, 'x');  // the largest request announced, all but its last byte
+    const std::string huge = "\xff\xff\xff\xff" "VSYMFS1 status\n";  // 4 GiB announced
+    std::string noise(4096, '\0');  // filled by each child in place
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, socket.c_str(), sizeof addr.sun_path - 1);
     for (uid_t uid : uids) {
       const pid_t pid = ::fork();
       if (pid == 0) {
@@ -793,10 +807,6 @@ class Abusers {
         ::close(hold_[1]);
         if (::setresgid(uid, uid, uid) != 0 || ::setresuid(uid, uid, uid) != 0) ::_exit(99);
         std::mt19937 rng(seed + uid);
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::strncpy(addr.sun_path, socket.c_str(), sizeof addr.sun_path - 1);
-        std::vector<int> fds;
         int connected = 0;
         for (int i = 0; i < per_uid; ++i) {
           const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -806,28 +816,23 @@ class Abusers {
             ::close(fd);
             continue;
           }
-          ++connected;
-          fds.push_back(fd);
-          std::string bytes;
+          ++connected;  // held open until _exit
+          const std::string* bytes = nullptr;
           switch (i % 4) {
             case 0: break;  // silence
             case 1:
-            case 3: {  // the largest request announced, all but its last byte sent
-              const auto len = static_cast<std::uint32_t>(control::kMaxRequestSize);
-              bytes = {char(len >> 24), char(len >> 16), char(len >> 8), char(len)};
-              bytes.append(len - 1, 'x');
-              break;
-            }
+            case 3: bytes = &largest; break;
             case 2:
               if (rng() % 2 == 0) {
-                bytes = "\xff\xff\xff\xff" "VSYMFS1 status\n";  // 4 GiB announced
+                bytes = &huge;
               } else {
-                for (int k = 0; k < 4096; ++k) bytes += static_cast<char>(rng());  // noise
+                for (char& ch : noise) ch = static_cast<char>(rng());
+                bytes = &noise;
               }
               break;
           }
           // Blocking, within SO_SNDTIMEO: as much as the daemon takes.
-          if (!bytes.empty()) (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+          if (bytes != nullptr) (void)::send(fd, bytes->data(), bytes->size(), MSG_NOSIGNAL);
         }
         (void)!::write(ready[1], &connected, sizeof connected);
         char c;
@@ -851,17 +856,33 @@ class Abusers {
   Abusers(const Abusers&) = delete;
   Abusers& operator=(const Abusers&) = delete;
   int connected() const { return connected_; }
+  // Lets the children go and reaps them. One that has not exited a minute
+  // later is stuck (counted in stuck(), then killed): the test fails
+  // instead of hanging.
   void release() {
     if (hold_[1] >= 0) ::close(hold_[1]);
     hold_[1] = -1;
-    for (pid_t pid : pids_) ::waitpid(pid, nullptr, 0);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (pid_t pid : pids_) {
+      while (::waitpid(pid, nullptr, WNOHANG) == 0) {
+        if (std::chrono::steady_clock::now() > until) {
+          ++stuck_;
+          ::kill(pid, SIGKILL);
+          ::waitpid(pid, nullptr, 0);
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
     pids_.clear();
   }
+  int stuck() const { return stuck_; }
 
  private:
   int hold_[2] = {-1, -1};
   std::vector<pid_t> pids_;
   int connected_ = 0;
+  int stuck_ = 0;
 };
 
 // Three waves of 1,000 connections (10 uids, 100 each) that stall, send
@@ -917,6 +938,7 @@ TEST(ControlSocketAbuse, ThousandsOfBadConnectionsNeitherStopTheMountNorGrowTheD
     while (ops < ops_before + 20 && Clock::now() < until) std::this_thread::sleep_for(10ms);
     EXPECT_GE(ops, ops_before + 20) << "the filesystem stopped serving";
     abusers.release();
+    EXPECT_EQ(abusers.stuck(), 0) << "abusing children that never exited";
     after_wave.push_back(faults::status_kb(daemon, "VmRSS"));
   }
   stop = true;
