@@ -96,6 +96,8 @@ TEST(BigTree, TenTimesTheDescriptorLimitWalkedWithFindCpAndRm) {
                                    "/values.toml"},
                         src, mnt, top.path() + "/daemon.log");
   faults::Deadline deadline({mnt}, 1200s);
+  // The daemon logs its budget just after the mount appears: wait for it.
+  ASSERT_TRUE(daemon.wait_for_log("fd budget ")) << daemon.log();
   const std::size_t budget = logged_budget(daemon.log());
   ASSERT_GT(budget, 0u) << daemon.log();
 
