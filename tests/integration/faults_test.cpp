@@ -209,12 +209,15 @@ TEST_P(SigkillMidWrite, FsyncedDataSurvivesAndAFreshMountTakesOver) {
       std::this_thread::sleep_for(10ms);
     ASSERT_GT(acked.load(), 0) << "no vsymctl set was acknowledged within 60 s";
     first.kill9();
-    setter.join();
     // The writer meets the dead connection: its last report is an error.
+    // Its reports are drained before the setter is joined: the writer was
+    // forked while the setter's vsymctl pipe was open and holds that pipe
+    // until it exits, and it cannot exit while its report pipe is full.
     auto after = read_reports(pipefd[0], [](std::int64_t v) { return v <= 0; });
     ::close(pipefd[0]);
     int wstatus = 0;
     ::waitpid(writer, &wstatus, 0);
+    setter.join();
     ASSERT_FALSE(after.empty()) << "the writer ended without a report";
     for (std::int64_t v : after)
       if (v > 0) synced = v;  // fsync'ed after the kill (passthrough writes may still land)
