@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/mount.h>
@@ -19,6 +20,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 
 namespace fs = std::filesystem;
@@ -92,6 +94,74 @@ std::string thread_report(pid_t pid) {
     while (std::getline(stack, line)) out += "    " + line + "\n";
   }
   return out;
+}
+
+// A child forked while other threads of the test run (a test's helper
+// threads, a Watchdog) may find the allocator, stdio or the environment
+// locked by a thread that does not exist in the child, and would wait for
+// it forever (ASan's allocator has no fork handlers at all). So everything
+// a child needs is built before fork, and the child makes only system
+// calls until execve or _exit; these helpers are its way to say why it
+// failed.
+void write_stderr(std::initializer_list<const char*> parts) {
+  for (const char* p : parts)
+    if (p != nullptr) (void)!::write(2, p, std::strlen(p));
+}
+// Writes "<what...>: <errno text>" and ends the child with `code`.
+[[noreturn]] void child_fail(int code, int err, std::initializer_list<const char*> what) {
+  write_stderr(what);
+  const char* why = ::strerrordesc_np(err);  // a table lookup: no locale, no allocation
+  write_stderr({": ", why != nullptr ? why : "unknown error", "\n"});
+  ::_exit(code);
+}
+
+// argv or envp for execve: pointers into `strings`, which must outlive it.
+std::vector<char*> c_array(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  out.reserve(strings.size() + 1);
+  for (auto& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+// The paths execvpe(3) tries for `file`, in its order: `file` itself when
+// it holds a slash, else `file` in each directory of our $PATH (glibc's
+// default when unset; an empty entry is the working directory). Found
+// before fork: glibc's execvpe allocates as it searches.
+std::vector<std::string> exec_candidates(const std::string& file) {
+  if (file.find('/') != std::string::npos) return {file};
+  const char* env_path = std::getenv("PATH");
+  const std::string_view path = env_path != nullptr ? env_path : "/bin:/usr/bin";
+  std::vector<std::string> out;
+  for (std::size_t start = 0;;) {
+    const std::size_t end = std::min(path.find(':', start), path.size());
+    const std::string_view dir = path.substr(start, end - start);
+    out.push_back(dir.empty() ? file : std::string(dir) + "/" + file);
+    if (end == path.size()) break;
+    start = end + 1;
+  }
+  return out;
+}
+
+// In the child: execve each candidate as execvpe does (a missing one, or
+// one we may not run, is passed over; any other failure ends the search),
+// or report and _exit(127). Unlike execvpe, a file without a #! line is
+// not handed to /bin/sh: no caller runs one.
+[[noreturn]] void child_exec(const std::vector<char*>& paths, char* const* argv, char* const* envp,
+                             const char* who) {
+  int err = ENOENT;
+  bool denied = false;
+  for (char* p : paths) {
+    ::execve(p, argv, envp);
+    err = errno;
+    if (err == EACCES) {
+      denied = true;
+    } else if (err != ENOENT && err != ESTALE && err != ENOTDIR && err != ENODEV && err != ETIMEDOUT) {
+      break;
+    }
+  }
+  if (denied && (err == ENOENT || err == ESTALE || err == ENOTDIR || err == ENODEV || err == ETIMEDOUT)) err = EACCES;
+  child_fail(127, err, {who, ": cannot run ", argv[0]});
 }
 
 }  // namespace
@@ -271,37 +341,107 @@ int run_as(const As& who, const std::function<int()>& fn) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-std::string capture_as(const As& who, const std::vector<std::string>& argv, int* status_out) {
+std::string capture_as(const As& who, const std::vector<std::string>& argv, int* status_out,
+                       std::chrono::seconds limit) {
+  if (status_out) *status_out = -1;
+  std::string name;  // the command, for failure messages
+  for (const auto& a : argv) name += (name.empty() ? "" : " ") + a;
+  if (argv.empty()) {
+    ADD_FAILURE() << "capture_as: no command";
+    return {};
+  }
+  // Everything the child needs, built here: it only makes system calls
+  // (see child_fail). Our environment is copied, not pointed into.
+  std::vector<std::string> args = argv, env, paths = exec_candidates(argv[0]);
+  if (who.keep_env)
+    for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  env.insert(env.end(), who.env.begin(), who.env.end());
+  const std::vector<char*> cargv = c_array(args), envp = c_array(env);
+  std::vector<char*> cpaths = c_array(paths);
+  cpaths.pop_back();  // a list to try, not an argv
+
   int pipefd[2];
-  if (::pipe2(pipefd, O_CLOEXEC) != 0) return {};
-  pid_t pid = ::fork();
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) {
+    ADD_FAILURE() << "capture_as: pipe2: " << std::strerror(errno);
+    return {};
+  }
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const int err = errno;
+    ::close(pipefd[0]);
+    ::close(pipefd[1]);
+    ADD_FAILURE() << "capture_as: fork for `" << name << "`: " << std::strerror(err);
+    return {};
+  }
   if (pid == 0) {
     ::dup2(pipefd[1], 1);
-    if (::setgroups(who.groups.size(), who.groups.data()) != 0) ::_exit(120);
-    if (::setresgid(who.gid, who.gid, who.gid) != 0) ::_exit(121);
-    if (::setresuid(who.uid, who.uid, who.uid) != 0) ::_exit(122);
-    std::vector<std::string> env = who.env;
-    std::vector<char*> envp;
-    if (who.keep_env)
-      for (char** e = environ; *e; ++e) envp.push_back(*e);
-    for (auto& kv : env) envp.push_back(kv.data());
-    envp.push_back(nullptr);
-    std::vector<std::string> args = argv;
-    std::vector<char*> cargv;
-    for (auto& a : args) cargv.push_back(a.data());
-    cargv.push_back(nullptr);
-    ::execvpe(cargv[0], cargv.data(), envp.data());
-    ::_exit(127);
+    if (::setgroups(who.groups.size(), who.groups.data()) != 0) child_fail(120, errno, {"capture_as: setgroups"});
+    if (::setresgid(who.gid, who.gid, who.gid) != 0) child_fail(121, errno, {"capture_as: setresgid"});
+    if (::setresuid(who.uid, who.uid, who.uid) != 0) child_fail(122, errno, {"capture_as: setresuid"});
+    child_exec(cpaths, cargv.data(), envp.data(), "capture_as");
   }
   ::close(pipefd[1]);
+
+  // Never wait forever: a child that neither finishes nor closes its
+  // output (stuck, or a grandchild holding the pipe) is killed, and the
+  // test fails saying so.
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + limit;
+  const auto ms_left = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  };
   std::string out;
+  bool timed_out = false, kill_it = false;
   char buf[4096];
-  ssize_t n;
-  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  for (;;) {
+    const auto left = ms_left();
+    if (left <= 0) {
+      timed_out = kill_it = true;
+      break;
+    }
+    pollfd p{pipefd[0], POLLIN, 0};
+    const int rc = ::poll(&p, 1, static_cast<int>(left));
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc == 0) continue;  // the deadline, checked above
+    if (rc < 0) {
+      ADD_FAILURE() << "capture_as: poll: " << std::strerror(errno);
+      kill_it = true;  // nobody reads its output any more
+      break;
+    }
+    const ssize_t n = ::read(pipefd[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // EOF: the command closed stdout (exited)
+    out.append(buf, static_cast<size_t>(n));
+  }
   ::close(pipefd[0]);
+  // Its output has ended; its exit follows, within the same deadline.
   int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (status_out) *status_out = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  for (;;) {
+    if (!kill_it) {
+      const pid_t r = ::waitpid(pid, &status, WNOHANG);
+      if (r == pid) break;
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) {
+        ADD_FAILURE() << "capture_as: waitpid: " << std::strerror(errno);
+        return out;
+      }
+      if (ms_left() > 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        continue;
+      }
+      timed_out = true;
+    }
+    ::kill(pid, SIGKILL);
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    break;
+  }
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (timed_out)
+    ADD_FAILURE() << "capture_as: `" << name << "` had not finished after " << limit.count()
+                  << " s and was killed; its output so far:\n"
+                  << out;
+  if (status_out) *status_out = code;
   return out;
 }
 
