@@ -120,18 +120,26 @@ class Daemon {
     args.insert(args.begin(), {vsymfs_bin(), "-f"});
     args.push_back(std::move(source));
     args.push_back(mnt_);
+    // Built before fork: the test may run other threads, and the child
+    // makes only system calls (mount_fixture.cpp, child_fail).
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const char* log_file = log_.c_str();
     pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
     if (pid_ == 0) {
-      const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      const int fd = ::open(log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (fd >= 0) {
         ::dup2(fd, 1);
         ::dup2(fd, 2);
       }
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
       ::execv(argv[0], argv.data());
+      const int err = errno;
+      const char* why = ::strerrordesc_np(err);
+      for (const char* part : {"faults::Daemon: cannot run ", static_cast<const char*>(argv[0]), ": ",
+                               why != nullptr ? why : "unknown error", "\n"})
+        (void)!::write(2, part, std::strlen(part));
       ::_exit(127);
     }
     const auto deadline = Clock::now() + std::chrono::seconds(30);

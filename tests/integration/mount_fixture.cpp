@@ -199,25 +199,24 @@ Mount::Mount(const MountOptions& opts) : tmp_("vsymfs-it", 0755, "/tmp") {
   struct stat parent {};
   ::stat(root.c_str(), &parent);
 
+  // The child only makes system calls (see child_fail).
+  const std::vector<char*> argv = c_array(args);
+  const char* log = log_.c_str();
   pid_ = ::fork();
-  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
   if (pid_ == 0) {
-    int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = ::open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd >= 0) {
       ::dup2(fd, 2);
       ::dup2(fd, 1);
     }
     if (opts.nofile_limit != 0) {
       struct rlimit rl {opts.nofile_limit, opts.nofile_limit};
-      if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::_exit(126);
+      if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) child_fail(126, errno, {"Mount: setrlimit(RLIMIT_NOFILE)"});
     }
     if (opts.before_exec) opts.before_exec();
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
     ::execv(argv[0], argv.data());
-    std::fprintf(stderr, "exec %s: %s\n", argv[0], std::strerror(errno));
-    ::_exit(127);
+    child_fail(127, errno, {"Mount: cannot run ", argv[0]});
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
   while (!is_mounted(mnt_, parent.st_dev, &dev_)) {
