@@ -7,7 +7,6 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gmock/gmock.h>
@@ -25,6 +24,7 @@
 
 #include "control/client.hpp"
 #include "common/temp_dir.hpp"
+#include "common/thread_as.hpp"
 #include "control/server.hpp"
 #include "control/trace_wire.hpp"
 
@@ -101,16 +101,13 @@ Request trace_request() {
   return r;
 }
 
-int as_uid(uid_t uid, const std::function<int()>& fn) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::setresgid(uid, uid, uid) != 0 || ::setresuid(uid, uid, uid) != 0) ::_exit(99);
-    ::_exit(fn());
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 98;
-}
+// Runs `fn` as another uid (and gid) and returns its value: in a thread
+// of this process that switches only its own credentials, never in a
+// forked child, since the server under test runs threads that may hold
+// the allocator's lock at fork time (common/thread_as.hpp). The server
+// reads nothing of a peer but what the kernel reports of the connecting
+// thread (SO_PEERCRED's uid and gid, SO_PEERGROUPS).
+int as_uid(uid_t uid, const std::function<int()>& fn) { return vsymfs::test::run_in_thread_as(uid, uid, fn); }
 
 class TraceServerTest : public ::testing::Test {
  protected:
