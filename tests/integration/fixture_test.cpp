@@ -1,8 +1,10 @@
 // The integration fixture's own helpers. capture_as builds everything its
 // child needs before fork (the child only makes system calls), so it
 // searches $PATH itself the way execvpe(3) does; these check that search,
-// the environment and identity it gives, the status it reports, and that a
-// command that never ends is killed and fails the test instead of hanging.
+// the environment and identity it gives, the status it reports, that the
+// command's exit ends the capture, and that a command that never ends is
+// killed and fails the test instead of hanging.
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -104,6 +106,21 @@ TEST(CaptureAs, AKilledCommandReportsItsSignal) {
   int status = -1;
   capture_as(As{}, {"/bin/sh", "-c", "kill -9 $$"}, &status);
   EXPECT_EQ(status, 128 + 9);
+}
+
+// The pipe's other end held by another process (here one the command
+// leaves running; in faults_test, a process another thread forked while
+// capture_as ran): the command's exit ends the wait, not the pipe's end.
+TEST(CaptureAs, ItsOutputEndsWhenItExitsEvenWhileAnotherProcessHoldsThePipe) {
+  int status = -1;
+  const std::string out =
+      capture_as(As{}, {"/bin/sh", "-c", "/bin/sleep 1000 & echo $!"}, &status, std::chrono::seconds(60));
+  EXPECT_EQ(status, 0);
+  ASSERT_FALSE(out.empty());
+  EXPECT_EQ(out.back(), '\n');
+  const pid_t left_running = static_cast<pid_t>(std::stol(out));
+  ASSERT_GT(left_running, 0);
+  EXPECT_EQ(::kill(left_running, SIGKILL), 0) << "the sleep should still hold the pipe";
 }
 
 TEST(CaptureAs, ACommandThatDoesNotFinishIsKilledAndFailsTheTest) {

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -381,59 +382,57 @@ std::string capture_as(const As& who, const std::vector<std::string>& argv, int*
   }
   ::close(pipefd[1]);
 
-  // Never wait forever: a child that neither finishes nor closes its
-  // output (stuck, or a grandchild holding the pipe) is killed, and the
-  // test fails saying so.
+  // The command's output is read until it exits, not until the pipe's
+  // end: another process may hold the pipe too (one forked meanwhile by
+  // another thread of the test inherits it, as does anything the command
+  // leaves running), and end-of-file would then wait for that one. And
+  // never wait forever: a command not done by the deadline is killed, and
+  // the test fails saying so.
   using Clock = std::chrono::steady_clock;
   const auto deadline = Clock::now() + limit;
   const auto ms_left = [&] {
     return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
   };
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   std::string out;
-  bool timed_out = false, kill_it = false;
+  bool exited = false, timed_out = false, failed = pidfd < 0;
+  if (failed) ADD_FAILURE() << "capture_as: pidfd_open: " << std::strerror(errno);
+  bool eof = false;
   char buf[4096];
-  for (;;) {
+  while (!failed && !exited) {
     const auto left = ms_left();
     if (left <= 0) {
-      timed_out = kill_it = true;
+      timed_out = true;
       break;
     }
-    pollfd p{pipefd[0], POLLIN, 0};
-    const int rc = ::poll(&p, 1, static_cast<int>(left));
+    pollfd p[2] = {{eof ? -1 : pipefd[0], POLLIN, 0}, {pidfd, POLLIN, 0}};
+    const int rc = ::poll(p, 2, static_cast<int>(left));
     if (rc < 0 && errno == EINTR) continue;
-    if (rc == 0) continue;  // the deadline, checked above
     if (rc < 0) {
       ADD_FAILURE() << "capture_as: poll: " << std::strerror(errno);
-      kill_it = true;  // nobody reads its output any more
-      break;
+      failed = true;
+    } else if (p[0].revents != 0) {  // output first, then the exit
+      const ssize_t n = ::read(pipefd[0], buf, sizeof buf);
+      if (n > 0) {
+        out.append(buf, static_cast<size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        eof = true;
+      }
+    } else if (p[1].revents != 0) {
+      exited = true;
     }
-    const ssize_t n = ::read(pipefd[0], buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // EOF: the command closed stdout (exited)
-    out.append(buf, static_cast<size_t>(n));
+  }
+  // Whatever it wrote before it exited is in the pipe.
+  if (exited && !eof && ::fcntl(pipefd[0], F_SETFL, O_NONBLOCK) == 0) {
+    ssize_t n;
+    while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+      if (n > 0) out.append(buf, static_cast<size_t>(n));
   }
   ::close(pipefd[0]);
-  // Its output has ended; its exit follows, within the same deadline.
+  if (pidfd >= 0) ::close(pidfd);
+  if (!exited) ::kill(pid, SIGKILL);  // timed out, or nobody can wait for it
   int status = 0;
-  for (;;) {
-    if (!kill_it) {
-      const pid_t r = ::waitpid(pid, &status, WNOHANG);
-      if (r == pid) break;
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) {
-        ADD_FAILURE() << "capture_as: waitpid: " << std::strerror(errno);
-        return out;
-      }
-      if (ms_left() > 0) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        continue;
-      }
-      timed_out = true;
-    }
-    ::kill(pid, SIGKILL);
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    break;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   if (timed_out)

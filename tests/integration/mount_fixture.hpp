@@ -103,12 +103,13 @@ struct As {
 };
 int run_as(const As& who, const std::function<int()>& fn);
 
-// fork+exec a command as a user, capture stdout. Returns exit status via
-// *status (128 + signal when killed, -1 when it could not be started). A
-// command without a slash is looked up in $PATH as execvpe(3) does. A
-// command that has not finished within `limit` is killed and the test
-// fails. Safe while other threads of the test run: the child makes only
-// system calls before execve.
+// fork+exec a command as a user, capture its stdout until it exits (what
+// processes it leaves running write later is not waited for). Returns exit
+// status via *status (128 + signal when killed, -1 when it could not be
+// started). A command without a slash is looked up in $PATH as execvpe(3)
+// does. A command that has not finished within `limit` is killed and the
+// test fails. Safe while other threads of the test run: the child makes
+// only system calls before execve.
 std::string capture_as(const As& who, const std::vector<std::string>& argv, int* status = nullptr,
                        std::chrono::seconds limit = std::chrono::seconds(120));
 
