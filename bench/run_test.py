@@ -239,11 +239,52 @@ class TargetsTest(unittest.TestCase):
         self.assertEqual(run.summary_line(list(rows.values())),
                          "3 of 4 targets pass (0 clear); 1 fail (0 clear); 2 rest on a single repetition")
 
+    def test_placement_rows_are_shown_not_judged(self):
+        # They explain the readlink row, which is judged once, in metadata.
+        m = metric("place_same", "readlink, plain link, 1 proc on CPU 0: daemon on CPU 0 (the caller's)",
+                   ["vsymfs", "bindfs"], 3, {"vsymfs": [10, 30, 20], "bindfs": [40, 40, 40]}, group="placement")
+        self.assertEqual(self.rows_by_target(fake_bench([m])), {})
+
     def test_summary_counts_clear_verdicts(self):
         rows = [run.target_row("a", "", [1.1, 1.2], lambda x: x >= 1, 1.0),
                 run.target_row("b", "", [0.9, 1.2], lambda x: x >= 1, 1.0),
                 run.target_row("c", "", [0.5, 0.6], lambda x: x >= 1, 1.0)]
         self.assertEqual(run.summary_line(rows), "2 of 3 targets pass (1 clear); 1 fail (1 clear)")
+
+
+class PlacementTest(unittest.TestCase):
+    def test_the_table_shows_the_spread(self):
+        m = metric("place_free", "readlink, plain link, 1 proc on CPU 0: daemon where the kernel puts it",
+                   ["vsymfs", "bindfs"], 3, {"vsymfs": [10000, 30000, 20000], "bindfs": [5000, None, 7000]},
+                   group="placement")
+        bench = fake_bench([m])
+        out = Path(tempfile.mkdtemp(prefix="bench-report."))
+        self.addCleanup(shutil.rmtree, out, True)
+        run.write_reports(bench, out, {"kernel": "test"}, dict(bench.cfg, quick=False, meta_reps=3, reps=3))
+        md = (out / "results.md").read_text()
+        self.assertIn("## placement", md)
+        self.assertIn("| 20.0k ops/s [10.0k ops/s–30.0k ops/s] | **6.0k ops/s [5.0k ops/s–7.0k ops/s]** |", md)
+
+    def test_threads_are_pinned_and_put_back(self):
+        cpus = run.placement_cpus()
+        if cpus is None:
+            self.skipTest("this process may run on one CPU only")
+        import os
+        import threading
+        stop = threading.Event()
+        t = threading.Thread(target=stop.wait)
+        t.start()
+        self.addCleanup(t.join)
+        self.addCleanup(stop.set)
+        before = {tid: os.sched_getaffinity(tid) for tid in run.thread_ids(os.getpid())}
+        self.assertGreaterEqual(len(before), 2)
+        old = run.pin_threads(os.getpid(), {cpus[1]})
+        self.assertEqual(old, before)
+        for tid in run.thread_ids(os.getpid()):
+            self.assertEqual(os.sched_getaffinity(tid), {cpus[1]})
+        run.unpin_threads(os.getpid(), old, before[os.getpid()])
+        for tid in run.thread_ids(os.getpid()):
+            self.assertEqual(os.sched_getaffinity(tid), before[tid])
 
 
 class LibfusePeerTest(unittest.TestCase):
