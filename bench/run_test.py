@@ -239,6 +239,20 @@ class TargetsTest(unittest.TestCase):
         self.assertEqual(run.summary_line(list(rows.values())),
                          "3 of 4 targets pass (0 clear); 1 fail (0 clear); 2 rest on a single repetition")
 
+    def test_a_tie_meets_the_best_peer_only_over_five_repetitions(self):
+        def row(ratios):
+            n = len(ratios)
+            m = metric("stat_p1", "warm stat, 1 proc", ["native", "vsymfs", "bindfs"], n, {
+                "native": [500] * n, "vsymfs": [100 * r for r in ratios], "bindfs": [100] * n})
+            return self.rows_by_target(fake_bench([m]))["vsymfs >= best FUSE peer: warm stat, 1 proc"]
+        five = row([0.98, 0.975, 0.99, 1.01, 0.96])
+        self.assertEqual(five["want"], 0.97)
+        self.assertEqual(run.result_text(five), "PASS (noisy: 0.96–1.01)")
+        four = row([0.98, 0.975, 0.99, 1.01])
+        self.assertEqual(four["want"], 1.0)
+        self.assertEqual(run.result_text(four), "FAIL (noisy: 0.97–1.01)")
+        self.assertFalse(row([0.96, 0.95, 0.99, 0.96, 0.94])["pass"])
+
     def test_placement_rows_are_shown_not_judged(self):
         # They explain the readlink row, which is judged once, in metadata.
         m = metric("place_same", "readlink, plain link, 1 proc on CPU 0: daemon on CPU 0 (the caller's)",
