@@ -253,6 +253,19 @@ class TargetsTest(unittest.TestCase):
         self.assertEqual(run.result_text(four), "FAIL (noisy: 0.97–1.01)")
         self.assertFalse(row([0.96, 0.95, 0.99, 0.96, 0.94])["pass"])
 
+    def test_a_cached_readlink_is_judged_against_the_caching_peer(self):
+        plain = metric("readlink_plain_p1", "readlink, plain link, 1 proc",
+                       ["native", "vsymfs-static", "passthrough_ll-cache"], 3, {
+                           "native": [1000, 1000, 1000], "vsymfs-static": [500, 480, 520],
+                           "passthrough_ll-cache": [510, 500, 530]})
+        rows = self.rows_by_target(fake_bench([plain]))
+        row = rows["host/system-only mount: readlink (plain) >= 0.95 x passthrough_ll-cache readlink, 1p"]
+        self.assertTrue(row["pass"])  # 0.98, 0.96, 0.981
+        self.assertEqual(row["want"], 0.95)
+        self.assertFalse(any("x native readlink" in t for t in rows))
+        # Not a peer of the uncached rows.
+        self.assertNotIn("passthrough_ll-cache", run.PEERS)
+
     def test_placement_rows_are_shown_not_judged(self):
         # They explain the readlink row, which is judged once, in metadata.
         m = metric("place_same", "readlink, plain link, 1 proc on CPU 0: daemon on CPU 0 (the caller's)",
@@ -264,6 +277,30 @@ class TargetsTest(unittest.TestCase):
                 run.target_row("b", "", [0.9, 1.2], lambda x: x >= 1, 1.0),
                 run.target_row("c", "", [0.5, 0.6], lambda x: x >= 1, 1.0)]
         self.assertEqual(run.summary_line(rows), "2 of 3 targets pass (1 clear); 1 fail (1 clear)")
+
+
+class CachingPeerTest(unittest.TestCase):
+    def test_the_patch_asks_for_link_caching_in_init(self):
+        src = ("static void lo_init(void *userdata,\n\t\t    struct fuse_conn_info *conn)\n{\n"
+               "\tstruct lo_data *lo = (struct lo_data*) userdata;\n\n"
+               "\tif(conn->capable & FUSE_CAP_EXPORT_SUPPORT)\n\t\tconn->want |= FUSE_CAP_EXPORT_SUPPORT;\n}\n")
+        out = run.caching_variant(src)
+        self.assertIn("conn->want |= FUSE_CAP_CACHE_SYMLINKS;", out)
+        self.assertLess(out.index("FUSE_CAP_CACHE_SYMLINKS"), out.index("FUSE_CAP_EXPORT_SUPPORT"))
+
+    def test_an_unexpected_source_is_refused_not_half_patched(self):
+        self.assertIsNone(run.caching_variant("int main(void) { return 0; }\n"))
+
+    def test_the_shipped_example_takes_the_patch(self):
+        import gzip
+        ex = Path("/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c")
+        if ex.exists():
+            text = ex.read_text()
+        elif ex.with_suffix(".c.gz").exists():
+            text = gzip.open(ex.with_suffix(".c.gz"), "rt").read()
+        else:
+            self.skipTest("libfuse3-dev's examples are not installed")
+        self.assertIsNotNone(run.caching_variant(text))
 
 
 class PlacementTest(unittest.TestCase):
