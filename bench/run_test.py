@@ -173,7 +173,7 @@ class TargetsTest(unittest.TestCase):
             "bindfs": [200, None, 180],
             "mergerfs": [150, 150, 150],
         })
-        row = self.rows_by_target(fake_bench([m]))["vsymfs >= best FUSE peer: warm stat, 1 proc"]
+        row = self.rows_by_target(fake_bench([m]))["vsymfs >= best /dev/fuse peer: warm stat, 1 proc"]
         self.assertEqual(row["scores"][1], None)
         self.assertAlmostEqual(row["scores"][0], 1.05)
         self.assertAlmostEqual(row["scores"][2], 190 / 180)
@@ -188,7 +188,7 @@ class TargetsTest(unittest.TestCase):
             "vsymfs": [0.50, 0.40, 0.60],
             "bindfs": [0.45, 0.48, 0.50],
         }, higher_better=False, group="workload", unit="s")
-        row = self.rows_by_target(fake_bench([m]))["vsymfs >= best FUSE peer: rm -r of the tree"]
+        row = self.rows_by_target(fake_bench([m]))["vsymfs >= best /dev/fuse peer: rm -r of the tree"]
         # 0.45/0.50 = 0.9, 0.48/0.40 = 1.2, 0.50/0.60 = 0.833: median 0.9.
         self.assertAlmostEqual(row["median"], 0.9)
         self.assertFalse(row["pass"])
@@ -213,7 +213,7 @@ class TargetsTest(unittest.TestCase):
         m = metric("stat_p1", "warm stat, 1 proc", ["native", "vsymfs", "bindfs"], 2, {
             "native": [500, 500], "bindfs": [200, 200]})
         m.fail("vsymfs", "metabench: 3 failed ops")
-        row = self.rows_by_target(fake_bench([m]))["vsymfs >= best FUSE peer: warm stat, 1 proc"]
+        row = self.rows_by_target(fake_bench([m]))["vsymfs >= best /dev/fuse peer: warm stat, 1 proc"]
         self.assertFalse(row["pass"])
         self.assertIsNone(row["clear"])
         self.assertEqual(row["measured"], "vsymfs ERR")
@@ -233,7 +233,7 @@ class TargetsTest(unittest.TestCase):
         self.assertEqual(run.result_text(rows["daemon open fds within budget"]), "FAIL (1 rep)")
         # best peer: 1.0625, 0.875, 1.125 -> PASS noisy; vs native 0.85, 0.7,
         # 0.9 against 0.8 -> PASS noisy.
-        self.assertEqual(run.result_text(rows["vsymfs >= best FUSE peer: warm stat, 1 proc"]),
+        self.assertEqual(run.result_text(rows["vsymfs >= best /dev/fuse peer: warm stat, 1 proc"]),
                          "PASS (noisy: 0.88–1.12)")
         self.assertEqual(run.result_text(rows["warm stat >= 0.8 x native, 1p"]), "PASS (noisy: 0.70–0.90)")
         self.assertEqual(run.summary_line(list(rows.values())),
@@ -244,7 +244,7 @@ class TargetsTest(unittest.TestCase):
             n = len(ratios)
             m = metric("stat_p1", "warm stat, 1 proc", ["native", "vsymfs", "bindfs"], n, {
                 "native": [500] * n, "vsymfs": [100 * r for r in ratios], "bindfs": [100] * n})
-            return self.rows_by_target(fake_bench([m]))["vsymfs >= best FUSE peer: warm stat, 1 proc"]
+            return self.rows_by_target(fake_bench([m]))["vsymfs >= best /dev/fuse peer: warm stat, 1 proc"]
         five = row([0.98, 0.975, 0.99, 1.01, 0.96])
         self.assertEqual(five["want"], 0.97)
         self.assertEqual(run.result_text(five), "PASS (noisy: 0.96–1.01)")
@@ -252,6 +252,43 @@ class TargetsTest(unittest.TestCase):
         self.assertEqual(four["want"], 1.0)
         self.assertEqual(run.result_text(four), "FAIL (noisy: 0.97–1.01)")
         self.assertFalse(row([0.96, 0.95, 0.99, 0.96, 0.94])["pass"])
+
+    def test_each_transport_is_judged_against_the_peers_it_meets(self):
+        # passthrough_hp-uring is the best peer overall, bindfs the best on
+        # /dev/fuse. vsymfs (/dev/fuse) meets bindfs: 105/100, 95/100, 110/100;
+        # vsymfs-uring meets passthrough_hp-uring: 150/140, 150/145, 140/150.
+        m = metric("readlink_plain_p1", "readlink, plain link, 1 proc",
+                   ["native", "vsymfs", "vsymfs-uring", "bindfs", "passthrough_hp", "passthrough_hp-uring"], 3, {
+                       "native": [1000] * 3, "vsymfs": [105, 95, 110], "vsymfs-uring": [150, 150, 140],
+                       "bindfs": [100, 100, 100], "passthrough_hp": [90, 90, 90],
+                       "passthrough_hp-uring": [140, 145, 150]})
+        rows = self.rows_by_target(fake_bench([m]))
+        dev = rows["vsymfs >= best /dev/fuse peer: readlink, plain link, 1 proc"]
+        self.assertIn("vs bindfs", dev["measured"])
+        self.assertAlmostEqual(dev["median"], 1.05)
+        self.assertTrue(dev["pass"])
+        ring = rows["vsymfs-uring >= best FUSE peer: readlink, plain link, 1 proc"]
+        self.assertIn("vs passthrough_hp-uring", ring["measured"])
+        self.assertAlmostEqual(ring["median"], 150 / 145)
+        self.assertTrue(ring["pass"])
+        self.assertIs(ring["clear"], False)  # 140/150 misses
+        # vsymfs on /dev/fuse is never judged against an io_uring peer.
+        self.assertFalse(any("passthrough_hp-uring" in r["measured"] and t.startswith("vsymfs >=")
+                             for t, r in rows.items()))
+        # vsymfs-uring is judged against a /dev/fuse peer when that one is best.
+        fast_bindfs = metric("stat_p1", "warm stat, 1 proc", ["native", "vsymfs", "vsymfs-uring", "bindfs",
+                                                              "passthrough_hp-uring"], 1, {
+            "native": [500], "vsymfs": [300], "vsymfs-uring": [310], "bindfs": [320],
+            "passthrough_hp-uring": [200]})
+        row = self.rows_by_target(fake_bench([fast_bindfs]))["vsymfs-uring >= best FUSE peer: warm stat, 1 proc"]
+        self.assertIn("vs bindfs", row["measured"])
+        self.assertFalse(row["pass"])
+
+    def test_without_io_uring_only_dev_fuse_is_judged(self):
+        m = metric("stat_p1", "warm stat, 1 proc", ["native", "vsymfs", "bindfs"], 2, {
+            "native": [500, 500], "vsymfs": [200, 200], "bindfs": [190, 190]})
+        rows = self.rows_by_target(fake_bench([m]))
+        self.assertEqual([t for t in rows if "peer" in t], ["vsymfs >= best /dev/fuse peer: warm stat, 1 proc"])
 
     def test_a_cached_readlink_is_judged_against_the_caching_peer(self):
         plain = metric("readlink_plain_p1", "readlink, plain link, 1 proc",
