@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "daemon/generation_cache.hpp"
+#include "daemon/per_thread.hpp"
 #include "vsymfs/link_template.hpp"
 #include "vsymfs/rules.hpp"
 #include "vsymfs/var_map.hpp"
@@ -40,14 +41,27 @@ class TemplateCache {
 
   // The template for `raw` under `rules`, which were read after `tag` was
   // read from generation(). Two threads may both parse the same text once.
+  // Each thread first looks in a few entries of its own (the texts it got
+  // last, under the same tag), which write nothing shared (per_thread.hpp).
   std::shared_ptr<const ParsedLink> get(std::string_view raw, std::uint64_t tag, const Rules& rules);
 
   // Hits count parses avoided, misses parses done.
   using Stats = GenerationCache<std::string, std::shared_ptr<const ParsedLink>, StringHash, std::equal_to<>>::Stats;
-  Stats stats() const { return cache_.stats(); }
+  Stats stats() const {
+    Stats s = cache_.stats();
+    s.hits += front_hits_.load();
+    return s;
+  }
+
+  // Entries each thread keeps in front of the shared cache.
+  static constexpr std::size_t kFrontEntries = 8;
 
  private:
+  std::shared_ptr<const ParsedLink> get_shared(std::string_view raw, std::uint64_t tag, const Rules& rules);
+
   GenerationCache<std::string, std::shared_ptr<const ParsedLink>, StringHash, std::equal_to<>> cache_;
+  const std::uint64_t id_ = next_instance_id();
+  ShardedCounter front_hits_;
 };
 
 }  // namespace vsymfs::daemon
