@@ -71,6 +71,7 @@
 #include "daemon/exec_watcher.hpp"
 #include "daemon/mount_state.hpp"
 #include "daemon/namespaces.hpp"
+#include "daemon/per_thread.hpp"
 #include "daemon/proc_pool.hpp"
 #include "daemon/proc_reader.hpp"
 #include "vsymfs/resolver.hpp"
@@ -193,6 +194,7 @@ struct CallerContexts::Impl {
       ++sh.seq;
       sh.forgotten[sh.seq % kForgottenRing] = pid;
     }
+    ids_epoch.fetch_add(1, std::memory_order_release);  // after the erase: see identity_front()
     environs.forget(pid);
   }
 
@@ -230,7 +232,41 @@ struct CallerContexts::Impl {
     c.mnt_ns = ids.mnt != own.mnt ? ids.mnt : 0;
   }
 
-  std::atomic<std::uint64_t> hits{0}, misses{0};
+  ShardedCounter hits, misses;  // counted per request (per_thread.hpp)
+
+  // Bumped after an identity was dropped for an event (forget) or replaced
+  // by a forced re-read, so that no thread's front entry outlives it.
+  std::atomic<std::uint64_t> ids_epoch{0};
+  const std::uint64_t instance = next_instance_id();
+
+  // identity(): each thread keeps the last identity it was given, with its
+  // own reference count (per_thread.hpp), and asks the shards only when the
+  // caller, the TTL or the epoch moved: a caller's requests in a row take
+  // no lock and write no shared line. The TTL runs from when the identity
+  // was read, as in the shards. An epoch read before the lookup and stored
+  // with its result means a forget() that ran during the lookup is seen by
+  // the next request.
+  std::shared_ptr<const Caller> identity_front(pid_t pid, uid_t uid, gid_t gid) {
+    struct Front {
+      std::uint64_t owner = 0, epoch = 0;
+      pid_t pid = 0;
+      uid_t uid = 0;
+      gid_t gid = 0;
+      Clock::time_point read_at{};
+      std::shared_ptr<const Caller> identity;
+    };
+    thread_local Front front;
+    const auto now = Clock::now();
+    const std::uint64_t epoch = ids_epoch.load(std::memory_order_acquire);
+    if (front.owner == instance && front.epoch == epoch && front.pid == pid && front.uid == uid &&
+        front.gid == gid && front.identity && now - front.read_at <= std::chrono::milliseconds(opts.identity_ttl_ms))
+      return front.identity;
+    Clock::time_point read_at = now;
+    std::shared_ptr<const Caller> ident = lookup_identity(pid, uid, gid, false, nullptr, false, &read_at);
+    Front next{instance, epoch, pid, uid, gid, read_at, per_thread_alias(std::move(ident))};
+    std::swap(front, next);
+    return front.identity;
+  }
   ProcPool pool;  // counts the timeouts
 
   Options::ImageKey key_in_use = Options::ImageKey::Auxv;
@@ -269,8 +305,10 @@ struct CallerContexts::Impl {
   // `want_named` also fills the NSS names on first demand. `tgid_out` gets
   // the thread group id when status was read by this call, else 0.
   // `fresh_only`: read /proc/<pid>/status whatever is cached.
+  // `read_at_out` (may be null) gets when the identity returned was read.
   std::shared_ptr<const Caller> lookup_identity(pid_t pid, uid_t uid, gid_t gid, bool want_named,
-                                                pid_t* tgid_out = nullptr, bool fresh_only = false) {
+                                                pid_t* tgid_out = nullptr, bool fresh_only = false,
+                                                Clock::time_point* read_at_out = nullptr) {
     if (tgid_out != nullptr) *tgid_out = 0;
     Shard& sh = shard_for(pid);
     const IdKey key{pid, uid, gid};
@@ -281,6 +319,7 @@ struct CallerContexts::Impl {
       std::lock_guard lock(sh.mu);
       auto it = sh.ids.find(key);
       if (it != sh.ids.end() && now - it->second.read_at <= ttl) {
+        if (read_at_out != nullptr) *read_at_out = it->second.read_at;
         if (!want_named) return it->second.identity;
         if (it->second.named) return it->second.named;
         ident = it->second.identity;
@@ -288,22 +327,28 @@ struct CallerContexts::Impl {
     }
     const bool fresh = !ident;
     if (fresh) ident = read_identity(pid, uid, gid, tgid_out);
+    if (fresh && read_at_out != nullptr) *read_at_out = now;
     std::shared_ptr<const Caller> named;
     if (want_named) {
       auto n = std::make_shared<Caller>(*ident);
       fill_names(*n);
       named = std::move(n);
     }
-    std::lock_guard lock(sh.mu);
-    if (sh.ids.size() >= per_shard) sh.ids.clear();
-    IdEntry& e = sh.ids[key];
-    if (fresh) {
-      e.read_at = now;
-      e.identity = ident;
-      e.named = named;
-    } else if (e.identity == ident) {
-      e.named = named;
+    {
+      std::lock_guard lock(sh.mu);
+      if (sh.ids.size() >= per_shard) sh.ids.clear();
+      IdEntry& e = sh.ids[key];
+      if (fresh) {
+        e.read_at = now;
+        e.identity = ident;
+        e.named = named;
+      } else if (e.identity == ident) {
+        e.named = named;
+      }
     }
+    // A forced re-read replaced what may have been the id's last holder's
+    // identity: no thread's front entry may keep serving that one.
+    if (fresh_only) ids_epoch.fetch_add(1, std::memory_order_release);
     return want_named ? named : ident;
   }
 
@@ -475,7 +520,7 @@ CallerContexts::CallerContexts(Options opts) : impl_(std::make_unique<Impl>(opts
 CallerContexts::~CallerContexts() = default;
 
 std::shared_ptr<const Caller> CallerContexts::identity(pid_t pid, uid_t uid, gid_t gid) {
-  return impl_->lookup_identity(pid, uid, gid, false);
+  return impl_->identity_front(pid, uid, gid);
 }
 
 std::shared_ptr<const Caller> CallerContexts::named(pid_t pid, uid_t uid, gid_t gid) {

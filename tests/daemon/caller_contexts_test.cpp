@@ -424,6 +424,53 @@ TEST(CallerContexts, WithEventsAnExitedPidIsForgotten) {
   EXPECT_EQ(ctx.stats().misses, 2u);
 }
 
+// identity() answers a caller's requests in a row from the thread's own
+// copy (per_thread.hpp). That copy must not outlive what an exit event
+// drops: once the event is applied, the dead process's groups are gone
+// for the thread that cached them too, however long the TTL.
+TEST(CallerContexts, WithEventsAnExitedPidsGroupsAreForgottenByEveryThread) {
+  if (!is_root()) GTEST_SKIP() << "needs root to give a child other groups and ids";
+  auto listener = ProcEvents::open(10s);
+  if (!listener) GTEST_SKIP() << listener.error().message;
+  CallerContexts::Options opts = patient();  // an hour's TTL: only the event can drop them
+  opts.image_key = CallerContexts::Options::ImageKey::Events;
+  CallerContexts ctx(opts);
+  if (ctx.image_key() != CallerContexts::Options::ImageKey::Events) GTEST_SKIP() << events_unavailable();
+  // Our own context, cached first, so that the full() below reads nothing.
+  auto mine = ctx.full(::getpid(), ::geteuid(), ::getegid());
+  ASSERT_NE(full_until_cached(ctx, ::getpid(), mine, [](const Caller&) {}).hit, nullptr);
+  const uid_t uid = 65534;
+  const gid_t gid = 65534;
+  pid_t pid;
+  {
+    Child child(kWaitScript, {"PATH=/bin:/usr/bin"}, [&] {
+      gid_t groups[] = {1234, 5678};
+      if (::setgroups(2, groups) != 0 || ::setresgid(gid, gid, gid) != 0 || ::setresuid(uid, uid, uid) != 0)
+        ::_exit(99);
+    });
+    ASSERT_TRUE(child.wait_ready());
+    pid = child.pid();
+    EXPECT_EQ(ctx.identity(pid, uid, gid)->groups, (std::vector<gid_t>{1234, 5678}));
+    EXPECT_EQ(ctx.identity(pid, uid, gid)->groups, (std::vector<gid_t>{1234, 5678}));  // the thread's copy
+    ASSERT_TRUE((*listener)->drain([](pid_t) {}));
+  }  // killed and reaped
+  bool exited = false;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!exited && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{(*listener)->fd(), POLLIN, 0};
+    ::poll(&p, 1, 100);
+    ASSERT_TRUE((*listener)->drain([&](pid_t gone) { exited = exited || gone == pid; })) << "events were lost";
+  }
+  ASSERT_TRUE(exited) << "no exit event for the child within 30 s";
+  // full() applies the queued events first (identity() leaves that to the
+  // events thread, which may not have run yet). Asked for ourselves, whose
+  // context is cached, it re-reads no identity: only the exit event can
+  // have dropped the child's.
+  (void)ctx.full(::getpid(), ::geteuid(), ::getegid());
+  // Gone: nothing but the request's ids is trusted, not the groups it had.
+  EXPECT_EQ(ctx.identity(pid, uid, gid)->groups, std::vector<gid_t>{gid});
+}
+
 TEST(CallerContexts, RealAndEffectiveIdsDifferingIsSecureMode) {
   if (!is_root()) GTEST_SKIP() << "needs root to split real and effective ids";
   Child child("", {}, [] {
