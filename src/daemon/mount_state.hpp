@@ -1,7 +1,8 @@
 // What one mount's FUSE layer, link service and control server share: the
 // rules in force, the run-time values, the counters. Rules and run-time
-// values are immutable snapshots, swapped whole (Published); a reader holds
-// a lock only to copy the pointer.
+// values are immutable snapshots, swapped whole (Published); a reader takes
+// a lock only to copy the pointer after a swap, and otherwise uses its
+// thread's copy.
 #pragma once
 
 #include <sys/types.h>
