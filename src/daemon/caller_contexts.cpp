@@ -239,15 +239,17 @@ struct CallerContexts::Impl {
   std::atomic<std::uint64_t> ids_epoch{0};
   const std::uint64_t instance = next_instance_id();
 
-  // identity(): each thread keeps the last identity it was given, with its
-  // own reference count (per_thread.hpp), and asks the shards only when the
-  // caller, the TTL or the epoch moved: a caller's requests in a row take
-  // no lock and write no shared line. The TTL runs from when the identity
-  // was read, as in the shards. An epoch read before the lookup and stored
-  // with its result means a forget() that ran during the lookup is seen by
-  // the next request.
+  // identity(): each thread keeps the last few identities it was given,
+  // with their own reference counts (per_thread.hpp), and asks the shards
+  // only when the caller is not among them or its TTL or the epoch moved: a
+  // caller's requests (or two callers' taking turns on one worker) take no
+  // lock and write no shared line. The TTL runs from when the identity was
+  // read, as in the shards. An epoch read before the lookup and stored with
+  // its result means a forget() that ran during the lookup is seen by the
+  // next request.
+  static constexpr std::size_t kFrontEntries = 4;
   std::shared_ptr<const Caller> identity_front(pid_t pid, uid_t uid, gid_t gid) {
-    struct Front {
+    struct Entry {
       std::uint64_t owner = 0, epoch = 0;
       pid_t pid = 0;
       uid_t uid = 0;
@@ -255,17 +257,26 @@ struct CallerContexts::Impl {
       Clock::time_point read_at{};
       std::shared_ptr<const Caller> identity;
     };
+    struct Front {
+      std::array<Entry, kFrontEntries> entries;
+      std::size_t next = 0;  // replaced in turn
+    };
     thread_local Front front;
     const auto now = Clock::now();
     const std::uint64_t epoch = ids_epoch.load(std::memory_order_acquire);
-    if (front.owner == instance && front.epoch == epoch && front.pid == pid && front.uid == uid &&
-        front.gid == gid && front.identity && now - front.read_at <= std::chrono::milliseconds(opts.identity_ttl_ms))
-      return front.identity;
+    const auto ttl = std::chrono::milliseconds(opts.identity_ttl_ms);
+    for (Entry& e : front.entries)
+      if (e.owner == instance && e.pid == pid && e.uid == uid && e.gid == gid && e.identity) {
+        if (e.epoch == epoch && now - e.read_at <= ttl) return e.identity;
+        e.owner = 0;  // stale: looked up again below, into the next entry
+        break;
+      }
     Clock::time_point read_at = now;
     std::shared_ptr<const Caller> ident = lookup_identity(pid, uid, gid, false, nullptr, false, &read_at);
-    Front next{instance, epoch, pid, uid, gid, read_at, per_thread_alias(std::move(ident))};
-    std::swap(front, next);
-    return front.identity;
+    Entry next{instance, epoch, pid, uid, gid, read_at, per_thread_alias(std::move(ident))};
+    Entry& slot = front.entries[front.next++ % kFrontEntries];
+    std::swap(slot, next);
+    return slot.identity;
   }
   ProcPool pool;  // counts the timeouts
 
