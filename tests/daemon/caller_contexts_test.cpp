@@ -389,6 +389,22 @@ TEST(CallerContexts, AutoPrefersKernelEventsAsRoot) {
   EXPECT_EQ(ctx.image_key(), CallerContexts::Options::ImageKey::Events) << events_unavailable();
 }
 
+// Waits (30 s at most) until `listener` reports that `pid` is gone: once our
+// own listener, subscribed first, has an event, the socket of the
+// CallerContexts made after it has it too.
+::testing::AssertionResult wait_for_exit(ProcEvents& listener, pid_t pid) {
+  bool exited = false;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!exited && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{listener.fd(), POLLIN, 0};
+    ::poll(&p, 1, 100);
+    if (!listener.drain([&](pid_t gone) { exited = exited || gone == pid; }))
+      return ::testing::AssertionFailure() << "events were lost";
+  }
+  if (!exited) return ::testing::AssertionFailure() << "no exit event for the child within 30 s";
+  return ::testing::AssertionSuccess();
+}
+
 TEST(CallerContexts, WithEventsAnExitedPidIsForgotten) {
   // Our own listener, subscribed before the one inside CallerContexts: the
   // kernel hands each event to the most recently subscribed socket first,
@@ -410,14 +426,7 @@ TEST(CallerContexts, WithEventsAnExitedPidIsForgotten) {
     // Its fork and exec were reported before it said it was ready.
     ASSERT_TRUE((*listener)->drain([](pid_t) {}));
   }  // killed and reaped
-  bool exited = false;
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (!exited && std::chrono::steady_clock::now() < deadline) {
-    pollfd p{(*listener)->fd(), POLLIN, 0};
-    ::poll(&p, 1, 100);
-    ASSERT_TRUE((*listener)->drain([&](pid_t gone) { exited = exited || gone == pid; })) << "events were lost";
-  }
-  ASSERT_TRUE(exited) << "no exit event for the child within 30 s";
+  ASSERT_TRUE(wait_for_exit(**listener, pid));
   // The pid is dead; nothing from its old image may come back.
   auto c = ctx.full(pid, ::geteuid(), ::getegid());
   EXPECT_FALSE(c->environ_known);
@@ -454,14 +463,7 @@ TEST(CallerContexts, WithEventsAnExitedPidsGroupsAreForgottenByEveryThread) {
     EXPECT_EQ(ctx.identity(pid, uid, gid)->groups, (std::vector<gid_t>{1234, 5678}));  // the thread's copy
     ASSERT_TRUE((*listener)->drain([](pid_t) {}));
   }  // killed and reaped
-  bool exited = false;
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (!exited && std::chrono::steady_clock::now() < deadline) {
-    pollfd p{(*listener)->fd(), POLLIN, 0};
-    ::poll(&p, 1, 100);
-    ASSERT_TRUE((*listener)->drain([&](pid_t gone) { exited = exited || gone == pid; })) << "events were lost";
-  }
-  ASSERT_TRUE(exited) << "no exit event for the child within 30 s";
+  ASSERT_TRUE(wait_for_exit(**listener, pid));
   // full() applies the queued events first (identity() leaves that to the
   // events thread, which may not have run yet). Asked for ourselves, whose
   // context is cached, it re-reads no identity: only the exit event can
