@@ -303,6 +303,21 @@ class TargetsTest(unittest.TestCase):
         # Not a peer of the uncached rows.
         self.assertNotIn("passthrough_ll-cache", run.PEERS)
 
+    def test_a_cached_sys_readlink_is_judged_against_the_same_path_on_the_caching_peer(self):
+        # The @sys links sit one directory deeper than the plain ones: the
+        # yardstick is the caching peer's link at that path, not its plain one.
+        plain = metric("readlink_plain_p1", "readlink, plain link, 1 proc",
+                       ["native", "vsymfs-static", "passthrough_ll-cache"], 3, {
+                           "native": [1000, 1000, 1000], "vsymfs-static": [700, 700, 700],
+                           "passthrough_ll-cache": [700, 700, 700]})
+        sys_ = metric("readlink_sys_p1", "readlink, @sys link, 1 proc",
+                      ["vsymfs-static", "passthrough_ll-cache"], 3, {
+                          "vsymfs-static": [600, 610, 590], "passthrough_ll-cache": [620, 600, 600]})
+        rows = self.rows_by_target(fake_bench([plain, sys_]))
+        row = rows["host/system-only mount: readlink (sys) >= 0.95 x passthrough_ll-cache readlink, 1p"]
+        self.assertTrue(row["pass"])  # 0.968, 1.017, 0.983; against the plain link it would be 0.857
+        self.assertTrue(row["measured"].startswith("1.00 "), row["measured"])  # 600 / 600
+
     def test_placement_rows_are_shown_not_judged(self):
         # They explain the readlink row, which is judged once, in metadata.
         m = metric("place_same", "readlink, plain link, 1 proc on CPU 0: daemon on CPU 0 (the caller's)",
