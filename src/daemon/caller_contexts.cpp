@@ -194,7 +194,7 @@ struct CallerContexts::Impl {
       ++sh.seq;
       sh.forgotten[sh.seq % kForgottenRing] = pid;
     }
-    ids_epoch.fetch_add(1, std::memory_order_release);  // after the erase: see identity_front()
+    epoch_for(pid).fetch_add(1, std::memory_order_release);  // after the erase: see identity_front()
     environs.forget(pid);
   }
 
@@ -232,11 +232,20 @@ struct CallerContexts::Impl {
     c.mnt_ns = ids.mnt != own.mnt ? ids.mnt : 0;
   }
 
-  ShardedCounter hits, misses;  // counted per request (per_thread.hpp)
+  ShardedCounter hits, misses, front_hits;  // counted per request (per_thread.hpp)
 
-  // Bumped after an identity was dropped for an event (forget) or replaced
-  // by a forced re-read, so that no thread's front entry outlives it.
-  std::atomic<std::uint64_t> ids_epoch{0};
+  // One per shard, each on a cache line of its own: bumped after one of
+  // the shard's identities was dropped for an event (forget) or replaced by
+  // a forced re-read, so that no thread's front entry outlives it. Per
+  // shard, so that the exec and exit events of a busy machine (make -j)
+  // void only the front entries of pids in the same shard, not all of them.
+  struct alignas(64) Epoch {
+    std::atomic<std::uint64_t> value{0};
+  };
+  std::array<Epoch, kShards> epochs;
+  std::atomic<std::uint64_t>& epoch_for(pid_t pid) noexcept {
+    return epochs[static_cast<std::uint32_t>(pid) % kShards].value;
+  }
   const std::uint64_t instance = next_instance_id();
 
   // identity(): each thread keeps the last few identities it was given,
@@ -244,9 +253,9 @@ struct CallerContexts::Impl {
   // only when the caller is not among them or its TTL or the epoch moved: a
   // caller's requests (or two callers' taking turns on one worker) take no
   // lock and write no shared line. The TTL runs from when the identity was
-  // read, as in the shards. An epoch read before the lookup and stored with
-  // its result means a forget() that ran during the lookup is seen by the
-  // next request.
+  // read, as in the shards. The pid's shard's epoch, read before the lookup
+  // and stored with its result, means a forget() that ran during the lookup
+  // is seen by the next request.
   static constexpr std::size_t kFrontEntries = 4;
   std::shared_ptr<const Caller> identity_front(pid_t pid, uid_t uid, gid_t gid) {
     struct Entry {
@@ -263,11 +272,14 @@ struct CallerContexts::Impl {
     };
     thread_local Front front;
     const auto now = Clock::now();
-    const std::uint64_t epoch = ids_epoch.load(std::memory_order_acquire);
+    const std::uint64_t epoch = epoch_for(pid).load(std::memory_order_acquire);
     const auto ttl = std::chrono::milliseconds(opts.identity_ttl_ms);
     for (Entry& e : front.entries)
       if (e.owner == instance && e.pid == pid && e.uid == uid && e.gid == gid && e.identity) {
-        if (e.epoch == epoch && now - e.read_at <= ttl) return e.identity;
+        if (e.epoch == epoch && now - e.read_at <= ttl) {
+          front_hits.fetch_add(1, std::memory_order_relaxed);
+          return e.identity;
+        }
         e.owner = 0;  // stale: looked up again below, into the next entry
         break;
       }
@@ -359,7 +371,7 @@ struct CallerContexts::Impl {
     }
     // A forced re-read replaced what may have been the id's last holder's
     // identity: no thread's front entry may keep serving that one.
-    if (fresh_only) ids_epoch.fetch_add(1, std::memory_order_release);
+    if (fresh_only) epoch_for(pid).fetch_add(1, std::memory_order_release);
     return want_named ? named : ident;
   }
 
@@ -573,6 +585,7 @@ CallerContexts::Stats CallerContexts::stats() const {
   s.nss_entries = impl_->names.nss_entries();
   s.hits = impl_->hits.load(std::memory_order_relaxed);
   s.misses = impl_->misses.load(std::memory_order_relaxed);
+  s.identity_front_hits = impl_->front_hits.load(std::memory_order_relaxed);
   s.timeouts = impl_->pool.timeouts();
   return s;
 }

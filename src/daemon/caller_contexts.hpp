@@ -111,6 +111,9 @@ class CallerContexts {
     std::size_t environ_bytes = 0;
     std::size_t environ_bytes_limit = 0;
     std::uint64_t evictions = 0;
+    // identity() answered from the asking thread's own copy (no shard
+    // lookup); not in hits, which count full() contexts.
+    std::uint64_t identity_front_hits = 0;
   };
   Stats stats() const;
 

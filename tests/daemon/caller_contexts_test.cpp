@@ -20,6 +20,7 @@
 #include <functional>
 #include <latch>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -471,6 +472,47 @@ TEST(CallerContexts, WithEventsAnExitedPidsGroupsAreForgottenByEveryThread) {
   (void)ctx.full(::getpid(), ::geteuid(), ::getegid());
   // Gone: nothing but the request's ids is trusted, not the groups it had.
   EXPECT_EQ(ctx.identity(pid, uid, gid)->groups, std::vector<gid_t>{gid});
+}
+
+// The front's epoch is per shard of pids (16 shards): a busy machine's
+// exec and exit events (make -j) void the thread copies of the pids in
+// their shard only. Ours stays a front hit while a child in another shard
+// exits. Other processes on the machine may have events in our shard at
+// any time, so a round that sees our copy voided is tried again (with one
+// epoch for all shards, as before, every round is voided by the child).
+TEST(CallerContexts, WithEventsAnotherShardsExitLeavesTheThreadsCopy) {
+  auto listener = ProcEvents::open(10s);
+  if (!listener) GTEST_SKIP() << listener.error().message;
+  CallerContexts::Options opts = patient();
+  opts.image_key = CallerContexts::Options::ImageKey::Events;
+  CallerContexts ctx(opts);
+  if (ctx.image_key() != CallerContexts::Options::ImageKey::Events) GTEST_SKIP() << events_unavailable();
+  const pid_t self = ::getpid();
+  const uid_t uid = ::geteuid();
+  const gid_t gid = ::getegid();
+  // Our full context cached, so that full(), which applies the queued
+  // events, reads (and replaces) nothing of ours.
+  ASSERT_NE(full_until_cached(ctx, self, ctx.full(self, uid, gid), [](const Caller&) {}).hit, nullptr);
+  int kept = 0, rounds = 0;
+  for (; rounds < 10 && kept == 0; ++rounds) {
+    // exec: the shell becomes sleep, so that no other pid comes and goes.
+    std::optional<Child> child(std::in_place, "echo >&3; exec sleep 30", std::vector<std::string>{});
+    ASSERT_TRUE(child->wait_ready());
+    const pid_t pid = child->pid();
+    const bool other_shard = pid % 16 != self % 16;
+    ASSERT_TRUE((*listener)->drain([](pid_t) {}));
+    (void)ctx.full(self, uid, gid);
+    (void)ctx.identity(self, uid, gid);
+    const auto before = ctx.stats().identity_front_hits;
+    (void)ctx.identity(self, uid, gid);
+    const bool primed = ctx.stats().identity_front_hits == before + 1;
+    child.reset();  // killed and reaped
+    ASSERT_TRUE(wait_for_exit(**listener, pid));
+    (void)ctx.full(self, uid, gid);  // the child's exit applied
+    (void)ctx.identity(self, uid, gid);
+    if (other_shard && primed && ctx.stats().identity_front_hits == before + 2) kept = 1;
+  }
+  EXPECT_EQ(kept, 1) << "in " << rounds << " rounds, a child's exit always voided our thread's copy";
 }
 
 TEST(CallerContexts, RealAndEffectiveIdsDifferingIsSecureMode) {
