@@ -140,6 +140,51 @@ struct Shard {
   std::unordered_map<pid_t, ThreadEntry> threads;  // by thread id
 };
 
+// A thread's own copies of the last few contexts it was given, each with
+// its own reference count (per_thread.hpp), keyed by the CallerContexts
+// instance and the request's pid, uid and gid. An entry holds while the
+// epochs it was stored under are unchanged and its identity is younger
+// than the TTL; the epochs are read before the lookup whose result is
+// stored, so an invalidation during the lookup is seen by the next request.
+// Entries are replaced in turn: callers taking turns on one worker thread
+// still find theirs.
+struct FrontEntry {
+  std::uint64_t owner = 0;
+  std::array<std::uint64_t, 3> epochs{};
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  Clock::time_point read_at{};
+  std::shared_ptr<const Caller> value;
+};
+
+struct ThreadFront {
+  static constexpr std::size_t kEntries = 4;
+  std::array<FrontEntry, kEntries> entries;
+  std::size_t next = 0;
+
+  const std::shared_ptr<const Caller>* find(std::uint64_t owner, pid_t pid, uid_t uid, gid_t gid,
+                                            const std::array<std::uint64_t, 3>& epochs, Clock::time_point now,
+                                            Clock::duration ttl) noexcept {
+    for (FrontEntry& e : entries)
+      if (e.owner == owner && e.pid == pid && e.uid == uid && e.gid == gid && e.value) {
+        if (e.epochs == epochs && now - e.read_at <= ttl) return &e.value;
+        e.owner = 0;  // stale: looked up again, into the next entry
+        return nullptr;
+      }
+    return nullptr;
+  }
+
+  const std::shared_ptr<const Caller>& store(std::uint64_t owner, pid_t pid, uid_t uid, gid_t gid,
+                                             const std::array<std::uint64_t, 3>& epochs, Clock::time_point read_at,
+                                             std::shared_ptr<const Caller> value) {
+    FrontEntry fresh{owner, epochs, pid, uid, gid, read_at, per_thread_alias(std::move(value))};
+    FrontEntry& slot = entries[next++ % kEntries];
+    std::swap(slot, fresh);  // the old entry's reference goes with `fresh`
+    return slot.value;
+  }
+};
+
 bool kernel_at_least(unsigned major, unsigned minor) {
   utsname u{};
   if (::uname(&u) != 0) return false;
@@ -205,6 +250,7 @@ struct CallerContexts::Impl {
       sh.seq += kForgottenRing;  // every pid counts as forgotten
     }
     environs.forget_all();
+    contexts_epoch.fetch_add(1, std::memory_order_release);
   }
 
   // The links of every thread (after the environment cache dropped every entry).
@@ -213,6 +259,7 @@ struct CallerContexts::Impl {
       std::lock_guard lock(sh.mu);
       sh.threads.clear();
     }
+    contexts_epoch.fetch_add(1, std::memory_order_release);
   }
 
   Options opts;
@@ -232,7 +279,7 @@ struct CallerContexts::Impl {
     c.mnt_ns = ids.mnt != own.mnt ? ids.mnt : 0;
   }
 
-  ShardedCounter hits, misses, front_hits;  // counted per request (per_thread.hpp)
+  ShardedCounter hits, misses, front_hits, full_front_hits;  // counted per request (per_thread.hpp)
 
   // One per shard, each on a cache line of its own: bumped after one of
   // the shard's identities was dropped for an event (forget) or replaced by
@@ -242,54 +289,43 @@ struct CallerContexts::Impl {
   struct alignas(64) Epoch {
     std::atomic<std::uint64_t> value{0};
   };
-  std::array<Epoch, kShards> epochs;
+  std::array<Epoch, kShards> shard_epochs;
   std::atomic<std::uint64_t>& epoch_for(pid_t pid) noexcept {
-    return epochs[static_cast<std::uint32_t>(pid) % kShards].value;
+    return shard_epochs[static_cast<std::uint32_t>(pid) % kShards].value;
   }
   const std::uint64_t instance = next_instance_id();
 
-  // identity(): each thread keeps the last few identities it was given,
-  // with their own reference counts (per_thread.hpp), and asks the shards
-  // only when the caller is not among them or its TTL or the epoch moved: a
-  // caller's requests (or two callers' taking turns on one worker) take no
-  // lock and write no shared line. The TTL runs from when the identity was
-  // read, as in the shards. The pid's shard's epoch, read before the lookup
-  // and stored with its result, means a forget() that ran during the lookup
-  // is seen by the next request.
-  static constexpr std::size_t kFrontEntries = 4;
+  // Bumped when every thread's link is dropped (lost events, a reload
+  // that changes the kept variables): no full() front entry outlives it.
+  std::atomic<std::uint64_t> contexts_epoch{0};
+
+  // identity() and, with events, full() answer a caller's requests in a
+  // row from the thread's own copies (ThreadFront): no lock taken, no
+  // shared line written. identity() entries are voided by the pid's shard's
+  // epoch (an exec/exit event, a forced re-read). full() entries also by
+  // contexts_epoch and by any move of the environment cache's eviction
+  // clock (so that an evicted entry is read again, as without the copy, and
+  // the clock sees the process's next request). Without events, full() has
+  // an image key to check on every request and keeps no copies.
   std::shared_ptr<const Caller> identity_front(pid_t pid, uid_t uid, gid_t gid) {
-    struct Entry {
-      std::uint64_t owner = 0, epoch = 0;
-      pid_t pid = 0;
-      uid_t uid = 0;
-      gid_t gid = 0;
-      Clock::time_point read_at{};
-      std::shared_ptr<const Caller> identity;
-    };
-    struct Front {
-      std::array<Entry, kFrontEntries> entries;
-      std::size_t next = 0;  // replaced in turn
-    };
-    thread_local Front front;
+    thread_local ThreadFront front;
     const auto now = Clock::now();
-    const std::uint64_t epoch = epoch_for(pid).load(std::memory_order_acquire);
+    const std::array<std::uint64_t, 3> epochs{epoch_for(pid).load(std::memory_order_acquire), 0, 0};
     const auto ttl = std::chrono::milliseconds(opts.identity_ttl_ms);
-    for (Entry& e : front.entries)
-      if (e.owner == instance && e.pid == pid && e.uid == uid && e.gid == gid && e.identity) {
-        if (e.epoch == epoch && now - e.read_at <= ttl) {
-          front_hits.fetch_add(1, std::memory_order_relaxed);
-          return e.identity;
-        }
-        e.owner = 0;  // stale: looked up again below, into the next entry
-        break;
-      }
+    if (const auto* hit = front.find(instance, pid, uid, gid, epochs, now, ttl)) {
+      front_hits.fetch_add(1, std::memory_order_relaxed);
+      return *hit;
+    }
     Clock::time_point read_at = now;
     std::shared_ptr<const Caller> ident = lookup_identity(pid, uid, gid, false, nullptr, false, &read_at);
-    Entry next{instance, epoch, pid, uid, gid, read_at, per_thread_alias(std::move(ident))};
-    Entry& slot = front.entries[front.next++ % kFrontEntries];
-    std::swap(slot, next);
-    return slot.identity;
+    return front.store(instance, pid, uid, gid, epochs, read_at, std::move(ident));
   }
+
+  std::array<std::uint64_t, 3> full_epochs(pid_t pid) const noexcept {
+    return {shard_epochs[static_cast<std::uint32_t>(pid) % kShards].value.load(std::memory_order_acquire),
+            contexts_epoch.load(std::memory_order_acquire), environs.clock_moves()};
+  }
+
   ProcPool pool;  // counts the timeouts
 
   Options::ImageKey key_in_use = Options::ImageKey::Auxv;
@@ -407,8 +443,18 @@ struct CallerContexts::Impl {
     if (pid == 0) return lookup_identity(pid, uid, gid, true);
     sync_filter();
     ImageKeys keys;  // with events, entries are dropped instead of compared
+    thread_local ThreadFront front;
+    std::array<std::uint64_t, 3> epochs{};
+    const auto now = Clock::now();
+    const auto ttl = std::chrono::milliseconds(opts.identity_ttl_ms);
     if (watcher) {
       sync_events();
+      epochs = full_epochs(pid);
+      if (const auto* hit = front.find(instance, pid, uid, gid, epochs, now, ttl)) {
+        hits.fetch_add(1, std::memory_order_relaxed);
+        full_front_hits.fetch_add(1, std::memory_order_relaxed);
+        return *hit;
+      }
     } else {
       auto k = image_keys(pid);
       // Gone, or not ours to read (a non-dumpable process): no process
@@ -416,7 +462,11 @@ struct CallerContexts::Impl {
       if (!k) return lookup_identity(pid, uid, gid, true, nullptr, true);
       keys = *k;
     }
-    if (auto hit = cached_full(pid, uid, gid, keys.thread)) return hit;
+    Clock::time_point read_at;
+    if (auto hit = cached_full(pid, uid, gid, keys.thread, now, &read_at)) {
+      if (!watcher) return hit;
+      return front.store(instance, pid, uid, gid, epochs, read_at, std::move(hit));
+    }
 
     // A program image we have no context for (a new thread, an execve, or
     // an id that another process holds now) has its identity read afresh:
@@ -491,8 +541,9 @@ struct CallerContexts::Impl {
   // The common case: a fresh identity, the thread's link made with exactly
   // that identity, and its process entry still there. Anything else takes
   // the general path, which re-checks all of this.
-  std::shared_ptr<const Caller> cached_full(pid_t pid, uid_t uid, gid_t gid, std::uint64_t image) {
-    const auto now = Clock::now();
+  // `read_at` gets when the identity it was built on was read.
+  std::shared_ptr<const Caller> cached_full(pid_t pid, uid_t uid, gid_t gid, std::uint64_t image,
+                                            Clock::time_point now, Clock::time_point* read_at) {
     pid_t tgid;
     std::uint64_t stamp;
     std::size_t slot;
@@ -510,6 +561,7 @@ struct CallerContexts::Impl {
       tgid = it->second.tgid;
       stamp = it->second.stamp;
       slot = it->second.slot;
+      *read_at = id->second.read_at;
     }
     std::shared_ptr<const Caller> c = environs.context(tgid, stamp, slot);
     if (c) hits.fetch_add(1, std::memory_order_relaxed);
@@ -586,6 +638,7 @@ CallerContexts::Stats CallerContexts::stats() const {
   s.hits = impl_->hits.load(std::memory_order_relaxed);
   s.misses = impl_->misses.load(std::memory_order_relaxed);
   s.identity_front_hits = impl_->front_hits.load(std::memory_order_relaxed);
+  s.full_front_hits = impl_->full_front_hits.load(std::memory_order_relaxed);
   s.timeouts = impl_->pool.timeouts();
   return s;
 }

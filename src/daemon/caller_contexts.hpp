@@ -114,6 +114,8 @@ class CallerContexts {
     // identity() answered from the asking thread's own copy (no shard
     // lookup); not in hits, which count full() contexts.
     std::uint64_t identity_front_hits = 0;
+    // full() answered from the asking thread's own copy (also in hits).
+    std::uint64_t full_front_hits = 0;
   };
   Stats stats() const;
 

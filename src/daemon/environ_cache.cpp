@@ -252,6 +252,7 @@ void EnvironCache::evict(std::size_t want) {
     Shard& sh = shards_[hand_.fetch_add(1, std::memory_order_relaxed) % kShards];
     std::lock_guard lock(sh.mu);
     for (auto it = sh.procs.begin(); it != sh.procs.end() && freed < want;) {
+      clock_moves_.fetch_add(1, std::memory_order_relaxed);
       if (it->second.used) {
         it->second.used = false;
         ++it;
@@ -270,6 +271,7 @@ void EnvironCache::evict(std::size_t want) {
 void EnvironCache::evict_one(Shard& sh) {
   auto victim = sh.procs.begin();
   for (auto it = sh.procs.begin(); it != sh.procs.end(); ++it) {
+    clock_moves_.fetch_add(1, std::memory_order_relaxed);
     if (!it->second.used) {
       victim = it;
       break;

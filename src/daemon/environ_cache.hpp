@@ -112,6 +112,11 @@ class EnvironCache {
   };
   Stats stats() const;
   std::size_t bytes_limit() const noexcept { return max_bytes_; }
+  // Moves of the eviction clock so far: an entry evicted, or its "used"
+  // mark cleared. A copy of a context kept elsewhere (CallerContexts'
+  // per-thread front) is dropped when this changes, so that the process's
+  // next request reaches context() again and marks its entry used.
+  std::uint64_t clock_moves() const noexcept { return clock_moves_.load(std::memory_order_acquire); }
 
  private:
   struct ProcCaller {
@@ -156,6 +161,7 @@ class EnvironCache {
   std::atomic<std::uint64_t> next_stamp_{1};
   std::atomic<std::size_t> hand_{0};  // the eviction hand: a shard index
   std::atomic<std::uint64_t> evictions_{0};
+  std::atomic<std::uint64_t> clock_moves_{0};  // see clock_moves()
 
   std::atomic<const MountState*> rules_state_{nullptr};
   std::atomic<std::uint64_t> seen_generation_{0};  // rules generation filter_rules_ is from

@@ -515,6 +515,80 @@ TEST(CallerContexts, WithEventsAnotherShardsExitLeavesTheThreadsCopy) {
   EXPECT_EQ(kept, 1) << "in " << rounds << " rounds, a child's exit always voided our thread's copy";
 }
 
+// With events, full() answers a caller's requests in a row from the
+// thread's own copy (ThreadFront) until an event for its pid comes in.
+TEST(CallerContexts, WithEventsAFullContextIsTheThreadsCopyUntilItsProcessExits) {
+  auto listener = ProcEvents::open(10s);
+  if (!listener) GTEST_SKIP() << listener.error().message;
+  CallerContexts::Options opts = patient();
+  opts.image_key = CallerContexts::Options::ImageKey::Events;
+  CallerContexts ctx(opts);
+  if (ctx.image_key() != CallerContexts::Options::ImageKey::Events) GTEST_SKIP() << events_unavailable();
+  pid_t pid;
+  {
+    Child child(kWaitScript, {"VSYMFS_A=1"});
+    ASSERT_TRUE(child.wait_ready());
+    pid = child.pid();
+    auto cached = full_until_cached(ctx, pid, ctx.full(pid, ::geteuid(), ::getegid()), [](const Caller& c) {
+      EXPECT_TRUE(has(c.environ, "VSYMFS_A=1"));
+    });
+    ASSERT_NE(cached.hit, nullptr);
+    const auto before = ctx.stats();
+    auto again = ctx.full(pid, ::geteuid(), ::getegid());
+    EXPECT_EQ(again, cached.hit);  // the same snapshot
+    EXPECT_EQ(ctx.stats().full_front_hits, before.full_front_hits + 1);
+    EXPECT_EQ(ctx.stats().hits, before.hits + 1);
+    EXPECT_EQ(ctx.stats().misses, before.misses);
+    ASSERT_TRUE((*listener)->drain([](pid_t) {}));
+  }  // killed and reaped
+  ASSERT_TRUE(wait_for_exit(**listener, pid));
+  const auto front_hits = ctx.stats().full_front_hits;
+  auto c = ctx.full(pid, ::geteuid(), ::getegid());
+  EXPECT_FALSE(c->environ_known) << "the dead process's environment came back";
+  EXPECT_EQ(ctx.stats().full_front_hits, front_hits);
+}
+
+// A thread's copy does not keep a process's entry from the environment
+// cache's clock: once the clock moved (entries evicted under the byte
+// limit, or marked unused), the next request reaches the cache again and
+// an evicted process is read again, as without the copy.
+TEST(CallerContexts, WithEventsTheEvictionClockVoidsTheThreadsCopies) {
+  constexpr std::size_t kLimit = 100 * 1024;
+  CallerContexts::Options opts = patient();
+  opts.image_key = CallerContexts::Options::ImageKey::Events;
+  opts.max_environ_bytes = kLimit;
+  CallerContexts ctx(opts);
+  if (ctx.image_key() != CallerContexts::Options::ImageKey::Events) GTEST_SKIP() << events_unavailable();
+  // Every child is ready once its shell waits in a builtin: no fork, exec
+  // or exit of ours comes after, so no event voids the copies below (the
+  // clock must do it).
+  constexpr const char* kIdle = "echo >&3; read x <&4";
+  const std::string pad = "PAD=" + std::string(16 * 1024, 'p');
+  Child first(kIdle, {"VSYMFS_N=first", pad});
+  ASSERT_TRUE(first.wait_ready());
+  std::vector<std::unique_ptr<Child>> others;  // three times the limit
+  for (int i = 0; i < 20; ++i) {
+    others.push_back(std::make_unique<Child>(kIdle, std::vector<std::string>{"VSYMFS_N=" + std::to_string(i), pad}));
+    ASSERT_TRUE(others.back()->wait_ready());
+    // Read once now: a first read of an image re-reads its identity, which
+    // voids the copies of its pid's shard (maybe first's) as an event does.
+    ASSERT_TRUE(ctx.full(others.back()->pid(), ::geteuid(), ::getegid())->environ_known);
+  }
+  auto cached = full_until_cached(ctx, first.pid(), ctx.full(first.pid(), ::geteuid(), ::getegid()), [](const Caller&) {});
+  ASSERT_NE(cached.hit, nullptr);
+  const auto hits = ctx.stats().full_front_hits;
+  (void)ctx.full(first.pid(), ::geteuid(), ::getegid());
+  ASSERT_EQ(ctx.stats().full_front_hits, hits + 1);
+  // The others read again (most were evicted) and kept: the clock goes round.
+  const auto evictions = ctx.stats().evictions;
+  for (const auto& c : others) ASSERT_TRUE(ctx.full(c->pid(), ::geteuid(), ::getegid())->environ_known);
+  ASSERT_GT(ctx.stats().evictions, evictions);
+  const auto before = ctx.stats();
+  auto c = ctx.full(first.pid(), ::geteuid(), ::getegid());
+  EXPECT_TRUE(has(c->environ, "VSYMFS_N=first"));
+  EXPECT_EQ(ctx.stats().full_front_hits, before.full_front_hits) << "served from the copy after the clock moved";
+}
+
 TEST(CallerContexts, RealAndEffectiveIdsDifferingIsSecureMode) {
   if (!is_root()) GTEST_SKIP() << "needs root to split real and effective ids";
   Child child("", {}, [] {
