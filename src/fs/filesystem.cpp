@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <cstring>
@@ -323,14 +324,38 @@ int Filesystem::raw_link_text(Inode& inode, const FdRef& fd, std::string& out) {
 }
 
 int Filesystem::lookup(fuse_req_t req, Inode& parent, int parent_fd, const char* name, fuse_entry_param& e,
-                       bool sys_ok) {
+                       bool sys_ok, bool known_first) {
   std::memset(&e, 0, sizeof e);
   const char* real_name = name;
   bool per_caller_name = false;
-  UniqueFd fd(::openat(parent_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  // Whether known_first pays, judged per thread from its recent lookups:
+  // a name that is known with its descriptor open costs 1 syscall that way
+  // against 3, any other 3 against 2 (an absent one 1 either way), so it
+  // pays when more than a third are. +2 for such a name, -1 for another,
+  // within [0, 64]: the score rises when they are, and the fstatat is tried
+  // first while it is above the middle. (A tree larger than the descriptor
+  // budget, walked once, has most of its names known but closed.)
+  thread_local int known_score = 40;
+  const auto score = [](bool open_known) {
+    known_score = open_known ? std::min(known_score + 2, 64) : std::max(known_score - 1, 0);
+  };
+  const bool judged = known_first;  // a LOOKUP: its names count for the score
+  known_first = known_first && known_score > 32;
+  Inode* known = nullptr;
+  int absent = 0;  // the fstatat's errno
+  if (known_first) {
+    if (::fstatat(parent_fd, name, &e.attr, AT_SYMLINK_NOFOLLOW) == 0) {
+      known = inodes_.ref_known_open(parent, name, e.attr);
+      score(known != nullptr);
+    } else {
+      absent = errno;
+    }
+  }
+  if (known != nullptr) return fill_entry(req, *known, parent_fd, false, e);
+  UniqueFd fd(absent != 0 ? -1 : ::openat(parent_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
   thread_local std::vector<std::string> candidates;
   if (!fd) {
-    int err = errno;
+    int err = absent != 0 ? absent : errno;
     if (err != ENOENT || !sys_ok || !vsymfs::is_sys_component(name)) return err;
     candidates.clear();
     links_.sys_component_candidates(name, ids_of(req), candidates);
@@ -345,8 +370,15 @@ int Filesystem::lookup(fuse_req_t req, Inode& parent, int parent_fd, const char*
     if (!fd) return ENOENT;
   }
   if (::fstatat(fd.get(), "", &e.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
-  auto inode = inodes_.adopt(parent, real_name, std::move(fd), e.attr);
+  bool was_open = false;
+  auto inode = inodes_.adopt(parent, real_name, std::move(fd), e.attr, &was_open);
   if (!inode) return inode.error().code;
+  if (judged && !known_first) score(was_open);  // a LOOKUP that skipped the fstatat
+  return fill_entry(req, **inode, parent_fd, per_caller_name, e);
+}
+
+// The rest of an entry reply for `inode`, whose attributes are in `e.attr`.
+int Filesystem::fill_entry(fuse_req_t req, Inode& inode, int parent_fd, bool per_caller_name, fuse_entry_param& e) {
   if (S_ISLNK(e.attr.st_mode) && entry_size_is_used()) {
     // The text is cached with the inode, so it is adopted first. Its
     // descriptor is the one just opened, or one the table already held for
@@ -355,12 +387,12 @@ int Filesystem::lookup(fuse_req_t req, Inode& parent, int parent_fd, const char*
     thread_local std::string raw, expansion;
     FdRef lfd;
     // `parent_fd` is the link's directory: the same one readlink will probe in.
-    if (inodes_.fd(**inode, lfd) == 0 && link_text(**inode, lfd, e.attr, raw) == 0 &&
-        expand_text(req, **inode, raw, parent_fd, expansion) == 0)
+    if (inodes_.fd(inode, lfd) == 0 && link_text(inode, lfd, e.attr, raw) == 0 &&
+        expand_text(req, inode, raw, parent_fd, expansion) == 0)
       e.attr.st_size = static_cast<off_t>(expansion.size());
   }
-  e.ino = inodes_.nodeid(**inode);
-  e.attr_timeout = attr_timeout_for(**inode);
+  e.ino = inodes_.nodeid(inode);
+  e.attr_timeout = attr_timeout_for(inode);
   // An @sys name resolves differently per caller: never cache the name.
   e.entry_timeout = per_caller_name ? 0.0 : cfg_.entry_timeout;
   return 0;

@@ -104,7 +104,14 @@ class Filesystem {
   // Opens `name` in `parent` (O_PATH) and fills `e` for a reply, counting one
   // kernel lookup. 0 or an errno (ENOENT when absent). @sys components are
   // tried when the literal name does not exist and `sys_ok`.
-  int lookup(fuse_req_t req, Inode& parent, int parent_fd, const char* name, fuse_entry_param& e, bool sys_ok);
+  // `known_first` (the LOOKUP request, which mostly revalidates names the
+  // kernel let expire): an fstatat of the name first, and an inode already
+  // known with its descriptor open is answered with no open at all: one
+  // syscall instead of three (open, fstat, close). Names new to the table
+  // then cost one more. Not for a name just made (create, mkdir...).
+  int lookup(fuse_req_t req, Inode& parent, int parent_fd, const char* name, fuse_entry_param& e, bool sys_ok,
+             bool known_first = false);
+  int fill_entry(fuse_req_t req, Inode& inode, int parent_fd, bool per_caller_name, fuse_entry_param& e);
   // Whether a symlink's size in an entry reply (LOOKUP and the lookups that
   // end SYMLINK, LINK, CREATE...) can reach anyone: only then is the link
   // expanded there.

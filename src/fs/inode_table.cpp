@@ -307,7 +307,8 @@ void InodeTable::retrack_locked(Inode& inode, Inode& parent, std::string_view na
   if (inode.name_ != name) inode.name_.assign(name);
 }
 
-Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, UniqueFd fd, const struct stat& st) {
+Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, UniqueFd fd, const struct stat& st,
+                                 bool* was_open) {
   const Key key{st.st_dev, st.st_ino};
   const mode_t type = st.st_mode & S_IFMT;
 
@@ -316,6 +317,8 @@ Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, UniqueFd 
     std::lock_guard lock(mu_);
     if ((inode = find_locked(st))) ++inode->refs_;
   }
+  if (was_open != nullptr)
+    *was_open = inode != nullptr && inode != root_ && inode->slot_.fd.load(std::memory_order_acquire) >= 0;
   // A new inode is completed (its file handle: a syscall) outside the lock
   // and published only then, so no other thread ever sees it half made.
   std::unique_ptr<Inode> fresh;
@@ -366,6 +369,21 @@ Inode* InodeTable::ref_known(Inode& parent, std::string_view name, const struct 
   {
     std::lock_guard lock(mu_);
     if (!(inode = find_locked(st))) return nullptr;
+    ++inode->refs_;
+    retrack_locked(*inode, parent, name, dead);
+  }
+  destroy(dead);
+  return inode;
+}
+
+Inode* InodeTable::ref_known_open(Inode& parent, std::string_view name, const struct stat& st) {
+  std::vector<Inode*> dead;
+  Inode* inode = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    inode = find_locked(st);
+    if (inode == nullptr || inode == root_) return nullptr;
+    if (inode->slot_.fd.load(std::memory_order_acquire) < 0) return nullptr;
     ++inode->refs_;
     retrack_locked(*inode, parent, name, dead);
   }

@@ -194,12 +194,22 @@ class InodeTable {
   // Registers the file `fd` (O_PATH, opened by `name` in `parent`; `st` is
   // its fstat) and counts one kernel lookup. The table caches `fd` or closes
   // it. Returns the inode.
-  Result<Inode*> adopt(Inode& parent, std::string_view name, UniqueFd fd, const struct stat& st);
+  // `was_open` (may be null) gets whether the inode was known already with
+  // its descriptor open in the cache (what ref_known_open() would have found).
+  Result<Inode*> adopt(Inode& parent, std::string_view name, UniqueFd fd, const struct stat& st,
+                       bool* was_open = nullptr);
   // The inode already known for `st` (found as `name` in `parent`), with one
   // more kernel lookup counted, or null when the table has none: no syscall,
   // so a directory listing can refresh what the kernel holds at the price of
   // the fstatat that gave `st`.
   Inode* ref_known(Inode& parent, std::string_view name, const struct stat& st);
+  // The same, but only for an inode whose descriptor is open in the cache
+  // (never the root). An open descriptor keeps its file, and so its number,
+  // alive: `st`, from an fstatat of the name just before, is this inode's
+  // (unless the descriptor was evicted and opened again in that instant;
+  // the reopen goes by file handle, which a reused number does not match).
+  // Null otherwise.
+  Inode* ref_known_open(Inode& parent, std::string_view name, const struct stat& st);
   // Whether the table has an inode for (dev, ino). No syscall.
   bool contains(dev_t dev, ino_t ino) const;
   // The kernel forgot `n` lookups.

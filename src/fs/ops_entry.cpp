@@ -75,11 +75,11 @@ void lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) {
   FdRef pfd;
   fuse_entry_param e;
   int err = fs.inodes().fd(parent, pfd);
-  if (err == 0) err = fs.lookup(req, parent, pfd.get(), name, e, true);
+  if (err == 0) err = fs.lookup(req, parent, pfd.get(), name, e, true, true);
   if (source_came_back(fs, err)) {
     pfd.reset();
     err = fs.inodes().fd(parent, pfd);
-    if (err == 0) err = fs.lookup(req, parent, pfd.get(), name, e, true);
+    if (err == 0) err = fs.lookup(req, parent, pfd.get(), name, e, true, true);
   }
   const bool sys_name = vsymfs::is_sys_component(name);  // absent for one caller, not all
   if (err == ENOENT && fs.config().negative_timeout > 0 && !sys_name) {

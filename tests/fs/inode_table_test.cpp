@@ -90,6 +90,47 @@ TEST_F(InodeTableTest, RefKnownMakesNothingUp) {
   table_->forget(*inode, 1);
 }
 
+// A LOOKUP answered without opening the name (Filesystem::lookup's
+// known_first): only for a known inode whose descriptor is open, which keeps
+// its number from going to another file; adopt() tells the same thing.
+TEST_F(InodeTableTest, RefKnownOpenNeedsTheDescriptorOpen) {
+  bool was_open = true;
+  {
+    vsymfs::UniqueFd fd(::open((dir_ + "/file").c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    auto first = table_->adopt(table_->root(), "file", std::move(fd), stat_of("file"), &was_open);
+    ASSERT_TRUE(first);
+    EXPECT_FALSE(was_open) << "a new inode was not known";
+  }
+  Inode* inode = table_->ref_known_open(table_->root(), "file", stat_of("file"));
+  ASSERT_NE(inode, nullptr);
+  EXPECT_NE(adopt("file"), nullptr);  // three lookups counted now
+  {
+    vsymfs::UniqueFd fd(::open((dir_ + "/file").c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    ASSERT_TRUE(table_->adopt(table_->root(), "file", std::move(fd), stat_of("file"), &was_open));
+    EXPECT_TRUE(was_open);
+  }
+  // Twice the budget of other inodes: its descriptor is evicted.
+  for (int i = 0; i < 32; ++i) {
+    const std::string name = "other" + std::to_string(i);
+    std::ofstream(dir_ + "/" + name) << "y";
+    ASSERT_NE(adopt(name), nullptr);
+  }
+  EXPECT_EQ(table_->ref_known_open(table_->root(), "file", stat_of("file")), nullptr);
+  {
+    vsymfs::UniqueFd fd(::open((dir_ + "/file").c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    ASSERT_TRUE(table_->adopt(table_->root(), "file", std::move(fd), stat_of("file"), &was_open));
+    EXPECT_FALSE(was_open) << "known, but its descriptor was closed";
+  }
+  // Unknown names, and the root, never.
+  EXPECT_EQ(table_->ref_known_open(table_->root(), "sub", stat_of("sub")), nullptr);
+  struct stat root {};
+  ASSERT_EQ(::lstat(dir_.c_str(), &root), 0);
+  EXPECT_EQ(table_->ref_known_open(table_->root(), ".", root), nullptr);
+  const struct stat st = stat_of("file");
+  table_->forget(*inode, 5);
+  EXPECT_FALSE(table_->contains(st.st_dev, st.st_ino));
+}
+
 // An operation's reply goes out before its locals are destroyed, and the
 // kernel may send the inode's last FORGET as soon as it has the reply (ASan
 // caught FdRef::reset writing into a freed inode after OPEN's reply, in
