@@ -406,18 +406,37 @@ TEST(CallerContexts, AutoPrefersKernelEventsAsRoot) {
   return ::testing::AssertionSuccess();
 }
 
+// A CallerContexts that learns of exec and exit from the kernel's events
+// (an hour's identity TTL: only an event drops what it keeps), and our own
+// listener, subscribed before the one inside it: the kernel hands each
+// event to the most recently subscribed socket first, so once ours has a
+// child's exit, the context's socket has it too. (The exit is reported
+// after the parent's waitpid can return: reaping the child does not mean
+// the event is queued.) `skip` says why there is none, when there is none.
+struct WithEvents {
+  std::unique_ptr<ProcEvents> listener;
+  std::unique_ptr<CallerContexts> ctx;
+  std::string skip;
+
+  WithEvents() {
+    auto l = ProcEvents::open(10s);
+    if (!l) {
+      skip = l.error().message;
+      return;
+    }
+    listener = std::move(*l);
+    CallerContexts::Options opts = patient();
+    opts.image_key = CallerContexts::Options::ImageKey::Events;
+    ctx = std::make_unique<CallerContexts>(opts);
+    if (ctx->image_key() != CallerContexts::Options::ImageKey::Events) skip = events_unavailable();
+  }
+};
+
 TEST(CallerContexts, WithEventsAnExitedPidIsForgotten) {
-  // Our own listener, subscribed before the one inside CallerContexts: the
-  // kernel hands each event to the most recently subscribed socket first,
-  // so once ours has the child's exit, the context's socket has it too.
-  // (The exit is reported after the parent's waitpid can return: reaping
-  // the child does not mean the event is queued.)
-  auto listener = ProcEvents::open(10s);
-  if (!listener) GTEST_SKIP() << listener.error().message;
-  CallerContexts::Options opts = patient();
-  opts.image_key = CallerContexts::Options::ImageKey::Events;
-  CallerContexts ctx(opts);
-  if (ctx.image_key() != CallerContexts::Options::ImageKey::Events) GTEST_SKIP() << events_unavailable();
+  WithEvents ev;
+  if (!ev.skip.empty()) GTEST_SKIP() << ev.skip;
+  CallerContexts& ctx = *ev.ctx;
+  ProcEvents& listener = *ev.listener;
   pid_t pid;
   {
     Child child(kWaitScript, {"VSYMFS_A=1"});
@@ -425,9 +444,9 @@ TEST(CallerContexts, WithEventsAnExitedPidIsForgotten) {
     pid = child.pid();
     ASSERT_TRUE(has(ctx.full(pid, ::geteuid(), ::getegid())->environ, "VSYMFS_A=1"));
     // Its fork and exec were reported before it said it was ready.
-    ASSERT_TRUE((*listener)->drain([](pid_t) {}));
+    ASSERT_TRUE(listener.drain([](pid_t) {}));
   }  // killed and reaped
-  ASSERT_TRUE(wait_for_exit(**listener, pid));
+  ASSERT_TRUE(wait_for_exit(listener, pid));
   // The pid is dead; nothing from its old image may come back.
   auto c = ctx.full(pid, ::geteuid(), ::getegid());
   EXPECT_FALSE(c->environ_known);
@@ -440,12 +459,10 @@ TEST(CallerContexts, WithEventsAnExitedPidIsForgotten) {
 // for the thread that cached them too, however long the TTL.
 TEST(CallerContexts, WithEventsAnExitedPidsGroupsAreForgottenByEveryThread) {
   if (!is_root()) GTEST_SKIP() << "needs root to give a child other groups and ids";
-  auto listener = ProcEvents::open(10s);
-  if (!listener) GTEST_SKIP() << listener.error().message;
-  CallerContexts::Options opts = patient();  // an hour's TTL: only the event can drop them
-  opts.image_key = CallerContexts::Options::ImageKey::Events;
-  CallerContexts ctx(opts);
-  if (ctx.image_key() != CallerContexts::Options::ImageKey::Events) GTEST_SKIP() << events_unavailable();
+  WithEvents ev;
+  if (!ev.skip.empty()) GTEST_SKIP() << ev.skip;
+  CallerContexts& ctx = *ev.ctx;
+  ProcEvents& listener = *ev.listener;
   // Our own context, cached first, so that the full() below reads nothing.
   auto mine = ctx.full(::getpid(), ::geteuid(), ::getegid());
   ASSERT_NE(full_until_cached(ctx, ::getpid(), mine, [](const Caller&) {}).hit, nullptr);
@@ -462,9 +479,9 @@ TEST(CallerContexts, WithEventsAnExitedPidsGroupsAreForgottenByEveryThread) {
     pid = child.pid();
     EXPECT_EQ(ctx.identity(pid, uid, gid)->groups, (std::vector<gid_t>{1234, 5678}));
     EXPECT_EQ(ctx.identity(pid, uid, gid)->groups, (std::vector<gid_t>{1234, 5678}));  // the thread's copy
-    ASSERT_TRUE((*listener)->drain([](pid_t) {}));
+    ASSERT_TRUE(listener.drain([](pid_t) {}));
   }  // killed and reaped
-  ASSERT_TRUE(wait_for_exit(**listener, pid));
+  ASSERT_TRUE(wait_for_exit(listener, pid));
   // full() applies the queued events first (identity() leaves that to the
   // events thread, which may not have run yet). Asked for ourselves, whose
   // context is cached, it re-reads no identity: only the exit event can
@@ -481,12 +498,10 @@ TEST(CallerContexts, WithEventsAnExitedPidsGroupsAreForgottenByEveryThread) {
 // any time, so a round that sees our copy voided is tried again (with one
 // epoch for all shards, as before, every round is voided by the child).
 TEST(CallerContexts, WithEventsAnotherShardsExitLeavesTheThreadsCopy) {
-  auto listener = ProcEvents::open(10s);
-  if (!listener) GTEST_SKIP() << listener.error().message;
-  CallerContexts::Options opts = patient();
-  opts.image_key = CallerContexts::Options::ImageKey::Events;
-  CallerContexts ctx(opts);
-  if (ctx.image_key() != CallerContexts::Options::ImageKey::Events) GTEST_SKIP() << events_unavailable();
+  WithEvents ev;
+  if (!ev.skip.empty()) GTEST_SKIP() << ev.skip;
+  CallerContexts& ctx = *ev.ctx;
+  ProcEvents& listener = *ev.listener;
   const pid_t self = ::getpid();
   const uid_t uid = ::geteuid();
   const gid_t gid = ::getegid();
@@ -500,14 +515,14 @@ TEST(CallerContexts, WithEventsAnotherShardsExitLeavesTheThreadsCopy) {
     ASSERT_TRUE(child->wait_ready());
     const pid_t pid = child->pid();
     const bool other_shard = pid % 16 != self % 16;
-    ASSERT_TRUE((*listener)->drain([](pid_t) {}));
+    ASSERT_TRUE(listener.drain([](pid_t) {}));
     (void)ctx.full(self, uid, gid);
     (void)ctx.identity(self, uid, gid);
     const auto before = ctx.stats().identity_front_hits;
     (void)ctx.identity(self, uid, gid);
     const bool primed = ctx.stats().identity_front_hits == before + 1;
     child.reset();  // killed and reaped
-    ASSERT_TRUE(wait_for_exit(**listener, pid));
+    ASSERT_TRUE(wait_for_exit(listener, pid));
     (void)ctx.full(self, uid, gid);  // the child's exit applied
     (void)ctx.identity(self, uid, gid);
     if (other_shard && primed && ctx.stats().identity_front_hits == before + 2) kept = 1;
@@ -518,12 +533,10 @@ TEST(CallerContexts, WithEventsAnotherShardsExitLeavesTheThreadsCopy) {
 // With events, full() answers a caller's requests in a row from the
 // thread's own copy (ThreadFront) until an event for its pid comes in.
 TEST(CallerContexts, WithEventsAFullContextIsTheThreadsCopyUntilItsProcessExits) {
-  auto listener = ProcEvents::open(10s);
-  if (!listener) GTEST_SKIP() << listener.error().message;
-  CallerContexts::Options opts = patient();
-  opts.image_key = CallerContexts::Options::ImageKey::Events;
-  CallerContexts ctx(opts);
-  if (ctx.image_key() != CallerContexts::Options::ImageKey::Events) GTEST_SKIP() << events_unavailable();
+  WithEvents ev;
+  if (!ev.skip.empty()) GTEST_SKIP() << ev.skip;
+  CallerContexts& ctx = *ev.ctx;
+  ProcEvents& listener = *ev.listener;
   pid_t pid;
   {
     Child child(kWaitScript, {"VSYMFS_A=1"});
@@ -539,9 +552,9 @@ TEST(CallerContexts, WithEventsAFullContextIsTheThreadsCopyUntilItsProcessExits)
     EXPECT_EQ(ctx.stats().full_front_hits, before.full_front_hits + 1);
     EXPECT_EQ(ctx.stats().hits, before.hits + 1);
     EXPECT_EQ(ctx.stats().misses, before.misses);
-    ASSERT_TRUE((*listener)->drain([](pid_t) {}));
+    ASSERT_TRUE(listener.drain([](pid_t) {}));
   }  // killed and reaped
-  ASSERT_TRUE(wait_for_exit(**listener, pid));
+  ASSERT_TRUE(wait_for_exit(listener, pid));
   const auto front_hits = ctx.stats().full_front_hits;
   auto c = ctx.full(pid, ::geteuid(), ::getegid());
   EXPECT_FALSE(c->environ_known) << "the dead process's environment came back";
