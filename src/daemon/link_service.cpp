@@ -226,6 +226,14 @@ Result<void> LinkService::expand(std::string_view raw, LinkDirectory& link_dir, 
   return impl_->expand(raw, link_dir, ids, out, needs);
 }
 
+LinkNeeds LinkService::needs(std::string_view raw) {
+  Impl& d = *impl_;
+  d.generation.follow(d.state.rules_generation());
+  const std::uint64_t tag = d.generation.value();
+  const std::shared_ptr<const Rules> rules = d.state.rules();
+  return d.templates.get(raw, tag, *rules)->needs;
+}
+
 Result<void> LinkService::explain(std::string_view raw, int link_dir_fd, const RequestIds& ids, std::string& out,
                                   std::vector<Substitution>& trace) {
   trace.clear();

@@ -68,6 +68,9 @@ class LinkService {
   // when given, receives how much of the caller the text needed: a request
   // that fetches that much before its next expansion of the same link
   // enters CallerContexts once.
+  // How much of its caller the link text `raw` needs (Nothing: a plain
+  // link, which expands to itself). From the parsed-template cache.
+  LinkNeeds needs(std::string_view raw);
   Result<void> expand(std::string_view raw, LinkDirectory& link_dir, const RequestIds& ids, std::string& out,
                       LinkNeeds* needs = nullptr);
 

@@ -26,7 +26,7 @@ namespace {
 // The caller this worker thread fetched for the request it serves
 // (become_caller), handed to expansions of that request through RequestIds.
 struct RequestCaller {
-  fuse_req_t req = nullptr;
+  const void* req = nullptr;  // RequestFrom::key
   pid_t pid = 0;
   uid_t uid = 0;
   gid_t gid = 0;
@@ -35,13 +35,12 @@ struct RequestCaller {
 };
 thread_local RequestCaller t_request;
 
-daemon::RequestIds ids_of(fuse_req_t req) {
-  const fuse_ctx* c = fuse_req_ctx(req);
-  daemon::RequestIds ids{c->pid, c->uid, c->gid};
+daemon::RequestIds ids_of(const RequestFrom& from) {
+  daemon::RequestIds ids{from.pid, from.uid, from.gid};
   // Only for the request that fetched it (a request that never called
   // become_caller may reuse a finished one's address: the ids must match).
   const RequestCaller& rc = t_request;
-  if (rc.req == req && rc.caller && rc.pid == c->pid && rc.uid == c->uid && rc.gid == c->gid) {
+  if (rc.req == from.key && rc.caller && rc.pid == from.pid && rc.uid == from.uid && rc.gid == from.gid) {
     ids.caller = rc.caller.get();
     ids.known = rc.known;
   }
@@ -113,12 +112,19 @@ void Filesystem::invalidation_loop() {
   }
 }
 
-int Filesystem::become_caller(fuse_req_t req, daemon::LinkNeeds want) {
+RequestFrom request_from(fuse_req_t req) noexcept {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  return RequestFrom{req, c->pid, c->uid, c->gid};
+}
+
+int Filesystem::become_caller(fuse_req_t req, daemon::LinkNeeds want) { return become_caller(request_from(req), want); }
+
+int Filesystem::become_caller(const RequestFrom& from, daemon::LinkNeeds want) {
   RequestCaller& rc = t_request;
   rc.req = nullptr;
   rc.caller.reset();
   if (cfg_.single_user) return 0;
-  const fuse_ctx* c = fuse_req_ctx(req);
+  const RequestFrom* c = &from;
   if (c->pid == 0) return daemon::ThreadIdentity::become(c->uid, c->gid, {});  // no process to ask: primary group only
   // The environment, auxv and /proc/PID/root are read with the thread's
   // fs ids, which must be the caller's (or the daemon's) for that: the
@@ -138,7 +144,7 @@ int Filesystem::become_caller(fuse_req_t req, daemon::LinkNeeds want) {
   }
   if (!caller) return daemon::ThreadIdentity::become(c->uid, c->gid, {});
   const int e = daemon::ThreadIdentity::become(c->uid, c->gid, caller->groups);
-  rc.req = req;
+  rc.req = from.key;
   rc.pid = c->pid;
   rc.uid = c->uid;
   rc.gid = c->gid;
@@ -282,13 +288,37 @@ class ParentDirectory final : public daemon::LinkDirectory {
 int Filesystem::expand_link(fuse_req_t req, Inode& link, int link_fd, int dir_fd, std::string& out) {
   thread_local std::string raw;
   if (int e = read_raw_link(link_fd, raw); e != 0) return e;
-  return expand_text(req, link, raw, dir_fd, out);
+  return expand_text(request_from(req), link, raw, dir_fd, out);
 }
 
-int Filesystem::expand_text(fuse_req_t req, Inode& link, const std::string& raw, int dir_fd, std::string& out) {
+int Filesystem::readlink(const RequestFrom& from, Inode& link, std::string& out) {
+  thread_local std::string raw;
+  FdRef fd;
+  if (link_needs(link) == daemon::LinkNeeds::Nothing && !links_.tracer().active() && inodes_.fd_if_open(link, fd)) {
+    if (int e = read_raw_link(fd.get(), raw); e != 0) return e;
+    const daemon::LinkNeeds needs = links_.needs(raw);
+    if (needs == daemon::LinkNeeds::Nothing) {
+      out.assign(raw);
+      state_.counters().readlinks.fetch_add(1, std::memory_order_relaxed);
+      return 0;
+    }
+    // Changed into a variant link since its last expansion.
+    if (int e = become_caller(from, needs); e != 0) return e;
+  } else {
+    if (int e = become_caller(from, link_needs(link)); e != 0) return e;
+    if (int e = inodes_.fd(link, fd); e != 0) return e;
+    if (int e = read_raw_link(fd.get(), raw); e != 0) return e;
+  }
+  if (int e = expand_text(from, link, raw, -1, out); e != 0) return e;
+  state_.counters().readlinks.fetch_add(1, std::memory_order_relaxed);
+  return 0;
+}
+
+int Filesystem::expand_text(const RequestFrom& from, Inode& link, const std::string& raw, int dir_fd,
+                            std::string& out) {
   ParentDirectory parent(inodes_, link, dir_fd);
   daemon::LinkNeeds needs = daemon::LinkNeeds::Host;
-  const Result<void> r = links_.expand(raw, parent, ids_of(req), out, &needs);
+  const Result<void> r = links_.expand(raw, parent, ids_of(from), out, &needs);
   if (LinkText* t = link.link_text()) t->note_needs(static_cast<std::uint8_t>(needs));
   return r ? 0 : r.error().code;
 }
@@ -311,7 +341,7 @@ int Filesystem::stat_inode(fuse_req_t req, Inode& inode, const FdRef& fd, struct
   if (S_ISLNK(st.st_mode)) {
     thread_local std::string raw, expansion;
     // A failed expansion keeps the raw length: readlink will report the error.
-    if (link_text(inode, fd, st, raw) == 0 && expand_text(req, inode, raw, -1, expansion) == 0)
+    if (link_text(inode, fd, st, raw) == 0 && expand_text(request_from(req), inode, raw, -1, expansion) == 0)
       st.st_size = static_cast<off_t>(expansion.size());
   }
   return 0;
@@ -358,7 +388,7 @@ int Filesystem::lookup(fuse_req_t req, Inode& parent, int parent_fd, const char*
     int err = absent != 0 ? absent : errno;
     if (err != ENOENT || !sys_ok || !vsymfs::is_sys_component(name)) return err;
     candidates.clear();
-    links_.sys_component_candidates(name, ids_of(req), candidates);
+    links_.sys_component_candidates(name, ids_of(request_from(req)), candidates);
     for (const auto& c : candidates) {
       fd.reset(::openat(parent_fd, c.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
       if (fd) {
@@ -388,7 +418,7 @@ int Filesystem::fill_entry(fuse_req_t req, Inode& inode, int parent_fd, bool per
     FdRef lfd;
     // `parent_fd` is the link's directory: the same one readlink will probe in.
     if (inodes_.fd(inode, lfd) == 0 && link_text(inode, lfd, e.attr, raw) == 0 &&
-        expand_text(req, inode, raw, parent_fd, expansion) == 0)
+        expand_text(request_from(req), inode, raw, parent_fd, expansion) == 0)
       e.attr.st_size = static_cast<off_t>(expansion.size());
   }
   e.ino = inodes_.nodeid(inode);

@@ -40,6 +40,17 @@ struct FsConfig {
   std::size_t max_open_files = 1024;
 };
 
+// Who sent a request, from its header: the libfuse request (`key`), or for
+// a request answered without libfuse (direct_replies.hpp) a per-thread key.
+// The key ties the caller context a request fetched to that request.
+struct RequestFrom {
+  const void* key = nullptr;
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+RequestFrom request_from(fuse_req_t req) noexcept;
+
 class Filesystem {
  public:
   Filesystem(FsConfig cfg, InodeTable& inodes, daemon::MountState& state, daemon::CallerContexts& contexts,
@@ -91,6 +102,7 @@ class Filesystem {
   // expansion that needs no more uses it, so a request asks once. An
   // operation on a symlink passes link_needs(inode).
   int become_caller(fuse_req_t req, daemon::LinkNeeds want = daemon::LinkNeeds::Host);
+  int become_caller(const RequestFrom& from, daemon::LinkNeeds want);
   // What the symlink's last expansion needed of its caller (Host for any
   // other inode, and before the first expansion).
   static daemon::LinkNeeds link_needs(const Inode& inode) noexcept;
@@ -131,6 +143,24 @@ class Filesystem {
   int raw_link_text(Inode& inode, const FdRef& fd, std::string& out);
   // The expansion of a link for the caller of `req` (readlink: reads the link).
   int expand_link(fuse_req_t req, Inode& link, int link_fd, int dir_fd, std::string& out);
+  // READLINK: the link's text for its caller, counted; 0 or an errno. A link
+  // whose last expansion needed nothing of its caller (a plain link), with
+  // its descriptor open, is read without taking the caller's identity: a
+  // readlinkat of an open O_PATH descriptor checks no permission. One that
+  // has changed into a variant link since is expanded as the caller.
+  int readlink(const RequestFrom& from, Inode& link, std::string& out);
+
+  // Requests answered without libfuse's request layer (direct_replies.hpp):
+  // switched on by the daemon unless libfuse must see every request (-d
+  // prints them, -o allow_root refuses other users in libfuse), and used
+  // once INIT is answered.
+  void allow_direct_replies(bool on) noexcept { direct_allowed_ = on; }
+  void note_initialized() noexcept { initialized_.store(true, std::memory_order_release); }
+  bool direct_replies() const noexcept { return direct_allowed_ && initialized_.load(std::memory_order_acquire); }
+  bool direct_replies_allowed() const noexcept { return direct_allowed_; }
+  daemon::ShardedCounter& direct_replies_counter() noexcept { return direct_count_; }
+  // The session once attached (null before): its exit flag.
+  fuse_session* session() const noexcept { return session_; }
 
   // Makes the kernel drop the attributes it holds for `ino`, so the next
   // stat asks GETATTR, for a request that changed them in SOURCE beyond
@@ -163,7 +193,7 @@ class Filesystem {
   void on_rules_changed();
   void invalidation_loop();
   int link_text(Inode& inode, const FdRef& fd, const struct stat& st, std::string& out);
-  int expand_text(fuse_req_t req, Inode& link, const std::string& raw, int dir_fd, std::string& out);
+  int expand_text(const RequestFrom& from, Inode& link, const std::string& raw, int dir_fd, std::string& out);
 
   FsConfig cfg_;
   InodeTable& inodes_;
@@ -176,6 +206,9 @@ class Filesystem {
   std::atomic<bool> kernel_caches_symlinks_{false};
   std::atomic<bool> kernel_acls_{false};
   Passthrough* passthrough_ = nullptr;
+  bool direct_allowed_ = false;
+  std::atomic<bool> initialized_{false};
+  daemon::ShardedCounter direct_count_;
   const QuietAtime* quiet_atime_ = nullptr;
   bool quiet_files_ = false;
   std::mutex setid_mu_;

@@ -538,6 +538,20 @@ int InodeTable::fd(Inode& inode, FdRef& out) {
   return pin(inode, out);
 }
 
+bool InodeTable::fd_if_open(Inode& inode, FdRef& out) {
+  out.reset();
+  out.table_ = this;
+  if (&inode == root_) {
+    out.fd_ = root_fd_.load(std::memory_order_acquire);
+    return true;
+  }
+  const int fd = cache_.acquire(inode.slot_);
+  if (fd < 0) return false;
+  out.inode_ = &inode;
+  out.fd_ = fd;
+  return true;
+}
+
 std::uint64_t InodeTable::serial(const Inode& inode, const FdRef& ref) noexcept {
   // Stable while `ref` pins the slot; 0 (never a real serial) for the root
   // and for a reference that pins nothing.

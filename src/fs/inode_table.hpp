@@ -217,6 +217,9 @@ class InodeTable {
 
   // A pinned O_PATH descriptor of the inode (reopened when evicted). errno on failure.
   int fd(Inode& inode, FdRef& out);
+  // The same only while the inode's descriptor is open (or it is the root):
+  // false, pinning nothing, where fd() would have to reopen it. No syscall.
+  bool fd_if_open(Inode& inode, FdRef& out);
   // Which of the inode's descriptors `ref` (from fd()) pins (FdSlot::serial).
   static std::uint64_t serial(const Inode& inode, const FdRef& ref) noexcept;
   // A pinned descriptor of the directory the inode was last found in.

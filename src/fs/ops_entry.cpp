@@ -54,6 +54,7 @@ void init(void* userdata, fuse_conn_info* conn) {
   conn->max_write = 1u << 20;
   spdlog::info("kernel protocol {}.{}, symlink caching {}, POSIX ACLs {}", conn->proto_major, conn->proto_minor,
                cache_links ? "on" : "off", acls ? "enforced" : "not enforced (mode bits only)");
+  fs.note_initialized();
 }
 
 namespace {
@@ -225,14 +226,11 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
 }
 
 void readlink(fuse_req_t req, fuse_ino_t ino) {
+  // Mostly answered before libfuse sees it (direct_replies.hpp); the same
+  // code either way.
   Filesystem& fs = fs_of(req);
-  Inode& inode = fs.inode(ino);
-  if (int e = fs.become_caller(req, Filesystem::link_needs(inode)); e != 0) return (void)fuse_reply_err(req, e);
-  FdRef fd;
-  if (int e = fs.inodes().fd(inode, fd); e != 0) return (void)fuse_reply_err(req, e);
   thread_local std::string expansion;
-  if (int e = fs.expand_link(req, inode, fd.get(), -1, expansion); e != 0) return (void)fuse_reply_err(req, e);
-  fs.state().counters().readlinks.fetch_add(1, std::memory_order_relaxed);
+  if (int e = fs.readlink(request_from(req), fs.inode(ino), expansion); e != 0) return (void)fuse_reply_err(req, e);
   fuse_reply_readlink(req, expansion.c_str());
 }
 

@@ -17,6 +17,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <fstream>
 #include <climits>
 #include <cstring>
 #include <filesystem>
@@ -281,6 +282,38 @@ TEST_F(ProbeIdentity, EachCallerGetsTheCandidateItCanSee) {
   ASSERT_EQ(::symlink("@sys/bin", m().src("u/bin").c_str()), 0);
   EXPECT_EQ(readlink_as(kNobody, m().mnt("u/bin")), "i386_linux26/bin");
   EXPECT_EQ(readlink_as(kRoot, m().mnt("u/bin")), "amd64_linux26/bin");
+}
+
+// A plain link is read without the caller's identity (Filesystem::readlink).
+// When a reload makes its text an @sys link, the probes must run as the
+// caller again: nobody must not be answered with what only root can see,
+// whoever the worker acted for last. One worker (-s), which acts for root
+// right before nobody's first readlink after the reload.
+TEST(ProbeIdentityAfterReload, APlainLinkMadeAnSysLinkIsProbedAsItsCaller) {
+  MountOptions o;
+  o.rules_text = std::string("[syntax]\nmagic = false\n") + kHiddenRules;
+  o.extra_opts = {"no_uring"};
+  o.extra_args = {"-s"};
+  Mount m(o);
+  fs::create_directories(m.src("h/amd64_linux26/bin"));
+  fs::create_directories(m.src("h/i386_linux26/bin"));
+  ASSERT_EQ(::chmod(m.src("h/amd64_linux26").c_str(), 0700), 0);
+  ASSERT_EQ(::symlink("@sys/bin", m.src("h/bin").c_str()), 0);
+  ASSERT_EQ(::symlink("/export/${USER}", m.src("h/home").c_str()), 0);
+  const std::string link = m.mnt("h/bin");
+  for (int i = 0; i < 2; ++i) {  // plain while @ names are off
+    ASSERT_EQ(readlink_as(kRoot, link), "@sys/bin");
+    ASSERT_EQ(readlink_as(kNobody, link), "@sys/bin");
+  }
+  {
+    std::ofstream(m.rules_path()) << "[syntax]\nmagic = true\n" << kHiddenRules;
+  }
+  int status = -1;
+  const std::string out = capture_as(kRoot, {vsymctl_bin(), "-m", m.mnt(), "reload"}, &status);
+  ASSERT_EQ(status, 0) << out;
+  ASSERT_EQ(readlink_as(kRoot, m.mnt("h/home")), "/export/root");  // the worker acts for root
+  EXPECT_EQ(readlink_as(kNobody, link), "i386_linux26/bin");
+  EXPECT_EQ(readlink_as(kRoot, link), "amd64_linux26/bin");
 }
 
 TEST_F(ProbeIdentity, ExplainNeverAnswersForAnotherCaller) {

@@ -310,6 +310,31 @@ TEST(VariantLinksSysProbe, CandidatesAreTrustedForEntryTimeout) {
   }
 }
 
+// A plain link's READLINK skips the caller's identity (Filesystem::readlink)
+// while its text needs nothing of the caller. A reload that makes the same
+// text a reference must expand it per caller from then on.
+TEST(VariantLinksReload, APlainLinkMadeVariantByAReloadIsExpanded) {
+  MountOptions opts;
+  opts.rules_text = "[syntax]\ndollar = false\n";
+  Mount m(opts);
+  fs::create_symlink("/export/${USER}", m.src("home"));
+  auto readlink_now = [&] {
+    char buf[PATH_MAX];
+    ssize_t n = ::readlink(m.mnt("home").c_str(), buf, sizeof buf);
+    return n < 0 ? std::string("error: ") + std::strerror(errno) : std::string(buf, static_cast<std::size_t>(n));
+  };
+  ASSERT_EQ(readlink_now(), "/export/${USER}");  // $ references switched off: plain
+  ASSERT_EQ(readlink_now(), "/export/${USER}");
+  const std::string tmp = m.rules_path() + ".new";
+  std::ofstream(tmp) << "[syntax]\ndollar = true\n";
+  fs::rename(tmp, m.rules_path());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (readlink_now() != "/export/root" && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(readlink_now(), "/export/root") << m.daemon_log();
+  EXPECT_EQ(capture_as(As{.uid = 65534, .gid = 65534}, {"readlink", m.mnt("home")}), "/export/nobody\n");
+}
+
 TEST(VariantLinksReload, RulesFileEditsArePickedUp) {
   MountOptions opts;
   opts.rules_text = "[vars]\nWHERE = \"before\"\n";
