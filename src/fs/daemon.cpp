@@ -188,8 +188,11 @@ Daemon::Daemon(Options o, Startup& startup) : o_(std::move(o)) {
   // back to plain FUSE reads and writes, or /dev/fuse reads (logged once).
   // The io_uring transport, when it may be used, owns the hooks and calls
   // passthrough's.
+  // libfuse must see every request to print it (-d) or to refuse other
+  // users (-o allow_root): then nothing is answered before it.
+  filesystem_->allow_direct_replies(!o_.debug && !o_.allow_root);
   if (passthrough_) {
-    if (auto r = transport_->install(se_, passthrough_.get()); r) {
+    if (auto r = transport_->install(se_, passthrough_.get(), filesystem_.get()); r) {
       filesystem_->set_passthrough(passthrough_.get());
     } else {
       spdlog::warn("passthrough: off, {}", r.error().message);
@@ -197,7 +200,7 @@ Daemon::Daemon(Options o, Startup& startup) : o_(std::move(o)) {
     }
   }
   if (!passthrough_)
-    if (auto r = transport_->install(se_, nullptr); !r) spdlog::warn("io_uring: off, {}", r.error().message);
+    if (auto r = transport_->install(se_, nullptr, filesystem_.get()); !r) spdlog::warn("io_uring: off, {}", r.error().message);
   mounted_.store(true, std::memory_order_release);
   filesystem_->set_control_socket(server_->socket_path());
   filesystem_->attach_session(se_);
@@ -296,6 +299,10 @@ void Daemon::status(daemon::StatusLines& out) const {
   out.emplace_back("posix_acls", filesystem_->kernel_enforces_acls() ? "enforced (-o acl)" : "mode bits only");
   out.emplace_back("passthrough", passthrough_ ? passthrough_->status() : "off");
   out.emplace_back("transport", transport_->status());
+  out.emplace_back("direct_replies", filesystem_->direct_replies_allowed()
+                                         ? std::to_string(filesystem_->direct_replies_counter().load()) +
+                                               " READLINKs answered on the ring threads without libfuse"
+                                         : std::string(o_.debug ? "off (-d)" : "off (-o allow_root)"));
   out.emplace_back("inodes_found_by", inode_status(table));
   out.emplace_back("stale_handles", std::to_string(table.stale_handles()) + " (found again by name: " +
                                         std::to_string(table.stale_handles_found()) + ")");

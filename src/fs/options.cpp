@@ -221,6 +221,7 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
     if (m == "noatime") o.noatime = true;
     else if (m == "atime" || m == "relatime" || m == "strictatime") o.noatime = false;
   }
+  o.allow_root = has_mount_option(mount_opts, "allow_root");
   if (!has_mount_option(mount_opts, "default_permissions")) mount_opts.emplace_back("default_permissions");
   if (!has_mount_option(mount_opts, "fsname")) {
     // libfuse splits options at commas; an escaped one would survive, but a

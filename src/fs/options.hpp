@@ -58,6 +58,7 @@ struct Options : daemon::MountConfig {
   // (atime.hpp).
   bool noatime = false;     // -o noatime
   bool nodiratime = false;  // -o nodiratime (implied by noatime)
+  bool allow_root = false;  // -o allow_root: libfuse refuses users other than the owner and root
 
   bool foreground = false;  // -f
   bool debug = false;       // -d (implies -f)

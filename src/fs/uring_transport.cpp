@@ -21,6 +21,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "fs/direct_replies.hpp"
 #include "fs/passthrough.hpp"
 
 namespace vsymfs::fs {
@@ -220,13 +221,14 @@ UringTransport::~UringTransport() {
   stop_fd_.reset();
 }
 
-Result<void> UringTransport::install(fuse_session* se, Passthrough* pt) {
+Result<void> UringTransport::install(fuse_session* se, Passthrough* pt, Filesystem* fs) {
   if (!wanted_) {
     if (pt != nullptr) return pt->install(se);
     return {};
   }
   se_ = se;
   pt_ = pt;
+  fs_ = fs;
   dev_fd_ = fuse_session_fd(se);
   if (pt != nullptr) pt->attach(se);
   g_transport = this;
@@ -612,8 +614,13 @@ void UringTransport::serve_request(Ring& r) {
   r.replied.store(false, std::memory_order_relaxed);
   r.unique.store(in.unique, std::memory_order_release);
   tl_ring_ = &r;
-  if (pt_ != nullptr) pt_->on_request(start, in.len);
-  fuse_session_process_buf(se_, &buf);
+  if (DirectReply direct; fs_ != nullptr && answer_directly(*fs_, start, in.len, direct)) {
+    fill_entry(r, direct.iov, direct.count);
+    r.replied.store(true, std::memory_order_relaxed);
+  } else {
+    if (pt_ != nullptr) pt_->on_request(start, in.len);
+    fuse_session_process_buf(se_, &buf);
+  }
   tl_ring_ = nullptr;
   // Every ring request is answered exactly once; a handler that answers on
   // another thread has its reply copied in from there.

@@ -50,6 +50,7 @@
 namespace vsymfs::fs {
 
 class Passthrough;
+class Filesystem;
 
 class UringTransport {
  public:
@@ -64,8 +65,9 @@ class UringTransport {
   // After fuse_session_mount, before the loop. When io_uring may be used,
   // installs this transport's I/O hooks, which call `pt`'s (may be null);
   // otherwise installs `pt`'s own hooks, if any. The session's userdata must
-  // be the Filesystem that owns `pt`.
-  Result<void> install(fuse_session* se, Passthrough* pt);
+  // be `fs`, the Filesystem that owns `pt`; the ring threads answer READLINK
+  // through it without libfuse (direct_replies.hpp).
+  Result<void> install(fuse_session* se, Passthrough* pt, Filesystem* fs);
 
   // Ends the ring threads (after they commit what they hold). Call when the
   // session loop has returned, before anything the operations use goes
@@ -105,6 +107,7 @@ class UringTransport {
   bool wanted_;  // io_uring may be asked for in INIT
   fuse_session* se_ = nullptr;
   Passthrough* pt_ = nullptr;
+  Filesystem* fs_ = nullptr;
   int dev_fd_ = -1;
   UniqueFd stop_fd_;  // an eventfd each ring polls: written to end the threads
   std::atomic<bool> init_seen_{false};

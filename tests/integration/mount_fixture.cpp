@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -179,7 +180,10 @@ Mount::Mount(const MountOptions& opts) : tmp_("vsymfs-it", 0755, "/tmp") {
   ::chmod(src_.c_str(), 0755);
 
   std::vector<std::string> args{vsymfs_bin(), "-f"};
-  std::string o = "allow_other";
+  // allow_other, unless the test asks for allow_root (libfuse takes one).
+  const bool allow_root =
+      std::find(opts.extra_opts.begin(), opts.extra_opts.end(), "allow_root") != opts.extra_opts.end();
+  std::string o = allow_root ? "default_permissions" : "allow_other";
   if (!opts.rules_text.empty()) {
     rules_ = root + "/rules.toml";
     std::ofstream(rules_) << opts.rules_text;

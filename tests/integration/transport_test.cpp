@@ -225,6 +225,69 @@ TEST(Transport, StatusNamesTheTransport) {
   }
 }
 
+// The "direct_replies: " line of vsymctl status.
+std::string direct_line(const Mount& m) {
+  int status = -1;
+  const std::string out = capture_as(As{}, {vsymctl_bin(), "-m", m.mnt(), "status"}, &status);
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("direct_replies: ", 0) == 0) return line.substr(16);
+  ADD_FAILURE() << "vsymctl status has no direct_replies line:\n" << out;
+  return {};
+}
+
+std::uint64_t answered_directly(const Mount& m) {
+  const std::string d = direct_line(m);
+  return d.empty() || d[0] < '0' || d[0] > '9' ? 0 : std::stoull(d);
+}
+
+// READLINK on the ring threads is answered without libfuse's request layer
+// (src/fs/direct_replies.hpp): plain and variant links, a failed expansion,
+// and a plain link's second read (which skips the caller's identity) all
+// give what libfuse's own operation gives; on /dev/fuse nothing is
+// answered that way.
+TEST(Transport, RingThreadsAnswerReadlinkThemselves) {
+  MountOptions o;
+  o.rules_text = "[syntax]\nundefined = \"error\"\n";
+  Mount m(o);
+  std::filesystem::create_symlink("plain/target", m.src("plain"));
+  std::filesystem::create_symlink("target-${USER}", m.src("variant"));
+  std::filesystem::create_symlink("target-${VSYMFS_TEST_UNSET_VARIABLE}", m.src("undefined"));
+  const bool ring = settled_transport_line(m).rfind("io_uring; ", 0) == 0;
+  const std::uint64_t before = answered_directly(m);
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_EQ(link_text(m.mnt("plain")), "plain/target");
+    ASSERT_EQ(link_text(m.mnt("variant")), "target-root");
+    ASSERT_EQ(link_text(m.mnt("undefined")), "error: " + std::string(std::strerror(ENOENT)));
+  }
+  // As another user: the plain link's text, the variant link's own user.
+  EXPECT_EQ(capture_as(As{.uid = 65534, .gid = 65534}, {"readlink", m.mnt("plain")}), "plain/target\n");
+  EXPECT_EQ(capture_as(As{.uid = 65534, .gid = 65534}, {"readlink", m.mnt("variant")}), "target-nobody\n");
+  const std::uint64_t after = answered_directly(m);
+  if (ring) {
+    EXPECT_GE(after - before, 152u) << direct_line(m);
+  } else {
+    EXPECT_EQ(after, 0u) << direct_line(m);
+  }
+}
+
+// libfuse refuses users other than the mount's owner and root with -o
+// allow_root: no READLINK may be answered before it looks.
+TEST(Transport, AllowRootKeepsEveryRequestWithLibfuse) {
+  MountOptions o;
+  o.extra_opts = {"allow_root"};
+  Mount m(o);
+  std::filesystem::create_symlink("plain/target", m.src("plain"));
+  settled_transport_line(m);
+  EXPECT_EQ(direct_line(m), "off (-o allow_root)");
+  EXPECT_EQ(link_text(m.mnt("plain")), "plain/target");
+  int status = -1;
+  const std::string out =
+      capture_as(As{.uid = 65534, .gid = 65534}, {"sh", "-c", "readlink -v " + m.mnt("plain") + " 2>&1"}, &status);
+  EXPECT_NE(status, 0) << out;
+  EXPECT_THAT(out, HasSubstr("Permission denied"));
+}
+
 TEST(Transport, NoUringKeepsDevFuse) {
   if (!kernel_has_uring()) GTEST_SKIP() << "this kernel has no FUSE over io_uring (" << kParam << ")";
   std::optional<Mount> m;
