@@ -21,6 +21,7 @@
 #include <gtest/gtest.h>
 
 #include "common/temp_dir.hpp"
+#include "daemon/status.hpp"
 #include "vsymfs_config.h"
 
 namespace vsymfs::daemon {
@@ -147,6 +148,46 @@ TEST_F(LinkServiceTest, LiteralTextIsReturnedAsIsWithoutReadingProc) {
 // Host facts follow the caller's UTS namespace (docs/containers.md), which
 // is noted with its identity: the cached identity the FUSE layer looked up
 // to act as the caller, never the environment.
+// Filesystem::readlink reads a plain link without the caller's identity
+// while needs() says Nothing: under the rules in force now.
+TEST_F(LinkServiceTest, NeedsTellsPlainTextsFromReferencesUnderTheCurrentRules) {
+  start("[syntax]\nmagic = false\n");
+  EXPECT_EQ(links_->needs("plain/target"), LinkNeeds::Nothing);
+  EXPECT_EQ(links_->needs("@sys/bin"), LinkNeeds::Nothing);  // @ names are off
+  EXPECT_EQ(links_->needs("/export/${USER}"), LinkNeeds::Identity);
+  EXPECT_EQ(links_->needs("/opt/${SOME_VARIABLE}"), LinkNeeds::Process);
+  write_rules("[syntax]\nmagic = true\n");
+  ASSERT_TRUE(state_->reload()) << "reload";
+  EXPECT_NE(links_->needs("@sys/bin"), LinkNeeds::Nothing);
+  EXPECT_EQ(links_->needs("plain/target"), LinkNeeds::Nothing);
+}
+
+// vsymctl status shows the caller cache's per-thread copies at work.
+TEST_F(LinkServiceTest, StatusCountsTheThreadsOwnCopies) {
+  start("");
+  StatusLines lines;
+  CacheStatus(*contexts_, *links_).status(lines);
+  int found = 0;
+  for (const auto& [key, value] : lines) {
+    // A longer key makes the whole status reply malformed (control
+    // protocol words, control::kMaxWord).
+    EXPECT_LE(key.size(), 32u) << key;
+    if (key == "caller_thread_identity_hits" || key == "caller_thread_context_hits") {
+      ++found;
+      EXPECT_EQ(value, "0") << key;
+    }
+  }
+  EXPECT_EQ(found, 2);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(contexts_->identity(0, 0, 0) != nullptr);
+  lines.clear();
+  CacheStatus(*contexts_, *links_).status(lines);
+  for (const auto& [key, value] : lines) {
+    if (key == "caller_thread_identity_hits") {
+      EXPECT_EQ(value, std::to_string(contexts_->stats().identity_front_hits));
+    }
+  }
+}
+
 TEST_F(LinkServiceTest, HostOnlyTemplatesReadNoEnvironment) {
   start("[cluster]\nmember = 3\n");
   auto r = expand("cluster/members/{memb}/@ostype", ghost_ids());

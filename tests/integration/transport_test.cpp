@@ -87,16 +87,20 @@ class AutoTransport {
   std::optional<std::string> old_;
 };
 
-std::string transport_line(const Mount& m) {
+// The value of `key` in vsymctl status.
+std::string status_line(const Mount& m, const std::string& key) {
   int status = -1;
   const std::string out = capture_as(As{}, {vsymctl_bin(), "-m", m.mnt(), "status"}, &status);
   EXPECT_EQ(status, 0) << out;
   std::istringstream in(out);
+  const std::string prefix = key + ": ";
   for (std::string line; std::getline(in, line);)
-    if (line.rfind("transport: ", 0) == 0) return line.substr(11);
-  ADD_FAILURE() << "vsymctl status has no transport line:\n" << out;
+    if (line.rfind(prefix, 0) == 0) return line.substr(prefix.size());
+  ADD_FAILURE() << "vsymctl status has no " << key << " line:\n" << out;
   return {};
 }
+
+std::string transport_line(const Mount& m) { return status_line(m, "transport"); }
 
 // The transport line once the daemon has answered INIT: the mount appears
 // before the daemon has handled the INIT reply's aftermath (the rings are
@@ -225,16 +229,7 @@ TEST(Transport, StatusNamesTheTransport) {
   }
 }
 
-// The "direct_replies: " line of vsymctl status.
-std::string direct_line(const Mount& m) {
-  int status = -1;
-  const std::string out = capture_as(As{}, {vsymctl_bin(), "-m", m.mnt(), "status"}, &status);
-  std::istringstream in(out);
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("direct_replies: ", 0) == 0) return line.substr(16);
-  ADD_FAILURE() << "vsymctl status has no direct_replies line:\n" << out;
-  return {};
-}
+std::string direct_line(const Mount& m) { return status_line(m, "direct_replies"); }
 
 std::uint64_t answered_directly(const Mount& m) {
   const std::string d = direct_line(m);

@@ -48,6 +48,13 @@ User ensure_user(const std::string& name) {
   return {name, pw->pw_uid, pw->pw_gid};
 }
 
+// readlink(2)'s answer, or "error: " and its message.
+std::string link_text(const std::string& path) {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink(path.c_str(), buf, sizeof buf);
+  return n < 0 ? std::string("error: ") + std::strerror(errno) : std::string(buf, static_cast<std::size_t>(n));
+}
+
 constexpr const char* kRules = R"(
 [sysname]
 native = ["missing_sys", "amd64_linux26"]
@@ -299,11 +306,7 @@ TEST(VariantLinksSysProbe, CandidatesAreTrustedForEntryTimeout) {
     Mount m(opts);
     fs::create_directories(m.src("amd64_linux26"));
     fs::create_symlink("@sys", m.src("sysdir"));
-    auto readlink_now = [&] {
-      char buf[PATH_MAX];
-      ssize_t n = ::readlink(m.mnt("sysdir").c_str(), buf, sizeof buf);
-      return n < 0 ? std::string("error: ") + std::strerror(errno) : std::string(buf, static_cast<std::size_t>(n));
-    };
+    auto readlink_now = [&] { return link_text(m.mnt("sysdir")); };
     ASSERT_EQ(readlink_now(), "amd64_linux26");
     fs::create_directories(m.src("missing_sys"));
     EXPECT_EQ(readlink_now(), std::string(timeout) == "0" ? "missing_sys" : "amd64_linux26") << m.daemon_log();
@@ -318,11 +321,7 @@ TEST(VariantLinksReload, APlainLinkMadeVariantByAReloadIsExpanded) {
   opts.rules_text = "[syntax]\ndollar = false\n";
   Mount m(opts);
   fs::create_symlink("/export/${USER}", m.src("home"));
-  auto readlink_now = [&] {
-    char buf[PATH_MAX];
-    ssize_t n = ::readlink(m.mnt("home").c_str(), buf, sizeof buf);
-    return n < 0 ? std::string("error: ") + std::strerror(errno) : std::string(buf, static_cast<std::size_t>(n));
-  };
+  auto readlink_now = [&] { return link_text(m.mnt("home")); };
   ASSERT_EQ(readlink_now(), "/export/${USER}");  // $ references switched off: plain
   ASSERT_EQ(readlink_now(), "/export/${USER}");
   const std::string tmp = m.rules_path() + ".new";
@@ -340,11 +339,7 @@ TEST(VariantLinksReload, RulesFileEditsArePickedUp) {
   opts.rules_text = "[vars]\nWHERE = \"before\"\n";
   Mount m(opts);
   fs::create_symlink("/srv/$WHERE", m.src("where"));
-  auto readlink_now = [&] {
-    char buf[PATH_MAX];
-    ssize_t n = ::readlink(m.mnt("where").c_str(), buf, sizeof buf);
-    return n < 0 ? std::string("error: ") + std::strerror(errno) : std::string(buf, static_cast<std::size_t>(n));
-  };
+  auto readlink_now = [&] { return link_text(m.mnt("where")); };
   // The watcher reloads after a debounce: wait for what must come (30 s at
   // most, for a loaded machine).
   auto eventually = [&](const std::function<bool()>& done) {
