@@ -168,7 +168,7 @@ Daemon::Daemon(Options o, Startup& startup) : o_(std::move(o)) {
       spdlog::warn("passthrough: off, {}; file I/O goes through the daemon", cap.error().message);
   }
   // Whether requests may come over io_uring; -o uring fails here without it.
-  auto transport = UringTransport::create(o_.uring, o_.single_thread);
+  auto transport = UringTransport::create(o_.uring, o_.single_thread, o_.uring_linger_us);
   if (!transport) {
     server_.reset();  // fail() runs no destructors: remove the socket now
     startup.fail(kMount, transport.error().message);

@@ -108,6 +108,11 @@ Result<bool> apply_own_option(std::string_view opt, Options& o) {
   } else if (key == "uring" || key == "no_uring") {
     if (auto r = no_value(); !r) return r.error();
     o.uring = key == "uring" ? UringMode::on : UringMode::off;
+  } else if (key == "uring_linger") {
+    if (auto r = need_value(); !r) return r.error();
+    auto n = parse_count(key, value, 0, 1000);
+    if (!n) return n.error();
+    o.uring_linger_us = static_cast<unsigned>(*n);
   } else if (key == "fd_budget") {
     if (auto r = need_value(); !r) return r.error();
     auto n = parse_count(key, value, 16, 1u << 20);
@@ -287,6 +292,10 @@ vsymfs options:
     -o no_uring            take every request by reading /dev/fuse
                            (default: io_uring when the kernel offers it at
                            mount time and -s is not given, else /dev/fuse)
+    -o uring_linger=USEC   after a reply, a ring thread keeps its CPU up to
+                           USEC microseconds for its caller's next request
+                           while the machine has a CPU to spare (default 20,
+                           0 to 1000; 0: it sleeps at once; see vsymfs(8))
     -o noatime             reading through the mount leaves atimes in SOURCE
                            alone (needs CAP_SYS_ADMIN); relatime, strictatime
                            and atime are accepted and leave SOURCE's own rule

@@ -52,6 +52,9 @@ struct Options : daemon::MountConfig {
   bool passthrough = true;         // -o passthrough / -o nopassthrough: kernel passthrough file I/O
   bool acl = false;                // -o acl / -o noacl: the kernel enforces POSIX ACLs of SOURCE
   UringMode uring = UringMode::automatic;  // -o uring / -o no_uring
+  // -o uring_linger=USEC: how long a ring thread keeps its CPU after a
+  // reply, waiting for its caller's next request (0: sleeps at once).
+  unsigned uring_linger_us = 20;
   std::size_t environ_cache = std::size_t{32} << 20;  // -o environ_cache=BYTES[k|m|g]: kept environments
 
   // Mount options that also reach libfuse: SOURCE's atimes must follow them

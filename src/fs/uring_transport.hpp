@@ -40,7 +40,9 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fs/options.hpp"
@@ -52,12 +54,17 @@ namespace vsymfs::fs {
 class Passthrough;
 class Filesystem;
 
+// The runnable tasks in /proc/loadavg's text (its fourth field,
+// running/threads), or nullopt when the text is not such.
+std::optional<long> runnable_tasks(std::string_view loadavg);
+
 class UringTransport {
  public:
   // Decided before the mount. automatic: io_uring when the kernel offers it
   // (enable_uring is Y) and io_uring works for this process, not with -s;
   // on: an error when it cannot be had; off: never.
-  static Result<std::unique_ptr<UringTransport>> create(UringMode mode, bool single_thread);
+  // `linger_us`: -o uring_linger (Linger in uring_transport.cpp).
+  static Result<std::unique_ptr<UringTransport>> create(UringMode mode, bool single_thread, unsigned linger_us = 20);
   ~UringTransport();
   UringTransport(const UringTransport&) = delete;
   UringTransport& operator=(const UringTransport&) = delete;
@@ -83,7 +90,7 @@ class UringTransport {
   struct Ring;
   enum class Phase { setup, go, stop };
 
-  UringTransport(UringMode mode, std::string why_not);
+  UringTransport(UringMode mode, std::string why_not, unsigned linger_us);
 
   static ssize_t read_hook(int fd, void* buf, size_t len, void* userdata);
   static ssize_t writev_hook(int fd, struct iovec* iov, int count, void* userdata);
@@ -104,6 +111,7 @@ class UringTransport {
   static thread_local Ring* tl_ring_;
 
   const UringMode mode_;
+  const unsigned linger_us_;
   bool wanted_;  // io_uring may be asked for in INIT
   fuse_session* se_ = nullptr;
   Passthrough* pt_ = nullptr;

@@ -2,6 +2,7 @@
 // position (mount.fuse3 puts them last); our -o options are taken out and
 // every other one reaches libfuse.
 #include "fs/options.hpp"
+#include "fs/uring_transport.hpp"
 
 #include <string>
 #include <vector>
@@ -109,6 +110,12 @@ TEST(Options, UringTransport) {
   EXPECT_EQ(ok({"-o", "uring,no_uring", "/a", "/b"}).uring, UringMode::off);  // the last word wins
   EXPECT_EQ(ok({"-o", "no_uring", "/a", "/b", "-o", "uring"}).uring, UringMode::on);
   EXPECT_EQ(ok({"-s", "-o", "no_uring", "/a", "/b"}).uring, UringMode::off);
+  EXPECT_EQ(ok({"/a", "/b"}).uring_linger_us, 20u);
+  EXPECT_EQ(ok({"-o", "uring_linger=0", "/a", "/b"}).uring_linger_us, 0u);
+  EXPECT_EQ(ok({"-o", "uring_linger=1000", "/a", "/b"}).uring_linger_us, 1000u);
+  EXPECT_EQ(ok({"-o", "uring_linger=5", "/a", "/b"}).fuse_mount_options.find("linger"), std::string::npos);
+  EXPECT_FALSE(ok({"/a", "/b"}).allow_root);
+  EXPECT_TRUE(ok({"-o", "allow_root", "/a", "/b"}).allow_root);
 }
 
 TEST(Options, AtimeOptions) {
@@ -146,6 +153,9 @@ TEST(Options, ErrorsNameTheOffendingWord) {
       {{"-o", "passthrough=1", "/a", "/b"}, "passthrough takes no value"},
       {{"-o", "uring=1", "/a", "/b"}, "uring takes no value"},
       {{"-s", "-o", "uring", "/a", "/b"}, "-s and uring contradict"},
+      {{"-o", "uring_linger=1001", "/a", "/b"}, "uring_linger"},
+      {{"-o", "uring_linger", "/a", "/b"}, "uring_linger needs a value"},
+      {{"-o", "uring_linger=soon", "/a", "/b"}, "uring_linger=soon"},
       {{"-o", "rules=/r,builtin_rules", "/a", "/b"}, "contradict"},
       {{"-o", "writeback_cache", "/a", "/b"}, "writeback_cache is not supported"},
       {{"-o", "environ_cache=lots", "/a", "/b"}, "environ_cache=lots: expected a number of bytes"},
@@ -171,3 +181,14 @@ TEST(Options, HelpMentionsEveryOwnOption) {
 }
 
 }  // namespace
+
+// Linger (uring_transport.cpp) reads the runnable tasks from /proc/loadavg.
+TEST(RunnableTasks, TheFourthFieldOfLoadavg) {
+  using vsymfs::fs::runnable_tasks;
+  EXPECT_EQ(runnable_tasks("0.20 0.31 0.35 2/345 12345\n"), 2);
+  EXPECT_EQ(runnable_tasks("12.00 9.31 5.35 17/1001 4242\n"), 17);
+  EXPECT_EQ(runnable_tasks("0.20 0.31 0.35 2"), std::nullopt);  // cut short
+  EXPECT_EQ(runnable_tasks("0.20 0.31"), std::nullopt);
+  EXPECT_EQ(runnable_tasks("0.20 0.31 0.35 x/345 1"), std::nullopt);
+  EXPECT_EQ(runnable_tasks(""), std::nullopt);
+}

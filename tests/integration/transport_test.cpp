@@ -31,6 +31,7 @@
 
 namespace {
 
+using ::testing::EndsWith;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 using vsymfs::testing::As;
@@ -281,6 +282,29 @@ TEST(Transport, AllowRootKeepsEveryRequestWithLibfuse) {
       capture_as(As{.uid = 65534, .gid = 65534}, {"sh", "-c", "readlink -v " + m.mnt("plain") + " 2>&1"}, &status);
   EXPECT_NE(status, 0) << out;
   EXPECT_THAT(out, HasSubstr("Permission denied"));
+}
+
+// -o uring_linger: how long a ring thread keeps its CPU after a reply
+// (Linger in uring_transport.cpp). Named in status; 0 turns it off; the
+// requests are answered either way.
+TEST(Transport, RingLingerIsNamedAndCanBeTurnedOff) {
+  if (!kernel_has_uring()) GTEST_SKIP() << "this kernel has no FUSE over io_uring (" << kParam << ")";
+  for (const char* linger : {"", "uring_linger=0", "uring_linger=200"}) {
+    std::optional<Mount> m;
+    {
+      EnableUring on(true);
+      MountOptions o;
+      o.extra_opts = {"uring"};
+      if (*linger != '\0') o.extra_opts.emplace_back(linger);
+      m.emplace(o);
+    }
+    std::filesystem::create_symlink("target-${USER}", m->src("link"));
+    const std::string t = settled_transport_line(*m);
+    const std::string want = *linger == '\0' ? "20" : std::string(linger).substr(13);
+    EXPECT_THAT(t, EndsWith("; linger " + want + " us")) << linger;
+    for (int i = 0; i < 200; ++i) ASSERT_EQ(link_text(m->mnt("link")), "target-root") << linger;
+    m->stop();  // SIGTERM: exits 0 with the rings up, lingering or not
+  }
 }
 
 TEST(Transport, NoUringKeepsDevFuse) {
