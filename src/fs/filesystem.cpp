@@ -285,12 +285,6 @@ class ParentDirectory final : public daemon::LinkDirectory {
 
 }  // namespace
 
-int Filesystem::expand_link(fuse_req_t req, Inode& link, int link_fd, int dir_fd, std::string& out) {
-  thread_local std::string raw;
-  if (int e = read_raw_link(link_fd, raw); e != 0) return e;
-  return expand_text(request_from(req), link, raw, dir_fd, out);
-}
-
 int Filesystem::readlink(const RequestFrom& from, Inode& link, std::string& out) {
   thread_local std::string raw;
   FdRef fd;

@@ -141,8 +141,6 @@ class Filesystem {
   // change its atime (stat, lookup, the raw-text xattr): cached per link,
   // else read without touching the atime where the daemon can (inode_table.hpp).
   int raw_link_text(Inode& inode, const FdRef& fd, std::string& out);
-  // The expansion of a link for the caller of `req` (readlink: reads the link).
-  int expand_link(fuse_req_t req, Inode& link, int link_fd, int dir_fd, std::string& out);
   // READLINK: the link's text for its caller, counted; 0 or an errno. A link
   // whose last expansion needed nothing of its caller (a plain link), with
   // its descriptor open, is read without taking the caller's identity: a
