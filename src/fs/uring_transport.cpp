@@ -699,8 +699,11 @@ void UringTransport::serve_request(Ring& r) {
   }
   tl_ring_ = nullptr;
   // Every ring request is answered exactly once; a handler that answers on
-  // another thread has its reply copied in from there.
-  r.replied.wait(false, std::memory_order_acquire);
+  // another thread has its reply copied in from there. Checked before
+  // waiting: libstdc++'s wait() counts its waiters in a table shared by
+  // every thread (two atomic read-modify-writes) even when the value has
+  // changed already, the common case.
+  if (!r.replied.load(std::memory_order_acquire)) r.replied.wait(false, std::memory_order_acquire);
   r.unique.store(0, std::memory_order_relaxed);
 }
 
