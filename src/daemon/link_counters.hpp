@@ -32,9 +32,12 @@ class CountingSource final : public ValueSource {
   Value universe() const override { return *count(inner_.universe()); }
   Value member() const override { return *count(inner_.member()); }
 
-  void add_to(Counters& c) const noexcept {
-    for (std::size_t i = 0; i < counts_.size(); ++i)
-      if (counts_[i]) c.by_scope[i].fetch_add(counts_[i], std::memory_order_relaxed);
+  using Counts = std::array<std::uint32_t, 8>;
+  const Counts& counts() const noexcept { return counts_; }
+  void add_to(Counters& c) const noexcept { add(counts_, c); }
+  static void add(const Counts& counts, Counters& c) noexcept {
+    for (std::size_t i = 0; i < counts.size(); ++i)
+      if (counts[i]) c.by_scope[i].fetch_add(counts[i], std::memory_order_relaxed);
   }
 
  private:
@@ -43,7 +46,7 @@ class CountingSource final : public ValueSource {
     return v;
   }
   const ValueSource& inner_;
-  mutable std::array<std::uint32_t, 8> counts_{};
+  mutable Counts counts_{};
 };
 
 // One expansion begun, and (when it failed) one error.

@@ -33,6 +33,10 @@ struct RequestIds {
   uid_t uid;
   gid_t gid;
   const Caller* caller = nullptr;  // not owned; lives for the request
+  // The request's own reference to `caller`, when it keeps one: lets the
+  // expansion be remembered (a remembered caller must stay alive, so that
+  // no other context can take its address).
+  const std::shared_ptr<const Caller>* caller_ref = nullptr;
   LinkNeeds known = LinkNeeds::Nothing;
 };
 
@@ -114,6 +118,8 @@ class LinkService {
     // ones abandoned (deadline, or no thread free), and walks stopped at a
     // FUSE mount other than ours (or a mount the table does not list).
     std::uint64_t probe_outside, probe_abandoned, probe_refused;
+    // Expansions answered from the thread's memo (see link_service.cpp).
+    std::uint64_t memo_hits;
   };
   CacheStats cache_stats() const;
 

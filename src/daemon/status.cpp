@@ -24,6 +24,7 @@ void CacheStatus::status(StatusLines& out) const {
       {"template_cache_hits", ls.template_hits},  {"template_cache_misses", ls.template_misses},
       {"sys_probe_cache_entries", ls.probe_entries}, {"sys_probe_cache_hits", ls.probe_hits},
       {"sys_probe_cache_misses", ls.probe_misses},
+      {"expansion_memo_hits", ls.memo_hits},
   };
   for (const auto& [key, value] : lines) out.emplace_back(key, std::to_string(value));
 }

@@ -42,6 +42,7 @@ daemon::RequestIds ids_of(const RequestFrom& from) {
   const RequestCaller& rc = t_request;
   if (rc.req == from.key && rc.caller && rc.pid == from.pid && rc.uid == from.uid && rc.gid == from.gid) {
     ids.caller = rc.caller.get();
+    ids.caller_ref = &rc.caller;
     ids.known = rc.known;
   }
   return ids;

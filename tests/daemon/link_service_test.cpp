@@ -614,6 +614,123 @@ TEST_F(LinkServiceTest, TemplateCacheIsCounted) {
   EXPECT_EQ(s.template_hits, 2u);
 }
 
+// A thread remembers its last expansions that probed nothing (the
+// ExpansionMemo of link_service.cpp). What it returns must be what a fresh
+// expansion would give: a new process image, rules, run-time values, or
+// another process must each miss; the scope counters count every answer.
+TEST_F(LinkServiceTest, RememberedExpansionsFollowEverySnapshotTheyRead) {
+  start("[vars]\nSYS = \"s0\"\n");
+  EnvChild a({"FOO=alpha"});
+  EnvChild b({"FOO=beta"});
+  ASSERT_TRUE(a.ok() && b.ok());
+  const auto hits = [&] { return links_->cache_stats().memo_hits; };
+  const auto process_counted = [&] {
+    return state_->counters().by_scope[static_cast<int>(Scope::Process)].load();
+  };
+  const std::string link = "/x/${FOO}/${SYS}/${RUN:-none}";
+
+  EXPECT_EQ(*expand(link, a.ids()), "/x/alpha/s0/none");
+  const auto h0 = hits();
+  const auto p0 = process_counted();
+  EXPECT_EQ(*expand(link, a.ids()), "/x/alpha/s0/none");
+  EXPECT_EQ(hits(), h0 + 1) << "the same link for the same process again";
+  EXPECT_EQ(process_counted(), p0 + 1) << "a remembered answer counts its values too";
+  EXPECT_EQ(state_->counters().expansions.load(), 2u);
+
+  // Another process: its own context.
+  EXPECT_EQ(*expand(link, b.ids()), "/x/beta/s0/none");
+  EXPECT_EQ(hits(), h0 + 1);
+
+  // Run-time values published: a new snapshot.
+  auto vars = std::make_shared<RuntimeVars>();
+  vars->system["RUN"] = "r1";
+  state_->publish_runtime(vars);
+  EXPECT_EQ(*expand(link, a.ids()), "/x/alpha/s0/r1");
+  EXPECT_EQ(*expand(link, b.ids()), "/x/beta/s0/r1");
+
+  // Rules reloaded.
+  write_rules("[vars]\nSYS = \"s1\"\n");
+  ASSERT_TRUE(state_->reload());
+  EXPECT_EQ(*expand(link, a.ids()), "/x/alpha/s1/r1");
+
+  // A caller that a request fetched (ids.caller) is remembered only with
+  // the request's reference to it: else its address could be another's
+  // by the next request.
+  RequestIds ids = a.ids();
+  const std::shared_ptr<const Caller> full = contexts_->full(ids.pid, ids.uid, ids.gid);
+  ASSERT_TRUE(full);
+  auto own = std::make_shared<Caller>(*full);
+  own->environ = {"FOO=gamma"};
+  const std::shared_ptr<const Caller> mine = own;
+  ids.caller = mine.get();
+  ids.known = LinkNeeds::Process;
+  auto before = hits();
+  EXPECT_EQ(*expand(link, ids), "/x/gamma/s1/r1");
+  EXPECT_EQ(*expand(link, ids), "/x/gamma/s1/r1");
+  EXPECT_EQ(hits(), before) << "a caller nobody holds is never remembered";
+  ids.caller_ref = &mine;
+  EXPECT_EQ(*expand(link, ids), "/x/gamma/s1/r1");
+  EXPECT_EQ(*expand(link, ids), "/x/gamma/s1/r1");
+  EXPECT_EQ(hits(), before + 1);
+
+  // @sys probes SOURCE, whose entries change: never remembered.
+  fs::create_directories(root_ + "/src/dir/amd64_linux26");
+  before = hits();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(expand("@sys", a.ids()));
+  EXPECT_EQ(hits(), before);
+}
+
+// A process that execs gets a new context (exec_watcher.hpp): the memo of
+// the thread that served its old image must not answer for the new one.
+TEST_F(LinkServiceTest, ARememberedExpansionEndsWithTheProcessImage) {
+  start("");
+  int ready[2];
+  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+  int go[2];
+  ASSERT_EQ(::pipe2(go, 0), 0);
+  std::string env1 = "FOO=before", env2 = "FOO=after";
+  char* e1[] = {env1.data(), nullptr};
+  const std::string script = "echo >&3; read x <&4; exec env -i " + env2 + " /bin/sh -c 'echo >&3; exec sleep 30'";
+  const char* argv[] = {"/bin/sh", "-c", script.c_str(), nullptr};
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);  // killed as a group below: nothing keeps the test's output open
+    ::dup2(ready[1], 3);
+    ::dup2(go[0], 4);
+    ::execve(argv[0], const_cast<char* const*>(argv), e1);
+    ::_exit(127);
+  }
+  ::close(ready[1]);
+  ::close(go[0]);
+  const auto wait_ready = [&] {
+    pollfd p{ready[0], POLLIN, 0};
+    char c;
+    return ::poll(&p, 1, 10'000) == 1 && ::read(ready[0], &c, 1) == 1;
+  };
+  const RequestIds ids{pid, ::geteuid(), ::getegid()};
+  const auto text = [&](std::string_view raw) {
+    auto r = expand(raw, ids);
+    return r ? *r : "error: " + r.error().message;
+  };
+  bool ok = wait_ready();
+  std::string first, second, third;
+  if (ok) {
+    first = text("/x/$FOO");
+    second = text("/x/$FOO");
+    ok = ::write(go[1], "\n", 1) == 1 && wait_ready();
+    if (ok) third = text("/x/$FOO");
+  }
+  ::kill(-pid, SIGKILL);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  ::close(ready[0]);
+  ::close(go[1]);
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(first, "/x/before");
+  EXPECT_EQ(second, "/x/before");
+  EXPECT_EQ(third, "/x/after");
+}
+
 TEST_F(LinkServiceTest, SysComponentCandidates) {
   start("[sysname]\nnative = [\"a_sys\", \"b_sys\"]\ncompat32 = [\"c_sys\"]\n");
   std::vector<std::string> out{"stale"};
