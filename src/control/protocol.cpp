@@ -15,13 +15,6 @@ Error bad(std::string message) { return make_error(EINVAL, std::move(message)); 
 
 bool is_word_char(char c) noexcept { return (c >= 'a' && c <= 'z') || c == '_' || c == '.'; }
 
-bool valid_word(std::string_view w) noexcept {
-  if (w.empty() || w.size() > kMaxWord) return false;
-  for (char c : w)
-    if (!is_word_char(c)) return false;
-  return true;
-}
-
 // Splits a payload into its verb and fields; checks only the framing rules
 // shared by requests and replies.
 struct Parsed {
@@ -199,6 +192,13 @@ void put_process_fields(std::string& out, const Request& req) {
 }
 
 }  // namespace
+
+bool valid_word(std::string_view w) noexcept {
+  if (w.empty() || w.size() > kMaxWord) return false;
+  for (char c : w)
+    if (!is_word_char(c)) return false;
+  return true;
+}
 
 std::string_view to_string(Op op) noexcept {
   switch (op) {

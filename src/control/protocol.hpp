@@ -80,6 +80,8 @@ inline constexpr std::size_t kMaxPathField = 4095;
 inline constexpr std::size_t kMaxRequestSize = 16 * 1024 + kMaxEnvironSize;
 inline constexpr std::size_t kMaxReplySize = 1024 * 1024;
 inline constexpr std::size_t kMaxWord = 32;
+// Whether `w` can be a verb or a field key: 1 to kMaxWord of [a-z_.].
+bool valid_word(std::string_view w) noexcept;
 
 enum class Op : std::uint8_t { Set, Unset, List, Explain, Reload, Universe, Status, Trace };
 enum class ScopeArg : std::uint8_t { User, System, All };

@@ -667,7 +667,15 @@ Reply Server::Impl::do_status() {
   for (const daemon::StatusProvider* p : opts.status) p->status(lines);
   const auto num = [](std::uint64_t v) { return std::to_string(v); };
   Reply r;
-  for (auto& [key, value] : lines) r.add(std::move(key), std::move(value));
+  for (auto& [key, value] : lines) {
+    // A key the protocol cannot carry would make the whole reply one that
+    // vsymctl refuses (EPROTO): that line is left out and named in the log.
+    if (!valid_word(key)) {
+      spdlog::error("status: line '{}' left out: its key is not 1 to {} of [a-z_.]", key, kMaxWord);
+      continue;
+    }
+    r.add(std::move(key), std::move(value));
+  }
   r.add("socket", socket_path);
   r.add("state_file", store.path());
   r.add("control_connections_refused", num(refused));

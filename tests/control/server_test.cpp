@@ -189,6 +189,30 @@ TEST_F(ServerTest, ReloadKeepsOldRulesOnErrorAndReportsIt) {
   EXPECT_EQ(*ask({Op::Explain, ScopeArg::All, "", "", "${WHERE}", root_ + "/mnt"}).find("expansion"), "d2");
 }
 
+// A status line whose key the protocol cannot carry (longer than
+// kMaxWord, or other characters) once made the whole reply one that
+// vsymctl refused with EPROTO. It is left out; the rest is answered.
+TEST_F(ServerTest, AStatusLineTheProtocolCannotCarryIsLeftOut) {
+  struct Lines final : daemon::StatusProvider {
+    void status(daemon::StatusLines& out) const override {
+      out.emplace_back("a_key_of_thirty_three_characters_", "1");
+      out.emplace_back("Upper", "2");
+      out.emplace_back("fine_key", "3");
+    }
+  } lines;
+  server_opts_.status = {&lines};
+  restart();
+  const Reply status = ask({Op::Status, ScopeArg::All, "", "", "", ""});
+  server_.reset();  // before `lines` goes
+  ASSERT_TRUE(status.ok()) << status.message;
+  EXPECT_EQ(status.find("a_key_of_thirty_three_characters_"), nullptr);
+  EXPECT_EQ(status.find("Upper"), nullptr);
+  ASSERT_NE(status.find("fine_key"), nullptr);
+  EXPECT_EQ(*status.find("fine_key"), "3");
+  EXPECT_NE(status.find("mountpoint"), nullptr);
+  EXPECT_NE(status.find("trace_dropped"), nullptr);
+}
+
 TEST_F(ServerTest, StatusAndUniverse) {
   const Reply status = ask({Op::Status, ScopeArg::All, "", "", "", ""});
   ASSERT_TRUE(status.ok());
