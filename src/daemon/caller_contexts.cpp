@@ -307,8 +307,11 @@ struct CallerContexts::Impl {
   // clock (so that an evicted entry is read again, as without the copy, and
   // the clock sees the process's next request). Without events, full() has
   // an image key to check on every request and keeps no copies.
-  std::shared_ptr<const Caller> identity_front(pid_t pid, uid_t uid, gid_t gid) {
-    thread_local ThreadFront front;
+  // named() the same way, from copies of its own (an identity with the
+  // NSS names, kept as long as the identity it was made from).
+  std::shared_ptr<const Caller> identity_front(pid_t pid, uid_t uid, gid_t gid, bool want_named = false) {
+    thread_local ThreadFront identities, named;
+    ThreadFront& front = want_named ? named : identities;
     const auto now = Clock::now();
     const std::array<std::uint64_t, 3> epochs{epoch_for(pid).load(std::memory_order_acquire), 0, 0};
     const auto ttl = std::chrono::milliseconds(opts.identity_ttl_ms);
@@ -317,7 +320,7 @@ struct CallerContexts::Impl {
       return *hit;
     }
     Clock::time_point read_at = now;
-    std::shared_ptr<const Caller> ident = lookup_identity(pid, uid, gid, false, nullptr, false, &read_at);
+    std::shared_ptr<const Caller> ident = lookup_identity(pid, uid, gid, want_named, nullptr, false, &read_at);
     return front.store(instance, pid, uid, gid, epochs, read_at, std::move(ident));
   }
 
@@ -599,7 +602,7 @@ std::shared_ptr<const Caller> CallerContexts::identity(pid_t pid, uid_t uid, gid
 }
 
 std::shared_ptr<const Caller> CallerContexts::named(pid_t pid, uid_t uid, gid_t gid) {
-  return impl_->lookup_identity(pid, uid, gid, true);
+  return impl_->identity_front(pid, uid, gid, true);
 }
 
 std::shared_ptr<const Caller> CallerContexts::full(pid_t pid, uid_t uid, gid_t gid) {

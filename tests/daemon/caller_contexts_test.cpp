@@ -479,6 +479,11 @@ TEST(CallerContexts, WithEventsAnExitedPidsGroupsAreForgottenByEveryThread) {
     pid = child.pid();
     EXPECT_EQ(ctx.identity(pid, uid, gid)->groups, (std::vector<gid_t>{1234, 5678}));
     EXPECT_EQ(ctx.identity(pid, uid, gid)->groups, (std::vector<gid_t>{1234, 5678}));  // the thread's copy
+    // named() (for ${USER} links) keeps copies of its own, under the same rule.
+    const auto named_hits = ctx.stats().identity_front_hits;
+    EXPECT_EQ(ctx.named(pid, uid, gid)->groups, (std::vector<gid_t>{1234, 5678}));
+    EXPECT_EQ(ctx.named(pid, uid, gid)->groups, (std::vector<gid_t>{1234, 5678}));
+    EXPECT_EQ(ctx.stats().identity_front_hits, named_hits + 1) << "the second named() from the thread's copy";
     ASSERT_TRUE(listener.drain([](pid_t) {}));
   }  // killed and reaped
   ASSERT_TRUE(wait_for_exit(listener, pid));
@@ -489,6 +494,7 @@ TEST(CallerContexts, WithEventsAnExitedPidsGroupsAreForgottenByEveryThread) {
   (void)ctx.full(::getpid(), ::geteuid(), ::getegid());
   // Gone: nothing but the request's ids is trusted, not the groups it had.
   EXPECT_EQ(ctx.identity(pid, uid, gid)->groups, std::vector<gid_t>{gid});
+  EXPECT_EQ(ctx.named(pid, uid, gid)->groups, std::vector<gid_t>{gid});
 }
 
 // The front's epoch is per shard of pids (16 shards): a busy machine's
