@@ -99,6 +99,13 @@ bool SourceProbe::exists(std::string_view target) const {
   const int dir = relative ? directory_fd() : -1;
   // No directory descriptor: nothing was asked, nothing is known.
   if (relative && dir < 0) return false;
+  // The key named the directory as link_dir_ knew it; the answer is the
+  // descriptor's. Kept only when the two are one directory (a rename may
+  // have moved the link in between).
+  if (key != nullptr && relative && identity_from_link_dir_) {
+    struct stat st {};
+    if (::fstat(dir, &st) != 0 || st.st_dev != dev_ || st.st_ino != ino_) key = nullptr;
+  }
   ProbeWalker::Inside inside = walk_here_ ? walker_.inside(dir, target) : ProbeWalker::Inside::Leaves;
   bool found = inside == ProbeWalker::Inside::Exists;
   if (inside == ProbeWalker::Inside::Leaves) {
@@ -120,6 +127,7 @@ bool SourceProbe::probe_key(bool relative, std::string_view target) const {
     if (!identity_known_) {
       identity_known_ = true;
       have_identity_ = link_dir_.identity(dev_, ino_);
+      identity_from_link_dir_ = have_identity_;
       if (!have_identity_) {
         // Ask the descriptor, which a miss needs anyway.
         struct stat st {};

@@ -29,6 +29,7 @@ class LinkDirectory {
   virtual int fd() = 0;
   // The directory's (st_dev, st_ino), which keys the @sys probe cache, if
   // known without a system call: then a cached probe needs no descriptor.
+  // A probe that misses checks it against fd() before storing its answer.
   // This default says "not known"; the probe then takes fd() and fstat(2)s
   // it (still cheaper than a failed path walk per candidate).
   virtual bool identity(dev_t& dev, ino_t& ino);
@@ -133,6 +134,7 @@ class SourceProbe final : public Probe {
   mutable Clock::time_point deadline_{};
   // Asked of link_dir_ at most once per expansion, and only when needed.
   mutable bool identity_known_ = false, have_identity_ = false, dir_fd_known_ = false;
+  mutable bool identity_from_link_dir_ = false;  // not from an fstat of fd()
   mutable dev_t dev_ = 0;
   mutable ino_t ino_ = 0;
   mutable int dir_fd_ = -1;

@@ -303,6 +303,7 @@ void InodeTable::retrack_locked(Inode& inode, Inode& parent, std::string_view na
     ++parent.refs_;
     if (inode.parent_) unref_locked(inode.parent_, dead);
     inode.parent_ = &parent;
+    if (LinkText* t = inode.link_text()) t->set_parent(parent.dev(), parent.ino());
   }
   if (inode.name_ != name) inode.name_.assign(name);
 }
@@ -590,6 +591,7 @@ void InodeTable::moved(Inode& new_parent, std::string_view new_name, const struc
       ++new_parent.refs_;
       unref_locked(inode->parent_, dead);
       inode->parent_ = &new_parent;
+      if (LinkText* t = inode->link_text()) t->set_parent(new_parent.dev(), new_parent.ino());
     }
     inode->name_.assign(new_name);
   }

@@ -95,9 +95,28 @@ class LinkText {
   void note_needs(std::uint8_t n) noexcept {
     if (needs_.load(std::memory_order_relaxed) != n) needs_.store(n, std::memory_order_relaxed);
   }
+  // The (st_dev, st_ino) of the directory the link was last found in, which
+  // keys its @sys probe answers (sys_probes.hpp): read without the table's
+  // lock or a descriptor. Written under InodeTable::mu_ with the parent; a
+  // reader racing a rename may get either directory, or (across devices)
+  // one's device and the other's number, which keys no answer of either:
+  // a probe that misses checks the descriptor it probes through
+  // (SourceProbe::exists) and stores nothing when they differ.
+  void set_parent(dev_t dev, ino_t ino) noexcept {
+    parent_dev_.store(static_cast<std::uint64_t>(dev), std::memory_order_relaxed);
+    parent_ino_.store(static_cast<std::uint64_t>(ino), std::memory_order_relaxed);
+  }
+  bool parent(dev_t& dev, ino_t& ino) const noexcept {
+    const std::uint64_t i = parent_ino_.load(std::memory_order_relaxed);
+    if (i == 0) return false;
+    ino = static_cast<ino_t>(i);
+    dev = static_cast<dev_t>(parent_dev_.load(std::memory_order_relaxed));
+    return true;
+  }
 
  private:
   std::atomic<std::uint8_t> needs_{1};  // LinkNeeds::Host
+  std::atomic<std::uint64_t> parent_dev_{0}, parent_ino_{0};
   mutable std::mutex mu_;
   bool valid_ = false;
   std::uint64_t serial_ = 0;

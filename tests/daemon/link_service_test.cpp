@@ -480,6 +480,54 @@ TEST_F(LinkServiceTest, AtSysProbesAreKeyedByTheLinksDirectory) {
   EXPECT_EQ(links_->cache_stats().probe_hits, 3u);  // a: two candidates, b: one
 }
 
+// A directory that names itself without a syscall (the FUSE layer's
+// ParentDirectory: the directory the table last found the link in) may
+// have been left by a rename before the probe opens it. The answer is the
+// descriptor's directory's: it must not be stored under the other's name.
+TEST_F(LinkServiceTest, AnAnswerIsStoredOnlyUnderTheDirectoryItWasProbedIn) {
+  start(kSysRules);
+  fs::create_directories(root_ + "/src/a/amd64_linux26");
+  fs::create_directories(root_ + "/src/b");
+  struct Named final : LinkDirectory {
+    Named(int fd, const struct stat& said) : fd_(fd), said_(said) {}
+    int fd() override { return fd_; }
+    bool identity(dev_t& dev, ino_t& ino) override {
+      dev = said_.st_dev;
+      ino = said_.st_ino;
+      return true;
+    }
+    int fd_;
+    struct stat said_;
+  };
+  const int a = ::open((root_ + "/src/a").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  const int b = ::open((root_ + "/src/b").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  struct stat st_b {};
+  ASSERT_EQ(::fstat(b, &st_b), 0);
+  std::string out;
+  // Says b, is a (the link moved to a): a's answer, not remembered for b.
+  Named moved(a, st_b);
+  ASSERT_TRUE(links_->expand("@sys", moved, root_ids(), out));
+  EXPECT_EQ(out, "amd64_linux26");
+  // b itself, named rightly: b has no candidate.
+  Named in_b(b, st_b);
+  ASSERT_TRUE(links_->expand("@sys", in_b, root_ids(), out));
+  EXPECT_EQ(out, "missing_sys") << "an answer probed in a was kept under b's name";
+  // Named rightly, answers are kept as ever.
+  struct stat st_a {};
+  ASSERT_EQ(::fstat(a, &st_a), 0);
+  Named in_a(a, st_a);
+  const auto hits = links_->cache_stats().probe_hits;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(links_->expand("@sys", in_a, root_ids(), out));
+    EXPECT_EQ(out, "amd64_linux26");
+  }
+  EXPECT_GE(links_->cache_stats().probe_hits, hits + 2);
+  ::close(a);
+  ::close(b);
+}
+
 TEST_F(LinkServiceTest, ARulesReloadForgetsAtSysProbes) {
   start(kSysRules);
   fs::create_directories(root_ + "/src/dir/amd64_linux26");
