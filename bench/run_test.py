@@ -209,6 +209,26 @@ class TargetsTest(unittest.TestCase):
         self.assertAlmostEqual(row["min"], 280 / 300)
         self.assertEqual(row["want"], 0.9)
 
+    def test_each_transport_is_judged_against_its_own_plain_readlink(self):
+        plain = metric("readlink_plain_p2", "readlink, plain link, 2 procs", ["native", "vsymfs", "vsymfs-uring"], 2, {
+            "native": [1000, 1000], "vsymfs": [100, 100], "vsymfs-uring": [300, 300]})
+        sys_link = metric("readlink_sys_p2", "readlink, @sys link, 2 procs", ["vsymfs", "vsymfs-uring"], 2, {
+            "vsymfs": [95, 95], "vsymfs-uring": [240, 240]})
+        rows = self.rows_by_target(fake_bench([plain, sys_link], procs=(2,)))
+        dev = rows["variant readlink (sys) >= 0.9 x vsymfs plain readlink, 2p"]
+        uring = rows["variant readlink (sys) >= 0.9 x vsymfs-uring plain readlink, 2p"]
+        self.assertAlmostEqual(dev["median"], 0.95)
+        self.assertTrue(dev["pass"])
+        self.assertAlmostEqual(uring["median"], 0.8)  # 240 / 300, not 240 / 100
+        self.assertFalse(uring["pass"])
+        # Without the io_uring system in the run, no row for it.
+        plain_dev = metric("readlink_plain_p1", "readlink, plain link, 1 proc", ["native", "vsymfs"], 2, {
+            "native": [1000, 1000], "vsymfs": [100, 100]})
+        env = metric("readlink_env_p1", "readlink, env link, 1 proc", ["vsymfs"], 2, {"vsymfs": [95, 95]})
+        rows = self.rows_by_target(fake_bench([plain_dev, env]))
+        self.assertIn("variant readlink (env) >= 0.9 x vsymfs plain readlink, 1p", rows)
+        self.assertNotIn("variant readlink (env) >= 0.9 x vsymfs-uring plain readlink, 1p", rows)
+
     def test_missing_vsymfs_is_a_fail_with_no_word(self):
         m = metric("stat_p1", "warm stat, 1 proc", ["native", "vsymfs", "bindfs"], 2, {
             "native": [500, 500], "bindfs": [200, 200]})
