@@ -307,6 +307,11 @@ void Daemon::status(daemon::StatusLines& out) const {
   out.emplace_back("stale_handles", std::to_string(table.stale_handles()) + " (found again by name: " +
                                         std::to_string(table.stale_handles_found()) + ")");
   out.emplace_back("source_reopened", std::to_string(table.source_reopens()));
+  const char* keeping = table.link_keeping() == LinkKeeping::Always     ? "kept (SOURCE stamps no atime)"
+                        : table.link_keeping() == LinkKeeping::Relatime ? "kept while a read would not stamp the atime (relatime)"
+                                                                        : "read every time (SOURCE's filesystem or its strictatime)";
+  out.emplace_back("link_texts", std::string(keeping) + ", " + std::to_string(filesystem_->kept_texts_counter().load()) +
+                                     " READLINKs answered without reading the link");
 }
 
 }  // namespace vsymfs::fs

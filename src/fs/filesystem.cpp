@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <string_view>
 #include <vector>
 
@@ -232,6 +234,52 @@ int Filesystem::link_text(Inode& inode, const FdRef& fd, const struct stat& st, 
   return 0;
 }
 
+namespace {
+
+std::int64_t coarse_now_ns() noexcept {
+  struct timespec ts {};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+}  // namespace
+
+int Filesystem::readlink_text(Inode& inode, const FdRef& fd, std::string& out) {
+  LinkText* t = inode.link_text();
+  const std::uint64_t serial = InodeTable::serial(inode, fd);
+  if (t == nullptr || !t->keepable() || serial == 0) return read_raw_link(fd.get(), out);
+  const std::int64_t now = coarse_now_ns();
+  if (t->kept(serial, now, out)) {
+    kept_texts_.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
+  if (int e = read_raw_link(fd.get(), out); e != 0) return e;
+  if (out.size() > LinkText::kKeptBytes || cfg_.attr_timeout <= 0) return 0;
+  // Out-of-band changes (a chown of the link in SOURCE, which makes the next
+  // read stamp its atime under relatime) are seen within attr_timeout, as
+  // the kernel sees them in the attributes it caches.
+  std::int64_t until = now + static_cast<std::int64_t>(cfg_.attr_timeout * 1e9);
+  if (inodes_.link_keeping() == LinkKeeping::Relatime) {
+    // The kernel stamps the atime on a read while it is not newer than the
+    // mtime and the ctime, or is a day old (relatime_need_update): keep the
+    // text only while none of that holds (the read just made stamped it if
+    // it had to, so the common answer is yes).
+    struct stat st {};
+    if (::fstatat(fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return 0;
+    auto ns = [](const struct timespec& ts) {
+      return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+    };
+    struct timespec wall {};
+    ::clock_gettime(CLOCK_REALTIME, &wall);
+    constexpr std::int64_t kDay = 24LL * 3600 * 1'000'000'000;
+    const std::int64_t a = ns(st.st_atim), age = ns(wall) - a;
+    if (a <= ns(st.st_mtim) || a <= ns(st.st_ctim) || age < 0 || age >= kDay) return 0;
+    until = std::min(until, now + (kDay - age));
+  }
+  t->keep(serial, until, out);
+  return 0;
+}
+
 int Filesystem::read_raw_link(int fd, std::string& out) {
   char buf[PATH_MAX];
   ssize_t n = ::readlinkat(fd, "", buf, sizeof buf);
@@ -298,7 +346,7 @@ int Filesystem::readlink(const RequestFrom& from, Inode& link, std::string& out)
   thread_local std::string raw;
   FdRef fd;
   if (link_needs(link) == daemon::LinkNeeds::Nothing && !links_.tracer().active() && inodes_.fd_if_open(link, fd)) {
-    if (int e = read_raw_link(fd.get(), raw); e != 0) return e;
+    if (int e = readlink_text(link, fd, raw); e != 0) return e;
     const daemon::LinkNeeds needs = links_.needs(raw);
     if (needs == daemon::LinkNeeds::Nothing) {
       out.assign(raw);
@@ -310,7 +358,7 @@ int Filesystem::readlink(const RequestFrom& from, Inode& link, std::string& out)
   } else {
     if (int e = become_caller(from, link_needs(link)); e != 0) return e;
     if (int e = inodes_.fd(link, fd); e != 0) return e;
-    if (int e = read_raw_link(fd.get(), raw); e != 0) return e;
+    if (int e = readlink_text(link, fd, raw); e != 0) return e;
   }
   if (int e = expand_text(from, link, raw, -1, out); e != 0) return e;
   state_.counters().readlinks.fetch_add(1, std::memory_order_relaxed);

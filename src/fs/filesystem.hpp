@@ -137,6 +137,11 @@ class Filesystem {
   // Read the raw link text of a symlink fd (no terminating NUL), as readlink
   // does: it may update the link's atime. errno or 0.
   static int read_raw_link(int fd, std::string& out);
+  // READLINK's raw text of the symlink `inode` (`fd` pinned): the text kept
+  // from the last read through the same descriptor while reading it again
+  // would change nothing, the link's atime included (LinkText::kept,
+  // LinkKeeping), else read_raw_link, kept for next time where it may be.
+  int readlink_text(Inode& inode, const FdRef& fd, std::string& out);
   // The raw text of the symlink `inode` (descriptor `fd`) for what must not
   // change its atime (stat, lookup, the raw-text xattr): cached per link,
   // else read without touching the atime where the daemon can (inode_table.hpp).
@@ -157,6 +162,8 @@ class Filesystem {
   bool direct_replies() const noexcept { return direct_allowed_ && initialized_.load(std::memory_order_acquire); }
   bool direct_replies_allowed() const noexcept { return direct_allowed_; }
   daemon::ShardedCounter& direct_replies_counter() noexcept { return direct_count_; }
+  // READLINKs answered from a kept link text, without a readlinkat (readlink_text).
+  const daemon::ShardedCounter& kept_texts_counter() const noexcept { return kept_texts_; }
   // The session once attached (null before): its exit flag.
   fuse_session* session() const noexcept { return session_; }
 
@@ -207,6 +214,7 @@ class Filesystem {
   bool direct_allowed_ = false;
   std::atomic<bool> initialized_{false};
   daemon::ShardedCounter direct_count_;
+  daemon::ShardedCounter kept_texts_;
   const QuietAtime* quiet_atime_ = nullptr;
   bool quiet_files_ = false;
   std::mutex setid_mu_;

@@ -4,6 +4,7 @@
 #include <linux/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/statvfs.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -140,6 +141,72 @@ void LinkText::put(std::uint64_t serial, std::string_view text) {
   valid_ = true;
 }
 
+bool LinkText::kept(std::uint64_t serial, std::int64_t now_ns, std::string& out) const noexcept {
+  // A sequence lock's reader: nothing written, so readers on every CPU share
+  // the line. A torn read shows as a changed count and is not used.
+  const std::uint32_t seq = kept_seq_.load(std::memory_order_acquire);
+  if ((seq & 1) != 0 || serial == 0 || kept_serial_.load(std::memory_order_relaxed) != serial ||
+      now_ns >= kept_until_.load(std::memory_order_relaxed))
+    return false;
+  const std::uint32_t len = kept_len_.load(std::memory_order_relaxed);
+  if (len > kKeptBytes) return false;
+  std::array<std::uint64_t, kKeptBytes / 8> words;
+  for (std::size_t i = 0; i < (len + 7) / 8; ++i) words[i] = kept_words_[i].load(std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (kept_seq_.load(std::memory_order_relaxed) != seq) return false;
+  out.assign(reinterpret_cast<const char*>(words.data()), len);
+  return true;
+}
+
+void LinkText::keep(std::uint64_t serial, std::int64_t until_ns, std::string_view text) noexcept {
+  if (!keepable_ || text.size() > kKeptBytes) return;
+  std::lock_guard lock(mu_);
+  const std::uint32_t seq = kept_seq_.load(std::memory_order_relaxed);
+  kept_seq_.store(seq + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  kept_serial_.store(serial, std::memory_order_relaxed);
+  kept_until_.store(until_ns, std::memory_order_relaxed);
+  kept_len_.store(static_cast<std::uint32_t>(text.size()), std::memory_order_relaxed);
+  for (std::size_t i = 0; i < (text.size() + 7) / 8; ++i) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, text.data() + i * 8, std::min<std::size_t>(8, text.size() - i * 8));
+    kept_words_[i].store(w, std::memory_order_relaxed);
+  }
+  kept_seq_.store(seq + 2, std::memory_order_release);
+}
+
+void LinkText::drop_kept() noexcept {
+  if (!keepable_) return;
+  std::lock_guard lock(mu_);
+  const std::uint32_t seq = kept_seq_.load(std::memory_order_relaxed);
+  kept_seq_.store(seq + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  kept_serial_.store(0, std::memory_order_relaxed);
+  kept_seq_.store(seq + 2, std::memory_order_release);
+}
+
+LinkKeeping link_keeping(unsigned long f_type, unsigned long f_flags) noexcept {
+  // Local filesystems: a link's text is written when it is made and never
+  // again; whatever replaces it is another inode, which an open descriptor
+  // (the kept text's key) tells apart. A network or FUSE filesystem may
+  // answer a new text for the same inode (a path-based server, another
+  // client's change) and is read every time.
+  switch (f_type) {
+    case 0xEF53:      // ext2/3/4
+    case 0x58465342:  // xfs
+    case 0x9123683E:  // btrfs
+    case 0x01021994:  // tmpfs
+    case 0x2FC12FC1:  // zfs
+    case 0xF2F52010:  // f2fs
+      break;
+    default:
+      return LinkKeeping::Never;
+  }
+  if ((f_flags & (ST_NOATIME | ST_RDONLY)) != 0) return LinkKeeping::Always;
+  if ((f_flags & ST_RELATIME) != 0) return LinkKeeping::Relatime;
+  return LinkKeeping::Never;  // strictatime: every read stamps the atime
+}
+
 std::string fs_type_name(unsigned long f_type) {
   char hex[32];
   std::snprintf(hex, sizeof hex, "0x%lx", f_type);
@@ -204,6 +271,8 @@ Result<std::unique_ptr<InodeTable>> InodeTable::create(const std::string& source
   const bool try_handles = options.handles != HandleChoice::Off && options.can_open_handles;
   t->handles_ = decide_handles(options.handles, options.can_open_handles, statfs_type(fd),
                                try_handles ? probe_handles(fd) : std::string());
+  if (struct statfs sfs {}; ::fstatfs(fd, &sfs) == 0)
+    t->link_keeping_ = fs::link_keeping(static_cast<unsigned long>(sfs.f_type), static_cast<unsigned long>(sfs.f_flags));
   t->root_ = new Inode(st.st_dev, st.st_ino, st.st_mode & S_IFMT);
   t->root_->refs_ = 1;  // never forgotten
   t->root_->in_map_ = true;
@@ -345,6 +414,9 @@ Result<Inode*> InodeTable::adopt(Inode& parent, std::string_view name, UniqueFd 
           map_.erase(it);
         }
         inode = fresh.release();
+        // Only SOURCE's own device: a filesystem mounted inside it may be
+        // of another kind (and after reopen_source, the old device is gone).
+        if (inode->link_) inode->link_->keepable_ = link_keeping_ != LinkKeeping::Never && inode->dev_ == source_dev_;
         inode->refs_ = 1;
         inode->in_map_ = true;
         map_.insert(inode);
@@ -594,6 +666,7 @@ void InodeTable::moved(Inode& new_parent, std::string_view new_name, const struc
       if (LinkText* t = inode->link_text()) t->set_parent(new_parent.dev(), new_parent.ino());
     }
     inode->name_.assign(new_name);
+    if (LinkText* t = inode->link_text()) t->drop_kept();  // a rename changes its ctime
   }
   destroy(dead);
 }

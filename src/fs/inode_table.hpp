@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -88,6 +89,22 @@ class LinkText {
   // The text when it was read through the descriptor numbered `serial`.
   bool get(std::uint64_t serial, std::string& out) const;
   void put(std::uint64_t serial, std::string_view text);
+
+  // What READLINK answers from without a readlinkat (Filesystem::raw_text):
+  // a text of at most kKeptBytes, read through descriptor `serial`, kept
+  // until `until_ns` (CLOCK_MONOTONIC_COARSE), because reading it again
+  // before then would change nothing, not even the link's atime (see
+  // LinkKeeping). Read without a lock (a sequence count: no shared line is
+  // written), so that callers on every CPU reading one link do not contend.
+  // Only links the table marked keepable (a filesystem whose links never
+  // change in place, SOURCE's own device) are kept.
+  static constexpr std::size_t kKeptBytes = 128;
+  bool keepable() const noexcept { return keepable_; }
+  bool kept(std::uint64_t serial, std::int64_t now_ns, std::string& out) const noexcept;
+  void keep(std::uint64_t serial, std::int64_t until_ns, std::string_view text) noexcept;
+  // Forgets the kept text: an operation through the mount changed the
+  // link's ctime, after which a read may stamp its atime again.
+  void drop_kept() noexcept;
   // How much of the caller the last expansion needed (LinkNeeds as a
   // number; Host before the first): what an operation on this link fetches
   // up front, so that it asks CallerContexts once.
@@ -121,7 +138,26 @@ class LinkText {
   bool valid_ = false;
   std::uint64_t serial_ = 0;
   std::string text_;
+  // The kept text: written under mu_, odd kept_seq_ while it is.
+  friend class InodeTable;
+  bool keepable_ = false;  // set before the inode is published, immutable afterwards
+  std::atomic<std::uint32_t> kept_seq_{0};
+  std::atomic<std::uint64_t> kept_serial_{0};  // 0: none
+  std::atomic<std::int64_t> kept_until_{0};
+  std::atomic<std::uint32_t> kept_len_{0};
+  std::array<std::atomic<std::uint64_t>, kKeptBytes / 8> kept_words_{};
 };
+
+// When READLINK may answer from a kept text instead of reading the link
+// again: never when a read would stamp the link's atime (a strictatime
+// mount), always when no read does (noatime, read-only), and with relatime
+// while the link's atime is newer than its mtime and ctime and less than a
+// day old (the kernel's rule for stamping it), at most -o attr_timeout at a
+// time. Only for filesystems whose links never change in place under an
+// open descriptor: local ones. Network and FUSE sources read every time.
+enum class LinkKeeping { Never, Always, Relatime };
+// From SOURCE's statfs f_type and f_flags. Pure.
+LinkKeeping link_keeping(unsigned long f_type, unsigned long f_flags) noexcept;
 
 class Inode {
  public:
@@ -268,6 +304,7 @@ class InodeTable {
 
   // How evicted inodes of SOURCE are found again, and why.
   const HandleDecision& handle_mode() const noexcept { return handles_; }
+  LinkKeeping link_keeping() const noexcept { return link_keeping_; }
   // Handles that open_by_handle_at refused with ESTALE, and how many of
   // those inodes were then found by parent and name.
   std::uint64_t stale_handles() const noexcept { return stale_handles_.load(std::memory_order_relaxed); }
@@ -325,6 +362,7 @@ class InodeTable {
   const std::string source_;
   const Options options_;
   HandleDecision handles_;  // for SOURCE's own mount; set in create()
+  LinkKeeping link_keeping_ = LinkKeeping::Never;  // for SOURCE's own device; set in create()
   Inode* root_ = nullptr;
   std::atomic<int> root_fd_{-1};  // O_PATH, never evicted; replaced by reopen_source()
   mutable std::mutex mu_;  // guards map_, retired_devs_ and every Inode's refs_, parent_, name_, in_map_

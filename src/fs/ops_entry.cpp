@@ -216,6 +216,9 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
       if (!(err == EPERM && setid_file)) return (void)fuse_reply_err(req, err);
     }
   }
+  // Every SETATTR changes the ctime, after which a read of a link may stamp
+  // its atime again (relatime): READLINK reads it once more.
+  if (LinkText* t = inode.link_text()) t->drop_kept();
   struct stat st {};
   if (int e = fs.stat_inode(req, inode, fd, st); e != 0) return (void)fuse_reply_err(req, e);
   // The kernel's notice ahead of a write, fallocate or copy that clears

@@ -6,11 +6,15 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -219,4 +223,85 @@ TEST_F(InodeTableTest, EveryInodeKnowsItsParent) {
   EXPECT_EQ(st.st_ino, root.st_ino);
   vsymfs::fs::FdRef none;
   EXPECT_EQ(table_->parent_fd(table_->root(), none), ENOENT);
+}
+
+// What READLINK may answer without reading the link (LinkKeeping): only
+// local filesystems, and by their atime mode.
+TEST(LinkKeeping, ByTypeAndAtimeMode) {
+  using vsymfs::fs::link_keeping;
+  using vsymfs::fs::LinkKeeping;
+  constexpr unsigned long kExt4 = 0xEF53, kTmpfs = 0x01021994, kXfs = 0x58465342;
+  EXPECT_EQ(link_keeping(kExt4, ST_RELATIME), LinkKeeping::Relatime);
+  EXPECT_EQ(link_keeping(kTmpfs, ST_NOATIME), LinkKeeping::Always);
+  EXPECT_EQ(link_keeping(kXfs, ST_RDONLY | ST_RELATIME), LinkKeeping::Always);
+  EXPECT_EQ(link_keeping(kExt4, 0), LinkKeeping::Never) << "strictatime: every read stamps the atime";
+  EXPECT_EQ(link_keeping(0x65735546, ST_NOATIME), LinkKeeping::Never) << "FUSE: a server may change a link in place";
+  EXPECT_EQ(link_keeping(0x6969, ST_RELATIME), LinkKeeping::Never) << "NFS";
+  EXPECT_EQ(link_keeping(0x794C7630, ST_RELATIME), LinkKeeping::Never) << "overlayfs";
+}
+
+// The kept text of a link: only for the descriptor it was read through,
+// until its deadline, short texts only, and gone once dropped.
+TEST_F(InodeTableTest, AKeptLinkTextIsForItsDescriptorAndItsTimeOnly) {
+  ASSERT_EQ(::symlink("some/target", (dir_ + "/l").c_str()), 0);
+  Inode* inode = adopt("l");
+  ASSERT_NE(inode, nullptr);
+  vsymfs::fs::LinkText* t = inode->link_text();
+  ASSERT_NE(t, nullptr);
+  struct statfs sfs {};
+  ASSERT_EQ(::statfs(dir_.c_str(), &sfs), 0);
+  if (vsymfs::fs::link_keeping(static_cast<unsigned long>(sfs.f_type), static_cast<unsigned long>(sfs.f_flags)) ==
+      vsymfs::fs::LinkKeeping::Never) {
+    EXPECT_FALSE(t->keepable());
+    GTEST_SKIP() << "the temporary directory's filesystem (f_type 0x" << std::hex << sfs.f_type
+                 << ") keeps no link text: every READLINK reads";
+  }
+  ASSERT_TRUE(t->keepable());
+  std::string out;
+  EXPECT_FALSE(t->kept(7, 100, out)) << "nothing kept yet";
+  t->keep(7, 200, "some/target");
+  ASSERT_TRUE(t->kept(7, 100, out));
+  EXPECT_EQ(out, "some/target");
+  EXPECT_FALSE(t->kept(8, 100, out)) << "another descriptor (the inode may be another file)";
+  EXPECT_FALSE(t->kept(0, 100, out)) << "no descriptor pinned";
+  EXPECT_FALSE(t->kept(7, 200, out)) << "past its deadline";
+  const std::string longest(vsymfs::fs::LinkText::kKeptBytes, 'x');
+  t->keep(9, 300, longest);
+  ASSERT_TRUE(t->kept(9, 100, out));
+  EXPECT_EQ(out, longest);
+  EXPECT_FALSE(t->kept(7, 100, out)) << "replaced";
+  t->keep(10, 300, longest + "y");
+  EXPECT_FALSE(t->kept(10, 100, out)) << "too long to keep";
+  EXPECT_TRUE(t->kept(9, 100, out)) << "a text too long to keep leaves the kept one alone";
+  t->keep(11, 300, "a");
+  ASSERT_TRUE(t->kept(11, 100, out));
+  EXPECT_EQ(out, "a") << "a shorter text after a longer one";
+  t->drop_kept();
+  EXPECT_FALSE(t->kept(11, 100, out)) << "dropped";
+}
+
+// Readers on other threads never see a mix of two texts.
+TEST_F(InodeTableTest, AKeptLinkTextIsNeverSeenTorn) {
+  ASSERT_EQ(::symlink("t", (dir_ + "/l").c_str()), 0);
+  Inode* inode = adopt("l");
+  ASSERT_NE(inode, nullptr);
+  vsymfs::fs::LinkText* t = inode->link_text();
+  if (!t->keepable()) GTEST_SKIP() << "the temporary directory's filesystem keeps no link text";
+  const std::string a(100, 'a'), b(100, 'b');
+  std::atomic<bool> stop{false};
+  std::atomic<long> seen{0}, torn{0};
+  std::thread reader([&] {
+    std::string out;
+    while (!stop.load()) {
+      if (!t->kept(1, 0, out)) continue;
+      seen.fetch_add(1);
+      if (out != a && out != b) torn.fetch_add(1);
+    }
+  });
+  for (int i = 0; i < 200000; ++i) t->keep(1, 1, i % 2 ? a : b);
+  // Until the reader has seen some (a slow machine may not have started it).
+  while (seen.load() < 1000) t->keep(1, 1, a);
+  stop.store(true);
+  reader.join();
+  EXPECT_EQ(torn.load(), 0) << "of " << seen.load() << " reads";
 }

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <pwd.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/temp_dir.hpp"
 #include "mount_fixture.hpp"
 
 namespace vsymfs::testing {
@@ -270,6 +272,69 @@ TEST(SymlinkTimes, ALinkReplacedInSourceUnderAnEvictedDescriptorShowsItsNewText)
   if (reused == 0)
     GTEST_SKIP() << "SOURCE's filesystem never gave a new link the old number in 60 tries "
                     "(the new text was right every time)";
+}
+
+// READLINK answers from the text it read last while a read would change
+// nothing, the atime included (LinkText::kept). Through the mount, a
+// SETATTR or a rename changes the link's ctime; natively (relatime) the
+// next readlink then stamps the atime again, and so it must here.
+TEST(SymlinkTimes, ReadlinkAfterASetattrOrARenameThroughTheMountStampsTheAtimeAgain) {
+  Mount m;
+  ASSERT_EQ(::symlink("plain/target", m.src("l").c_str()), 0);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(read_link(m.mnt("l")), "plain/target");
+  set_atime_past(m.mnt("l"));  // a SETATTR
+  ASSERT_EQ(times_of(m.src("l")).a.tv_sec, kPast);
+  EXPECT_EQ(read_link(m.mnt("l")), "plain/target");
+  EXPECT_NE(times_of(m.src("l")).a.tv_sec, kPast) << "readlink after a setattr stamps the atime, as natively";
+
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(read_link(m.mnt("l")), "plain/target");
+  set_atime_past(m.src("l"));  // in SOURCE: no request reaches the daemon
+  ASSERT_EQ(::rename(m.mnt("l").c_str(), m.mnt("l2").c_str()), 0) << std::strerror(errno);
+  EXPECT_EQ(read_link(m.mnt("l2")), "plain/target");
+  EXPECT_NE(times_of(m.src("l2")).a.tv_sec, kPast) << "readlink after a rename stamps the atime, as natively";
+}
+
+// On a local SOURCE with relatime (the common case), repeated readlinks of
+// one link are answered from the kept text; vsymctl status counts them.
+TEST(SymlinkTimes, RepeatedReadlinksOfALinkAreAnsweredFromItsKeptText) {
+  Mount m;
+  ASSERT_EQ(::symlink("plain/target", m.src("l").c_str()), 0);
+  int status = -1;
+  const std::string before = capture_as(As{}, {vsymctl_bin(), "-m", m.mnt(), "status"}, &status);
+  ASSERT_EQ(status, 0);
+  if (before.find("link_texts: kept") == std::string::npos)
+    GTEST_SKIP() << "SOURCE's filesystem keeps no link text (a network or FUSE filesystem, or strictatime): "
+                 << before.substr(before.find("link_texts"), 120);
+  // Many readlinks, most within one attr_timeout of the first.
+  for (int i = 0; i < 50; ++i) ASSERT_EQ(read_link(m.mnt("l")), "plain/target");
+  const std::string after = capture_as(As{}, {vsymctl_bin(), "-m", m.mnt(), "status"}, &status);
+  const std::size_t at = after.find("link_texts: ");
+  ASSERT_NE(at, std::string::npos) << after;
+  const std::size_t comma = after.find(", ", at);
+  ASSERT_NE(comma, std::string::npos) << after.substr(at, 160);
+  EXPECT_GE(std::stol(after.substr(comma + 2)), 25) << after.substr(at, 160);
+}
+
+// With strictatime every read stamps the atime natively: READLINK then
+// reads the link every time, even right after the last one.
+TEST(SymlinkTimes, OnAStrictatimeSourceEveryReadlinkStampsTheAtime) {
+  vsymfs::test::TempDir dir{"strictatime"};
+  if (::mount("vsymfs-test", dir.path().c_str(), "tmpfs", MS_STRICTATIME, "mode=0755") != 0)
+    GTEST_SKIP() << "cannot mount a tmpfs with strictatime here: " << std::strerror(errno);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{dir.path()};
+  Mount m({.source = dir.path()});
+  const std::string link = dir.path() + "/l";
+  ASSERT_EQ(::symlink("plain/target", link.c_str()), 0);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(read_link(m.mnt("l")), "plain/target");
+  set_atime_past(link);  // in SOURCE: no request reaches the daemon
+  EXPECT_EQ(read_link(m.mnt("l")), "plain/target");
+  EXPECT_NE(times_of(link).a.tv_sec, kPast) << "strictatime: every readlink stamps the atime";
+  int status = -1;
+  EXPECT_NE(capture_as(As{}, {vsymctl_bin(), "-m", m.mnt(), "status"}, &status).find("link_texts: read every time"),
+            std::string::npos);
 }
 
 }  // namespace
