@@ -617,6 +617,11 @@ std::shared_ptr<const Caller> CallerContexts::described(Caller caller) {
 
 CallerContexts::Options::ImageKey CallerContexts::image_key() const noexcept { return impl_->key_in_use; }
 
+const char* CallerContexts::exec_events_check() const noexcept {
+  if (!impl_->watcher) return "none";
+  return impl_->watcher->doorbell() ? "doorbell" : "poll";
+}
+
 void CallerContexts::set_timeout_counter(std::atomic<std::uint64_t>* counter) noexcept {
   impl_->pool.count_timeouts_in(counter);
 }

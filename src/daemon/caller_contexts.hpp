@@ -126,6 +126,10 @@ class CallerContexts {
 
   // Which ImageKey is in use (never Auto): for logs and tests.
   Options::ImageKey image_key() const noexcept;
+  // How a lookup learns of exec and exit events, for vsymctl status:
+  // "doorbell" (a load of words the kernel writes: no syscall), "poll"
+  // (one poll per lookup), or "none" (image keys instead of events).
+  const char* exec_events_check() const noexcept;
 
  private:
   struct Impl;

@@ -27,6 +27,7 @@ void CacheStatus::status(StatusLines& out) const {
       {"expansion_memo_hits", ls.memo_hits},
   };
   for (const auto& [key, value] : lines) out.emplace_back(key, std::to_string(value));
+  out.emplace_back("caller_exec_events", contexts_.exec_events_check());
 }
 
 }  // namespace vsymfs::daemon
