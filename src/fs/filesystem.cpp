@@ -244,6 +244,15 @@ std::int64_t coarse_now_ns() noexcept {
 
 }  // namespace
 
+bool Filesystem::kept_link_text(Inode& inode, std::string& out) {
+  const LinkText* t = inode.link_text();
+  if (t == nullptr || !t->keepable()) return false;
+  const std::uint64_t serial = InodeTable::open_serial(inode);
+  if (serial == 0 || !t->kept(serial, coarse_now_ns(), out)) return false;
+  kept_texts_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
 int Filesystem::readlink_text(Inode& inode, const FdRef& fd, std::string& out) {
   LinkText* t = inode.link_text();
   const std::uint64_t serial = InodeTable::serial(inode, fd);
@@ -345,8 +354,17 @@ class ParentDirectory final : public daemon::LinkDirectory {
 int Filesystem::readlink(const RequestFrom& from, Inode& link, std::string& out) {
   thread_local std::string raw;
   FdRef fd;
-  if (link_needs(link) == daemon::LinkNeeds::Nothing && !links_.tracer().active() && inodes_.fd_if_open(link, fd)) {
-    if (int e = readlink_text(link, fd, raw); e != 0) return e;
+  // A link whose last expansion needed nothing of its caller: its text
+  // kept (no pin, no syscall), else read through its open descriptor.
+  bool have = false;
+  if (link_needs(link) == daemon::LinkNeeds::Nothing && !links_.tracer().active()) {
+    have = kept_link_text(link, raw);
+    if (!have && inodes_.fd_if_open(link, fd)) {
+      if (int e = readlink_text(link, fd, raw); e != 0) return e;
+      have = true;
+    }
+  }
+  if (have) {
     const daemon::LinkNeeds needs = links_.needs(raw);
     if (needs == daemon::LinkNeeds::Nothing) {
       out.assign(raw);
@@ -357,8 +375,10 @@ int Filesystem::readlink(const RequestFrom& from, Inode& link, std::string& out)
     if (int e = become_caller(from, needs); e != 0) return e;
   } else {
     if (int e = become_caller(from, link_needs(link)); e != 0) return e;
-    if (int e = inodes_.fd(link, fd); e != 0) return e;
-    if (int e = readlink_text(link, fd, raw); e != 0) return e;
+    if (!kept_link_text(link, raw)) {
+      if (int e = inodes_.fd(link, fd); e != 0) return e;
+      if (int e = readlink_text(link, fd, raw); e != 0) return e;
+    }
   }
   if (int e = expand_text(from, link, raw, -1, out); e != 0) return e;
   state_.counters().readlinks.fetch_add(1, std::memory_order_relaxed);

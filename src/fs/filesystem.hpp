@@ -142,6 +142,9 @@ class Filesystem {
   // would change nothing, the link's atime included (LinkText::kept,
   // LinkKeeping), else read_raw_link, kept for next time where it may be.
   int readlink_text(Inode& inode, const FdRef& fd, std::string& out);
+  // The same kept text without pinning the descriptor (InodeTable::open_serial):
+  // true when there is one to answer from.
+  bool kept_link_text(Inode& inode, std::string& out);
   // The raw text of the symlink `inode` (descriptor `fd`) for what must not
   // change its atime (stat, lookup, the raw-text xattr): cached per link,
   // else read without touching the atime where the daemon can (inode_table.hpp).

@@ -632,6 +632,17 @@ std::uint64_t InodeTable::serial(const Inode& inode, const FdRef& ref) noexcept 
   return inode.slot_.serial.load(std::memory_order_relaxed);
 }
 
+std::uint64_t InodeTable::open_serial(const Inode& inode) noexcept {
+  // A serial changes only while the slot holds no descriptor, and insert()
+  // publishes the new one with the descriptor's store. So with the same
+  // serial before and after a descriptor was seen in the slot, that
+  // descriptor was the one of that serial, open at that moment.
+  const FdSlot& slot = inode.slot_;
+  const std::uint64_t before = slot.serial.load(std::memory_order_acquire);
+  if (slot.fd.load(std::memory_order_acquire) < 0) return 0;
+  return slot.serial.load(std::memory_order_acquire) == before ? before : 0;
+}
+
 int InodeTable::parent_fd(Inode& inode, FdRef& out) {
   out.reset();
   Inode* parent = nullptr;

@@ -277,6 +277,11 @@ class InodeTable {
   bool fd_if_open(Inode& inode, FdRef& out);
   // Which of the inode's descriptors `ref` (from fd()) pins (FdSlot::serial).
   static std::uint64_t serial(const Inode& inode, const FdRef& ref) noexcept;
+  // Which of the inode's descriptors is open now, without pinning it (no
+  // shared line written): its serial, or 0 when none is (or the root).
+  // Good for a look at what was kept with that descriptor (LinkText::kept);
+  // the descriptor itself may close the moment after.
+  static std::uint64_t open_serial(const Inode& inode) noexcept;
   // A pinned descriptor of the directory the inode was last found in.
   // ENOENT when unknown (the root).
   int parent_fd(Inode& inode, FdRef& out);

@@ -305,3 +305,31 @@ TEST_F(InodeTableTest, AKeptLinkTextIsNeverSeenTorn) {
   reader.join();
   EXPECT_EQ(torn.load(), 0) << "of " << seen.load() << " reads";
 }
+
+// open_serial names the descriptor open now, as a pin would, and nothing
+// once the descriptor is gone.
+TEST_F(InodeTableTest, OpenSerialNamesTheDescriptorOpenNow) {
+  ASSERT_EQ(::symlink("t", (dir_ + "/l").c_str()), 0);
+  Inode* inode = adopt("l");
+  ASSERT_NE(inode, nullptr);
+  vsymfs::fs::FdRef ref;
+  ASSERT_EQ(table_->fd(*inode, ref), 0);
+  const std::uint64_t pinned = InodeTable::serial(*inode, ref);
+  ASSERT_NE(pinned, 0u);
+  EXPECT_EQ(InodeTable::open_serial(*inode), pinned);
+  ref.reset();
+  EXPECT_EQ(InodeTable::open_serial(table_->root()), 0u) << "the root has no serial";
+  // More files than the budget of 16: the link's descriptor is evicted.
+  for (int i = 0; i < 40; ++i) {
+    const std::string name = "f" + std::to_string(i);
+    std::ofstream(dir_ + "/" + name) << "x";
+    Inode* f = adopt(name);
+    vsymfs::fs::FdRef r;
+    ASSERT_EQ(table_->fd(*f, r), 0);
+  }
+  const std::uint64_t now = InodeTable::open_serial(*inode);
+  EXPECT_NE(now, pinned) << "an evicted descriptor's serial must not be named";
+  ASSERT_EQ(table_->fd(*inode, ref), 0);
+  EXPECT_EQ(InodeTable::open_serial(*inode), InodeTable::serial(*inode, ref)) << "the new descriptor";
+  EXPECT_NE(InodeTable::serial(*inode, ref), pinned);
+}
