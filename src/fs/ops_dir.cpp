@@ -196,12 +196,16 @@ void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent_ino, const char* 
   Inode& newparent = fs.inode(newparent_ino);
   if (int e = fs.become_caller(req); e != 0) return (void)fuse_reply_err(req, e);
   FdRef fd, npfd;
-  if (int e = fs.inodes().fd(fs.inode(ino), fd); e != 0) return (void)fuse_reply_err(req, e);
+  Inode& inode = fs.inode(ino);
+  if (int e = fs.inodes().fd(inode, fd); e != 0) return (void)fuse_reply_err(req, e);
   if (int e = fs.inodes().fd(newparent, npfd); e != 0) return (void)fuse_reply_err(req, e);
   // linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, which the caller's
   // identity does not have; the /proc/self/fd path does the same unprivileged.
   if (::linkat(AT_FDCWD, ProcFdPath(fd.get()).c_str(), npfd.get(), newname, AT_SYMLINK_FOLLOW) != 0)
     return (void)fuse_reply_err(req, errno);
+  // A new name changes the ctime, after which a read of a link may stamp its
+  // atime again (relatime): READLINK reads it once more.
+  if (LinkText* t = inode.link_text()) t->drop_kept();
   fuse_entry_param e;
   if (int err = fs.lookup(req, newparent, npfd.get(), newname, e, false); err != 0) return (void)fuse_reply_err(req, err);
   fuse_reply_entry(req, &e);

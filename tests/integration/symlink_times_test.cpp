@@ -276,9 +276,9 @@ TEST(SymlinkTimes, ALinkReplacedInSourceUnderAnEvictedDescriptorShowsItsNewText)
 
 // READLINK answers from the text it read last while a read would change
 // nothing, the atime included (LinkText::kept). Through the mount, a
-// SETATTR or a rename changes the link's ctime; natively (relatime) the
+// SETATTR, a rename or a new hard link changes the link's ctime; natively (relatime) the
 // next readlink then stamps the atime again, and so it must here.
-TEST(SymlinkTimes, ReadlinkAfterASetattrOrARenameThroughTheMountStampsTheAtimeAgain) {
+TEST(SymlinkTimes, ReadlinkAfterASetattrRenameOrLinkThroughTheMountStampsTheAtimeAgain) {
   Mount m;
   ASSERT_EQ(::symlink("plain/target", m.src("l").c_str()), 0);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(read_link(m.mnt("l")), "plain/target");
@@ -292,6 +292,12 @@ TEST(SymlinkTimes, ReadlinkAfterASetattrOrARenameThroughTheMountStampsTheAtimeAg
   ASSERT_EQ(::rename(m.mnt("l").c_str(), m.mnt("l2").c_str()), 0) << std::strerror(errno);
   EXPECT_EQ(read_link(m.mnt("l2")), "plain/target");
   EXPECT_NE(times_of(m.src("l2")).a.tv_sec, kPast) << "readlink after a rename stamps the atime, as natively";
+
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(read_link(m.mnt("l2")), "plain/target");
+  set_atime_past(m.src("l2"));  // in SOURCE again
+  ASSERT_EQ(::link(m.mnt("l2").c_str(), m.mnt("l3").c_str()), 0) << std::strerror(errno);  // a hard link to the link
+  EXPECT_EQ(read_link(m.mnt("l2")), "plain/target");
+  EXPECT_NE(times_of(m.src("l2")).a.tv_sec, kPast) << "readlink after a new hard link stamps the atime, as natively";
 }
 
 // On a local SOURCE with relatime (the common case), repeated readlinks of
