@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -299,10 +300,13 @@ TEST_F(InodeTableTest, AKeptLinkTextIsNeverSeenTorn) {
     }
   });
   for (int i = 0; i < 200000; ++i) t->keep(1, 1, i % 2 ? a : b);
-  // Until the reader has seen some (a slow machine may not have started it).
-  while (seen.load() < 1000) t->keep(1, 1, a);
+  // Until the reader has seen some (a slow machine may not have started
+  // it), for at most 30 s: a kept() that never answers fails, not hangs.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (seen.load() < 1000 && std::chrono::steady_clock::now() < deadline) t->keep(1, 1, a);
   stop.store(true);
   reader.join();
+  EXPECT_GE(seen.load(), 1000) << "the reader never saw the kept text";
   EXPECT_EQ(torn.load(), 0) << "of " << seen.load() << " reads";
 }
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <filesystem>
@@ -37,6 +38,7 @@ namespace fs = std::filesystem;
 
 constexpr time_t kPast = 1000000000;  // 2001-09-09: older than any mtime, so relatime would update it
 constexpr uid_t kNobody = 65534;
+constexpr auto kLimit = std::chrono::seconds(60);
 
 struct Times {
   struct timespec a, m, c;
@@ -280,6 +282,7 @@ TEST(SymlinkTimes, ALinkReplacedInSourceUnderAnEvictedDescriptorShowsItsNewText)
 // next readlink then stamps the atime again, and so it must here.
 TEST(SymlinkTimes, ReadlinkAfterASetattrRenameOrLinkThroughTheMountStampsTheAtimeAgain) {
   Mount m;
+  Watchdog dog({&m}, kLimit);  // a hung mount fails the test instead of the run
   ASSERT_EQ(::symlink("plain/target", m.src("l").c_str()), 0);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(read_link(m.mnt("l")), "plain/target");
   set_atime_past(m.mnt("l"));  // a SETATTR
@@ -304,6 +307,7 @@ TEST(SymlinkTimes, ReadlinkAfterASetattrRenameOrLinkThroughTheMountStampsTheAtim
 // one link are answered from the kept text; vsymctl status counts them.
 TEST(SymlinkTimes, RepeatedReadlinksOfALinkAreAnsweredFromItsKeptText) {
   Mount m;
+  Watchdog dog({&m}, kLimit);  // a hung mount fails the test instead of the run
   ASSERT_EQ(::symlink("plain/target", m.src("l").c_str()), 0);
   int status = -1;
   const std::string before = capture_as(As{}, {vsymctl_bin(), "-m", m.mnt(), "status"}, &status);
@@ -332,6 +336,7 @@ TEST(SymlinkTimes, OnAStrictatimeSourceEveryReadlinkStampsTheAtime) {
     ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
   } unmount{dir.path()};
   Mount m({.source = dir.path()});
+  Watchdog dog({&m}, kLimit);
   const std::string link = dir.path() + "/l";
   ASSERT_EQ(::symlink("plain/target", link.c_str()), 0);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(read_link(m.mnt("l")), "plain/target");
