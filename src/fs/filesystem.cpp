@@ -1,9 +1,11 @@
 #include "fs/filesystem.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
@@ -52,7 +54,38 @@ daemon::RequestIds ids_of(const RequestFrom& from) {
 
 }  // namespace
 
-ProcFdPath::ProcFdPath(int fd) { std::snprintf(buf, sizeof buf, "/proc/self/fd/%d", fd); }
+namespace {
+
+// /proc/self/fd held open: -2 before the first use, -1 when it cannot be.
+std::atomic<int> g_proc_fd_dir{-2};
+
+// In a child of fork the inherited descriptor still names the parent's
+// table (/proc/self was resolved when it was opened).
+void forget_proc_fd_dir() noexcept { g_proc_fd_dir.store(-1, std::memory_order_relaxed); }
+
+int proc_fd_dir() noexcept {
+  int dir = g_proc_fd_dir.load(std::memory_order_relaxed);
+  if (dir != -2) return dir;
+  static const int opened = [] {
+    const int fd = ::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    g_proc_fd_dir.store(fd, std::memory_order_relaxed);
+    ::pthread_atfork(nullptr, nullptr, forget_proc_fd_dir);
+    return fd;
+  }();
+  (void)opened;
+  return g_proc_fd_dir.load(std::memory_order_relaxed);
+}
+
+constexpr std::size_t kProcFdPrefix = sizeof "/proc/self/fd/" - 1;
+
+}  // namespace
+
+ProcFdPath::ProcFdPath(int fd) {
+  std::snprintf(buf, sizeof buf, "/proc/self/fd/%d", fd);
+  const int d = proc_fd_dir();
+  dir_ = d >= 0 ? d : AT_FDCWD;
+  name_ = d >= 0 ? buf + kProcFdPrefix : buf;
+}
 
 Filesystem::Filesystem(FsConfig cfg, InodeTable& inodes, daemon::MountState& state,
                        daemon::CallerContexts& contexts, daemon::LinkService& links)
@@ -338,7 +371,8 @@ class ParentDirectory final : public daemon::LinkDirectory {
  private:
   static std::string fd_path(int fd) {
     char buf[PATH_MAX];
-    const ssize_t n = ::readlink(ProcFdPath(fd).c_str(), buf, sizeof buf);
+    const ProcFdPath path(fd);
+    const ssize_t n = ::readlinkat(path.dir(), path.name(), buf, sizeof buf);
     return n > 0 && static_cast<std::size_t>(n) < sizeof buf ? std::string(buf, static_cast<std::size_t>(n))
                                                               : std::string();
   }

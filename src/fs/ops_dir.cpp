@@ -201,7 +201,8 @@ void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent_ino, const char* 
   if (int e = fs.inodes().fd(newparent, npfd); e != 0) return (void)fuse_reply_err(req, e);
   // linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, which the caller's
   // identity does not have; the /proc/self/fd path does the same unprivileged.
-  if (::linkat(AT_FDCWD, ProcFdPath(fd.get()).c_str(), npfd.get(), newname, AT_SYMLINK_FOLLOW) != 0)
+  const ProcFdPath path(fd.get());
+  if (::linkat(path.dir(), path.name(), npfd.get(), newname, AT_SYMLINK_FOLLOW) != 0)
     return (void)fuse_reply_err(req, errno);
   // A new name changes the ctime, after which a read of a link may stamp its
   // atime again (relatime): READLINK reads it once more.
@@ -219,7 +220,8 @@ void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (!fs.reserve_open_file()) return (void)fuse_reply_err(req, ENFILE);
   // Not openat(fd, "."): walking "." needs search permission, and a
   // directory with r but not x may be listed.
-  int dfd = ::open(ProcFdPath(fd.get()).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const ProcFdPath path(fd.get());
+  int dfd = ::openat(path.dir(), path.name(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) {
     int e = errno;
     fs.release_open_file();

@@ -173,12 +173,12 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
   if (to_set & FUSE_SET_ATTR_MODE) {
     // Symlinks have no mode of their own on Linux.
     if (inode.is_symlink()) return (void)fuse_reply_err(req, EOPNOTSUPP);
-    int r = open_fd >= 0 ? ::fchmod(open_fd, attr->st_mode) : ::chmod(path.c_str(), attr->st_mode);
+    int r = open_fd >= 0 ? ::fchmod(open_fd, attr->st_mode) : ::fchmodat(path.dir(), path.name(), attr->st_mode, 0);
     if (r != 0 && errno == EPERM && only_drops_setid(fd.get(), attr->st_mode)) {
       // The kernel clears set-id bits on behalf of a writer who does not own
       // the file; natively that needs no permission, so neither does it here.
       daemon::ScopedDaemonIdentity as_daemon;
-      r = ::chmod(path.c_str(), attr->st_mode);
+      r = ::fchmodat(path.dir(), path.name(), attr->st_mode, 0);
     }
     if (r != 0) return (void)fuse_reply_err(req, errno);
   }
@@ -243,7 +243,8 @@ void access(fuse_req_t req, fuse_ino_t ino, int mask) {
   FdRef fd;
   if (int e = fs.inodes().fd(fs.inode(ino), fd); e != 0) return (void)fuse_reply_err(req, e);
   // AT_EACCESS: check with the fs ids we switched to, not the daemon's real ids.
-  int r = ::faccessat(AT_FDCWD, ProcFdPath(fd.get()).c_str(), mask, AT_EACCESS);
+  const ProcFdPath path(fd.get());
+  int r = ::faccessat(path.dir(), path.name(), mask, AT_EACCESS);
   fuse_reply_err(req, r == 0 ? 0 : errno);
 }
 

@@ -47,9 +47,9 @@ int open_flags(int flags) { return (flags & ~(O_NOFOLLOW | kOpenForExec)) | O_CL
 // writes, truncation and every other open keep running as the caller.
 int open_for_exec(int path_fd, int flags) {
   const ProcFdPath path(path_fd);
-  if (::faccessat(AT_FDCWD, path.c_str(), X_OK, AT_EACCESS) != 0) return -1;
+  if (::faccessat(path.dir(), path.name(), X_OK, AT_EACCESS) != 0) return -1;
   daemon::ScopedDaemonIdentity as_daemon;
-  return ::open(path.c_str(), open_flags(flags));
+  return ::openat(path.dir(), path.name(), open_flags(flags));
 }
 
 // One buffer that is a file range: libfuse reads or writes it straight from
@@ -159,7 +159,13 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (!fs.reserve_open_file()) return (void)fuse_reply_err(req, ENFILE);
   const bool for_exec = (fi->flags & kOpenForExec) != 0 && (fi->flags & O_ACCMODE) == O_RDONLY &&
                         S_ISREG(fs.inode(ino).type());
-  int ofd = for_exec ? open_for_exec(fd.get(), fi->flags) : ::open(ProcFdPath(fd.get()).c_str(), open_flags(fi->flags));
+  int ofd = -1;
+  if (for_exec) {
+    ofd = open_for_exec(fd.get(), fi->flags);
+  } else {
+    const ProcFdPath path(fd.get());
+    ofd = ::openat(path.dir(), path.name(), open_flags(fi->flags));
+  }
   if (ofd < 0) {
     int e = errno;
     fs.release_open_file();
