@@ -443,6 +443,7 @@ bool Filesystem::entry_size_is_used() const noexcept {
 
 int Filesystem::stat_inode(fuse_req_t req, Inode& inode, const FdRef& fd, struct stat& st) {
   if (::fstatat(fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (S_ISREG(st.st_mode)) inode.saw_size(st.st_size);
   if (S_ISLNK(st.st_mode)) {
     thread_local std::string raw, expansion;
     // A failed expansion keeps the raw length: readlink will report the error.
@@ -526,6 +527,7 @@ int Filesystem::fill_entry(fuse_req_t req, Inode& inode, int parent_fd, bool per
         expand_text(request_from(req), inode, raw, parent_fd, expansion) == 0)
       e.attr.st_size = static_cast<off_t>(expansion.size());
   }
+  if (S_ISREG(e.attr.st_mode)) inode.saw_size(e.attr.st_size);
   e.ino = inodes_.nodeid(inode);
   e.attr_timeout = attr_timeout_for(inode);
   // An @sys name resolves differently per caller: never cache the name.

@@ -173,6 +173,17 @@ class Inode {
   bool is_dir() const noexcept { return S_ISDIR(type_); }
   // The cached raw text of a symlink (null for every other type).
   LinkText* link_text() const noexcept { return link_.get(); }
+  // The size of a regular file in the last attributes sent to the kernel,
+  // -1 before any and while it may be written through a descriptor of ours
+  // (passthrough writes never reach the daemon): a hint (SOURCE may have
+  // changed it since), which spares an OPEN the fstat that only asks
+  // whether the file is small.
+  off_t size_seen() const noexcept { return size_seen_.load(std::memory_order_relaxed); }
+  void saw_size(off_t size) noexcept {
+    // Stored only when it changed: stats of one file from many CPUs read
+    // the line instead of bouncing it.
+    if (size_seen_.load(std::memory_order_relaxed) != size) size_seen_.store(size, std::memory_order_relaxed);
+  }
 
  private:
   friend class InodeTable;
@@ -201,6 +212,7 @@ class Inode {
   int mount_fd_ = -1;              // where the handle opens (owned by the table)
   std::uint8_t handle_len_ = 0;    // f_handle bytes, 0 for none (MAX_HANDLE_SZ is 128)
   std::atomic<bool> handle_stale_{false};  // open_by_handle_at said ESTALE: use the name
+  std::atomic<off_t> size_seen_{-1};
   bool in_map_ = false;            // guarded by InodeTable::mu_
   FdSlot slot_;
   std::unique_ptr<LinkText> link_;  // symlinks only; set before publishing, immutable afterwards

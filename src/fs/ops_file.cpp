@@ -181,10 +181,12 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // ours to write back, and the kernel keeps POSIX locks itself): no FLUSH
   // round trip, which the closing process would wait for. Neither has a
   // writable one on a filesystem whose close() cannot fail.
-  Passthrough::OpenedFile file{.fd = ofd, .flags = fi->flags};
+  Inode& inode = fs.inode(ino);
+  Passthrough::OpenedFile file{.fd = ofd, .flags = fi->flags, .size_seen = inode.size_seen()};
   if ((fi->flags & O_ACCMODE) == O_RDONLY) {
     fi->noflush = 1;
   } else {
+    inode.saw_size(-1);  // writable: the size is not known from here on
     file.fs_type = file_system_type(ofd);
     fi->noflush = close_reports_nothing(file.fs_type);
   }
@@ -240,6 +242,7 @@ void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode
   }
   ofd = fs.quiet_atime(ofd, open_flags(fi->flags), false);
   fi->fh = static_cast<uint64_t>(ofd);
+  fs.inode(e.ino).saw_size(-1);  // open for writing: the size is not known from here on
   const Passthrough::OpenedFile file{.fd = ofd, .flags = fi->flags, .st = &st, .fs_type = file_system_type(ofd)};
   fi->noflush = close_reports_nothing(file.fs_type);
   const bool opened = reply_opened(fs, e.ino, file, [&](bool direct_writes) {
@@ -295,6 +298,8 @@ void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = fs_of(req);
   if (Passthrough* pt = fs.passthrough()) pt->release(ino);
   UniqueFd(file_fd(fi)).reset();  // fi->fh owned it until now
+  // A size seen while it was open for writing may be a partial one.
+  if ((fi->flags & O_ACCMODE) != O_RDONLY) fs.inode(ino).saw_size(-1);
   fs.release_open_file();
   fuse_reply_err(req, 0);
 }

@@ -91,11 +91,16 @@ constexpr off_t kSmallFile = 256 * 1024;
 // without group execute too: since Linux 6.2 a write by someone outside the
 // file's group clears it (tests/parity: setid/*-2767/write).
 bool may_start_passthrough(const Passthrough::OpenedFile& f, struct stat& st, long& fs_type) {
+  // A read-only open of a file last seen small stays plain without asking
+  // again: a hint only, for a file that grew since then reads correctly
+  // through FUSE too.
+  const bool read_only = (f.flags & O_ACCMODE) == O_RDONLY;
+  if (!f.st && read_only && f.size_seen >= 0 && f.size_seen < kSmallFile) return false;
   if (f.st) st = *f.st;
   else if (::fstat(f.fd, &st) != 0) return false;
   if (!S_ISREG(st.st_mode)) return false;
   if (st.st_mode & (S_ISUID | S_ISGID)) return false;
-  if ((f.flags & O_ACCMODE) == O_RDONLY && st.st_size < kSmallFile) return false;
+  if (read_only && st.st_size < kSmallFile) return false;
   fs_type = f.fs_type;
   if (fs_type == 0) {
     struct statfs sf {};

@@ -102,6 +102,7 @@ class Passthrough {
     int flags = 0;                   // the open flags
     const struct stat* st = nullptr;  // its fstat, when the caller has one
     long fs_type = 0;                // its statfs f_type, 0 when not known yet
+    off_t size_seen = -1;            // Inode::size_seen(), -1 when not known
   };
 
   // Decides how an open of `nodeid` does I/O and records it: the first open

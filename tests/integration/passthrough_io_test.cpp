@@ -14,6 +14,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <thread>
 #include <cstring>
 #include <fstream>
 #include <future>
@@ -343,6 +344,53 @@ TEST(PassthroughActive, AFileTheKernelRefusesAsBackingIsServedByTheDaemon) {
       << log;
   EXPECT_GE(std::stoul(match[1]), 1u) << "the file outside the overlay";
   EXPECT_GT(std::stoul(match[3]), 0u) << "the overlay file's writes";
+}
+
+// A read-only open of a file last seen small stays plain FUSE without an
+// fstat (the size the daemon last sent the kernel is the hint). The hint
+// must follow the file: one grown in SOURCE directly is seen large by the
+// next GETATTR, and one grown through the mount is not judged by a size
+// seen while it was open for writing. Both large files are then read
+// through their backing files, not the daemon.
+TEST(PassthroughActive, AFileThatGrewIsReadThroughItsBackingFile) {
+  Mount m(MountOptions{.extra_opts = {"attr_timeout=0.1"}});
+  const std::string big = random_bytes(4u << 20, 8);
+  for (const char* name : {"outside", "through"}) {
+    spit(m.src(name), std::string(4096, 's'));
+    EXPECT_EQ(slurp(m.mnt(name)), std::string(4096, 's'));  // small: plain FUSE, one READ
+  }
+  if (m.daemon_log().find("passthrough: on") == std::string::npos)
+    GTEST_SKIP() << "the kernel or daemon has no passthrough here:\n" << m.daemon_log();
+
+  // Grown in SOURCE: a stat once the attributes expire sees it.
+  spit(m.src("outside"), big);
+  struct stat st {};
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (::stat(m.mnt("outside").c_str(), &st) == 0 && st.st_size != static_cast<off_t>(big.size()) &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(st.st_size, static_cast<off_t>(big.size()));
+  EXPECT_TRUE(same_bytes(slurp(m.mnt("outside")), big));
+
+  // Grown through the mount, with a stat in the middle of the writing.
+  {
+    Fd fd(::open(m.mnt("through").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+    ASSERT_GE(fd.get(), 0) << std::strerror(errno);
+    ASSERT_EQ(::write(fd.get(), big.data(), 8192), 8192);
+    ASSERT_EQ(::stat(m.mnt("through").c_str(), &st), 0) << std::strerror(errno);
+    EXPECT_EQ(st.st_size, 4096 + 8192);
+    ASSERT_EQ(::write(fd.get(), big.data() + 8192, big.size() - 8192), static_cast<ssize_t>(big.size() - 8192));
+  }
+  EXPECT_TRUE(same_bytes(slurp(m.mnt("through")), std::string(4096, 's') + big));
+
+  m.stop();
+  const std::string log = m.daemon_log();
+  std::smatch match;
+  ASSERT_TRUE(std::regex_search(
+      log, match, std::regex(R"(passthrough on: (\d+) backing files opened; (\d+) reads and (\d+) writes reached the daemon)")))
+      << log;
+  // The small files' reads (one READ of 4 KiB each); none of the large ones'.
+  EXPECT_LE(std::stoul(match[2]), 2u) << "a 4 MiB file was read through the daemon";
 }
 
 // -o nopassthrough: every read goes through the daemon.
