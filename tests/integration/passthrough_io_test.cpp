@@ -20,6 +20,7 @@
 #include <future>
 #include <memory>
 #include <random>
+#include <optional>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -74,6 +75,18 @@ void spit(const std::string& path, const std::string& data) {
 }
 
 using Fd = vsymfs::UniqueFd;
+
+// What the daemon's log says at unmount about passthrough.
+struct PassthroughCounts {
+  unsigned long backing_files, reads, writes;
+};
+std::optional<PassthroughCounts> passthrough_counts(const std::string& log) {
+  static const std::regex line(
+      R"(passthrough on: (\d+) backing files opened; (\d+) reads and (\d+) writes reached the daemon)");
+  std::smatch m;
+  if (!std::regex_search(log, m, line)) return std::nullopt;
+  return PassthroughCounts{std::stoul(m[1]), std::stoul(m[2]), std::stoul(m[3])};
+}
 
 // Every data test runs twice: with passthrough (the default) and without.
 class PassthroughIo : public ::testing::TestWithParam<bool> {
@@ -306,13 +319,11 @@ TEST(PassthroughActive, ReadsAndWritesBypassTheDaemon) {
 
   m.stop();
   const std::string log = m.daemon_log();
-  std::smatch match;
-  ASSERT_TRUE(std::regex_search(
-      log, match, std::regex(R"(passthrough on: (\d+) backing files opened; (\d+) reads and (\d+) writes reached the daemon)")))
-      << log;
-  EXPECT_GE(std::stoul(match[1]), 1u);
-  EXPECT_EQ(match[2], "0");
-  EXPECT_EQ(match[3], "0");
+  const std::optional<PassthroughCounts> counts = passthrough_counts(log);
+  ASSERT_TRUE(counts) << log;
+  EXPECT_GE(counts->backing_files, 1u);
+  EXPECT_EQ(counts->reads, 0u);
+  EXPECT_EQ(counts->writes, 0u);
 }
 
 // A file the kernel will not take as a backing file (one on an overlayfs
@@ -338,12 +349,10 @@ TEST(PassthroughActive, AFileTheKernelRefusesAsBackingIsServedByTheDaemon) {
   if (!on) GTEST_SKIP() << "the kernel or daemon has no passthrough here:\n" << m.daemon_log();
   const std::string log = m.daemon_log();
   EXPECT_NE(log.find("such files use plain FUSE I/O (logged once)"), std::string::npos) << log;
-  std::smatch match;
-  ASSERT_TRUE(std::regex_search(
-      log, match, std::regex(R"(passthrough on: (\d+) backing files opened; (\d+) reads and (\d+) writes reached the daemon)")))
-      << log;
-  EXPECT_GE(std::stoul(match[1]), 1u) << "the file outside the overlay";
-  EXPECT_GT(std::stoul(match[3]), 0u) << "the overlay file's writes";
+  const std::optional<PassthroughCounts> counts = passthrough_counts(log);
+  ASSERT_TRUE(counts) << log;
+  EXPECT_GE(counts->backing_files, 1u) << "the file outside the overlay";
+  EXPECT_GT(counts->writes, 0u) << "the overlay file's writes";
 }
 
 // A read-only open of a file last seen small stays plain FUSE without an
@@ -385,12 +394,10 @@ TEST(PassthroughActive, AFileThatGrewIsReadThroughItsBackingFile) {
 
   m.stop();
   const std::string log = m.daemon_log();
-  std::smatch match;
-  ASSERT_TRUE(std::regex_search(
-      log, match, std::regex(R"(passthrough on: (\d+) backing files opened; (\d+) reads and (\d+) writes reached the daemon)")))
-      << log;
+  const std::optional<PassthroughCounts> counts = passthrough_counts(log);
+  ASSERT_TRUE(counts) << log;
   // The small files' reads (one READ of 4 KiB each); none of the large ones'.
-  EXPECT_LE(std::stoul(match[2]), 2u) << "a 4 MiB file was read through the daemon";
+  EXPECT_LE(counts->reads, 2u) << "a 4 MiB file was read through the daemon";
 }
 
 // -o nopassthrough: every read goes through the daemon.
