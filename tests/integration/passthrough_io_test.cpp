@@ -363,6 +363,7 @@ TEST(PassthroughActive, AFileTheKernelRefusesAsBackingIsServedByTheDaemon) {
 // through their backing files, not the daemon.
 TEST(PassthroughActive, AFileThatGrewIsReadThroughItsBackingFile) {
   Mount m(MountOptions{.extra_opts = {"attr_timeout=0.1"}});
+  vsymfs::testing::Watchdog dog({&m}, std::chrono::seconds(60));  // a hung mount fails the test, not the run
   const std::string big = random_bytes(4u << 20, 8);
   for (const char* name : {"outside", "through"}) {
     spit(m.src(name), std::string(4096, 's'));
@@ -391,6 +392,8 @@ TEST(PassthroughActive, AFileThatGrewIsReadThroughItsBackingFile) {
     ASSERT_EQ(::write(fd.get(), big.data() + 8192, big.size() - 8192), static_cast<ssize_t>(big.size() - 8192));
   }
   EXPECT_TRUE(same_bytes(slurp(m.mnt("through")), std::string(4096, 's') + big));
+  dog.disarm();
+  EXPECT_FALSE(dog.fired());
 
   m.stop();
   const std::string log = m.daemon_log();
