@@ -114,10 +114,13 @@ class LinkText {
   }
   // The (st_dev, st_ino) of the directory the link was last found in, which
   // keys its @sys probe answers (sys_probes.hpp): read without the table's
-  // lock or a descriptor. Written under InodeTable::mu_ with the parent; a
-  // reader racing a rename may get either directory, or (across devices)
-  // one's device and the other's number, which keys no answer of either:
-  // a probe that misses checks the descriptor it probes through
+  // lock or a descriptor. Written under InodeTable::mu_ with the parent.
+  // A rename or a hard link never crosses devices, so a reader racing one
+  // gets the old directory's number or the new one's with the same device:
+  // the old directory's answers for a request that raced the move, as if it
+  // had come just before it. Only a link bind-mounted onto a name in
+  // another filesystem could mix one directory's device with the other's
+  // number. A probe that misses checks the descriptor it probes through
   // (SourceProbe::exists) and stores nothing when they differ.
   void set_parent(dev_t dev, ino_t ino) noexcept {
     parent_dev_.store(static_cast<std::uint64_t>(dev), std::memory_order_relaxed);
