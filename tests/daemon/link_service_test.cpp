@@ -738,7 +738,12 @@ TEST_F(LinkServiceTest, ARememberedExpansionEndsWithTheProcessImage) {
   ASSERT_EQ(::pipe2(go, 0), 0);
   std::string env1 = "FOO=before", env2 = "FOO=after";
   char* e1[] = {env1.data(), nullptr};
-  const std::string script = "echo >&3; read x <&4; exec env -i " + env2 + " /bin/sh -c 'echo >&3; exec sleep 30'";
+  // The new image waits in read(2) rather than exec'ing again: between the
+  // point of no return of an execve and its new stack, /proc/<pid>/environ
+  // reads empty, and an expansion read then sees no $FOO (CI caught that
+  // window once, with `exec sleep`). A caller blocked in a FUSE request is
+  // never inside its own execve, so the daemon never sees it there.
+  const std::string script = "echo >&3; read x <&4; exec env -i " + env2 + " /bin/sh -c 'echo >&3; read x <&4'";
   const char* argv[] = {"/bin/sh", "-c", script.c_str(), nullptr};
   const pid_t pid = ::fork();
   if (pid == 0) {
