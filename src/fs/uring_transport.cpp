@@ -24,6 +24,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fs/direct_replies.hpp"
+#include "fs/linger.hpp"
 #include "fs/passthrough.hpp"
 
 namespace vsymfs::fs {
@@ -108,71 +109,16 @@ std::vector<unsigned> read_cpu_list(const char* path) {
   return cpus;
 }
 
-// After a reply a ring thread may keep its CPU for a while instead of
-// sleeping at once: its caller's next request then finds it awake, and the
-// CPU does not look idle to the scheduler. That second part decides the
-// rate of a single caller on a machine with an idle CPU: the kernel wakes
-// the caller from the ring thread, whose CPU is busy, and puts it on an
-// idle CPU it used recently, the other one; there it sends to that CPU's
-// queue, whose ring thread wakes it onto the first CPU, and so on: a
-// cross-CPU wake-up at every request (0.65 caller migrations per readlink
-// here, against 0.06 with the ring threads lingering, and half the rate;
-// docs/bench-2026-12-06d.md). A lingering thread yields at every turn, so a
-// caller woken on its CPU runs at once. It lingers only while the machine
-// has a CPU to spare (runnable tasks, /proc/loadavg, sampled every
-// millisecond, at most one per CPU) and stops for 20 ms once a yield gave
-// the CPU to someone else for long: a busy machine has no idle CPU to pull
-// callers to, and there lingering would only take CPU time from others.
-class Linger {
- public:
-  explicit Linger(unsigned us) : span_(std::chrono::microseconds(us)) {
-    if (us > 0) loadavg_.reset(::open("/proc/loadavg", O_RDONLY | O_CLOEXEC));
-  }
-  bool wanted() {
-    if (!loadavg_) return false;
-    const Clock::time_point now = Clock::now();
-    if (now < quiet_until_) return false;
-    if (now >= next_sample_) {
-      next_sample_ = now + std::chrono::milliseconds(1);
-      char buf[128];
-      const ssize_t n = ::pread(loadavg_.get(), buf, sizeof buf, 0);
-      const std::optional<long> running = n > 0 ? runnable_tasks(std::string_view(buf, static_cast<std::size_t>(n)))
-                                                 : std::nullopt;
-      spare_cpu_ = running && *running <= cpus_;
-    }
-    return spare_cpu_;
-  }
-  // Submits the commit and waits for the next request: first on the CPU,
-  // yielding, for up to the span, then asleep.
-  int submit_and_wait(io_uring& ring) {
-    const int rc = io_uring_submit(&ring);
-    if (rc < 0) return rc;
-    io_uring_cqe* cqe = nullptr;
-    Clock::time_point now = Clock::now();
-    const Clock::time_point until = now + span_;
-    while (io_uring_peek_cqe(&ring, &cqe) != 0 && now < until) {
-      ::sched_yield();  // returning, it runs the task work that posts a request
-      if (io_uring_peek_cqe(&ring, &cqe) == 0) return rc;
-      const Clock::time_point after = Clock::now();
-      if (after - now > kForeign) {
-        quiet_until_ = after + kQuiet;
-        break;
-      }
-      now = after;
-    }
-    return cqe != nullptr ? rc : io_uring_submit_and_wait(&ring, 1);
-  }
-
- private:
-  using Clock = std::chrono::steady_clock;
-  static constexpr auto kForeign = std::chrono::microseconds(50);  // a yield this long ran another task
-  static constexpr auto kQuiet = std::chrono::milliseconds(20);
-  const Clock::duration span_;
-  const long cpus_ = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
-  UniqueFd loadavg_;
-  Clock::time_point next_sample_{}, quiet_until_{};
-  bool spare_cpu_ = false;
-};
+// Submits a commit and waits for the next request: first on the CPU,
+// yielding, for up to the linger span, then asleep (Linger, linger.hpp).
+int submit_and_linger(io_uring& ring, Linger& linger) {
+  const int rc = io_uring_submit(&ring);
+  if (rc < 0) return rc;
+  io_uring_cqe* cqe = nullptr;
+  if (io_uring_peek_cqe(&ring, &cqe) == 0 || linger.spin([&] { return io_uring_peek_cqe(&ring, &cqe) == 0; }))
+    return rc;
+  return io_uring_submit_and_wait(&ring, 1);
+}
 
 int setup_ring(io_uring& ring) {
   io_uring_params p{};
@@ -615,8 +561,8 @@ void UringTransport::serve(Ring& r) {
   bool committed = false;
   for (;;) {
     // After a reply the commit goes in with the wait for the next request,
-    // unless the thread lingers (Linger, above).
-    const int rc = committed && linger.wanted() ? linger.submit_and_wait(r.ring)
+    // unless the thread lingers (Linger, linger.hpp).
+    const int rc = committed && linger.wanted() ? submit_and_linger(r.ring, linger)
                                                  : io_uring_submit_and_wait(&r.ring, 1);
     committed = false;
     if (rc < 0 && rc != -EINTR) {
@@ -741,20 +687,6 @@ void UringTransport::stop() {
                    "entries: {})",
                    ended, rings_.size(), errno_text(why));
   }
-}
-
-std::optional<long> runnable_tasks(std::string_view loadavg) {
-  // "0.20 0.31 0.35 2/345 12345": the fourth field is running/threads.
-  std::size_t pos = 0;
-  for (int field = 0; field < 3; ++field) {
-    pos = loadavg.find(' ', pos);
-    if (pos == std::string_view::npos) return std::nullopt;
-    ++pos;
-  }
-  long running = 0;
-  const auto [end, ec] = std::from_chars(loadavg.data() + pos, loadavg.data() + loadavg.size(), running);
-  if (ec != std::errc{} || end == loadavg.data() + loadavg.size() || *end != '/') return std::nullopt;
-  return running;
 }
 
 std::string UringTransport::status() const {

@@ -54,16 +54,12 @@ namespace vsymfs::fs {
 class Passthrough;
 class Filesystem;
 
-// The runnable tasks in /proc/loadavg's text (its fourth field,
-// running/threads), or nullopt when the text is not such.
-std::optional<long> runnable_tasks(std::string_view loadavg);
-
 class UringTransport {
  public:
   // Decided before the mount. automatic: io_uring when the kernel offers it
   // (enable_uring is Y) and io_uring works for this process, not with -s;
   // on: an error when it cannot be had; off: never.
-  // `linger_us`: -o uring_linger (Linger in uring_transport.cpp).
+  // `linger_us`: -o uring_linger (Linger, linger.hpp).
   static Result<std::unique_ptr<UringTransport>> create(UringMode mode, bool single_thread, unsigned linger_us = 20);
   ~UringTransport();
   UringTransport(const UringTransport&) = delete;

@@ -2,7 +2,7 @@
 // position (mount.fuse3 puts them last); our -o options are taken out and
 // every other one reaches libfuse.
 #include "fs/options.hpp"
-#include "fs/uring_transport.hpp"
+#include "fs/linger.hpp"
 
 #include <string>
 #include <vector>
@@ -182,7 +182,7 @@ TEST(Options, HelpMentionsEveryOwnOption) {
 
 }  // namespace
 
-// Linger (uring_transport.cpp) reads the runnable tasks from /proc/loadavg.
+// Linger (linger.hpp) reads the runnable tasks from /proc/loadavg.
 TEST(RunnableTasks, TheFourthFieldOfLoadavg) {
   using vsymfs::fs::runnable_tasks;
   EXPECT_EQ(runnable_tasks("0.20 0.31 0.35 2/345 12345\n"), 2);
