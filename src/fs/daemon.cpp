@@ -258,6 +258,17 @@ int Daemon::run() {
   int rc = 0;
   if (o_.single_thread) {
     rc = fuse_session_loop(se_);
+  } else if (o_.dev_linger_us > 0) {
+    DevLoop::Config c;
+    c.threads = o_.max_threads;
+    c.linger_us = o_.dev_linger_us;
+    c.wake_signal = wake_signal_;
+    c.ring_active = [t = transport_.get()] { return t->active(); };
+    {
+      std::lock_guard lock(loop_mu_);
+      dev_loop_ = std::make_unique<DevLoop>(se_, std::move(c));
+    }
+    rc = dev_loop_->run();
   } else {
     fuse_loop_config* lcfg = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(lcfg, o_.max_threads);
@@ -299,6 +310,12 @@ void Daemon::status(daemon::StatusLines& out) const {
   out.emplace_back("posix_acls", filesystem_->kernel_enforces_acls() ? "enforced (-o acl)" : "mode bits only");
   out.emplace_back("passthrough", passthrough_ ? passthrough_->status() : "off");
   out.emplace_back("transport", transport_->status());
+  {
+    std::lock_guard lock(loop_mu_);
+    out.emplace_back("dev_loop", dev_loop_        ? dev_loop_->status()
+                                 : o_.single_thread ? "libfuse's single-threaded loop (-s)"
+                                                    : "libfuse's loop, every thread in read(2) (-o dev_linger=0)");
+  }
   out.emplace_back("direct_replies", filesystem_->direct_replies_allowed()
                                          ? std::to_string(filesystem_->direct_replies_counter().load()) +
                                                " READLINKs answered on the ring threads without libfuse"

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "fs/atime.hpp"
+#include "fs/dev_loop.hpp"
 #include "daemon/caller_contexts.hpp"
 #include "fs/filesystem.hpp"
 #include "fs/inode_table.hpp"
@@ -80,9 +81,10 @@ class Daemon final : public daemon::StatusProvider {
   // The signal thread, and its handshake with the loop's end.
   std::thread signals_;
   std::atomic<bool> stopping_{false};
-  std::mutex loop_mu_;
+  mutable std::mutex loop_mu_;  // also guards dev_loop_'s creation against status()
   std::condition_variable loop_cv_;
   bool loop_done_ = false;
+  std::unique_ptr<DevLoop> dev_loop_;  // our /dev/fuse loop, unless -s or -o dev_linger=0
   pthread_t main_thread_{};
 };
 

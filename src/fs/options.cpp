@@ -113,6 +113,11 @@ Result<bool> apply_own_option(std::string_view opt, Options& o) {
     auto n = parse_count(key, value, 0, 1000);
     if (!n) return n.error();
     o.uring_linger_us = static_cast<unsigned>(*n);
+  } else if (key == "dev_linger") {
+    if (auto r = need_value(); !r) return r.error();
+    auto n = parse_count(key, value, 0, 1000);
+    if (!n) return n.error();
+    o.dev_linger_us = static_cast<unsigned>(*n);
   } else if (key == "fd_budget") {
     if (auto r = need_value(); !r) return r.error();
     auto n = parse_count(key, value, 16, 1u << 20);
@@ -296,6 +301,12 @@ vsymfs options:
                            USEC microseconds for its caller's next request
                            while the machine has a CPU to spare (default 20,
                            0 to 1000; 0: it sleeps at once; see vsymfs(8))
+    -o dev_linger=USEC     on /dev/fuse, while callers ask one at a time, one
+                           thread reads the device and keeps reading up to
+                           USEC microseconds after each reply while the
+                           machine has a CPU to spare (default 50, 0 to 1000;
+                           0: every thread sleeps in read(2), libfuse's loop;
+                           see vsymfs(8))
     -o noatime             reading through the mount leaves atimes in SOURCE
                            alone (needs CAP_SYS_ADMIN); relatime, strictatime
                            and atime are accepted and leave SOURCE's own rule

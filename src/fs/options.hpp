@@ -55,6 +55,9 @@ struct Options : daemon::MountConfig {
   // -o uring_linger=USEC: how long a ring thread keeps its CPU after a
   // reply, waiting for its caller's next request (0: sleeps at once).
   unsigned uring_linger_us = 20;
+  // -o dev_linger=USEC: how long the /dev/fuse reader keeps reading after a
+  // reply while one caller at a time asks (dev_loop.hpp; 0: libfuse's loop).
+  unsigned dev_linger_us = 50;
   std::size_t environ_cache = std::size_t{32} << 20;  // -o environ_cache=BYTES[k|m|g]: kept environments
 
   // Mount options that also reach libfuse: SOURCE's atimes must follow them
