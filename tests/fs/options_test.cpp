@@ -114,6 +114,11 @@ TEST(Options, UringTransport) {
   EXPECT_EQ(ok({"-o", "uring_linger=0", "/a", "/b"}).uring_linger_us, 0u);
   EXPECT_EQ(ok({"-o", "uring_linger=1000", "/a", "/b"}).uring_linger_us, 1000u);
   EXPECT_EQ(ok({"-o", "uring_linger=5", "/a", "/b"}).fuse_mount_options.find("linger"), std::string::npos);
+  // The /dev/fuse loop's linger (dev_loop.hpp): ours, not libfuse's.
+  EXPECT_EQ(ok({"/a", "/b"}).dev_linger_us, 50u);
+  EXPECT_EQ(ok({"-o", "dev_linger=0", "/a", "/b"}).dev_linger_us, 0u);
+  EXPECT_EQ(ok({"-o", "dev_linger=1000", "/a", "/b"}).dev_linger_us, 1000u);
+  EXPECT_EQ(ok({"-o", "dev_linger=5", "/a", "/b"}).fuse_mount_options.find("linger"), std::string::npos);
   EXPECT_FALSE(ok({"/a", "/b"}).allow_root);
   EXPECT_TRUE(ok({"-o", "allow_root", "/a", "/b"}).allow_root);
 }
@@ -156,6 +161,9 @@ TEST(Options, ErrorsNameTheOffendingWord) {
       {{"-o", "uring_linger=1001", "/a", "/b"}, "uring_linger"},
       {{"-o", "uring_linger", "/a", "/b"}, "uring_linger needs a value"},
       {{"-o", "uring_linger=soon", "/a", "/b"}, "uring_linger=soon"},
+      {{"-o", "dev_linger=1001", "/a", "/b"}, "dev_linger"},
+      {{"-o", "dev_linger", "/a", "/b"}, "dev_linger needs a value"},
+      {{"-o", "dev_linger=-1", "/a", "/b"}, "dev_linger=-1"},
       {{"-o", "rules=/r,builtin_rules", "/a", "/b"}, "contradict"},
       {{"-o", "writeback_cache", "/a", "/b"}, "writeback_cache is not supported"},
       {{"-o", "environ_cache=lots", "/a", "/b"}, "environ_cache=lots: expected a number of bytes"},

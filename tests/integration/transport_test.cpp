@@ -34,6 +34,7 @@ namespace {
 using ::testing::EndsWith;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
+using ::testing::MatchesRegex;
 using vsymfs::testing::As;
 using vsymfs::testing::capture_as;
 using vsymfs::testing::Mount;
@@ -304,6 +305,35 @@ TEST(Transport, RingLingerIsNamedAndCanBeTurnedOff) {
     EXPECT_THAT(t, EndsWith("; linger " + want + " us")) << linger;
     for (int i = 0; i < 200; ++i) ASSERT_EQ(link_text(m->mnt("link")), "target-root") << linger;
     m->stop();  // SIGTERM: exits 0 with the rings up, lingering or not
+  }
+}
+
+// The /dev/fuse loop (dev_loop.hpp): ours by default, named in status with
+// its mode and linger; libfuse's with -o dev_linger=0 or -s. Requests are
+// answered and SIGTERM ends the daemon cleanly with each. (Whether it
+// lingers depends on the machine's spare CPU: tests/fs/dev_loop_test.cpp
+// checks the modes with that set by the test.)
+TEST(Transport, DevFuseLoopIsNamedAndCanBeTurnedOff) {
+  struct Case {
+    std::vector<std::string> opts, args;
+    std::string want;  // a regular expression for the dev_loop line
+  };
+  const std::vector<Case> cases = {
+      {{}, {}, R"(^(shared|lingering) \([0-9]+ threads, linger 50 us\); turned to lingering [0-9]+ times, .*)"},
+      {{"dev_linger=200"}, {}, R"(^(shared|lingering) \([0-9]+ threads, linger 200 us\).*)"},
+      {{"dev_linger=0"}, {}, R"(^libfuse's loop, every thread in read\(2\) \(-o dev_linger=0\)$)"},
+      {{}, {"-s"}, R"(^libfuse's single-threaded loop \(-s\)$)"},
+  };
+  for (const Case& c : cases) {
+    MountOptions o;
+    o.extra_opts = {"no_uring"};
+    o.extra_opts.insert(o.extra_opts.end(), c.opts.begin(), c.opts.end());
+    o.extra_args = c.args;
+    Mount m(o);
+    std::filesystem::create_symlink("target-${USER}", m.src("link"));
+    for (int i = 0; i < 200; ++i) ASSERT_EQ(link_text(m.mnt("link")), "target-root") << c.want;
+    EXPECT_THAT(status_line(m, "dev_loop"), MatchesRegex(c.want));
+    m.stop();  // SIGTERM: exits 0, with its threads wherever they wait
   }
 }
 
