@@ -20,6 +20,15 @@ namespace vsymfs::fs {
 
 namespace {
 
+// The caller of a request (its thread id; 0 for what the kernel sends on
+// its own).
+std::uint32_t request_pid(const fuse_buf& buf) {
+  if (buf.mem == nullptr || buf.size < sizeof(fuse_in_header)) return 0;
+  fuse_in_header in;
+  std::memcpy(&in, buf.mem, sizeof in);
+  return in.pid;
+}
+
 std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
@@ -102,12 +111,13 @@ void DevLoop::serve(fuse_buf& buf) { fuse_session_process_buf(se_, &buf); }
 void DevLoop::worker(unsigned me) {
   fuse_buf buf{};
   Linger linger(cfg_.linger_us);
+  Window window;
   bool found_at_once = false;
   unsigned streak = 0;
   std::uint32_t last_pid = 0;
   while (!stopping()) {
     if (mode_.load(std::memory_order_acquire) == Mode::shared) {
-      if (!serve_shared(me, buf, linger)) break;
+      if (!serve_shared(me, buf, linger, window)) break;
     } else if (leader_.load(std::memory_order_acquire) == me) {
       if (!lead(buf, linger, found_at_once, streak, last_pid)) break;
       continue;
@@ -122,21 +132,27 @@ void DevLoop::worker(unsigned me) {
   std::free(buf.mem);
 }
 
-bool DevLoop::serve_shared(unsigned me, fuse_buf& buf, Linger& linger) {
+bool DevLoop::serve_shared(unsigned me, fuse_buf& buf, Linger& linger, Window& w) {
   const int res = fuse_session_receive_buf(se_, &buf);
   if (res == -EINTR || res == -EAGAIN) return true;  // a signal; or the device turned non-blocking: look again
   if (res <= 0) {
     finish(res);
     return false;
   }
-  const bool overlapping = in_flight_.fetch_add(1, std::memory_order_relaxed) > 0;
-  const std::uint64_t n = requests_.fetch_add(1, std::memory_order_relaxed) + 1;
-  if (overlapping) window_concurrent_.fetch_add(1, std::memory_order_relaxed);
+  // Whether callers take turns: the caller (thread) of each request against
+  // the one before it, whichever thread read that. Requests the kernel
+  // sends on its own (FORGET, INTERRUPT: pid 0) do not count. A load and,
+  // only when the caller changed, a store: no read-modify-write for the
+  // two threads' CPUs to pass between them at every request.
+  const std::uint32_t pid = request_pid(buf);
+  if (pid != 0 && last_pid_.load(std::memory_order_relaxed) != pid) {
+    last_pid_.store(pid, std::memory_order_relaxed);
+    ++w.switches;
+  }
   serve(buf);
-  in_flight_.fetch_sub(1, std::memory_order_relaxed);
-  if (n % kWindow == 0) {
-    const unsigned concurrent = window_concurrent_.exchange(0, std::memory_order_relaxed);
-    if (concurrent < kWindowConcurrent) try_lingering(me, linger);
+  if (++w.requests == kWindow) {
+    if (w.switches < kWindowSwitches) try_lingering(me, linger);
+    w = Window{};
   }
   return true;
 }
@@ -179,7 +195,6 @@ void DevLoop::to_shared_locked(Why why) {
     case Why::stuck: why_stuck_.fetch_add(1, std::memory_order_relaxed); break;
     case Why::ring: why_ring_.fetch_add(1, std::memory_order_relaxed); break;
   }
-  window_concurrent_.store(0, std::memory_order_relaxed);
   next_try_ns_.store(now_ns() + std::chrono::nanoseconds(kRetry).count(), std::memory_order_relaxed);
   parked_cv_.notify_all();
   watcher_cv_.notify_all();
@@ -236,22 +251,15 @@ bool DevLoop::lead(fuse_buf& buf, Linger& linger, bool& found_at_once, unsigned&
   // answered: callers queue behind this thread. (The same caller's next
   // request can be there that soon too: the kernel wakes it as the reply
   // is written, before this thread is back from writev.)
-  std::uint32_t pid = 0;
-  if (buf.mem != nullptr && buf.size >= sizeof(fuse_in_header)) {
-    fuse_in_header in;
-    std::memcpy(&in, buf.mem, sizeof in);
-    pid = in.pid;
-  }
+  const std::uint32_t pid = request_pid(buf);
   if (!found_at_once) streak = 0;
-  else if (pid != last_pid) ++streak;
+  else if (pid != 0 && pid != last_pid) ++streak;  // FORGET, INTERRUPT (pid 0): the kernel's, not a caller's
   found_at_once = true;
-  last_pid = pid;
+  if (pid != 0) last_pid = pid;
   if (streak >= kDemandStreak && cfg_.threads > 1) to_shared(Why::demand);
   leader_requests_.fetch_add(1, std::memory_order_relaxed);
   leader_busy_.store(true, std::memory_order_release);
-  in_flight_.fetch_add(1, std::memory_order_relaxed);
   serve(buf);
-  in_flight_.fetch_sub(1, std::memory_order_relaxed);
   leader_busy_.store(false, std::memory_order_release);
   return true;
 }

@@ -15,10 +15,11 @@
 //   wait in user space, not on the device, where each request would wake
 //   one of them.
 //
-// The loop starts shared. It turns to lingering when, over the last 64
-// requests, fewer than 16 found another one in progress, the machine has a
-// CPU to spare, linger is on and io_uring is not in use (checked at most
-// every 10 ms). It turns back to shared
+// The loop starts shared. It turns to lingering when, of a thread's last
+// 64 requests, fewer than 8 came from another caller (thread) than the
+// request read before them, the machine has a CPU to spare, linger is on
+// and io_uring is not in use (checked at most every 10 ms). It turns back
+// to shared
 // - when the leader finds 4 requests in a row, each from another caller
 //   than the one before, waiting as soon as it answered the one before
 //   (callers queue behind it);
@@ -95,15 +96,20 @@ class DevLoop {
   enum class Mode { shared, lingering };
   enum class Why { demand, busy_machine, stuck, ring };
   static constexpr unsigned kNoLeader = ~0u;
-  static constexpr unsigned kWindow = 64;           // requests per look at the concurrency
-  static constexpr unsigned kWindowConcurrent = 16;  // at most this many overlapping ones, to linger
+  static constexpr unsigned kWindow = 64;         // a thread's requests per look at the callers
+  static constexpr unsigned kWindowSwitches = 8;  // fewer changes of caller than this among them: linger
   static constexpr unsigned kDemandStreak = 4;       // requests in a row waiting for the leader
   static constexpr auto kRetry = std::chrono::milliseconds(10);
   static constexpr auto kBusyFor = std::chrono::milliseconds(10);  // no CPU to spare this long: shared
 
   void worker(unsigned me);
+  // A thread's count, in shared mode, of its requests and of how many of
+  // them came from another caller than the request before.
+  struct Window {
+    unsigned requests = 0, switches = 0;
+  };
   // One request read in shared mode, served; false when the loop ends.
-  bool serve_shared(unsigned me, fuse_buf& buf, Linger& linger);
+  bool serve_shared(unsigned me, fuse_buf& buf, Linger& linger, Window& w);
   // The leader's turn: a request read and served, or a linger, or a sleep.
   bool lead(fuse_buf& buf, Linger& linger, bool& found_at_once, unsigned& streak, std::uint32_t& last_pid);
   // A thread that is not the leader while lingering: waits (one of them
@@ -139,9 +145,7 @@ class DevLoop {
   std::atomic<bool> leader_busy_{false};
   std::atomic<std::uint64_t> leader_requests_{0};
 
-  std::atomic<unsigned> in_flight_{0};
-  std::atomic<std::uint64_t> requests_{0};
-  std::atomic<unsigned> window_concurrent_{0};
+  std::atomic<std::uint32_t> last_pid_{0};  // the caller of the last request read in shared mode
   std::atomic<std::int64_t> next_try_ns_{0};
 
   std::atomic<int> error_{0};
