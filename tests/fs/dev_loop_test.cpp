@@ -67,6 +67,7 @@ class Harness {
     char* argv[] = {arg0, nullptr};
     fuse_args args = FUSE_ARGS_INIT(1, argv);
     se_ = fuse_session_new(&args, &ops, sizeof ops, this);
+    fuse_opt_free_args(&args);  // what parsing them allocated
     if (se_ == nullptr) throw std::runtime_error("fuse_session_new");
     fuse_custom_io io{};
     io.read = [](int fd, void* buf, size_t len, void*) -> ssize_t { return ::read(fd, buf, len); };
