@@ -96,6 +96,7 @@ class Harness {
   }
 
   ~Harness() {
+    release_slow();  // a test that failed while a request was held must still end
     stop();
     loop_.reset();
     fuse_session_destroy(se_);  // closes sv_[0]
