@@ -312,9 +312,10 @@ void Daemon::status(daemon::StatusLines& out) const {
   out.emplace_back("transport", transport_->status());
   {
     std::lock_guard lock(loop_mu_);
-    out.emplace_back("dev_loop", dev_loop_        ? dev_loop_->status()
-                                 : o_.single_thread ? "libfuse's single-threaded loop (-s)"
-                                                    : "libfuse's loop, every thread in read(2) (-o dev_linger=0)");
+    out.emplace_back("dev_loop", dev_loop_              ? dev_loop_->status()
+                                 : o_.single_thread       ? "libfuse's single-threaded loop (-s)"
+                                 : o_.dev_linger_us == 0 ? "libfuse's loop, every thread in read(2) (-o dev_linger=0)"
+                                                          : "starting");
   }
   out.emplace_back("direct_replies", filesystem_->direct_replies_allowed()
                                          ? std::to_string(filesystem_->direct_replies_counter().load()) +
