@@ -5,6 +5,7 @@
 // are set by each test, so that none of them depends on the machine.
 #include "fs/dev_loop.hpp"
 
+#include <fcntl.h>
 #include <linux/fuse.h>
 #include <poll.h>
 #include <pthread.h>
@@ -49,6 +50,28 @@ int wake_signal() {
   return sig;
 }
 
+// A read of the "device" as /dev/fuse does it (fuse_dev_do_read): a reader
+// woken for a request that another thread took first looks at the file's
+// O_NONBLOCK again, and returns EAGAIN if it is set now. A socket's read
+// decides blocking once, when it starts, and would wait on until it won a
+// request: the loop's other threads would then reach their park only when
+// they beat the lingering leader to one, which a fast leader may never
+// let them do.
+ssize_t kernel_read(int fd, void* buf, size_t len) {
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf, len, MSG_DONTWAIT);
+    if (n >= 0 || errno != EAGAIN) return n;
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0) return -1;
+    if ((flags & O_NONBLOCK) != 0) {
+      errno = EAGAIN;
+      return -1;
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, -1) < 0) return -1;  // EINTR: the wake signal
+  }
+}
+
 struct Reply {
   int error = 0;
   std::string data;
@@ -70,7 +93,7 @@ class Harness {
     fuse_opt_free_args(&args);  // what parsing them allocated
     if (se_ == nullptr) throw std::runtime_error("fuse_session_new");
     fuse_custom_io io{};
-    io.read = [](int fd, void* buf, size_t len, void*) -> ssize_t { return ::read(fd, buf, len); };
+    io.read = [](int fd, void* buf, size_t len, void*) -> ssize_t { return kernel_read(fd, buf, len); };
     io.writev = [](int, iovec* iov, int count, void* ud) -> ssize_t {
       return static_cast<Harness*>(ud)->on_reply(iov, count);
     };
@@ -153,9 +176,13 @@ class Harness {
   }
 
   // Sends READLINKs one at a time, as a lone caller does, until the loop
-  // lingers with every other thread parked (false after `max` of them).
-  bool until_lingering(unsigned threads, int max = 5000) {
-    for (int i = 0; i < max; ++i) {
+  // lingers with every other thread parked (false after `limit`). The
+  // other threads park when they next get a CPU: that can take thousands
+  // of the leader's requests on a machine whose two CPUs the leader and
+  // this thread keep busy, so the wait is for the event, not a count.
+  bool until_lingering(unsigned threads, std::chrono::seconds limit = 30s) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
       const auto c = loop_->counts();
       if (c.lingering && c.parked == threads - 1) return true;
       if (readlink(kFast) != "fast") return false;
