@@ -4,9 +4,18 @@
 //   metabench --op stat|readlink|open_read|create_unlink|readdir|resolve
 //             --dir D [--seconds S] [--procs N] [--expect TEXT]
 //             [--expect-entries N] [--setenv K=V ...]
+//             [--against D2 [--against-expect TEXT2] [--slice-ms MS]]
 //
 // It forks N processes that each repeat the operation for S seconds and
-// prints one JSON object with the total rate. A failed operation is counted
+// prints one JSON object with the total rate.
+//
+// With --against, every process alternates between D and D2 in slices of
+// MS milliseconds (default 50) on one clock shared by all of them, and the
+// JSON gives each side's rate and their ratio (D over D2). Two sides
+// measured in alternating slices of one run see the same machine: a burst
+// of load from elsewhere, or a daemon thread that landed on the other CPU
+// for a while, falls on both alike. bench/run judges "variant readlink >=
+// 0.9 x plain readlink" this way. A failed operation is counted
 // as an error, never as a (suspiciously fast) operation; the exit status is
 // 1 when any operation failed, 2 on a usage error.
 //
@@ -64,6 +73,10 @@ struct Options {
   bool has_expect = false;
   long expect_entries = -1;
   std::vector<std::string> setenv;
+  std::string against;         // empty: one side only
+  std::string against_expect;  // --expect for the D2 side
+  bool has_against_expect = false;
+  double slice = 0.05;         // seconds per slice with --against
 };
 
 // Each worker's tally lives in one slot of a MAP_SHARED array, so the parent
@@ -219,6 +232,19 @@ class Worker {
     tally_.elapsed = t - begin;
   }
 
+  // Operations from entry `i` on until the clock passes `until`; the time
+  // they took is added to this side's elapsed time. Returns the clock.
+  double run_until(std::size_t& i, double until) {
+    const double begin = now_seconds();
+    double t = begin;
+    do {
+      run_one(i++);
+      t = now_seconds();
+    } while (t < until);
+    tally_.elapsed += t - begin;
+    return t;
+  }
+
  private:
   const Options& opts_;
   const std::vector<std::string>& paths_;
@@ -226,6 +252,19 @@ class Worker {
   char buf_[65536] = {};
   char name_[4096] = {};
 };
+
+// One process's share of an --against run: slice k of the shared clock
+// (from t0) goes to side a when k is even, to side b when it is odd.
+void run_alternating(Worker& a, Worker& b, std::size_t start_a, std::size_t start_b, double t0, double seconds,
+                     double slice) {
+  const double deadline = t0 + seconds;
+  std::size_t ia = start_a, ib = start_b;
+  for (double t = now_seconds(); t < deadline;) {
+    const auto k = static_cast<std::uint64_t>((t - t0) / slice);
+    const double until = std::min(t0 + static_cast<double>(k + 1) * slice, deadline);
+    t = (k % 2 == 0) ? a.run_until(ia, until) : b.run_until(ib, until);
+  }
+}
 
 std::string json_escape(std::string_view s) {
   std::string out;
@@ -293,6 +332,15 @@ int main(int argc, char** argv) {
         return kv.find('=') == std::string::npos || kv.front() == '=' ? std::string("expected K=V")
                                                                        : std::string();
       });
+  auto* against = app.add_option("--against", opts.against,
+                                 "a second directory, measured in slices alternating with --dir");
+  auto* against_expect =
+      app.add_option("--against-expect", opts.against_expect, "readlink: the text every link of --against returns")
+          ->needs(against);
+  double slice_ms = 50;
+  app.add_option("--slice-ms", slice_ms, "with --against: milliseconds per slice")
+      ->check(CLI::Range(1.0, 10000.0))
+      ->needs(against);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -301,40 +349,62 @@ int main(int argc, char** argv) {
   }
   opts.op = ops.at(opts.op_name);
   opts.has_expect = expect->count() > 0;
+  opts.has_against_expect = against_expect->count() > 0;
+  opts.slice = slice_ms / 1000.0;
   while (opts.dir.size() > 1 && opts.dir.back() == '/') opts.dir.pop_back();
+  while (opts.against.size() > 1 && opts.against.back() == '/') opts.against.pop_back();
+  // The D2 side: the same operation, its own directory and expected text.
+  Options other = opts;
+  other.dir = opts.against;
+  other.expect = opts.against_expect;
+  other.has_expect = opts.has_against_expect;
+  const bool alternate = !opts.against.empty();
 
   apply_setenv_or_reexec(opts.setenv, argv);
 
-  std::vector<std::string> paths;
-  if (opts.op != Op::CreateUnlink && opts.op != Op::Readdir) {
-    int err = 0;
-    paths = list_paths(opts.dir, &err);
-    if (err != 0) {
-      std::fprintf(stderr, "metabench: cannot list %s: %s\n", opts.dir.c_str(), std::strerror(err));
-      return 2;
+  // The entries of a side's directory (none for the ops that use the
+  // directory itself); false, said on stderr, when it cannot be used.
+  const auto prepare = [&](const Options& o, std::vector<std::string>& paths) {
+    if (o.op != Op::CreateUnlink && o.op != Op::Readdir) {
+      int err = 0;
+      paths = list_paths(o.dir, &err);
+      if (err != 0) {
+        std::fprintf(stderr, "metabench: cannot list %s: %s\n", o.dir.c_str(), std::strerror(err));
+        return false;
+      }
+      if (paths.empty()) {
+        std::fprintf(stderr, "metabench: %s has no entries to %s\n", o.dir.c_str(), o.op_name.c_str());
+        return false;
+      }
     }
-    if (paths.empty()) {
-      std::fprintf(stderr, "metabench: %s has no entries to %s\n", opts.dir.c_str(), opts.op_name.c_str());
-      return 2;
+    if (o.op == Op::Resolve && !has_symlink_component(o.dir)) {
+      std::fprintf(stderr, "metabench: resolve needs a --dir that goes through a symlink; %s does not\n",
+                   o.dir.c_str());
+      return false;
     }
-  }
-  if (opts.op == Op::Resolve && !has_symlink_component(opts.dir)) {
-    std::fprintf(stderr, "metabench: resolve needs a --dir that goes through a symlink; %s does not\n",
-                 opts.dir.c_str());
-    return 2;
-  }
+    return true;
+  };
+  std::vector<std::string> paths, other_paths;
+  if (!prepare(opts, paths) || (alternate && !prepare(other, other_paths))) return 2;
 
-  std::size_t tallies_bytes = sizeof(Tally) * static_cast<std::size_t>(opts.procs + 1);
+  // Per side, a tally for each worker and one for the parent's warm-up
+  // pass; then the clock the workers start from.
+  const std::size_t per_side = static_cast<std::size_t>(opts.procs) + 1;
+  const std::size_t tallies_bytes = sizeof(Tally) * per_side * 2 + sizeof(double);
   void* shared = mmap(nullptr, tallies_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (shared == MAP_FAILED) {
     std::fprintf(stderr, "metabench: mmap: %s\n", std::strerror(errno));
     return 2;
   }
   Tally* tallies = static_cast<Tally*>(shared);
-  for (int i = 0; i <= opts.procs; ++i) new (&tallies[i]) Tally{};
+  for (std::size_t i = 0; i < per_side * 2; ++i) new (&tallies[i]) Tally{};
+  Tally* other_tallies = tallies + per_side;
+  auto* t0 = reinterpret_cast<double*>(tallies + per_side * 2);
   Tally& warm = tallies[opts.procs];  // the parent's warm-up pass
+  Tally& other_warm = other_tallies[opts.procs];
 
   Worker(opts, paths, warm).warm_up();
+  if (alternate) Worker(other, other_paths, other_warm).warm_up();
 
   // The workers block on this pipe until the parent closes it, so they all
   // start together after every fork has been paid for.
@@ -357,14 +427,22 @@ int main(int argc, char** argv) {
       while (read(start_pipe[0], &byte, 1) < 0 && errno == EINTR) {
       }
       // Spread the workers over the entries so they do not walk in lockstep.
-      std::size_t start = paths.empty() ? 0 : paths.size() * static_cast<std::size_t>(w) /
-                                                   static_cast<std::size_t>(opts.procs);
-      Worker(opts, paths, tallies[w]).run_timed(start);
+      const auto spread = [&](const std::vector<std::string>& p) {
+        return p.empty() ? 0 : p.size() * static_cast<std::size_t>(w) / static_cast<std::size_t>(opts.procs);
+      };
+      Worker mine(opts, paths, tallies[w]);
+      if (alternate) {
+        Worker theirs(other, other_paths, other_tallies[w]);
+        run_alternating(mine, theirs, spread(paths), spread(other_paths), *t0, opts.seconds, opts.slice);
+      } else {
+        mine.run_timed(spread(paths));
+      }
       _exit(0);
     }
     children.push_back(pid);
   }
   close(start_pipe[0]);
+  *t0 = now_seconds();  // read by the workers after the close below wakes them
   close(start_pipe[1]);
 
   bool worker_died = false;
@@ -374,27 +452,45 @@ int main(int argc, char** argv) {
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) worker_died = true;
   }
-
-  std::uint64_t total_ops = 0;
-  std::uint64_t total_errors = warm.errors;
-  double rate = 0.0;
-  const char* first_detail = warm.errors != 0 ? warm.first_detail : nullptr;
-  for (int w = 0; w < opts.procs; ++w) {
-    total_ops += tallies[w].ops;
-    total_errors += tallies[w].errors;
-    if (tallies[w].elapsed > 0) rate += static_cast<double>(tallies[w].ops) / tallies[w].elapsed;
-    if (first_detail == nullptr && tallies[w].errors != 0) first_detail = tallies[w].first_detail;
-  }
   if (worker_died) {
     std::fprintf(stderr, "metabench: a worker process died\n");
     return 2;
   }
 
+  // A side's operations, failures and rate (the sum of its workers' rates).
+  struct Side {
+    std::uint64_t ops = 0, errors = 0;
+    double rate = 0.0;
+    const char* first_detail = nullptr;
+  };
+  const auto sum = [&](const Tally* t) {
+    Side s;
+    s.errors = t[opts.procs].errors;
+    if (s.errors != 0) s.first_detail = t[opts.procs].first_detail;
+    for (int w = 0; w < opts.procs; ++w) {
+      s.ops += t[w].ops;
+      s.errors += t[w].errors;
+      if (t[w].elapsed > 0) s.rate += static_cast<double>(t[w].ops) / t[w].elapsed;
+      if (s.first_detail == nullptr && t[w].errors != 0) s.first_detail = t[w].first_detail;
+    }
+    return s;
+  };
+  const Side one = sum(tallies);
+  const Side two = alternate ? sum(other_tallies) : Side{};
+  const std::uint64_t total_errors = one.errors + two.errors;
+  const char* first_detail = one.first_detail != nullptr ? one.first_detail : two.first_detail;
+
   std::printf("{\"op\": \"%s\", \"dir\": \"%s\", \"procs\": %d, \"seconds\": %.3f, "
               "\"entries\": %zu, \"ops\": %llu, \"errors\": %llu, \"ops_per_sec\": %.1f",
               opts.op_name.c_str(), json_escape(opts.dir).c_str(), opts.procs, opts.seconds,
-              paths.size(), static_cast<unsigned long long>(total_ops),
-              static_cast<unsigned long long>(total_errors), rate);
+              paths.size(), static_cast<unsigned long long>(one.ops),
+              static_cast<unsigned long long>(total_errors), one.rate);
+  if (alternate) {
+    std::printf(", \"slice_ms\": %.1f, \"against\": \"%s\", \"against_ops\": %llu, \"against_ops_per_sec\": %.1f, "
+                "\"ratio\": %.4f",
+                opts.slice * 1000.0, json_escape(opts.against).c_str(), static_cast<unsigned long long>(two.ops),
+                two.rate, two.rate > 0 ? one.rate / two.rate : 0.0);
+  }
   if (first_detail != nullptr) std::printf(", \"first_error\": \"%s\"", json_escape(first_detail).c_str());
   std::printf("}\n");
   return total_errors == 0 ? 0 : 1;

@@ -18,7 +18,8 @@ METABENCH = None
 
 
 def metabench(*args):
-    p = subprocess.run([METABENCH, "--seconds", "0.05", *args], capture_output=True, text=True, timeout=60)
+    seconds = [] if "--seconds" in args else ["--seconds", "0.05"]
+    p = subprocess.run([METABENCH, *seconds, *args], capture_output=True, text=True, timeout=60)
     result = json.loads(p.stdout) if p.stdout.strip() else None
     return p.returncode, result, p.stderr
 
@@ -36,6 +37,10 @@ class MetabenchTest(unittest.TestCase):
             with open(os.path.join(self.files, f"f{i}"), "w") as f:
                 f.write("x" * 100)
             os.symlink("../files/f0", os.path.join(self.links, f"l{i}"))
+        self.links2 = os.path.join(root, "links2")
+        os.mkdir(self.links2)
+        for i in range(5):
+            os.symlink("../files/f1", os.path.join(self.links2, f"m{i}"))
         os.symlink("files", os.path.join(root, "via"))
         self.via = os.path.join(root, "via")
 
@@ -101,6 +106,45 @@ class MetabenchTest(unittest.TestCase):
             (["--op", "stat"], "--dir"),
             (["--op", "stat", "--dir", self.files, "--procs", "0"], "procs"),
             (["--op", "stat", "--dir", self.files, "--setenv", "NOVALUE"], "K=V"),
+        ]
+        for args, needle in cases:
+            with self.subTest(args=args):
+                rc, r, err = metabench(*args)
+                self.assertEqual(rc, 2)
+                self.assertIsNone(r)
+                self.assertIn(needle, err)
+
+    def test_against_measures_both_sides_in_alternating_slices(self):
+        for procs in ("1", "2"):
+            with self.subTest(procs=procs):
+                rc, r, err = metabench("--op", "readlink", "--dir", self.links, "--expect", "../files/f0",
+                                       "--against", self.links2, "--against-expect", "../files/f1",
+                                       "--procs", procs, "--seconds", "0.2", "--slice-ms", "10")
+                self.assertEqual(rc, 0, err)
+                self.assertEqual(r["errors"], 0)
+                self.assertEqual(r["against"], self.links2)
+                self.assertEqual(r["slice_ms"], 10.0)
+                self.assertGreater(r["ops"], 0)
+                self.assertGreater(r["against_ops"], 0)
+                self.assertAlmostEqual(r["ratio"], r["ops_per_sec"] / r["against_ops_per_sec"], places=3)
+
+    def test_against_side_has_its_own_expected_text(self):
+        # The --expect of --dir is not the one --against is held to.
+        rc, r, _ = metabench("--op", "readlink", "--dir", self.links, "--expect", "../files/f0",
+                             "--against", self.links2, "--against-expect", "../files/f0")
+        self.assertEqual(rc, 1)
+        self.assertEqual(r["against_ops"], 0)
+        self.assertGreater(r["errors"], 0)
+        self.assertIn(self.links2, r["first_error"])
+        self.assertIn("got '../files/f1'", r["first_error"])
+
+    def test_against_usage_errors(self):
+        cases = [
+            (["--op", "stat", "--dir", self.files, "--against", os.path.join(self.files, "missing")],
+             "cannot list"),
+            (["--op", "stat", "--dir", self.files, "--against-expect", "x"], "--against"),
+            (["--op", "stat", "--dir", self.files, "--slice-ms", "5"], "--against"),
+            (["--op", "stat", "--dir", self.files, "--against", self.files, "--slice-ms", "0"], "slice"),
         ]
         for args, needle in cases:
             with self.subTest(args=args):

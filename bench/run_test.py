@@ -229,6 +229,29 @@ class TargetsTest(unittest.TestCase):
         self.assertIn("variant readlink (env) >= 0.9 x vsymfs plain readlink, 1p", rows)
         self.assertNotIn("variant readlink (env) >= 0.9 x vsymfs-uring plain readlink, 1p", rows)
 
+    def test_variant_rows_are_judged_on_the_alternating_run_when_there_is_one(self):
+        # Measured apart the machine swung (0.5); alternating in one run the
+        # two sides saw the same machine (0.95).
+        plain = metric("readlink_plain_p1", "readlink, plain link, 1 proc", ["native", "vsymfs"], 2, {
+            "native": [1000, 1000], "vsymfs": [200, 200]})
+        user = metric("readlink_user_p1", "readlink, ${USER} link, 1 proc", ["vsymfs"], 2, {"vsymfs": [100, 100]})
+        # (bindfs: were the group judged against peers, it would make a row)
+        alt = metric("alt_user_p1", "readlink, ${USER} link, alternating, 1 proc", ["vsymfs", "bindfs"], 2,
+                     {"vsymfs": [95, 190], "bindfs": [500, 500]}, group="alternating")
+        alt_plain = metric("alt_plain_user_p1", "readlink, plain link, alternating", ["vsymfs"], 2,
+                           {"vsymfs": [100, 200]}, group="alternating")
+        rows = self.rows_by_target(fake_bench([plain, user, alt, alt_plain]))
+        row = rows["variant readlink (user) >= 0.9 x vsymfs plain readlink, 1p"]
+        self.assertAlmostEqual(row["median"], 0.95)
+        self.assertTrue(row["pass"])
+        self.assertIs(row["clear"], True)
+        # The alternating metrics judge nothing against the peers.
+        self.assertFalse(any(t.endswith(alt.label) for t in rows))
+        # Without them, the rows measured apart judge it.
+        row = self.rows_by_target(fake_bench([plain, user]))["variant readlink (user) >= 0.9 x vsymfs plain readlink, 1p"]
+        self.assertAlmostEqual(row["median"], 0.5)
+        self.assertFalse(row["pass"])
+
     def test_missing_vsymfs_is_a_fail_with_no_word(self):
         m = metric("stat_p1", "warm stat, 1 proc", ["native", "vsymfs", "bindfs"], 2, {
             "native": [500, 500], "bindfs": [200, 200]})
