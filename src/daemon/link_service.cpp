@@ -50,7 +50,18 @@ class KnownDirectory final : public LinkDirectory {
 // reload, `vsymctl set`, an exec or a new host name makes the old entries
 // unreachable (their snapshots are no longer the ones in force) until the
 // thread replaces them. `owner` keys the memo to one LinkService.
+//
+// An @sys expansion also reads the probe answers for its candidates, which
+// depend on the link's directory as well (the caller's identity, which
+// probes as the caller, is in the context). Such an entry names the
+// directory and lasts until the earliest of its answers expires in the
+// probe cache, and is made only when every answer came from, or went into,
+// that cache: it then gives what the cache would, with the cache's own
+// staleness bound (the entry timeout, as a kernel-cached name). A
+// `../@sys/bin` readlink with the first sysname missing otherwise builds
+// and looks up two probe keys and expands the template each time.
 struct ExpansionMemo {
+  using Clock = std::chrono::steady_clock;
   struct Entry {
     std::uint64_t owner = 0, tag = 0;
     std::shared_ptr<const ParsedLink> parsed;
@@ -58,17 +69,23 @@ struct ExpansionMemo {
     std::shared_ptr<const Rules> rules;
     std::shared_ptr<const RuntimeVars> runtime;
     std::shared_ptr<const HostView> host;
+    dev_t dir_dev = 0;  // @sys: the link's directory; 0, 0 otherwise
+    ino_t dir_ino = 0;
+    Clock::time_point expires = Clock::time_point::max();
     std::string out;
     CountingSource::Counts counts{};
   };
   std::array<Entry, 4> entries;
   std::size_t next = 0;
 
+  // `now`: read only when `parsed` probes @sys (otherwise entries never expire).
   const Entry* find(std::uint64_t owner, std::uint64_t tag, const ParsedLink* parsed, const Caller* caller,
-                    const Rules* rules, const RuntimeVars* runtime, const HostView* host) const noexcept {
+                    const Rules* rules, const RuntimeVars* runtime, const HostView* host, dev_t dir_dev,
+                    ino_t dir_ino, Clock::time_point now) const noexcept {
     for (const Entry& e : entries)
       if (e.owner == owner && e.parsed.get() == parsed && e.caller.get() == caller && e.tag == tag &&
-          e.rules.get() == rules && e.runtime.get() == runtime && e.host.get() == host)
+          e.rules.get() == rules && e.runtime.get() == runtime && e.host.get() == host && e.dir_dev == dir_dev &&
+          e.dir_ino == dir_ino && now < e.expires)
         return &e;
     return nullptr;
   }
@@ -227,11 +244,19 @@ struct LinkService::Impl {
       caller_ref = &caller_ptr;
     else if (ids.caller_ref != nullptr && ids.caller_ref->get() == caller_ptr.get())
       caller_ref = ids.caller_ref;
-    const bool memo = trace == nullptr && given == nullptr && !p->tmpl.uses_sys() && (!caller_ptr || caller_ref);
+    // An @sys link: by its directory, when that is known without a system
+    // call (ParentDirectory), and only while probes may be stored.
+    const bool sys = p->tmpl.uses_sys();
+    dev_t dir_dev = 0;
+    ino_t dir_ino = 0;
+    const bool memo = trace == nullptr && given == nullptr && (!caller_ptr || caller_ref) &&
+                      (!sys || (store_probes && probes.enabled() && link_dir.identity(dir_dev, dir_ino)));
+    const ExpansionMemo::Clock::time_point now = memo && sys ? ExpansionMemo::Clock::now()
+                                                             : ExpansionMemo::Clock::time_point{};
     thread_local ExpansionMemo memos;
     if (memo) {
-      if (const ExpansionMemo::Entry* e =
-              memos.find(id, tag, p.get(), caller_ptr.get(), rules.get(), runtime.get(), host.get())) {
+      if (const ExpansionMemo::Entry* e = memos.find(id, tag, p.get(), caller_ptr.get(), rules.get(), runtime.get(),
+                                                     host.get(), dir_dev, dir_ino, now)) {
         count_expansion(counters);
         CountingSource::add(e->counts, counters);
         memo_hits.fetch_add(1);
@@ -262,7 +287,9 @@ struct LinkService::Impl {
       out.clear();
       return r;
     }
-    if (memo) {
+    const std::optional<ExpansionMemo::Clock::time_point> lasts =
+        sys ? probe.kept_until() : std::optional<ExpansionMemo::Clock::time_point>(ExpansionMemo::Clock::time_point::max());
+    if (memo && lasts) {
       ExpansionMemo::Entry& e = memos.entries[memos.next++ % memos.entries.size()];
       e.owner = id;
       e.tag = tag;
@@ -271,6 +298,9 @@ struct LinkService::Impl {
       e.rules = rules;
       e.runtime = runtime;
       e.host = host;
+      e.dir_dev = dir_dev;
+      e.dir_ino = dir_ino;
+      e.expires = *lasts;
       e.out = out;
       e.counts = counting.counts();
     }

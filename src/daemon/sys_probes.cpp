@@ -41,11 +41,12 @@ void SysProbeCache::remember(Local& l, std::string_view key, std::uint64_t tag, 
   l.key.assign(key);
 }
 
-std::optional<bool> SysProbeCache::find(std::string_view key, Clock::time_point now) {
+std::optional<bool> SysProbeCache::find(std::string_view key, Clock::time_point now, Clock::time_point* expires) {
   const std::size_t h = StringHash{}(key);
   Local& l = local_slot(h);
   if (l.owner == id_ && l.tag == generation_.value() && now < l.expires && l.key == key) {
     local_hits_.fetch_add(1, std::memory_order_relaxed);
+    if (expires != nullptr) *expires = l.expires;
     return l.exists;
   }
   std::optional<bool> out;
@@ -55,15 +56,20 @@ std::optional<bool> SysProbeCache::find(std::string_view key, Clock::time_point 
     // lock: a copy of an entry that a bump made stale is stale too.
     remember(l, key, tag, a);
     out = a.exists;
+    if (expires != nullptr) *expires = a.expires;
     return true;
   });
   return out;
 }
 
-void SysProbeCache::store(std::string_view key, std::uint64_t tag, Clock::time_point now, bool exists) {
+bool SysProbeCache::store(std::string_view key, std::uint64_t tag, Clock::time_point now, bool exists,
+                          Clock::time_point* expires) {
   const Answer a{now + ttl_, exists};
   // Not stored when a bump came in since `tag` was read.
-  if (cache_.insert(key, a, tag)) remember(local_slot(StringHash{}(key)), key, tag, a);
+  if (!cache_.insert(key, a, tag)) return false;
+  remember(local_slot(StringHash{}(key)), key, tag, a);
+  if (expires != nullptr) *expires = a.expires;
+  return true;
 }
 
 SysProbeCache::Totals SysProbeCache::totals() const {
@@ -94,8 +100,16 @@ bool SourceProbe::exists(std::string_view target) const {
   if (cache_.enabled() && probe_key(relative, target)) {
     key = &key_buffer();
     now = Clock::now();
-    if (auto cached = cache_.find(*key, now)) return *cached;
+    Clock::time_point expires{};
+    if (auto cached = cache_.find(*key, now, &expires)) {
+      note(true, expires);
+      return *cached;
+    }
   }
+  // From here on, an answer not stored leaves nothing to remember the
+  // expansion by.
+  const bool was_lasting = lasting_;
+  lasting_ = false;
   const int dir = relative ? directory_fd() : -1;
   // No directory descriptor: nothing was asked, nothing is known.
   if (relative && dir < 0) return false;
@@ -115,7 +129,16 @@ bool SourceProbe::exists(std::string_view target) const {
     if (a == ProbeWalker::Answer::Unknown) return false;  // absent this once; not remembered
     found = a == ProbeWalker::Answer::Exists;
   }
-  if (key != nullptr && store_) cache_.store(*key, tag_, now, found);
+  if (key != nullptr && store_) {
+    Clock::time_point expires{};
+    const bool kept = cache_.store(*key, tag_, now, found, &expires);
+    // Kept: lasting again if it was before this miss (a walk, not a
+    // guess, gave this answer).
+    if (kept && was_lasting) {
+      lasting_ = true;
+      note(true, expires);
+    }
+  }
   return found;
 }
 

@@ -56,10 +56,13 @@ class SysProbeCache {
   bool enabled() const noexcept { return ttl_ > Clock::duration::zero(); }
   std::uint64_t generation() const noexcept { return cache_.generation(); }
 
-  // The cached answer, if fresh and of the current generation.
-  std::optional<bool> find(std::string_view key, Clock::time_point now);
-  // `tag`: generation() as read before the probe.
-  void store(std::string_view key, std::uint64_t tag, Clock::time_point now, bool exists);
+  // The cached answer, if fresh and of the current generation (and, in
+  // `expires`, until when it is kept).
+  std::optional<bool> find(std::string_view key, Clock::time_point now, Clock::time_point* expires = nullptr);
+  // `tag`: generation() as read before the probe. Whether the answer is
+  // kept (not when a bump came in since `tag`), and until when.
+  bool store(std::string_view key, std::uint64_t tag, Clock::time_point now, bool exists,
+             Clock::time_point* expires = nullptr);
 
   struct Totals {
     std::size_t entries = 0;
@@ -119,7 +122,20 @@ class SourceProbe final : public Probe {
 
   bool exists(std::string_view target) const override;
 
+  // Whether every answer this expansion got is one the cache keeps, and
+  // until when the earliest of them is (the time_point's max when nothing
+  // was probed): an expansion remembered until then gives what probing
+  // again would, within the cache's own staleness bound (link_service.cpp's
+  // ExpansionMemo).
+  std::optional<Clock::time_point> kept_until() const noexcept {
+    return lasting_ ? std::optional<Clock::time_point>(until_) : std::nullopt;
+  }
+
  private:
+  void note(bool kept, Clock::time_point expires) const noexcept {
+    if (!kept) lasting_ = false;
+    else if (expires < until_) until_ = expires;
+  }
   bool probe_key(bool relative, std::string_view target) const;
   int directory_fd() const;
 
@@ -138,6 +154,8 @@ class SourceProbe final : public Probe {
   mutable dev_t dev_ = 0;
   mutable ino_t ino_ = 0;
   mutable int dir_fd_ = -1;
+  mutable bool lasting_ = true;
+  mutable Clock::time_point until_ = Clock::time_point::max();
 };
 
 }  // namespace vsymfs::daemon

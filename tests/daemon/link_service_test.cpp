@@ -518,14 +518,155 @@ TEST_F(LinkServiceTest, AnAnswerIsStoredOnlyUnderTheDirectoryItWasProbedIn) {
   struct stat st_a {};
   ASSERT_EQ(::fstat(a, &st_a), 0);
   Named in_a(a, st_a);
-  const auto hits = links_->cache_stats().probe_hits;
-  for (int i = 0; i < 2; ++i) {
-    ASSERT_TRUE(links_->expand("@sys", in_a, root_ids(), out));
-    EXPECT_EQ(out, "amd64_linux26");
-  }
-  EXPECT_GE(links_->cache_stats().probe_hits, hits + 2);
+  ASSERT_TRUE(links_->expand("@sys", in_a, root_ids(), out));
+  EXPECT_EQ(out, "amd64_linux26");
+  const auto misses = links_->cache_stats().probe_misses;
+  ASSERT_TRUE(links_->expand("@sys", in_a, root_ids(), out));
+  EXPECT_EQ(out, "amd64_linux26");
+  EXPECT_EQ(links_->cache_stats().probe_misses, misses) << "answers probed in a, named a, were not kept";
   ::close(a);
   ::close(b);
+}
+
+// A directory that names itself without a system call, as the FUSE
+// layer's ParentDirectory does: what lets a thread remember an @sys
+// expansion (ExpansionMemo in link_service.cpp).
+class NamedDirectory final : public LinkDirectory {
+ public:
+  explicit NamedDirectory(const std::string& path) : fd_(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC)) {
+    if (fd_ >= 0) ok_ = ::fstat(fd_, &st_) == 0;
+  }
+  ~NamedDirectory() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  NamedDirectory(const NamedDirectory&) = delete;
+  NamedDirectory& operator=(const NamedDirectory&) = delete;
+  bool ok() const { return ok_; }
+  int fd() override {
+    ++fds;
+    return fd_;
+  }
+  bool identity(dev_t& dev, ino_t& ino) override {
+    dev = st_.st_dev;
+    ino = st_.st_ino;
+    return true;
+  }
+  int fds = 0;  // how often a probe asked for the descriptor
+
+ private:
+  int fd_ = -1;
+  bool ok_ = false;
+  struct stat st_ {};
+};
+
+// A request of `child`'s that holds its context, as the FUSE layer's
+// requests do: the context then stays one object throughout a test (one
+// made afresh would miss the memo whatever the memo did).
+RequestIds holding(const EnvChild& child, CallerContexts& contexts, std::shared_ptr<const Caller>& held) {
+  RequestIds ids = child.ids();
+  held = contexts.full(ids.pid, ids.uid, ids.gid);
+  ids.caller = held.get();
+  ids.known = LinkNeeds::Process;
+  ids.caller_ref = &held;
+  return ids;
+}
+
+// The same @sys link read again by the same process is answered from what
+// the thread gave it last time while every probe answer it used is still
+// kept, and by the probes once the earliest of them has expired: the
+// staleness bound of the probe cache, never more.
+TEST_F(LinkServiceTest, AtSysExpansionsAreRememberedUntilTheirEarliestAnswerExpires) {
+  entry_timeout_ = 1.5;
+  const auto ttl = std::chrono::milliseconds(1500);
+  start(kSysRules);
+  fs::create_directories(root_ + "/src/dir/amd64_linux26/bin");
+  NamedDirectory dir(root_ + "/src/dir");
+  ASSERT_TRUE(dir.ok());
+  EnvChild child({"X=1"});
+  ASSERT_TRUE(child.ok());
+  std::shared_ptr<const Caller> held;
+  const RequestIds ids = holding(child, *contexts_, held);
+  ASSERT_TRUE(held);
+  const auto memo_hits = [&] { return links_->cache_stats().memo_hits; };
+  std::string out;
+  const auto first = Clock::now();
+  ASSERT_TRUE(links_->expand("@sys/bin", dir, ids, out));
+  const auto probed_by = Clock::now();
+  EXPECT_EQ(out, "amd64_linux26/bin");
+  const auto h0 = memo_hits();
+  const auto s0 = links_->cache_stats();
+  EXPECT_EQ(s0.probe_misses, 2u);
+
+  fs::create_directories(root_ + "/src/dir/missing_sys/bin");
+  const int fds = dir.fds;
+  ASSERT_TRUE(links_->expand("@sys/bin", dir, ids, out));
+  ASSERT_LT(Clock::now() - first, ttl) << "the machine stalled for the whole TTL; the test proves nothing";
+  EXPECT_EQ(out, "amd64_linux26/bin") << "within the TTL the kept answers stand";
+  EXPECT_EQ(memo_hits(), h0 + 1);
+  EXPECT_EQ(dir.fds, fds) << "a remembered expansion needs no descriptor";
+  const auto s1 = links_->cache_stats();
+  EXPECT_EQ(s1.probe_hits + s1.probe_misses, s0.probe_hits + s0.probe_misses) << "nor a probe";
+
+  std::this_thread::sleep_until(probed_by + ttl + std::chrono::milliseconds(50));
+  ASSERT_TRUE(links_->expand("@sys/bin", dir, ids, out));
+  EXPECT_EQ(out, "missing_sys/bin") << "remembered past the answers' expiry";
+  EXPECT_EQ(memo_hits(), h0 + 1);
+}
+
+// One text in two directories, read in turn: each directory's own answer,
+// every time; a reload and clear_cache forget what was remembered.
+TEST_F(LinkServiceTest, RememberedAtSysExpansionsAreTheirDirectorysAndDieWithTheCache) {
+  entry_timeout_ = 3600;
+  start(kSysRules);
+  fs::create_directories(root_ + "/src/a/amd64_linux26");
+  fs::create_directories(root_ + "/src/b/missing_sys");
+  NamedDirectory a(root_ + "/src/a"), b(root_ + "/src/b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EnvChild child({"X=1"});
+  ASSERT_TRUE(child.ok());
+  std::shared_ptr<const Caller> held;
+  const RequestIds ids = holding(child, *contexts_, held);
+  ASSERT_TRUE(held);
+  std::string out;
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE(links_->expand("@sys", a, ids, out));
+    EXPECT_EQ(out, "amd64_linux26") << "round " << round;
+    ASSERT_TRUE(links_->expand("@sys", b, ids, out));
+    EXPECT_EQ(out, "missing_sys") << "round " << round;
+  }
+  EXPECT_EQ(links_->cache_stats().memo_hits, 4u);
+
+  fs::create_directories(root_ + "/src/a/missing_sys");
+  links_->clear_cache();
+  ASSERT_TRUE(links_->expand("@sys", a, ids, out));
+  EXPECT_EQ(out, "missing_sys") << "clear_cache left a remembered expansion";
+
+  ASSERT_EQ(::rmdir((root_ + "/src/a/missing_sys").c_str()), 0);
+  write_rules(std::string(kSysRules) + "# touched\n");
+  ASSERT_TRUE(state_->reload());
+  ASSERT_TRUE(links_->expand("@sys", a, ids, out));
+  EXPECT_EQ(out, "amd64_linux26") << "a reload left a remembered expansion";
+}
+
+// Nothing is remembered when the answers are not kept (entry_timeout 0).
+TEST_F(LinkServiceTest, AtSysExpansionsAreNotRememberedWhenTheProbesAreNot) {
+  entry_timeout_ = 0;
+  start(kSysRules);
+  fs::create_directories(root_ + "/src/dir/amd64_linux26");
+  NamedDirectory dir(root_ + "/src/dir");
+  ASSERT_TRUE(dir.ok());
+  EnvChild child({"X=1"});
+  ASSERT_TRUE(child.ok());
+  std::shared_ptr<const Caller> held;
+  const RequestIds ids = holding(child, *contexts_, held);
+  ASSERT_TRUE(held);
+  std::string out;
+  ASSERT_TRUE(links_->expand("@sys", dir, ids, out));
+  EXPECT_EQ(out, "amd64_linux26");
+  fs::create_directories(root_ + "/src/dir/missing_sys");
+  ASSERT_TRUE(links_->expand("@sys", dir, ids, out));
+  EXPECT_EQ(out, "missing_sys");
+  EXPECT_EQ(links_->cache_stats().memo_hits, 0u);
 }
 
 TEST_F(LinkServiceTest, ARulesReloadForgetsAtSysProbes) {
