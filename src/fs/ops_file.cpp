@@ -246,7 +246,17 @@ void create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode
   const Passthrough::OpenedFile file{.fd = ofd, .flags = fi->flags, .st = &st, .fs_type = file_system_type(ofd)};
   fi->noflush = close_reports_nothing(file.fs_type);
   const bool opened = reply_opened(fs, e.ino, file, [&](bool direct_writes) {
-    if (direct_writes) e.attr_timeout = 0;
+    // An empty file cannot be written through a mapping (a page past the
+    // end faults SIGBUS): its times can change unseen only after its size
+    // has, and every way to change the size (write, truncate, fallocate,
+    // copy_file_range) makes the kernel drop its cached attributes, after
+    // which they are answered with a timeout of 0 while this open lasts
+    // (attr_timeout_for). So a new, empty file's attributes keep
+    // attr_timeout: the permission check right after the create (the
+    // kernel's may_open) then needs no GETATTR: one of the six round trips
+    // a create, close and unlink otherwise wait for. A file that was there
+    // already, with data, gets 0 at once.
+    if (direct_writes && st.st_size != 0) e.attr_timeout = 0;
     return fuse_reply_create(req, &e, fi);
   });
   if (!opened)
