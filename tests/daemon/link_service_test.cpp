@@ -559,17 +559,23 @@ class NamedDirectory final : public LinkDirectory {
   struct stat st_ {};
 };
 
-// A request of `child`'s that holds its context, as the FUSE layer's
-// requests do: the context then stays one object throughout a test (one
-// made afresh would miss the memo whatever the memo did).
-RequestIds holding(const EnvChild& child, CallerContexts& contexts, std::shared_ptr<const Caller>& held) {
-  RequestIds ids = child.ids();
-  held = contexts.full(ids.pid, ids.uid, ids.gid);
-  ids.caller = held.get();
-  ids.known = LinkNeeds::Process;
-  ids.caller_ref = &held;
-  return ids;
-}
+// A process, and a request of its that holds its context as the FUSE
+// layer's requests do: the context then stays one object throughout a test
+// (one made afresh would miss the memo whatever the memo did).
+struct HeldCaller {
+  explicit HeldCaller(CallerContexts& contexts) : child({"X=1"}) {
+    if (!child.ok()) return;
+    ids = child.ids();
+    held = contexts.full(ids.pid, ids.uid, ids.gid);
+    ids.caller = held.get();
+    ids.known = LinkNeeds::Process;
+    ids.caller_ref = &held;
+  }
+  bool ok() const { return child.ok() && held != nullptr; }
+  EnvChild child;
+  std::shared_ptr<const Caller> held;
+  RequestIds ids{};
+};
 
 // The same @sys link read again by the same process is answered from what
 // the thread gave it last time while every probe answer it used is still
@@ -582,11 +588,9 @@ TEST_F(LinkServiceTest, AtSysExpansionsAreRememberedUntilTheirEarliestAnswerExpi
   fs::create_directories(root_ + "/src/dir/amd64_linux26/bin");
   NamedDirectory dir(root_ + "/src/dir");
   ASSERT_TRUE(dir.ok());
-  EnvChild child({"X=1"});
-  ASSERT_TRUE(child.ok());
-  std::shared_ptr<const Caller> held;
-  const RequestIds ids = holding(child, *contexts_, held);
-  ASSERT_TRUE(held);
+  const HeldCaller caller(*contexts_);
+  ASSERT_TRUE(caller.ok());
+  const RequestIds& ids = caller.ids;
   const auto memo_hits = [&] { return links_->cache_stats().memo_hits; };
   std::string out;
   const auto first = Clock::now();
@@ -622,11 +626,9 @@ TEST_F(LinkServiceTest, RememberedAtSysExpansionsAreTheirDirectorysAndDieWithThe
   fs::create_directories(root_ + "/src/b/missing_sys");
   NamedDirectory a(root_ + "/src/a"), b(root_ + "/src/b");
   ASSERT_TRUE(a.ok() && b.ok());
-  EnvChild child({"X=1"});
-  ASSERT_TRUE(child.ok());
-  std::shared_ptr<const Caller> held;
-  const RequestIds ids = holding(child, *contexts_, held);
-  ASSERT_TRUE(held);
+  const HeldCaller caller(*contexts_);
+  ASSERT_TRUE(caller.ok());
+  const RequestIds& ids = caller.ids;
   std::string out;
   for (int round = 0; round < 3; ++round) {
     ASSERT_TRUE(links_->expand("@sys", a, ids, out));
@@ -655,11 +657,9 @@ TEST_F(LinkServiceTest, AtSysExpansionsAreNotRememberedWhenTheProbesAreNot) {
   fs::create_directories(root_ + "/src/dir/amd64_linux26");
   NamedDirectory dir(root_ + "/src/dir");
   ASSERT_TRUE(dir.ok());
-  EnvChild child({"X=1"});
-  ASSERT_TRUE(child.ok());
-  std::shared_ptr<const Caller> held;
-  const RequestIds ids = holding(child, *contexts_, held);
-  ASSERT_TRUE(held);
+  const HeldCaller caller(*contexts_);
+  ASSERT_TRUE(caller.ok());
+  const RequestIds& ids = caller.ids;
   std::string out;
   ASSERT_TRUE(links_->expand("@sys", dir, ids, out));
   EXPECT_EQ(out, "amd64_linux26");

@@ -284,6 +284,38 @@ void wait_for_clock_past(const struct timespec& t) {
   FAIL() << "the clock did not pass a fresh ctime within 5 s";
 }
 
+// Writes a byte through a shared mapping of `fd` (open on `path`), then
+// closes it: whether the times differ from `start`'s while mapped and
+// after the close ("mapped: mc", "closed: mc"; times_changed).
+std::vector<std::string> write_through_mapping(const std::string& path, int fd, const struct stat& start) {
+  void* map = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) {
+    ::close(fd);
+    return {"mmap failed: " + std::string(std::strerror(errno))};
+  }
+  static_cast<char*>(map)[0] = 'm';
+  std::vector<std::string> seen{"mapped: " + times_changed(start, path)};
+  ::munmap(map, 4096);
+  ::close(fd);
+  seen.push_back("closed: " + times_changed(start, path));
+  return seen;
+}
+
+// What a write through a mapping shows natively (`native`) and through the
+// mount (`mount`): the same, but without passthrough, where the mapped
+// pages are the mount's, written to SOURCE only when the kernel writes them
+// back (munmap, msync, close): the times change then (vsymfs(8), FILE I/O
+// PASSTHROUGH).
+void expect_mapped_times_as_natively(const std::vector<std::string>& native, const std::vector<std::string>& mount,
+                                     const std::vector<std::string>& opts, const std::string& what) {
+  EXPECT_EQ(native, (std::vector<std::string>{"mapped: mc", "closed: mc"})) << what;
+  if (std::find(opts.begin(), opts.end(), "nopassthrough") != opts.end()) {
+    EXPECT_EQ(mount, (std::vector<std::string>{"mapped: --", "closed: mc"})) << what;
+    return;
+  }
+  EXPECT_EQ(mount, native) << what << ": through the mount (left) and natively (right)";
+}
+
 // Item 4: a write through a shared mapping changes the mtime and ctime,
 // seen by a stat while the file is mapped and after it is closed. With
 // passthrough the mapping is the backing file's, and the pages fault in
@@ -305,25 +337,9 @@ TEST_P(Corners, TimesAfterMmapWriteAsNatively) {
     ASSERT_EQ(::stat(path.c_str(), &start), 0);  // the kernel holds the times now
     int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
     ASSERT_GE(fd, 0) << path;
-    void* map = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    ASSERT_NE(map, MAP_FAILED) << path;
-    static_cast<char*>(map)[0] = 'm';
-    seen[side].push_back("mapped: " + times_changed(start, path));
-    ::munmap(map, 4096);
-    ::close(fd);
-    seen[side].push_back("closed: " + times_changed(start, path));
-    ++side;
+    seen[side++] = write_through_mapping(path, fd, start);
   }
-  EXPECT_EQ(seen[0], (std::vector<std::string>{"mapped: mc", "closed: mc"}));
-  const auto& opts = GetParam();
-  if (std::find(opts.begin(), opts.end(), "nopassthrough") != opts.end()) {
-    // Without passthrough the mapped pages are the mount's, written to
-    // SOURCE only when the kernel writes them back (munmap, msync, close):
-    // the times change then (vsymfs(8), FILE I/O PASSTHROUGH).
-    EXPECT_EQ(seen[1], (std::vector<std::string>{"mapped: --", "closed: mc"}));
-    return;
-  }
-  EXPECT_EQ(seen[1], seen[0]) << "through the mount (left) and natively (right)";
+  expect_mapped_times_as_natively(seen[0], seen[1], GetParam(), "opened");
 }
 
 // The same for a file created through the mount: its create is answered
@@ -346,22 +362,9 @@ TEST_P(Corners, TimesAfterMmapWriteOfANewFileAsNatively) {
       struct stat start {};
       ASSERT_EQ(::stat(path.c_str(), &start), 0);  // the kernel holds the times now
       wait_for_clock_past(start.st_ctim);
-      void* map = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-      ASSERT_NE(map, MAP_FAILED) << path;
-      static_cast<char*>(map)[0] = 'm';
-      seen[side].push_back("mapped: " + times_changed(start, path));
-      ::munmap(map, 4096);
-      ::close(fd);
-      seen[side].push_back("closed: " + times_changed(start, path));
-      ++side;
+      seen[side++] = write_through_mapping(path, fd, start);
     }
-    EXPECT_EQ(seen[0], (std::vector<std::string>{"mapped: mc", "closed: mc"})) << how;
-    const auto& opts = GetParam();
-    if (std::find(opts.begin(), opts.end(), "nopassthrough") != opts.end()) {
-      EXPECT_EQ(seen[1], (std::vector<std::string>{"mapped: --", "closed: mc"})) << how;
-      continue;
-    }
-    EXPECT_EQ(seen[1], seen[0]) << how << ": through the mount (left) and natively (right)";
+    expect_mapped_times_as_natively(seen[0], seen[1], GetParam(), "created, grown by " + how);
   }
 }
 
