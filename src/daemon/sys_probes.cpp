@@ -5,6 +5,7 @@
 #include <array>
 #include <atomic>
 #include <climits>
+#include <utility>
 
 namespace vsymfs::daemon {
 
@@ -102,14 +103,13 @@ bool SourceProbe::exists(std::string_view target) const {
     now = Clock::now();
     Clock::time_point expires{};
     if (auto cached = cache_.find(*key, now, &expires)) {
-      note(true, expires);
+      note(expires);
       return *cached;
     }
   }
-  // From here on, an answer not stored leaves nothing to remember the
-  // expansion by.
-  const bool was_lasting = lasting_;
-  lasting_ = false;
+  // Until this answer is stored, the expansion has nothing to be
+  // remembered by (an unknown walk, a generation bump: never).
+  const bool lasting = std::exchange(lasting_, false);
   const int dir = relative ? directory_fd() : -1;
   // No directory descriptor: nothing was asked, nothing is known.
   if (relative && dir < 0) return false;
@@ -131,12 +131,9 @@ bool SourceProbe::exists(std::string_view target) const {
   }
   if (key != nullptr && store_) {
     Clock::time_point expires{};
-    const bool kept = cache_.store(*key, tag_, now, found, &expires);
-    // Kept: lasting again if it was before this miss (a walk, not a
-    // guess, gave this answer).
-    if (kept && was_lasting) {
+    if (cache_.store(*key, tag_, now, found, &expires) && lasting) {
       lasting_ = true;
-      note(true, expires);
+      note(expires);
     }
   }
   return found;

@@ -132,9 +132,9 @@ class SourceProbe final : public Probe {
   }
 
  private:
-  void note(bool kept, Clock::time_point expires) const noexcept {
-    if (!kept) lasting_ = false;
-    else if (expires < until_) until_ = expires;
+  // An answer the cache keeps until `expires` was used.
+  void note(Clock::time_point expires) const noexcept {
+    if (expires < until_) until_ = expires;
   }
   bool probe_key(bool relative, std::string_view target) const;
   int directory_fd() const;
