@@ -252,6 +252,72 @@ class TargetsTest(unittest.TestCase):
         self.assertAlmostEqual(row["median"], 0.5)
         self.assertFalse(row["pass"])
 
+    def test_hot_path_rows_are_judged_on_alternating_runs_against_each_peer(self):
+        # Measured apart vsymfs lost (100 vs 200); alternating with each peer
+        # it won against bindfs (1.2) and only tied mergerfs (0.98 and 0.99):
+        # mergerfs, the peer it fared worst against, decides.
+        plain = metric("readlink_plain_p1", "readlink, plain link, 1 proc",
+                       ["native", "vsymfs", "vsymfs-uring", "bindfs", "mergerfs", "passthrough_hp-uring"], 2, {
+                           "native": [1000, 1000], "vsymfs": [100, 100], "vsymfs-uring": [100, 100],
+                           "bindfs": [200, 200], "mergerfs": [150, 150], "passthrough_hp-uring": [150, 150]})
+
+        def alt(peer, systems, mine, theirs):
+            return [metric(run.alt_vs_key("readlink_plain", peer, 1), f"vs {peer}", systems, 2, mine,
+                           group="alternating"),
+                    metric(run.alt_peer_key("readlink_plain", peer, 1), f"{peer}", systems, 2, theirs,
+                           group="alternating")]
+        both = ["vsymfs", "vsymfs-uring"]
+        metrics = [plain,
+                   *alt("bindfs", both, {"vsymfs": [120, 240], "vsymfs-uring": [120, 240]},
+                        {"vsymfs": [100, 200], "vsymfs-uring": [100, 200]}),
+                   *alt("mergerfs", both, {"vsymfs": [98, 198], "vsymfs-uring": [110, 220]},
+                        {"vsymfs": [100, 200], "vsymfs-uring": [100, 200]}),
+                   # Only io_uring's vsymfs is judged against a peer on io_uring.
+                   *alt("passthrough_hp-uring", ["vsymfs-uring"], {"vsymfs-uring": [90, 180]},
+                        {"vsymfs-uring": [100, 200]})]
+        rows = self.rows_by_target(fake_bench(metrics))
+        dev = rows["vsymfs >= best /dev/fuse peer: readlink, plain link, 1 proc"]
+        self.assertAlmostEqual(dev["median"], (0.98 + 0.99) / 2)
+        self.assertIn("mergerfs", dev["measured"])
+        self.assertIn("alternating", dev["measured"])
+        self.assertEqual(dev["want"], 1.0)  # 2 repetitions: no tie yet
+        self.assertFalse(dev["pass"])
+        uring = rows["vsymfs-uring >= best FUSE peer: readlink, plain link, 1 proc"]
+        self.assertAlmostEqual(uring["median"], 0.9)
+        self.assertIn("passthrough_hp-uring", uring["measured"])
+        # The alternating metrics judge no row of their own.
+        self.assertFalse(any(t.endswith("vs bindfs") for t in rows))
+        # A target outside ALT_PEER_KEYS (warm stat) is judged apart as before.
+        stat = metric("stat_p1", "warm stat, 1 proc", ["native", "vsymfs", "bindfs"], 2, {
+            "native": [1000, 1000], "vsymfs": [100, 100], "bindfs": [200, 200]})
+        row = self.rows_by_target(fake_bench(metrics + [stat]))["vsymfs >= best /dev/fuse peer: warm stat, 1 proc"]
+        self.assertAlmostEqual(row["median"], 0.5)
+        # With five repetitions a tie (0.97) meets the target.
+        plain5 = metric("readlink_plain_p1", "readlink, plain link, 1 proc", ["native", "vsymfs", "bindfs"], 5, {
+            "native": [1000] * 5, "vsymfs": [100] * 5, "bindfs": [200] * 5})
+        mine = metric(run.alt_vs_key("readlink_plain", "bindfs", 1), "vs bindfs", ["vsymfs"], 5,
+                      {"vsymfs": [98] * 5}, group="alternating")
+        theirs = metric(run.alt_peer_key("readlink_plain", "bindfs", 1), "bindfs", ["vsymfs"], 5,
+                        {"vsymfs": [100] * 5}, group="alternating")
+        row = self.rows_by_target(fake_bench([plain5, mine, theirs]))[
+            "vsymfs >= best /dev/fuse peer: readlink, plain link, 1 proc"]
+        self.assertEqual(row["want"], run.TIE)
+        self.assertTrue(row["pass"])
+
+    def test_alternating_peer_metrics_pair_each_transport_with_its_own_peers(self):
+        systems = {n: types.SimpleNamespace(missing=None)
+                   for n in ("native", "vsymfs", "vsymfs-uring", "bindfs", "passthrough_hp-uring")}
+        bench = run.Bench({"procs": [1, 2], "meta_reps": 1, "reps": 1}, systems, None)
+        got = {mv.key: (tuple(mv.systems), mp.key, peer, op, rel)
+               for mv, mp, peer, op, rel, extra, procs in bench.alt_peer_metrics("someone")}
+        self.assertEqual(got["alt_readlink_plain_vs_bindfs_p1"],
+                         (("vsymfs", "vsymfs-uring"), "alt_readlink_plain_bindfs_p1", "bindfs", "readlink", "plain"))
+        self.assertEqual(got["alt_readlink_plain_vs_passthrough_hp-uring_p2"][0], ("vsymfs-uring",))
+        self.assertEqual(got["alt_resolve_vs_bindfs_p2"][3:], ("resolve", "resolve/vdir"))
+        # Peers not in the run, and targets not judged this way, get none.
+        self.assertFalse(any("mergerfs" in k or "create_unlink" in k or "stat_" in k for k in got))
+        self.assertEqual(len(got), 2 * 2 * 2)  # 2 keys x 2 process counts x 2 peers
+
     def test_missing_vsymfs_is_a_fail_with_no_word(self):
         m = metric("stat_p1", "warm stat, 1 proc", ["native", "vsymfs", "bindfs"], 2, {
             "native": [500, 500], "bindfs": [200, 200]})
