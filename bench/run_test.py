@@ -315,8 +315,9 @@ class TargetsTest(unittest.TestCase):
         self.assertEqual(got["alt_readlink_plain_vs_passthrough_hp-uring_p2"][0], ("vsymfs-uring",))
         self.assertEqual(got["alt_resolve_vs_bindfs_p2"][3:], ("resolve", "resolve/vdir"))
         # Peers not in the run, and targets not judged this way, get none.
-        self.assertFalse(any("mergerfs" in k or "create_unlink" in k or "stat_" in k for k in got))
-        self.assertEqual(len(got), 2 * 2 * 2)  # 2 keys x 2 process counts x 2 peers
+        self.assertEqual(got["alt_create_unlink_vs_bindfs_p1"][3:], ("create_unlink", "scratch"))
+        self.assertFalse(any("mergerfs" in k or "stat_" in k or "readdir" in k for k in got))
+        self.assertEqual(len(got), 3 * 2 * 2)  # 3 keys x 2 process counts x 2 peers
 
     def test_missing_vsymfs_is_a_fail_with_no_word(self):
         m = metric("stat_p1", "warm stat, 1 proc", ["native", "vsymfs", "bindfs"], 2, {
