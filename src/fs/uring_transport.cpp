@@ -62,6 +62,19 @@ struct UringCmdReq {  // struct fuse_uring_cmd_req, in the SQE's 80-byte command
 };
 static_assert(sizeof(UringCmdReq) == 24);
 
+// io_uring pieces of Linux 6.15 that liburing 2.3 (Debian 12) lacks
+// (include/uapi/linux/io_uring.h). A task that waits in io_uring_enter with
+// requests of its own in flight is counted as waiting for I/O
+// (io_cqring_wait sets in_iowait), and a ring thread always has one: its
+// entry's command. Unasked, every idle ring thread would show as a task in
+// I/O wait (procs_blocked in /proc/stat, "wa" in top and vmstat, "full"
+// I/O pressure in /proc/pressure/io): an idle machine that mounts vsymfs
+// on io_uring would look 100% stalled on I/O to its administrators and
+// their monitoring. IORING_ENTER_NO_IOWAIT waits without that, where the
+// kernel has it (IORING_FEAT_NO_IOWAIT).
+constexpr unsigned kFeatNoIowait = 1u << 17;  // IORING_FEAT_NO_IOWAIT
+constexpr unsigned kEnterNoIowait = 1u << 7;  // IORING_ENTER_NO_IOWAIT
+
 constexpr const char* kEnableUring = "/sys/module/fuse/parameters/enable_uring";
 constexpr std::uint64_t kStopTag = ~std::uint64_t{0};  // user_data of the poll on the stop eventfd
 constexpr std::size_t kMinPayload = 8192;              // FUSE_MIN_READ_BUFFER
@@ -109,22 +122,43 @@ std::vector<unsigned> read_cpu_list(const char* path) {
   return cpus;
 }
 
+// io_uring_submit_and_wait(&ring, 1), not counted as I/O wait when
+// `no_iowait` (kFeatNoIowait): one io_uring_enter that submits what is
+// queued and waits for a completion. liburing 2.3 takes no flags for that
+// call, so the queued SQEs are handed to the kernel here as liburing does
+// (the SQ array is the identity; the tail published, the count submitted).
+int submit_and_wait(io_uring& ring, bool no_iowait) {
+  if (!no_iowait) return io_uring_submit_and_wait(&ring, 1);
+  io_uring_sq& sq = ring.sq;
+  const unsigned tail = sq.sqe_tail;
+  if (sq.sqe_head != tail) {
+    sq.sqe_head = tail;
+    io_uring_smp_store_release(sq.ktail, tail);
+  }
+  const unsigned pending = tail - IO_URING_READ_ONCE(*sq.khead);
+  return io_uring_enter(static_cast<unsigned>(ring.ring_fd), pending, 1, IORING_ENTER_GETEVENTS | kEnterNoIowait,
+                        nullptr);
+}
+
 // Submits a commit and waits for the next request: first on the CPU,
 // yielding, for up to the linger span, then asleep (Linger, linger.hpp).
-int submit_and_linger(io_uring& ring, Linger& linger) {
+int submit_and_linger(io_uring& ring, bool no_iowait, Linger& linger) {
   const int rc = io_uring_submit(&ring);
   if (rc < 0) return rc;
   io_uring_cqe* cqe = nullptr;
   if (io_uring_peek_cqe(&ring, &cqe) == 0 || linger.spin([&] { return io_uring_peek_cqe(&ring, &cqe) == 0; }))
     return rc;
-  return io_uring_submit_and_wait(&ring, 1);
+  return submit_and_wait(ring, no_iowait);
 }
 
-int setup_ring(io_uring& ring) {
+// `no_iowait`: whether the kernel can wait without counting it as I/O wait.
+int setup_ring(io_uring& ring, bool& no_iowait) {
   io_uring_params p{};
   p.flags = IORING_SETUP_SQE128;  // the command area holds fuse_uring_cmd_req
   // Two SQEs in flight at most: the entry's command and the stop poll.
-  return io_uring_queue_init_params(4, &ring, &p);
+  const int rc = io_uring_queue_init_params(4, &ring, &p);
+  no_iowait = rc == 0 && (p.features & kFeatNoIowait) != 0;
+  return rc;
 }
 
 // A free SQE. There is always one (each ring has room for its entry's
@@ -170,6 +204,7 @@ struct UringTransport::Ring {
   unsigned qid = 0;
   io_uring ring{};
   bool ring_ok = false;
+  bool no_iowait = false;  // waits are not counted as I/O wait (kFeatNoIowait)
   UringReqHeader* hdr = nullptr;  // on its own page
   char* area = nullptr;           // kHeadRoom, then the payload
   std::size_t area_len = 0;
@@ -214,7 +249,8 @@ Result<std::unique_ptr<UringTransport>> UringTransport::create(UringMode mode, b
     kernel_says_no = true;
   } else {
     io_uring probe{};
-    if (int r = setup_ring(probe); r < 0)
+    bool no_iowait = false;
+    if (int r = setup_ring(probe, no_iowait); r < 0)
       why_not = "io_uring is refused to this process (" + errno_text(-r) + "; see sysctl kernel.io_uring_disabled)";
     else
       io_uring_queue_exit(&probe);
@@ -484,7 +520,7 @@ UringTransport::Phase UringTransport::wait_phase_change() {
 }
 
 int UringTransport::prepare(Ring& r) {
-  if (int e = setup_ring(r.ring); e < 0) {
+  if (int e = setup_ring(r.ring, r.no_iowait); e < 0) {
     r.error_what = "io_uring_queue_init";
     return -e;
   }
@@ -562,8 +598,8 @@ void UringTransport::serve(Ring& r) {
   for (;;) {
     // After a reply the commit goes in with the wait for the next request,
     // unless the thread lingers (Linger, linger.hpp).
-    const int rc = committed && linger.wanted() ? submit_and_linger(r.ring, linger)
-                                                 : io_uring_submit_and_wait(&r.ring, 1);
+    const int rc = committed && linger.wanted() ? submit_and_linger(r.ring, r.no_iowait, linger)
+                                                 : submit_and_wait(r.ring, r.no_iowait);
     committed = false;
     if (rc < 0 && rc != -EINTR) {
       spdlog::error("io_uring: CPU queue {}: a ring thread ends: {}", r.qid, errno_text(-rc));
@@ -692,10 +728,16 @@ void UringTransport::stop() {
 std::string UringTransport::status() const {
   if (active_.load(std::memory_order_acquire)) {
     std::uint64_t served = 0;
-    for (auto& r : rings_) served += r->served.load(std::memory_order_relaxed);
+    bool no_iowait = true;
+    for (auto& r : rings_) {
+      served += r->served.load(std::memory_order_relaxed);
+      no_iowait = no_iowait && r->no_iowait;
+    }
     return "io_uring; " + std::to_string(queues_) + " CPU queues, " + std::to_string(rings_.size()) +
-           " ring threads; " + std::to_string(served) + " requests served on the ring; linger " +
-           std::to_string(linger_us_) + " us";
+           " ring threads; " + std::to_string(served) + " requests served on the ring; " +
+           (no_iowait ? "idle waits not counted as I/O wait"
+                      : "idle waits counted as I/O wait (the kernel has no IORING_ENTER_NO_IOWAIT, Linux 6.15)") +
+           "; linger " + std::to_string(linger_us_) + " us";
   }
   std::lock_guard lock(mu_);
   return "/dev/fuse (" + why_not_ + ")";

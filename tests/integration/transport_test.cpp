@@ -5,6 +5,8 @@
 // (with_uring); these tests turn the kernel's enable_uring on or off for a
 // moment where they need one or the other, and put it back.
 #include <fcntl.h>
+#include <liburing.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
@@ -26,6 +28,8 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "mount_fixture.hpp"
 
@@ -266,6 +270,114 @@ TEST(Transport, RingThreadsAnswerReadlinkThemselves) {
   } else {
     EXPECT_EQ(after, 0u) << direct_line(m);
   }
+}
+
+// Sets kernel.task_delayacct for the guard's life and puts the old value
+// back. Delay accounting covers only the tasks started while it is on.
+class DelayAccounting {
+ public:
+  DelayAccounting() {
+    std::ifstream(kSysctl) >> old_;
+    ok_ = !old_.empty() && write("1");
+  }
+  ~DelayAccounting() {
+    if (ok_) write(old_);
+  }
+  DelayAccounting(const DelayAccounting&) = delete;
+  DelayAccounting& operator=(const DelayAccounting&) = delete;
+  bool ok() const { return ok_; }
+
+ private:
+  static constexpr const char* kSysctl = "/proc/sys/kernel/task_delayacct";
+  static bool write(const std::string& v) {
+    std::ofstream out(kSysctl);
+    out << v << "\n";
+    out.flush();
+    return static_cast<bool>(out);
+  }
+  std::string old_;
+  bool ok_ = false;
+};
+
+// Whether this kernel's io_uring can wait without counting the wait as I/O
+// wait (IORING_FEAT_NO_IOWAIT, Linux 6.15), asked as the daemon asks.
+bool kernel_waits_without_iowait() {
+  io_uring ring{};
+  io_uring_params p{};
+  if (io_uring_queue_init_params(2, &ring, &p) != 0) return false;
+  io_uring_queue_exit(&ring);
+  return (p.features & (1u << 17)) != 0;
+}
+
+// The ring threads of `pid` and the time each has spent in I/O wait, in
+// clock ticks: delayacct_blkio_ticks, field 42 of /proc/PID/task/TID/stat.
+std::vector<std::pair<std::string, long>> ring_thread_iowait(pid_t pid) {
+  std::vector<std::pair<std::string, long>> out;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& t : std::filesystem::directory_iterator(dir)) {
+    std::string comm = read_file(t.path() / "comm");
+    if (comm.rfind("vsymfs-ring", 0) != 0) continue;
+    const std::string stat = read_file(t.path() / "stat");
+    // Fields from the third on follow the last ')': the command may hold any.
+    std::istringstream in(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    long ticks = -1;
+    for (int i = 3; in >> field; ++i)
+      if (i == 42) {
+        ticks = std::stol(field);
+        break;
+      }
+    out.emplace_back(t.path().filename().string() + " " + comm.substr(0, comm.find('\n')), ticks);
+  }
+  return out;
+}
+
+// An idle ring thread waits in io_uring_enter with its entry's command in
+// flight, which the kernel counts as waiting for I/O unless asked not to:
+// an idle mount would show each ring thread in /proc/stat's procs_blocked,
+// as "wa" in top and as I/O pressure. Status says which; where the kernel
+// can wait without it, the ring threads' I/O wait time stays 0 over idle
+// stretches that end in a request on every CPU.
+TEST(Transport, IdleRingThreadsAreNotCountedAsWaitingForIo) {
+  if (!kernel_has_uring()) GTEST_SKIP() << "this kernel has no FUSE over io_uring (" << kParam << ")";
+  DelayAccounting accounting;  // before the daemon starts its threads
+  std::optional<Mount> m;
+  {
+    EnableUring on(true);
+    MountOptions o;
+    o.extra_opts = {"uring", "uring_linger=0"};  // each wait is a sleep
+    m.emplace(o);
+  }
+  std::filesystem::create_symlink("plain/target", m->src("link"));
+  const std::string t = settled_transport_line(*m);
+  ASSERT_THAT(t, StartsWith("io_uring; "));
+  if (!kernel_waits_without_iowait()) {
+    EXPECT_THAT(t, HasSubstr("; idle waits counted as I/O wait ("));
+    GTEST_SKIP() << "this kernel's io_uring counts every wait as I/O wait (no IORING_FEAT_NO_IOWAIT, Linux 6.15)";
+  }
+  EXPECT_THAT(t, HasSubstr("; idle waits not counted as I/O wait; "));
+  if (!accounting.ok()) GTEST_SKIP() << "cannot turn on kernel.task_delayacct here to see the waits";
+
+  cpu_set_t all;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof all, &all), 0);
+  const std::uint64_t before = served_on_ring(t);
+  for (int round = 0; round < 3; ++round) {
+    // Long enough to be counted in ticks of 10 ms many times over.
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (!CPU_ISSET(cpu, &all)) continue;
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpu, &one);
+      if (::sched_setaffinity(0, sizeof one, &one) != 0) continue;
+      EXPECT_EQ(link_text(m->mnt("link")), "plain/target") << "on CPU " << cpu;
+    }
+    ASSERT_EQ(::sched_setaffinity(0, sizeof all, &all), 0);
+  }
+  EXPECT_GE(served_on_ring(transport_line(*m)) - before, 3u) << "the readlinks did not travel on the ring";
+  const auto threads = ring_thread_iowait(m->daemon_pid());
+  ASSERT_FALSE(threads.empty());
+  for (const auto& [thread, ticks] : threads) EXPECT_EQ(ticks, 0) << thread;
 }
 
 // libfuse refuses users other than the mount's owner and root with -o
