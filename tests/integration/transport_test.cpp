@@ -47,6 +47,7 @@ using vsymfs::testing::MountOptions;
 using vsymfs::testing::uring_run;
 using vsymfs::testing::vsymctl_bin;
 using vsymfs::testing::vsymfs_bin;
+using vsymfs::testing::Watchdog;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kParam = "/sys/module/fuse/parameters/enable_uring";
@@ -361,6 +362,9 @@ TEST(Transport, IdleRingThreadsAreNotCountedAsWaitingForIo) {
   cpu_set_t all;
   ASSERT_EQ(::sched_getaffinity(0, sizeof all, &all), 0);
   const std::uint64_t before = served_on_ring(t);
+  // A daemon that stops answering aborts the connection: the test fails
+  // instead of hanging.
+  Watchdog dog({&*m}, std::chrono::seconds(60));
   for (int round = 0; round < 3; ++round) {
     // Long enough to be counted in ticks of 10 ms many times over.
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -374,6 +378,8 @@ TEST(Transport, IdleRingThreadsAreNotCountedAsWaitingForIo) {
     }
     ASSERT_EQ(::sched_setaffinity(0, sizeof all, &all), 0);
   }
+  dog.disarm();
+  ASSERT_FALSE(dog.fired()) << "the daemon stopped answering; log:\n" << m->daemon_log();
   EXPECT_GE(served_on_ring(transport_line(*m)) - before, 3u) << "the readlinks did not travel on the ring";
   const auto threads = ring_thread_iowait(m->daemon_pid());
   ASSERT_FALSE(threads.empty());
